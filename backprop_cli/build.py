@@ -1,0 +1,127 @@
+"""From a validated Config to the objects a run needs: device, model, loss, optimizer, batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from backprop_cli.config import Config, optimizer_hyperparams
+from backprop_cli.data import Batches, Dataset, load_dataset
+from backprop_cli.errors import DeviceError
+from backprop_cli.model import TwoLayerNet, build_model
+
+OPTIMIZER_CLASSES = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is missing is an error."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device: {spec!r} is not available (torch.cuda.is_available() is False); use device: cpu or auto")
+        dev = torch.device(spec)
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"device: {spec!r} is not available (this machine has {count} CUDA device(s))")
+        return dev
+    if spec == "mps" and not _mps_available():
+        raise DeviceError("device: 'mps' is not available (torch.backends.mps.is_available() is False); use device: cpu or auto")
+    return torch.device(spec)
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def make_loss(spec) -> nn.Module:
+    name, red = spec.name, spec.reduction
+    if name == "mse":
+        return nn.MSELoss(reduction=red)
+    if name == "l1":
+        return nn.L1Loss(reduction=red)
+    if name == "huber":
+        return nn.HuberLoss(reduction=red, delta=spec.delta)
+    if name == "smooth_l1":
+        return nn.SmoothL1Loss(reduction=red, beta=spec.beta)
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss(reduction=red, label_smoothing=spec.label_smoothing)
+    if name == "bce_with_logits":
+        return nn.BCEWithLogitsLoss(reduction=red)
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def make_optimizer(spec, params, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer. ``foreach`` is left to torch's per-device default, the same for all."""
+    return OPTIMIZER_CLASSES[spec.name](params, **optimizer_hyperparams(spec))
+
+
+@dataclass
+class Run:
+    cfg: Config
+    device: torch.device
+    model: TwoLayerNet
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    dataset: Dataset
+    batches: Batches
+    steps: int
+
+    @property
+    def param_names(self) -> list[str]:
+        return [n for n, _ in self.model.named_parameters()]
+
+
+def build_run(cfg: Config, *, dataset: Dataset | None = None, optimizer_spec=None) -> Run:
+    from backprop_cli.config import resolved_steps
+
+    device = resolve_device(cfg.device)
+    ds = dataset if dataset is not None else load_dataset(cfg)
+    model = build_model(cfg.model, cfg.seed).to(device)
+    loss_fn = make_loss(cfg.loss)
+    optimizer = make_optimizer(optimizer_spec or cfg.optimizer, model.parameters(), device)
+    batches = Batches(ds.x.to(device), ds.y.to(device), cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
+    return Run(cfg, device, model, loss_fn, optimizer, ds, batches, resolved_steps(cfg, batches.per_epoch))
+
+
+def describe_run(run: Run) -> dict:
+    """What the start panel shows: plain data, rendered by report.py."""
+    cfg, model = run.cfg, run.model
+    act = cfg.model.activation.model_dump()
+    loss = cfg.loss.model_dump()
+    opt_spec = cfg.optimizer
+    return {
+        "model": {
+            "sizes": [cfg.model.input_size, cfg.model.hidden_size, cfg.model.output_size],
+            "activation": act.pop("name"),
+            "activation_options": act,
+            "bias": cfg.model.bias,
+            "params": {n: list(p.shape) for n, p in model.named_parameters()},
+            "parameter_count": sum(p.numel() for p in model.parameters()),
+        },
+        "loss": {"name": loss.pop("name"), "options": loss},
+        "optimizer": {"name": opt_spec.name, "options": optimizer_hyperparams(opt_spec)},
+        "device": str(run.device),
+        "data": {
+            "source": run.dataset.source,
+            "samples": run.dataset.samples,
+            "batch_size": run.batches.batch_size,
+            "batches_per_epoch": run.batches.per_epoch,
+            "shuffle": run.batches.shuffle,
+        },
+        "steps": run.steps,
+        "seed": cfg.seed,
+    }

@@ -1,0 +1,64 @@
+"""Checkpoints: a plain dict saved atomically, read back only with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backprop_cli.errors import CheckpointError
+from backprop_cli.outputs import AtomicFile, check_writable
+
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("model", "optimizer", "step", "config")
+
+
+def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, **extra: Any) -> None:
+    """Write ``{"model", "optimizer", "step", "config", "version", ...extra}`` atomically."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": int(step),
+             "config": config, "version": CHECKPOINT_VERSION, **extra}
+    check_writable(Path(path), what="checkpoint")
+    with AtomicFile(Path(path), "wb") as f:
+        torch.save(state, f.file)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
+    """Load with ``weights_only=True``; anything else (pickled code, corruption) is a CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        raise CheckpointError(f"{path}: refused: not a plain weights checkpoint ({first[:160]})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:160]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a backprop checkpoint (expected a dict, got {type(state).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a backprop checkpoint (missing keys: {', '.join(missing)})")
+    return state
+
+
+def load_weights(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Copy a checkpoint's weights into ``model``, naming the first tensor whose shape differs."""
+    theirs = state["model"]
+    ours = model.state_dict()
+    for name, tensor in ours.items():
+        if name not in theirs:
+            raise CheckpointError(f"{path}: checkpoint has no {name!r}; it was saved for a different model (e.g. model.bias)")
+        if tuple(theirs[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: {name} has shape {list(theirs[name].shape)} in the checkpoint but "
+                                  f"{list(tensor.shape)} in the config's model")
+    extra = sorted(set(theirs) - set(ours))
+    if extra:
+        raise CheckpointError(f"{path}: checkpoint has {extra[0]!r}, which the config's model lacks (e.g. model.bias)")
+    model.load_state_dict(theirs)

@@ -1,0 +1,47 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+os.environ.pop("NO_COLOR", None)
+
+
+@pytest.fixture
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner):
+    """Invoke the app; returns the click Result (stdout and stderr kept apart)."""
+    from backprop_cli.cli import app
+
+    def invoke(*args, **kw):
+        return runner.invoke(app, [str(a) for a in args], **kw)
+
+    return invoke
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+SEED_YAML = (CONFIGS / "seed.yaml").read_text()
+
+
+@pytest.fixture
+def seed_cfg(tmp_path):
+    return write(tmp_path / "seed.yaml", SEED_YAML)
+
+
+def run_py(code: str, **kw):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, **kw)

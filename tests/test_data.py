@@ -1,0 +1,119 @@
+"""CSV and synthetic data, shape checks, batch order."""
+
+import textwrap
+
+import pytest
+import torch
+
+from backprop_cli.config import load_config
+from backprop_cli.data import Batches, load_dataset
+from backprop_cli.errors import DataError
+
+
+def setup(tmp_path, csv_text, extra="", loss="mse", sizes=(2, 4, 1), batch=2):
+    (tmp_path / "d.csv").write_text(textwrap.dedent(csv_text))
+    (tmp_path / "c.yaml").write_text(textwrap.dedent(f"""\
+        model: {{input_size: {sizes[0]}, hidden_size: {sizes[1]}, output_size: {sizes[2]}}}
+        loss: {loss}
+        data: {{kind: csv, path: d.csv, target: y, batch_size: {batch}{extra}}}
+        """))
+    return load_config(tmp_path / "c.yaml")
+
+
+GOOD = """\
+    a,b,y
+    1,2,3
+    4,5.5,6
+
+    -1e-2,8,9
+    """
+
+
+def test_csv_loads_features_and_target_relative_to_the_config(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    ds = load_dataset(setup(tmp_path, GOOD))
+    assert ds.feature_names == ["a", "b"] and ds.target_names == ["y"]
+    assert torch.equal(ds.x, torch.tensor([[1, 2], [4, 5.5], [-0.01, 8]]))
+    assert torch.equal(ds.y, torch.tensor([[3.0], [6], [9]]))
+
+
+def test_csv_explicit_features_and_class_labels(tmp_path):
+    text = "y,a,b,c\n0,1,2,9\n2,3,4,9\n1,5,6,9\n"
+    ds = load_dataset(setup(tmp_path, text, ", features: [b, a]", loss="cross_entropy", sizes=(2, 4, 3)))
+    assert torch.equal(ds.x, torch.tensor([[2.0, 1], [4, 3], [6, 5]]))
+    assert ds.y.dtype == torch.int64 and ds.y.tolist() == [0, 2, 1]
+
+
+@pytest.mark.parametrize("text,extra,expect", [
+    ("a,b,y\n1,2,3\n4,x5,6\n", "", "d.csv:3: column 'b': not a number (got 'x5')"),
+    ("a,b,y\n1,2,3\n4,5\n", "", "d.csv:3: row has 2 cells, the header has 3"),
+    ("a,b,y\n1,2,\n", "", "d.csv:2: column 'y': not a number (got '')"),
+    ("", "", "d.csv: empty file"),
+    ("a,b,y\n", "", "d.csv: no data rows"),
+    ("a,b,z\n1,2,3\n", "", "d.csv: data.target: column 'y' is not in the header (columns: a, b, z)"),
+    ("a,b,y\n1,2,3\n", ", features: [a, q]", "data.features: column 'q' is not in the header"),
+    ("a,a,y\n1,2,3\n", "", "d.csv:1: column 'a' appears twice"),
+    ("a,b,y\n1,2,nan\n", "", "d.csv:2: column 'y': not a finite number"),
+])
+def test_bad_csv_names_file_row_and_column(tmp_path, text, extra, expect):
+    with pytest.raises(DataError) as e:
+        load_dataset(setup(tmp_path, text, extra))
+    assert expect in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_csv(tmp_path):
+    cfg = setup(tmp_path, GOOD)
+    (tmp_path / "d.csv").unlink()
+    with pytest.raises(DataError, match=r"d.csv: no such file \(data.path\)"):
+        load_dataset(cfg)
+
+
+def test_shape_mismatches_say_what_to_change(tmp_path):
+    with pytest.raises(DataError, match="the data has 2 feature columns but model.input_size is 3; set model.input_size: 2"):
+        load_dataset(setup(tmp_path, GOOD, sizes=(3, 4, 1)))
+    with pytest.raises(DataError, match="1 target columns but model.output_size is 2; set model.output_size: 1"):
+        load_dataset(setup(tmp_path, GOOD, sizes=(2, 4, 2)))
+    with pytest.raises(DataError, match="class labels go up to 9 but model.output_size is 3; set model.output_size: 10"):
+        load_dataset(setup(tmp_path, GOOD, loss="cross_entropy", sizes=(2, 4, 3)))
+    with pytest.raises(DataError, match="class labels must be integers"):
+        load_dataset(setup(tmp_path, "a,b,y\n1,2,0.5\n", loss="cross_entropy", sizes=(2, 4, 3)))
+    with pytest.raises(DataError, match="batch_size \\(5\\) is larger than the 3 samples"):
+        load_dataset(setup(tmp_path, GOOD, batch=5))
+
+
+def test_classic_random_targets_are_randn(tmp_path):
+    from conftest import CONFIGS
+
+    ds = load_dataset(load_config(CONFIGS / "seed.yaml"))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 10, generator=g)
+    assert torch.equal(ds.x, x) and torch.equal(ds.y, torch.randn(5, 1, generator=g))
+
+
+def test_class_targets_for_both_classification_losses(tmp_path):
+    base = "model: {input_size: 3, hidden_size: 4, output_size: 4}\ndata: {kind: synthetic, samples: 200, targets: classes}\n"
+    (tmp_path / "c.yaml").write_text(base + "loss: cross_entropy\n")
+    ds = load_dataset(load_config(tmp_path / "c.yaml"))
+    assert ds.y.dtype == torch.int64 and set(ds.y.tolist()) == {0, 1, 2, 3}
+    (tmp_path / "c.yaml").write_text(base + "loss: bce_with_logits\n")
+    ds = load_dataset(load_config(tmp_path / "c.yaml"))
+    assert ds.y.shape == (200, 4) and set(ds.y.unique().tolist()) == {0.0, 1.0}
+
+
+def test_unshuffled_batches_are_consecutive_rows_with_a_short_last_batch():
+    x = torch.arange(10.0).reshape(10, 1)
+    b = Batches(x, x * 2, batch_size=4, shuffle=False, seed=0)
+    assert b.per_epoch == 3
+    assert [b(i)[0].flatten().tolist() for i in range(4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2, 3]]
+
+
+def test_shuffled_batches_cover_every_row_each_epoch_in_a_new_order():
+    x = torch.arange(12.0).reshape(12, 1)
+    b = Batches(x, x * 2, batch_size=4, shuffle=True, seed=3)
+    epochs = [[v for k in range(3) for v in b(e * 3 + k)[0].flatten().tolist()] for e in range(2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(12))
+    assert epochs[0] != epochs[1] and epochs[0] != list(range(12))
+    xb, yb = b(4)
+    assert torch.equal(yb, xb * 2)  # inputs and targets stay paired
+    again = Batches(x, x * 2, batch_size=4, shuffle=True, seed=3)
+    assert torch.equal(again(4)[0], xb)  # any step's batch can be recomputed
