@@ -1,0 +1,108 @@
+"""Time the engine against a plain PyTorch loop doing the same work, and `backprop --help`.
+
+    python benchmarks/bench_train.py [--small-steps 20000] [--large-steps 10] [--repeats 3]
+
+Both loops run in this one process, alternating run after run; the table shows the best of the
+repeats for each. The plain loop reads loss.item() and the total grad norm every step; the engine
+yields a full record (loss, total and per-parameter norms, lr, time) every step, all kept in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backprop_cli.build import build_run  # noqa: E402
+from backprop_cli.config import load_config  # noqa: E402
+from backprop_cli.engine import train  # noqa: E402
+
+
+def make_run(sizes, batch, steps):
+    i, h, o = sizes
+    cfg = load_config(ROOT / "configs" / "seed.yaml", [
+        "device=cpu", f"model.input_size={i}", f"model.hidden_size={h}", f"model.output_size={o}",
+        f"data.samples={batch}", f"data.batch_size={batch}", f"train.steps={steps}"])
+    return build_run(cfg)
+
+
+def engine_loop(run) -> float:
+    t = time.perf_counter()
+    records = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
+    elapsed = time.perf_counter() - t
+    assert len(records) == run.steps
+    return run.steps / elapsed
+
+
+def plain_loop(run) -> float:
+    model, loss_fn, opt = run.model, run.loss_fn, run.optimizer
+    x, y, steps = run.batches.x, run.batches.y, run.steps
+    params = list(model.parameters())
+    losses, norms = [], []
+    t = time.perf_counter()
+    for _ in range(steps):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.get_total_norm([p.grad for p in params])
+        opt.step()
+        losses.append(loss.item())
+        norms.append(norm.item())
+    return steps / (time.perf_counter() - t)
+
+
+def compare(name, sizes, batch, steps, repeats):
+    ours, theirs = [], []
+    for _ in range(repeats):
+        theirs.append(plain_loop(make_run(sizes, batch, steps)))
+        ours.append(engine_loop(make_run(sizes, batch, steps)))
+    best_ours, best_theirs = max(ours), max(theirs)
+    return (name, f"{steps}", f"{best_theirs:,.1f}", f"{best_ours:,.1f}", f"{best_ours / best_theirs:.3f}")
+
+
+def help_time(repeats=7) -> float:
+    exe = Path(sys.executable).with_name("backprop")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "backprop_cli"]
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run(cmd + ["--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small-steps", type=int, default=20000)
+    ap.add_argument("--large-steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-large", action="store_true")
+    args = ap.parse_args()
+
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, Python {platform.python_version()}")
+    rows = [compare("seed net 10→20→1, batch 5", (10, 20, 1), 5, args.small_steps, args.repeats)]
+    if not args.skip_large:
+        rows.append(compare("large 1024→4096→1024, batch 512", (1024, 4096, 1024), 512,
+                            args.large_steps, args.repeats))
+    head = ("case", "steps", "plain loop steps/s", "engine steps/s", "engine / plain")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print(f"\n`backprop --help`: {help_time():.3f} s (median of 7 runs, new process each)")
+
+
+if __name__ == "__main__":
+    main()

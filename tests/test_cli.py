@@ -1,0 +1,208 @@
+"""The `backprop` command through Typer's CliRunner (and a real subprocess where it matters)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import CONFIGS, ROOT, run_py, write
+
+PARAMS = ["layer1.weight", "layer1.bias", "layer2.weight", "layer2.bias"]
+
+
+def one_error(result, *fragments):
+    """Exit 2, exactly one `error:` line on stderr naming the problem, and no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_train_seed_prints_the_run_the_step_row_and_the_summary(cli, seed_cfg):
+    r = cli("train", "--config", seed_cfg, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "\x1b" not in out  # plain when not a terminal
+    assert "TwoLayerNet 10 → 20 → 1, relu" in out and "241" in out
+    assert "sgd (lr=0.01" in out and "device:     cpu" in out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("step "))
+    assert header.split() == ["step", "loss", "grad_norm", *PARAMS, "lr"]
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("1 ")]
+    from test_engine import plain_classic_run
+
+    _, [(loss, grads)] = plain_classic_run()
+    assert rows[0][1] == f"{loss:.5g}"
+    assert rows[0][3] == f"{grads['layer1.weight'].norm().item():.5g}"
+    assert "done:       1 step(s)" in out and f"first {loss:.5g}" in out
+
+
+def test_rows_every_log_every_steps_plus_first_and_last(cli, seed_cfg):
+    r = cli("train", "-c", seed_cfg, "--steps", 30, "--log-every", 10)
+    steps = [int(line.split()[0]) for line in r.stdout.splitlines() if line[:6].strip().isdigit()]
+    assert steps == [1, 10, 20, 30]
+    r = cli("train", "-c", seed_cfg, "--steps", 1000, "--set", "train.log_every=null")
+    steps = [int(line.split()[0]) for line in r.stdout.splitlines() if line[:6].strip().isdigit()]
+    assert 20 <= len(steps) <= 52 and steps[-1] == 1000
+
+
+def test_quiet_prints_only_the_summary(cli, seed_cfg):
+    r = cli("train", "-c", seed_cfg, "-q", "--steps", 5)
+    assert r.exit_code == 0
+    assert r.stdout.splitlines()[0].startswith("done:") and len(r.stdout.splitlines()) == 2
+
+
+def test_metrics_jsonl_has_every_step(cli, seed_cfg, tmp_path):
+    path = tmp_path / "m.jsonl"
+    r = cli("train", "-c", seed_cfg, "--steps", 4, "--metrics", path, "-q")
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [rec["step"] for rec in recs] == [1, 2, 3, 4]
+    assert set(recs[0]) == {"step", "loss", "grad_norm", "grad_norms", "lr", "time"}
+    assert list(recs[0]["grad_norms"]) == PARAMS
+    from test_engine import plain_classic_run
+
+    _, ref = plain_classic_run(steps=4)
+    assert [rec["loss"] for rec in recs] == pytest.approx([loss for loss, _ in ref], rel=1e-6)
+    assert recs[0]["grad_norm"] == pytest.approx(
+        sum(g.pow(2).sum() for g in ref[0][1].values()).sqrt().item(), rel=1e-6)
+
+
+def test_metrics_csv_one_column_per_parameter(cli, seed_cfg, tmp_path):
+    path = tmp_path / "m.csv"
+    assert cli("train", "-c", seed_cfg, "--steps", 3, "--metrics", path, "-q").exit_code == 0
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == ["step", "loss", "grad_norm", *(f"grad_norms.{p}" for p in PARAMS), "lr", "time"]
+    assert len(lines) == 4 and lines[3].startswith("3,")
+    from backprop_cli.outputs import read_metrics
+
+    jl = tmp_path / "m.jsonl"
+    cli("train", "-c", seed_cfg, "--steps", 3, "--metrics", jl, "-q")
+    a, b = read_metrics(path), read_metrics(jl)
+    assert [x["loss"] for x in a] == [x["loss"] for x in b]
+
+
+def test_save_writes_a_plain_checkpoint(cli, seed_cfg, tmp_path):
+    path = tmp_path / "final.pt"
+    r = cli("train", "-c", seed_cfg, "--steps", 3, "--save", path, "-q")
+    assert r.exit_code == 0, r.output
+    state = torch.load(path, weights_only=True)
+    assert {"model", "optimizer", "step", "config"} <= set(state)
+    assert state["step"] == 3 and list(state["model"]) == PARAMS
+    assert state["config"]["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.0, "dampening": 0.0,
+                                            "weight_decay": 0.0, "nesterov": False, "maximize": False}
+    from test_engine import plain_classic_run
+
+    model, _ = plain_classic_run(steps=3)
+    for name, p in model.named_parameters():
+        assert torch.equal(state["model"][name], p.detach())
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--config", "missing.yaml"], ["missing.yaml: no such file"]),
+    (["--device", "cuda"], ["device: 'cuda' is not available"]),
+    (["--metrics", "m.txt"], ["metrics file must end in .jsonl or .csv"]),
+    (["--metrics", "nodir/m.jsonl"], ["folder 'nodir' does not exist"]),
+    (["--save", "nodir/c.pt"], ["folder 'nodir' does not exist"]),
+    (["--set", "optimizer.lr=0"], ["--set: optimizer.lr: must be greater than 0 (got 0)"]),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, seed_cfg, tmp_path, monkeypatch, args, fragments):
+    if torch.cuda.is_available() and "cuda" in args:
+        pytest.skip("a GPU is present")
+    monkeypatch.chdir(tmp_path)
+    if "--config" not in args:
+        args = ["--config", seed_cfg] + args
+    one_error(cli("train", *args), *fragments)
+
+
+def test_every_config_problem_printed_on_its_own_line(cli, tmp_path):
+    bad = write(tmp_path / "bad.yaml", "model: {input_size: 0, hidden_size: x, output_size: 1}\n"
+                                       "data: {kind: synthetic}\nfoo: 1\n")
+    r = cli("train", "-c", bad)
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"error: {bad}:") for line in lines)
+    assert "Traceback" not in r.output
+
+
+def test_bad_csv_is_one_line(cli, tmp_path):
+    write(tmp_path / "d.csv", "a,y\n1,2\n3,oops\n")
+    cfg = write(tmp_path / "c.yaml", "model: {input_size: 1, hidden_size: 2, output_size: 1}\n"
+                                     "data: {kind: csv, path: d.csv, target: y, batch_size: 1}\n")
+    one_error(cli("train", "-c", cfg), "d.csv:3: column 'y': not a number (got 'oops')")
+
+
+def test_failure_leaves_existing_outputs_untouched(cli, tmp_path):
+    write(tmp_path / "d.csv", "a,y\n1,2\n3,oops\n")
+    cfg = write(tmp_path / "c.yaml", "model: {input_size: 1, hidden_size: 2, output_size: 1}\n"
+                                     "data: {kind: csv, path: d.csv, target: y, batch_size: 1}\n")
+    old = write(tmp_path / "m.jsonl", "previous run\n")
+    ck = tmp_path / "c.pt"
+    ck.write_bytes(b"old checkpoint")
+    r = cli("train", "-c", cfg, "--metrics", old, "--save", ck)
+    assert r.exit_code == 2
+    assert old.read_text() == "previous run\n" and ck.read_bytes() == b"old checkpoint"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c.pt", "c.yaml", "d.csv", "m.jsonl"]
+
+
+def test_config_show_and_validate(cli, seed_cfg):
+    r = cli("config", "show", "-c", seed_cfg, "--set", "optimizer.lr=0.5")
+    assert r.exit_code == 0
+    import yaml
+
+    shown = yaml.safe_load(r.stdout)
+    assert shown["optimizer"]["lr"] == 0.5 and shown["model"]["activation"] == {"name": "relu"}
+    assert shown["loss"] == {"name": "mse", "reduction": "mean"}
+    r = cli("config", "validate", "-c", seed_cfg)
+    assert r.exit_code == 0 and "ok" in r.stdout
+    one_error(cli("config", "validate", "-c", seed_cfg, "--set", "model.activation=swish"), "unknown activation")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_runs(cli, name):
+    r = cli("train", "-c", CONFIGS / name, "--steps", 3, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "done:       3 step(s)" in r.stdout
+
+
+def test_shipped_configs_open_with_the_command_that_runs_them():
+    for path in CONFIGS.glob("*.yaml"):
+        head = path.read_text().splitlines()[:3]
+        assert any(line.startswith("#") and f"backprop " in line and f"configs/{path.name}" in line
+                   for line in head), path
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom backprop_cli.cli import app\n"
+            "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
+            "assert 'train' in r.output\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pydantic', 'numpy'))\n"
+            "print(bad)\nassert not bad")
+    res = run_py(code)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_python_dash_m_and_version():
+    res = subprocess.run([sys.executable, "-m", "backprop_cli", "--version"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert res.returncode == 0 and res.stdout.startswith("backprop ")
+
+
+def test_no_color_env_gives_plain_output_even_on_a_terminal(monkeypatch):
+    from backprop_cli.report import plain_output
+
+    class Tty:
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("TERM", raising=False)
+    assert plain_output(Tty()) is False
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert plain_output(Tty()) is True
