@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,25 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        raise CheckpointError(f"{path}: refused: not a plain weights checkpoint ({first[:160]})") from None
+        raise CheckpointError(f"{path}: {_unpickling_problem(str(e))}") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:160]})") from None
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:120]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a backprop checkpoint (expected a dict, got {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a backprop checkpoint (missing keys: {', '.join(missing)})")
     return state
+
+
+def _unpickling_problem(text: str) -> str:
+    """One line out of torch's long weights_only error."""
+    match = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+)", text)
+    if match:
+        return (f"refused: the file holds pickled Python objects ({match.group(1)}), not just tensors; "
+                "it is not loaded (weights_only=True)")
+    return "not a readable checkpoint (not a torch.save file, or corrupt)"
 
 
 def load_weights(model: torch.nn.Module, state: dict, path: Path) -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import functools
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 
 from backprop_cli import __version__
-from backprop_cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BackpropError, ConfigError
+from backprop_cli.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, BackpropError, ConfigError
 
 app = typer.Typer(
     name="backprop",
@@ -121,6 +122,138 @@ def train(
     reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
     run_training(cfg, TrainOptions(metrics=metrics, save=save, log_every=log_every,
                                    zero_grad=not no_zero_grad), reporter)
+
+
+# --------------------------------------------------------------------------- gradients
+
+CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Take the weights (and step) from "
+                                                       "this checkpoint instead of the seeded init.",
+                                                       rich_help_panel="Config")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch", min=0, help="Which batch of the data order, from 0 "
+                                                 "(default: the one the next step would use).",
+                                                 rich_help_panel="Config")]
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="table (human) or json (stdout, nothing else).",
+                                           rich_help_panel="Output")]
+
+
+@app.command("inspect-grads", epilog="Examples:\n\n  backprop inspect-grads --config configs/seed.yaml\n\n"
+             "  backprop inspect-grads -c configs/regression.yaml --steps 100 --clip 1.0\n\n"
+             "  backprop inspect-grads -c configs/seed.yaml --format json --out grads.npz")
+@handle_errors
+def inspect_grads(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    checkpoint: CheckpointOpt = None,
+    batch: BatchOpt = None,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Train N steps first, then inspect the next batch.",
+                                       rich_help_panel="Config")] = 0,
+    clip: Annotated[Optional[float], typer.Option("--clip", min=1e-12, metavar="MAX_NORM",
+                                                  help="Also show the gradients after clip_grad_norm_(MAX_NORM).",
+                                                  rich_help_panel="Output")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Print every gradient value, however large the tensor.",
+                                       rich_help_panel="Output")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Dump the gradients to .pt, .npz or .json.",
+                                                rich_help_panel="Output")] = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Show every parameter's .grad for one batch: statistics, warnings and the values themselves.
+
+    Runs forward, loss and backward once and stops before optimizer.step(): these are exactly the
+    gradients the next step would use.
+    """
+    cfg = _load(config, set_)
+    from backprop_cli.inspection import DUMP_SUFFIXES, dump_gradients, inspect_document, inspect_gradients, prepare
+    from backprop_cli.outputs import check_writable
+
+    if out is not None:
+        check_writable(out, DUMP_SUFFIXES, "gradient dump")
+    run, done = prepare(cfg, checkpoint, steps)
+    result = inspect_gradients(run, done if batch is None else batch, clip)
+    if out is not None:
+        dump_gradients(out, result)
+    _emit(format, inspect_document(result), lambda con, plain: _render("render_inspect", con, plain, result, full))
+    if out is not None:
+        typer.echo(f"wrote {out}", err=True)
+
+
+@app.command("check-grads", epilog="Examples:\n\n  backprop check-grads --config configs/seed.yaml\n\n"
+             "  backprop check-grads -c configs/classification.yaml --set model.activation=gelu\n\n"
+             "  backprop check-grads -c big.yaml --samples 100 --format json")
+@handle_errors
+def check_grads(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    checkpoint: CheckpointOpt = None,
+    batch: BatchOpt = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Finite differences on N random "
+                                                   "elements per parameter (default: every element when the model "
+                                                   "has at most 20,000 parameters, else 256).",
+                                                   rich_help_panel="Config")] = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Check autograd's gradients against a hand-written chain rule and float64 finite differences.
+
+    Exit code 1 if any parameter's gradients disagree beyond the tolerance of its dtype.
+    """
+    cfg = _load(config, set_)
+    from backprop_cli.inspection import check_gradients, prepare
+
+    run, done = prepare(cfg, checkpoint)
+    result = check_gradients(run, done if batch is None else batch, samples, seed=cfg.seed)
+    doc = {"loss": result["loss"], "pass": result["pass"],
+           "params": {n: {k: p[k] for k in ("chain_rule", "finite_diff", "pass")} for n, p in result["params"].items()}}
+    _emit(format, doc, lambda con, plain: _render("render_check", con, plain, result))
+    if not result["pass"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command(epilog="Examples:\n\n  backprop explain\n\n  backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4\n\n"
+             "  backprop explain --steps 10 --lr 0.5")
+@handle_errors
+def explain(
+    x: Annotated[float, typer.Option("--x", help="The input.")] = 2.0,
+    y: Annotated[float, typer.Option("--y", help="The target.")] = 1.0,
+    w1: Annotated[float, typer.Option("--w1", help="First weight (input → hidden).")] = 0.5,
+    w2: Annotated[float, typer.Option("--w2", help="Second weight (hidden → output).")] = 0.3,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate η of the SGD update.")] = 0.1,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Repeat the update N times and show the loss falling.")] = 1,
+    format: FormatOpt = Format.table,
+) -> None:
+    """The classic two-weight scalar example, worked step by step: forward, chain rule, autograd, update.
+
+    One input, one hidden and one output neuron, no bias, identity activation, L = ½(y − ŷ)².
+    (train --no-zero-grad shows what happens when gradients are not reset between steps.)
+    """
+    from backprop_cli.explain import explain as work
+
+    result = work(x, y, w1, w2, lr, steps)
+    doc = {k: result[k] for k in ("inputs", "forward", "chain_rule", "autograd", "update", "history")}
+    _emit(format, doc, lambda con, plain: _render("render_explain", con, plain, result))
+
+
+def _render(name: str, console, plain: bool, *args) -> None:
+    from backprop_cli import report
+
+    getattr(report, name)(console, plain, *args)
+
+
+def _emit(format: "Format", doc: dict, render: Callable) -> None:
+    """JSON alone on stdout, or the rendered table."""
+    if format == Format.json:
+        from backprop_cli.report import json_text
+
+        sys.stdout.write(json_text(doc) + "\n")
+        return
+    from backprop_cli.report import make_console, plain_output
+
+    render(make_console(), plain_output())
 
 
 # --------------------------------------------------------------------------- config

@@ -18,6 +18,9 @@ from rich.text import Text
 from backprop_cli.engine import StepRecord, Summary
 
 
+PLAIN_WIDTH = 200
+
+
 def plain_output(stream: Optional[IO] = None) -> bool:
     """Plain text (no ANSI, no boxes, no progress bars) unless writing to a colour terminal."""
     stream = stream or sys.stdout
@@ -33,7 +36,7 @@ def make_console(stream: Optional[IO] = None) -> Console:
     stream = stream or sys.stdout
     plain = plain_output(stream)
     return Console(file=stream, highlight=False, no_color=plain, force_terminal=not plain,
-                   emoji=False, soft_wrap=plain)
+                   emoji=False, width=PLAIN_WIDTH if plain else None)
 
 
 def fmt(v: float) -> str:
@@ -199,3 +202,144 @@ class TrainReport:
             for k, v in lines:
                 grid.add_row(k, v)
             self.console.print(grid)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _table(title: str, columns: list[tuple[str, str]], plain: bool) -> Table:
+    """A table that is boxed on a terminal and bare aligned columns in plain mode."""
+    from rich import box
+
+    t = Table(title=title, title_justify="left", box=None if plain else box.SIMPLE_HEAVY,
+              show_edge=not plain, pad_edge=False, title_style="" if plain else "bold")
+    for name, justify in columns:
+        t.add_column(name, justify=justify, no_wrap=True)
+    return t
+
+
+def _print_blocks(console: Console, blocks: list, plain: bool) -> None:
+    for i, b in enumerate(blocks):
+        if i:
+            console.print()
+        console.print(b)
+
+
+def json_text(doc) -> str:
+    import json
+
+    return json.dumps(doc, indent=2, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- inspect-grads
+
+
+def tensor_text(t, full: bool) -> str:
+    """A gradient's values, as torch prints them: whole when small (or --full), corners otherwise."""
+    import torch
+
+    with torch._tensor_str.printoptions(threshold=math.inf if full else 64, edgeitems=3, precision=4,
+                                        linewidth=120, sci_mode=None):
+        text = repr(t)
+    return text
+
+
+def render_inspect(console: Console, plain: bool, result: dict, full: bool = False) -> None:
+    b = result["batch"]
+    head = Text(f"loss {fmt(result['loss'])} on batch {b['index']} ({b['size']} samples); "
+                "gradients as optimizer.step() would use them")
+    cols = [("parameter", "left"), ("shape", "left"), ("norm", "right"), ("mean", "right"), ("std", "right"),
+            ("min", "right"), ("max", "right"), ("max |g|", "right"), ("zeros", "right"), ("‖g‖/‖w‖", "right")]
+    t = _table("gradients", cols, plain)
+    for name, s in result["params"].items():
+        shape = "×".join(str(d) for d in s["shape"]) or "scalar"
+        if s["norm"] is None:
+            t.add_row(name, shape, "None", *([""] * 7))
+            continue
+        t.add_row(name, shape, fmt(s["norm"]), fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]),
+                  fmt(s["abs_max"]), f"{100 * s['zero_fraction']:.1f}%", fmt(s["grad_to_weight"]))
+    blocks: list = [head, t]
+    if result["flags"]:
+        blocks.append(Text("\n".join(f"! {f}" for f in result["flags"]), style="" if plain else "bold yellow"))
+    clip = result.get("clip")
+    if clip is not None:
+        ct = _table(f"clip_grad_norm_(max_norm={fmt(clip['max_norm'])}): "
+                    f"{'clipped' if clip['clipped'] else 'not clipped (total norm is within max_norm)'}",
+                    [("parameter", "left"), ("norm before", "right"), ("norm after", "right")], plain)
+        for name, s in result["params"].items():
+            if s["norm"] is not None:
+                ct.add_row(name, fmt(s["norm"]), fmt(clip["norms"][name]))
+        ct.add_row("total", fmt(clip["total_norm_before"]), fmt(clip["total_norm_after"]))
+        blocks.append(ct)
+    for name, g in result["grads"].items():
+        block = Text(f"{name}.grad\n", style="" if plain else "bold cyan")
+        if clip is not None:
+            block.append("before clipping:\n" + tensor_text(g, full) + "\nafter clipping:\n"
+                         + tensor_text(clip["grads"][name], full), style="")
+        else:
+            block.append(tensor_text(g, full), style="")
+        blocks.append(block)
+    blocks.append(Text("(train --no-zero-grad skips zero_grad, so these would add onto the previous step's)",
+                       style="" if plain else "dim"))
+    _print_blocks(console, blocks, plain)
+
+
+# --------------------------------------------------------------------------- check-grads
+
+
+def render_check(console: Console, plain: bool, result: dict) -> None:
+    tol = result["tolerance"]
+    cols = [("parameter", "left"), ("elements", "right"), ("chain rule max abs", "right"),
+            ("max rel", "right"), ("finite diff max abs", "right"), ("max rel", "right"),
+            ("checked", "right"), ("result", "left")]
+    t = _table("autograd vs the hand-written chain rule vs float64 central differences", cols, plain)
+    for name, p in result["params"].items():
+        ok = "PASS" if p["pass"] else "FAIL"
+        if not plain:
+            ok = f"[green]{ok}[/]" if p["pass"] else f"[bold red]{ok}[/]"
+        t.add_row(name, str(p["elements"]), fmt(p["chain_rule"]["max_abs"]), fmt(p["chain_rule"]["max_rel"]),
+                  fmt(p["finite_diff"]["max_abs"]), fmt(p["finite_diff"]["max_rel"]),
+                  str(p["finite_diff"]["checked"]), ok)
+    b = result["batch"]
+    head = Text(f"loss {fmt(result['loss'])} on batch {b['index']} ({b['size']} samples)")
+    foot = Text(f"tolerance ({tol['dtype']}): |autograd − other| ≤ {fmt(tol['atol_fraction_of_max'])}·max|g| + "
+                f"{fmt(tol['rtol'])}·|g| per element; finite-difference step {fmt(tol['finite_diff_step'])}\n"
+                + ("all gradients agree: PASS" if result["pass"] else "some gradients disagree: FAIL"))
+    _print_blocks(console, [head, t, foot], plain)
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def render_explain(console: Console, plain: bool, r: dict) -> None:
+    i, f, c, a, u = r["inputs"], r["forward"], r["chain_rule"], r["autograd"], r["update"]
+    x, y, w1, w2, lr = (fmt(i[k]) for k in ("x", "y", "w1", "w2", "lr"))
+    intro = Text("x → (w1) → z1 → (w2) → ŷ = z2,  no bias, identity activation,  L = ½(y − ŷ)²\n"
+                 f"x = {x},  y = {y},  w1 = {w1},  w2 = {w2},  η = {lr}")
+    fw = _table("1. forward", [("quantity", "left"), ("formula", "left"), ("numbers", "left"), ("value", "right")], plain)
+    fw.add_row("z1", "w1·x", f"{w1}·{x}", fmt(f["z1"]))
+    fw.add_row("ŷ = z2", "w2·z1", f"{w2}·{fmt(f['z1'])}", fmt(f["y_hat"]))
+    fw.add_row("L", "½(y − ŷ)²", f"½({y} − {fmt(f['y_hat'])})²", fmt(f["loss"]))
+    bw = _table("2. backward (chain rule)", [("gradient", "left"), ("chain rule", "left"), ("symbolic", "left"),
+                                              ("numbers", "left"), ("value", "right")], plain)
+    yh = fmt(f["y_hat"])
+    bw.add_row("∂L/∂ŷ", "", "−(y − ŷ)", f"−({y} − {yh})", fmt(r["dL_dy_hat"]))
+    bw.add_row("∂L/∂w2", "∂L/∂ŷ · ∂ŷ/∂w2", "−(y − ŷ)·z1", f"−({y} − {yh})·{fmt(f['z1'])}", fmt(c["w2"]))
+    bw.add_row("∂L/∂w1", "∂L/∂ŷ · ∂ŷ/∂z1 · ∂z1/∂w1", "−(y − ŷ)·w2·x", f"−({y} − {yh})·{w2}·{x}", fmt(c["w1"]))
+    ag = _table("3. PyTorch autograd (loss.backward())", [("gradient", "left"), ("chain rule", "right"),
+                                                          ("autograd", "right"), ("difference", "right")], plain)
+    for k in ("w1", "w2"):
+        ag.add_row(f"∂L/∂{k}", fmt(c[k]), fmt(a[k]), fmt(a[k] - c[k]))
+    up = _table("4. SGD update  w ← w − η·∂L/∂w", [("weight", "left"), ("before", "right"), ("− η·∂L/∂w", "right"),
+                                                   ("after", "right")], plain)
+    up.add_row("w1", w1, fmt(-i["lr"] * c["w1"]), fmt(u["w1"]))
+    up.add_row("w2", w2, fmt(-i["lr"] * c["w2"]), fmt(u["w2"]))
+    after = Text(f"loss {fmt(f['loss'])} → {fmt(u['loss_after'])} after one step")
+    blocks = [intro, fw, bw, ag, up, after]
+    if len(r["history"]) > 1:
+        ht = _table(f"{len(r['history'])} steps of SGD", [("step", "right"), ("loss", "right"), ("∂L/∂w1", "right"),
+                                                          ("∂L/∂w2", "right"), ("w1", "right"), ("w2", "right")], plain)
+        for h in r["history"]:
+            ht.add_row(str(h["step"]), fmt(h["loss"]), fmt(h["grad_w1"]), fmt(h["grad_w2"]), fmt(h["w1"]), fmt(h["w2"]))
+        blocks += [ht, Text(f"loss after {len(r['history'])} steps: {fmt(r['history'][-1]['loss_after'])}")]
+    _print_blocks(console, blocks, plain)

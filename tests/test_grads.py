@@ -1,0 +1,135 @@
+"""Autograd vs the hand-written chain rule vs finite differences, for every activation and loss."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backprop_cli import grads as G
+from backprop_cli.config import ACTIVATIONS, LOSSES, load_config
+from backprop_cli.inspection import check_gradients, prepare
+from conftest import CONFIGS
+
+
+def cfg_for(activation, loss, bias=True, extra=()):
+    sets = ["device=cpu", f"model.activation={activation}", f"loss={loss}", "model.output_size=3",
+            f"model.bias={str(bias).lower()}", "data.samples=16", "data.batch_size=8", *extra]
+    if loss in ("cross_entropy", "bce_with_logits"):
+        sets.append("data.targets=classes")
+    return load_config(CONFIGS / "seed.yaml", sets)
+
+
+def autograd_grads(run, index=0):
+    x, y = run.batches(index)
+    run.model.zero_grad(set_to_none=True)
+    run.loss_fn(run.model(x), y).backward()
+    return {n: p.grad.clone() for n, p in run.model.named_parameters()}
+
+
+@pytest.mark.parametrize("activation,loss,bias", list(itertools.product(ACTIVATIONS, LOSSES, [True, False])))
+def test_every_activation_and_loss_passes(activation, loss, bias):
+    run, _ = prepare(cfg_for(activation, loss, bias))
+    result = check_gradients(run, 0)
+    assert result["pass"], result["params"]
+    names = {"layer1.weight", "layer2.weight"} | ({"layer1.bias", "layer2.bias"} if bias else set())
+    assert set(result["params"]) == names
+    for p in result["params"].values():
+        assert p["finite_diff"]["checked"] == p["elements"]  # small model: every element
+
+
+@pytest.mark.parametrize("extra", [
+    ["model.activation.approximate=tanh", "model.activation.name=gelu"],
+    ["model.activation.name=leaky_relu", "model.activation.negative_slope=0.3"],
+    ["loss.name=huber", "loss.delta=0.05"],
+    ["loss.name=smooth_l1", "loss.beta=0"],
+    ["loss.name=smooth_l1", "loss.beta=0.2"],
+    ["loss.name=mse", "loss.reduction=sum"],
+])
+def test_options_are_differentiated_too(extra):
+    run, _ = prepare(cfg_for("tanh", "mse", extra=extra))
+    assert check_gradients(run, 0)["pass"]
+
+
+def test_label_smoothing_and_sum_reduction_for_cross_entropy():
+    run, _ = prepare(cfg_for("relu", "cross_entropy", extra=["loss.label_smoothing=0.2", "loss.reduction=sum"]))
+    assert check_gradients(run, 0)["pass"]
+
+
+def test_chain_rule_equals_autograd_directly():
+    cfg = cfg_for("sigmoid", "bce_with_logits")
+    run, _ = prepare(cfg)
+    auto = autograd_grads(run)
+    x, y = run.batches(0)
+    weights = {n: p.detach().double() for n, p in run.model.named_parameters()}
+    manual = G.manual_backward(weights, x.double(), y.double(), cfg.model.activation, cfg.loss)
+    for n in auto:
+        torch.testing.assert_close(manual[n].float(), auto[n], rtol=1e-5, atol=1e-7)
+
+
+def test_finite_differences_of_a_known_function():
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    est = G.finite_differences(lambda: (w**3).sum(), {"w": w}, {"w": None})
+    torch.testing.assert_close(est["w"], 3 * w**2, rtol=1e-8, atol=1e-8)
+    est = G.finite_differences(lambda: (w**3).sum(), {"w": w}, {"w": torch.tensor([2])})
+    assert est["w"].shape == (1,) and abs(est["w"].item() - 0.75) < 1e-8
+    assert w.tolist() == [1.0, -2.0, 0.5]  # restored
+
+
+def test_a_wrong_activation_derivative_fails(monkeypatch, cli, tmp_path):
+    monkeypatch.setitem(G.ACTIVATION_DERIVATIVES, "tanh", lambda z, a, o: 1 - a)  # should be 1 - a²
+    run, _ = prepare(cfg_for("tanh", "mse"))
+    result = check_gradients(run, 0)
+    assert not result["pass"]
+    assert not result["params"]["layer1.weight"]["pass"] and result["params"]["layer2.weight"]["pass"]
+    r = cli("check-grads", "-c", CONFIGS / "seed.yaml", "--set", "model.activation=tanh", "--format", "json")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    assert doc["pass"] is False and doc["params"]["layer1.weight"]["pass"] is False
+    assert doc["params"]["layer1.weight"]["finite_diff"]["max_abs"] < 1e-6  # autograd itself is right
+
+
+def test_a_wrong_loss_gradient_fails(monkeypatch):
+    monkeypatch.setitem(G.LOSS_GRADIENTS, "mse", lambda yh, y, s: (yh - y) / yh.numel())  # missing the 2
+    run, _ = prepare(cfg_for("relu", "mse"))
+    result = check_gradients(run, 0)
+    assert not result["pass"] and all(not p["pass"] for p in result["params"].values())
+
+
+def test_large_models_sample_elements(tmp_path):
+    cfg = load_config(CONFIGS / "seed.yaml", ["device=cpu", "model.input_size=10", "model.hidden_size=3000",
+                                                 "data.samples=8", "data.batch_size=8"])
+    run, _ = prepare(cfg)
+    result = check_gradients(run, 0)
+    assert result["pass"]
+    assert result["params"]["layer1.weight"]["finite_diff"]["checked"] == 256
+    assert result["params"]["layer2.bias"]["finite_diff"]["checked"] == 1
+    result = check_gradients(run, 0, samples=10)
+    assert result["params"]["layer1.weight"]["finite_diff"]["checked"] == 10
+
+
+def test_grad_statistics_against_torch():
+    run, _ = prepare(cfg_for("relu", "mse"))
+    auto = autograd_grads(run)
+    stats = G.grad_statistics(list(run.model.named_parameters()))
+    for n, p in run.model.named_parameters():
+        g = auto[n]
+        s = stats[n]
+        assert s["shape"] == list(p.shape)
+        assert s["norm"] == pytest.approx(g.norm().item(), rel=1e-6)
+        assert s["mean"] == pytest.approx(g.mean().item(), rel=1e-5, abs=1e-9)
+        assert s["std"] == pytest.approx(np.std(g.numpy()), rel=1e-4, abs=1e-9)
+        assert s["min"] == g.min().item() and s["max"] == g.max().item()
+        assert s["abs_max"] == g.abs().max().item()
+        assert s["zero_fraction"] == pytest.approx((g == 0).float().mean().item())
+        assert s["grad_to_weight"] == pytest.approx(g.norm().item() / p.norm().item(), rel=1e-6)
+
+
+def test_compare_uses_the_dtype_tolerance():
+    a = torch.tensor([1.0, 2.0])
+    assert G.compare(a, a.double() * (1 + 1e-5), torch.float32)["pass"]
+    assert not G.compare(a, a.double() * (1 + 1e-2), torch.float32)["pass"]
+    assert not G.compare(a, a.double() * (1 + 1e-5), torch.float64)["pass"]
+    r = G.compare(a, torch.tensor([1.0, 2.5]), torch.float32)
+    assert r["max_abs"] == pytest.approx(0.5) and r["max_rel"] == pytest.approx(0.2)
