@@ -64,9 +64,15 @@ def make_loss(spec) -> nn.Module:
     raise ValueError(f"unknown loss {name!r}")
 
 
+def implementation_flags(device: torch.device | None) -> dict:
+    """The same for every optimizer on a device: the multi-tensor (foreach) kernels on CUDA, the
+    for-loop ones elsewhere (torch's own default choice), never ``fused`` (not every optimizer has it)."""
+    return {"foreach": device is not None and device.type == "cuda"}
+
+
 def make_optimizer(spec, params, device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The configured optimizer. ``foreach`` is left to torch's per-device default, the same for all."""
-    return OPTIMIZER_CLASSES[spec.name](params, **optimizer_hyperparams(spec))
+    """The configured optimizer with :func:`implementation_flags` for the device."""
+    return OPTIMIZER_CLASSES[spec.name](params, **optimizer_hyperparams(spec), **implementation_flags(device))
 
 
 @dataclass

@@ -256,6 +256,93 @@ def _emit(format: "Format", doc: dict, render: Callable) -> None:
     render(make_console(), plain_output())
 
 
+# --------------------------------------------------------------------------- compare
+
+
+def _plot_size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or not (100 <= int(w) <= 10000 and 100 <= int(h) <= 10000):
+        raise typer.BadParameter(f"expected WIDTHxHEIGHT in pixels, each 100-10000 (got {text!r})")
+    return int(w), int(h)
+
+
+@app.command("compare-optimizers", epilog="Examples:\n\n  backprop compare-optimizers --config configs/compare.yaml\n\n"
+             "  backprop compare-optimizers -c configs/regression.yaml --optimizer sgd:lr=0.1,momentum=0.9 "
+             "--optimizer adam:lr=1e-2 --plot compare.png\n\n"
+             "  backprop compare-optimizers -c configs/regression.yaml --seeds 3 --format json > runs.json")
+@handle_errors
+def compare_optimizers(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    optimizer: Annotated[Optional[list[str]], typer.Option("--optimizer", "-o", metavar="SPEC",
+                                                           help="NAME or NAME:KEY=VALUE,... e.g. sgd:lr=0.1,momentum=0.9; "
+                                                           "repeatable (default: the config's compare.optimizers, "
+                                                           "else SGD vs Adam).", rich_help_panel="Config")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Steps per run (default: the config's).",
+                                                 rich_help_panel="Config")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Repeat for K seeds (init and data order) and "
+                                       "report mean ± std.", rich_help_panel="Config")] = 1,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a .png or .svg figure of loss and grad "
+                                                 "norm per step.", rich_help_panel="Output")] = None,
+    plot_size: Annotated[str, typer.Option("--plot-size", metavar="WxH", help="Figure size in pixels.",
+                                           rich_help_panel="Output")] = "1200x500",
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write every run's step records "
+                                                    "(.jsonl or .csv).", rich_help_panel="Output")] = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Train several optimizers from the same initial weights on the same batches, side by side."""
+    size = _plot_size(plot_size)
+    cfg = _load(config, set_)
+    from backprop_cli import compare as cmp
+    from backprop_cli.config import parse_optimizer
+    from backprop_cli.errors import ConfigError as _ConfigError
+    from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
+    from backprop_cli.plots import PLOT_SUFFIXES, compare_figure
+    from backprop_cli.report import CompareProgress, make_console, plain_output
+
+    if optimizer:
+        specs, problems = [], []
+        for text in optimizer:
+            try:
+                specs.append(parse_optimizer(text))
+            except _ConfigError as e:
+                problems += e.problems
+        if problems:
+            raise _ConfigError(problems)
+    else:
+        specs = cmp.default_optimizers(cfg)
+    if plot is not None:
+        check_writable(plot, PLOT_SUFFIXES, "plot")
+    if metrics is not None:
+        check_writable(metrics, METRICS_SUFFIXES, "metrics")
+
+    stream = sys.stderr if format == Format.json else sys.stdout
+    console = make_console(stream)
+    bars = CompareProgress(console, cmp.unique_labels(specs), 1, enabled=not plain_output(stream))
+    try:
+        results = cmp.compare_optimizers(cfg, specs, steps, seeds, progress=bars)
+    finally:
+        bars.stop()
+    summary = cmp.summarize(results)
+    series = cmp.curves(results)
+    if metrics is not None:
+        names = [n for n in results[0].records[0].grad_norms] if results and results[0].records else []
+        writer = MetricsWriter(metrics, names, extra=("optimizer", "seed", "update_ratio"))
+        for r in results:
+            for rec in r.records:
+                writer.write({**rec.as_dict(), "optimizer": r.label, "seed": r.seed})
+        writer.close()
+    if plot is not None:
+        compare_figure(plot, series, size, title=f"{Path(config).name}: same init, same batches")
+    total = len(series[0]["steps"]) if series else 0
+    _emit(format, cmp.document(results, summary),
+          lambda con, plain: _render("render_compare", con, plain, summary,
+                                     {s["label"]: s["loss_mean"] for s in series}, total))
+    for what, path in (("plot", plot), ("metrics", metrics)):
+        if path is not None:
+            typer.echo(f"wrote {what}: {path}", err=True)
+
+
 # --------------------------------------------------------------------------- config
 
 

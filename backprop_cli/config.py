@@ -272,6 +272,15 @@ class TrainConfig(Strict):
         return v
 
 
+class CompareConfig(Strict):
+    optimizers: Annotated[list[OptimizerSpec], Field(min_length=1)]
+
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _bare_names(cls, v: Any) -> Any:
+        return [_name_only(item, "sgd") for item in v] if isinstance(v, list) else v
+
+
 DEFAULT_STEPS = 100
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
@@ -284,6 +293,7 @@ class Config(Strict):
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGD(name="sgd"))
     data: DataSpec
     train: TrainConfig = Field(default_factory=TrainConfig)
+    compare: Optional[CompareConfig] = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: str = PrivateAttr(default="<config>")
@@ -396,10 +406,25 @@ def _index(node, path, lines, raw, problems, where):
         raw[path] = f"'{node.value}'" if node.style in ("'", '"') else node.value
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, where: str = "--set") -> Any:
     """Parse an override value as YAML (``0.1`` → float, ``true`` → bool, ``[1, 2]`` → list)."""
-    data, *_ = _parse_yaml(text, "--set")
+    data, *_ = _parse_yaml(text, where)
     return data
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: ``lr=0.1,betas=[0.9,0.99]`` → two items."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
 
 
 # --------------------------------------------------------------------------- overrides
@@ -673,6 +698,53 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Conf
     if duplicates:
         raise ConfigError(duplicates)
     return cfg
+
+
+class _OptimizerOnly(Strict):
+    optimizer: OptimizerSpec
+
+
+def parse_optimizer(text: str) -> BaseModel:
+    """``adam``, ``adam:lr=1e-3``, ``sgd:lr=0.1,momentum=0.9`` → a validated optimizer spec.
+
+    Values are parsed as YAML; problems read like the config's (``optimizer.lr: must be ...``).
+    """
+    where = f"--optimizer {text}"
+    name, _, rest = text.partition(":")
+    data: dict[str, Any] = {"name": name.strip()}
+    for item in _split_top_level(rest):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"{where}: expected NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. sgd:lr=0.1,momentum=0.9)")
+        if key in data:
+            raise ConfigError(f"{where}: optimizer.{key}: given twice")
+        try:
+            data[key] = parse_value(value, where)
+        except ConfigError:
+            raise ConfigError(f"{where}: optimizer.{key}: cannot parse {value.strip()!r} as a YAML value") from None
+    try:
+        return _OptimizerOnly.model_validate({"optimizer": data}).optimizer
+    except ValidationError as e:
+        raise ConfigError(_messages(e, {"optimizer": data}, _Where(where, {}, {}, {}))) from None
+
+
+def optimizer_label(spec: BaseModel) -> str:
+    """A short display name: the optimizer, its lr, and every hyperparameter that is not torch's default."""
+    parts = [spec.name]
+    for key, field in type(spec).model_fields.items():
+        if key == "name":
+            continue
+        value = getattr(spec, key)
+        if key == "lr" or value != field.default:
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, list):
+                text = "[" + ",".join(f"{v:g}" for v in value) + "]"
+            else:
+                text = f"{value:g}"
+            parts.append(f"{key}={text}")
+    return " ".join(parts)
 
 
 def from_plain(data: dict, base_dir: Optional[Path] = None, source: str = "<checkpoint>") -> Config:

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from backprop_cli.grads import grads_of, step_stats
+from backprop_cli.grads import grads_of, step_stats, update_ratio
 
 BatchFn = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -28,10 +28,14 @@ class StepRecord:
     grad_norms: dict[str, float]  # parameter name → L2 norm of its .grad
     lr: float
     time: float  # seconds since training started
+    update_ratio: Optional[float] = None  # ‖Δw‖/‖w‖ of this step's update (when measured)
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
-                "grad_norms": dict(self.grad_norms), "lr": self.lr, "time": self.time}
+        out = {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
+               "grad_norms": dict(self.grad_norms), "lr": self.lr, "time": self.time}
+        if self.update_ratio is not None:
+            out["update_ratio"] = self.update_ratio
+        return out
 
 
 def train(
@@ -44,11 +48,13 @@ def train(
     start_step: int = 0,
     zero_grad: bool = True,
     sync_every: int = 1,
+    measure_updates: bool = False,
 ) -> Iterator[StepRecord]:
     """Run steps ``start_step+1 … steps`` and yield a record for each, in order.
 
     Scalars stay on the device and are read back together every ``sync_every`` steps (and at the
     last step) with one ``.tolist()``: 1 on the CPU, the logging interval on an accelerator.
+    ``measure_updates`` also records ‖Δw‖/‖w‖, the size of each update relative to the weights.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
@@ -64,15 +70,22 @@ def train(
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         stats = step_stats(loss, grads_of(params))
-        optimizer.step()
+        if measure_updates:
+            before = [p.detach().clone() for p in params]
+            optimizer.step()
+            stats = torch.cat([stats, update_ratio(before, params).reshape(1)])
+        else:
+            optimizer.step()
         pending.append((i + 1, stats, optimizer.param_groups[0]["lr"], time.perf_counter() - t0))
         if len(pending) >= sync_every or i + 1 == steps:
             if len(pending) == 1:
                 rows = [stats.tolist()]
             else:
                 rows = torch.stack([s for _, s, _, _ in pending]).tolist()
+            n = len(names)
             for (step, _, lr, t), v in zip(pending, rows):
-                yield StepRecord(step, v[0], v[1], dict(zip(names, v[2:])), float(lr), t)
+                yield StepRecord(step, v[0], v[1], dict(zip(names, v[2:2 + n])), float(lr), t,
+                                 v[2 + n] if measure_updates else None)
             pending.clear()
 
 

@@ -35,6 +35,14 @@ def step_stats(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([loss.detach().reshape(1).to(per.dtype), total.reshape(1), per])
 
 
+def update_ratio(before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
+    """‖w_after − w_before‖ / ‖w_before‖ over all tensors together (0-d, on the device)."""
+    deltas = torch._foreach_sub([a.detach() for a in after], before)
+    num = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas, 2.0)))
+    den = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before, 2.0)))
+    return num / den
+
+
 # --------------------------------------------------------------------------- statistics
 
 STAT_KEYS = ("norm", "mean", "std", "min", "max", "abs_max", "zero_fraction", "grad_to_weight")

@@ -31,6 +31,16 @@ def check_writable(path: Path, suffixes: tuple[str, ...] | None = None, what: st
     return path
 
 
+def _mode_for(path: Path) -> int:
+    """The existing file's permissions, else what a plain open() would give (0o666 less the umask)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 class AtomicFile:
     """A file written under a temporary name and renamed over ``path`` on :meth:`commit`.
 
@@ -40,6 +50,7 @@ class AtomicFile:
     def __init__(self, path: Path, mode: str = "w"):
         self.path = Path(path)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent or ".")
+        os.chmod(self.tmp, _mode_for(self.path))
         self.file: IO = os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {}))
         self.done = False
 

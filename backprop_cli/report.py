@@ -343,3 +343,89 @@ def render_explain(console: Console, plain: bool, r: dict) -> None:
             ht.add_row(str(h["step"]), fmt(h["loss"]), fmt(h["grad_w1"]), fmt(h["grad_w2"]), fmt(h["w1"]), fmt(h["w2"]))
         blocks += [ht, Text(f"loss after {len(r['history'])} steps: {fmt(r['history'][-1]['loss_after'])}")]
     _print_blocks(console, blocks, plain)
+
+
+# --------------------------------------------------------------------------- compare-optimizers
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def _positive(values: list[float]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v) and v > 0]
+
+
+def sparkline(values: list[float], width: int = 40, lo: Optional[float] = None, hi: Optional[float] = None) -> str:
+    """A curve in block characters on a log scale (from ``lo`` to ``hi``), resampled to ``width`` columns."""
+    vals = _positive(values)
+    if not vals:
+        return ""
+    if len(vals) > width:
+        step = len(vals) / width
+        vals = [vals[min(len(vals) - 1, int(i * step))] for i in range(width)]
+    logs = [math.log10(v) for v in vals]
+    lo = min(logs) if lo is None else math.log10(lo)
+    hi = max(logs) if hi is None else math.log10(hi)
+    span = hi - lo or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in logs)
+
+
+def _ms(entry: dict, key: str, seeds: int) -> str:
+    m = entry[key]
+    if m["mean"] is None:
+        return "never" if key == "steps_to_10pct" else "-"
+    if key == "steps_to_10pct":
+        text = f"{m['mean']:.0f}" if seeds == 1 else f"{m['mean']:.1f} ± {m['std']:.1f}"
+        if m.get("reached", seeds) < seeds:
+            text += f" ({m['reached']}/{seeds})"
+        return text
+    return fmt(m["mean"]) if seeds == 1 else f"{fmt(m['mean'])} ± {fmt(m['std'])}"
+
+
+def render_compare(console: Console, plain: bool, summary: list[dict], curves: dict[str, list[float]],
+                   steps: int) -> None:
+    seeds = len(summary[0]["seeds"]) if summary else 1
+    cols = [("optimizer", "left"), ("first loss", "right"), ("final loss", "right"), ("best loss", "right"),
+            ("steps to 10%", "right"), ("mean ‖g‖", "right"), ("mean ‖Δw‖/‖w‖", "right"), ("time s", "right"),
+            ("steps/s", "right")]
+    keys = ["first_loss", "final_loss", "best_loss", "steps_to_10pct", "mean_grad_norm", "mean_update_ratio",
+            "time_s", "steps_per_s"]
+    title = f"{steps} steps, same initial weights and batches" + (f", mean ± std over {seeds} seeds" if seeds > 1 else "")
+    t = _table(title, cols, plain)
+    for e in summary:
+        cells = []
+        for key in keys:
+            text = _ms(e, key, seeds)
+            if key in e["best_in"]:
+                text = f"{text} *" if plain else f"[bold green]{text}[/]"
+            cells.append(text)
+        t.add_row(e["label"], *cells)
+    width = max((len(label) for label in curves), default=0)
+    every = [v for vals in curves.values() for v in _positive(vals)] or [1.0]
+    lo, hi = min(every), max(every)
+    spark = Text(f"loss curves (log scale, shared: ▁ {fmt(lo)} … █ {fmt(hi)}):\n"
+                 + "\n".join(f"{label:<{width}}  {sparkline(vals, lo=lo, hi=hi)}" for label, vals in curves.items()))
+    notes = Text(("* best in its column. " if plain else "green: best in its column. ")
+                 + "‖Δw‖/‖w‖ is how big each update really is, relative to the weights.")
+    _print_blocks(console, [t, spark, notes], plain)
+
+
+class CompareProgress:
+    """One progress bar per optimizer (terminal only)."""
+
+    def __init__(self, console: Console, labels: list[str], total: int, enabled: bool):
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=console, transient=True)
+            self.tasks = {label: self.progress.add_task(label, total=total) for label in labels}
+            self.progress.start()
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.tasks[label], completed=done, total=total)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

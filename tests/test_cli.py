@@ -206,3 +206,15 @@ def test_no_color_env_gives_plain_output_even_on_a_terminal(monkeypatch):
     assert plain_output(Tty()) is False
     monkeypatch.setenv("NO_COLOR", "1")
     assert plain_output(Tty()) is True
+
+
+def test_output_files_get_ordinary_permissions(cli, seed_cfg, tmp_path):
+    import os
+
+    path = tmp_path / "m.jsonl"
+    old = os.umask(0o022)
+    try:
+        assert cli("train", "-c", seed_cfg, "--metrics", path, "-q").exit_code == 0
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

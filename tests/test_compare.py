@@ -1,0 +1,168 @@
+"""compare-optimizers: fairness, agreement with `train`, Adam's first step, outputs."""
+
+import json
+import struct
+
+import pytest
+import torch
+
+from backprop_cli.build import build_run
+from backprop_cli.compare import compare_optimizers, default_optimizers, summarize
+from backprop_cli.config import load_config, parse_optimizer
+from backprop_cli.engine import train
+from backprop_cli.errors import ConfigError
+from conftest import CONFIGS
+
+REG = CONFIGS / "regression.yaml"
+
+
+def cfg(*sets):
+    return load_config(REG, ["device=cpu", *sets])
+
+
+def test_runs_share_initial_weights_batches_and_flags():
+    c = cfg()
+    results = compare_optimizers(c, [parse_optimizer("sgd:lr=0.1"), parse_optimizer("adam:lr=1e-3"),
+                                      parse_optimizer("rmsprop")], steps=5)
+    first = results[0]
+    for r in results[1:]:
+        assert r.initial_state.keys() == first.initial_state.keys()
+        assert all(torch.equal(r.initial_state[k], first.initial_state[k]) for k in first.initial_state)
+        assert r.records[0].loss == first.records[0].loss  # same init, same first batch
+        assert r.flags == first.flags
+    assert results[1].records[1].loss != first.records[1].loss  # then they part ways
+
+
+def test_sgd_run_equals_train_with_the_same_config():
+    c = cfg("train.steps=60")
+    results = compare_optimizers(c, [c.optimizer, parse_optimizer("adam")])
+    run = build_run(c)
+    losses = [r.loss for r in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps)]
+    assert results[0].losses == losses
+
+
+def test_adams_first_update_is_lr_times_sign_of_the_gradient():
+    lr, eps = 1e-3, 1e-8
+    c = cfg()
+    (result,) = compare_optimizers(c, [parse_optimizer(f"adam:lr={lr}")], steps=1)
+    # the gradient at the initial weights, from a plain forward/backward written here
+    model = build_run(c).model
+    model.load_state_dict(result.initial_state)
+    x, y = build_run(c).batches(0)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    for name, p in model.named_parameters():
+        g = p.grad
+        delta = result.final_state[name].double() - result.initial_state[name].double()
+        # Adam's first step is lr·g/(|g| + eps) = lr·sign(g) up to lr·eps/|g|. float32 adds a few
+        # roundings of the update (Adam's own arithmetic) and one of the stored weight.
+        f32 = torch.finfo(torch.float32).eps
+        w = torch.maximum(result.initial_state[name].abs(), result.final_state[name].abs())
+        allowed = lr * eps / g.abs().clamp_min(1e-30) + 2 * f32 * w + 10 * f32 * lr
+        assert ((delta + lr * torch.sign(g).double()).abs() <= allowed).all(), name
+
+
+def test_update_ratio_is_measured_against_the_weights():
+    c = cfg()
+    (r,) = compare_optimizers(c, [parse_optimizer("sgd:lr=0.1")], steps=1)
+    num = torch.sqrt(sum(((r.final_state[k] - r.initial_state[k]) ** 2).sum() for k in r.final_state))
+    den = torch.sqrt(sum((r.initial_state[k] ** 2).sum() for k in r.initial_state))
+    assert r.records[0].update_ratio == pytest.approx((num / den).item(), rel=1e-5)
+
+
+def test_seeds_change_init_and_order_but_not_across_optimizers():
+    c = cfg()
+    results = compare_optimizers(c, default_optimizers(c), steps=3, seeds=2)
+    assert [(r.optimizer, r.seed) for r in results] == [("sgd", 0), ("adam", 0), ("sgd", 1), ("adam", 1)]
+    assert results[0].records[0].loss == results[1].records[0].loss
+    assert results[2].records[0].loss == results[3].records[0].loss
+    assert results[0].records[0].loss != results[2].records[0].loss
+    summary = summarize(results)
+    losses = [results[0].losses[-1], results[2].losses[-1]]
+    assert summary[0]["final_loss"]["mean"] == pytest.approx(sum(losses) / 2)
+    assert summary[0]["final_loss"]["std"] == pytest.approx(abs(losses[0] - losses[1]) / 2)
+
+
+def test_defaults_and_config_section():
+    c = cfg()
+    assert [(s.name, s.lr) for s in default_optimizers(c)] == [("sgd", 0.1), ("adam", 1e-3)]
+    c = load_config(CONFIGS / "classification.yaml")  # adam in the config: SGD falls back to lr 0.01
+    assert [(s.name, s.lr) for s in default_optimizers(c)] == [("sgd", 0.01), ("adam", 1e-3)]
+    c = load_config(CONFIGS / "compare.yaml")
+    assert [s.name for s in default_optimizers(c)] == ["sgd", "sgd", "adam"]
+
+
+def test_optimizer_specs_are_validated_like_the_config():
+    assert parse_optimizer("sgd:lr=0.1,momentum=0.9").momentum == 0.9
+    assert parse_optimizer("adam:betas=[0.8,0.9]").betas == [0.8, 0.9]
+    with pytest.raises(ConfigError) as e:
+        parse_optimizer("sgd:betas=[0.9,0.99]")
+    assert "optimizer.betas: unknown key; allowed keys: name, lr, momentum" in e.value.problems[0]
+    with pytest.raises(ConfigError, match="optimizer.lr: must be greater than 0"):
+        parse_optimizer("adam:lr=0")
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        parse_optimizer("lion")
+
+
+def test_json_document_schema(cli):
+    r = cli("compare-optimizers", "-c", REG, "--steps", 20, "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert set(doc) == {"runs", "summary"}
+    assert [run["optimizer"] for run in doc["runs"]] == ["sgd", "adam"]
+    keys = {"optimizer", "label", "hyperparams", "seed", "losses", "grad_norms", "final_loss", "best_loss",
+            "steps_to_10pct", "mean_update_ratio", "time_s"}
+    for run in doc["runs"]:
+        assert set(run) == keys
+        assert len(run["losses"]) == len(run["grad_norms"]) == 20
+        assert run["final_loss"] == run["losses"][-1] and run["best_loss"] == min(run["losses"])
+    assert doc["runs"][0]["label"] == "sgd lr=0.1 momentum=0.9" and doc["runs"][1]["label"] == "adam lr=0.001"
+    assert doc["runs"][0]["hyperparams"]["momentum"] == 0.9
+    s = doc["summary"][0]
+    assert {"label", "optimizer", "hyperparams", "seeds", "final_loss", "best_loss", "steps_to_10pct",
+            "mean_grad_norm", "mean_update_ratio", "time_s", "steps_per_s", "best_in"} <= set(s)
+
+
+def test_table_output_and_metrics(cli, tmp_path):
+    m = tmp_path / "m.jsonl"
+    r = cli("compare-optimizers", "-c", REG, "--steps", 30, "-o", "sgd:lr=0.1", "-o", "adam:lr=1e-2",
+            "--metrics", m)
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "sgd lr=0.1" in out and "adam lr=0.01" in out and "steps to 10%" in out
+    assert "loss curves (log scale" in out and "▁" in out and "* best in its column" in out
+    recs = [json.loads(line) for line in m.read_text().splitlines()]
+    assert len(recs) == 60 and {r["optimizer"] for r in recs} == {"sgd lr=0.1", "adam lr=0.01"}
+    assert {"step", "loss", "grad_norm", "grad_norms", "lr", "time", "optimizer", "seed", "update_ratio"} == set(recs[0])
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plot_is_a_valid_image_of_the_asked_size(cli, tmp_path):
+    png = tmp_path / "c.png"
+    r = cli("compare-optimizers", "-c", REG, "--steps", 10, "--seeds", 2, "--plot", png, "--plot-size", "800x400")
+    assert r.exit_code == 0, r.output
+    assert _png_size(png) == (800, 400)
+    svg = tmp_path / "c.svg"
+    assert cli("compare-optimizers", "-c", REG, "--steps", 5, "--plot", svg).exit_code == 0
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["-o", "adam:lr=0"], "--optimizer adam:lr=0: optimizer.lr: must be greater than 0 (got 0)"),
+    (["--plot", "x.jpg"], "plot file must end in .png or .svg"),
+    (["--metrics", "x.txt"], "metrics file must end in .jsonl or .csv"),
+])
+def test_bad_options_are_one_line_exit_2(cli, tmp_path, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    r = cli("compare-optimizers", "-c", REG, "--steps", 2, *args)
+    assert r.exit_code == 2 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_plot_size(cli):
+    r = cli("compare-optimizers", "-c", REG, "--plot-size", "big")
+    assert r.exit_code == 2 and "WIDTHxHEIGHT" in r.output
