@@ -75,6 +75,34 @@ def make_optimizer(spec, params, device: torch.device | None = None) -> torch.op
     return OPTIMIZER_CLASSES[spec.name](params, **optimizer_hyperparams(spec), **implementation_flags(device))
 
 
+def make_scheduler(spec, optimizer: torch.optim.Optimizer, total_steps: int):
+    """The learning-rate schedule, stepped once per optimizer step (None for ``none``)."""
+    import math
+
+    from torch.optim import lr_scheduler
+
+    if spec.name == "none":
+        return None
+    if spec.name == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=spec.step_size, gamma=spec.gamma)
+    if spec.name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.T_max or total_steps, eta_min=spec.eta_min)
+    if spec.name == "warmup_cosine":
+        warmup = spec.warmup_steps
+        length = spec.T_max or max(1, total_steps - warmup)
+        base = optimizer.param_groups[0]["lr"]
+        floor = spec.eta_min / base
+
+        def factor(s: int) -> float:
+            if s < warmup:
+                return (s + 1) / warmup
+            t = min(s - warmup, length) / length
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+        return lr_scheduler.LambdaLR(optimizer, factor)
+    raise ValueError(f"unknown scheduler {spec.name!r}")
+
+
 @dataclass
 class Run:
     cfg: Config
@@ -85,6 +113,7 @@ class Run:
     dataset: Dataset
     batches: Batches
     steps: int
+    scheduler: object = None
 
     @property
     def param_names(self) -> list[str]:
@@ -100,7 +129,9 @@ def build_run(cfg: Config, *, dataset: Dataset | None = None, optimizer_spec=Non
     loss_fn = make_loss(cfg.loss)
     optimizer = make_optimizer(optimizer_spec or cfg.optimizer, model.parameters(), device)
     batches = Batches(ds.x.to(device), ds.y.to(device), cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
-    return Run(cfg, device, model, loss_fn, optimizer, ds, batches, resolved_steps(cfg, batches.per_epoch))
+    steps = resolved_steps(cfg, batches.per_epoch)
+    scheduler = make_scheduler(cfg.scheduler, optimizer, steps) if optimizer_spec is None else None
+    return Run(cfg, device, model, loss_fn, optimizer, ds, batches, steps, scheduler)
 
 
 def describe_run(run: Run) -> dict:
@@ -130,4 +161,7 @@ def describe_run(run: Run) -> dict:
         },
         "steps": run.steps,
         "seed": cfg.seed,
+        "scheduler": cfg.scheduler.model_dump(),
+        "clip_grad_norm": cfg.train.clip_grad_norm,
+        "on_nonfinite": cfg.train.on_nonfinite,
     }

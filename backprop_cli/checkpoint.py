@@ -17,10 +17,30 @@ CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "step", "config")
 
 
-def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, **extra: Any) -> None:
-    """Write ``{"model", "optimizer", "step", "config", "version", ...extra}`` atomically."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": int(step),
-             "config": config, "version": CHECKPOINT_VERSION, **extra}
+def rng_state(device: torch.device, next_batch: int) -> dict:
+    """torch's CPU RNG, the CUDA RNGs where CUDA is used, and the data order position."""
+    state = {"torch": torch.get_rng_state(), "data": {"next_batch": int(next_batch)}}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    rng = state.get("rng") or {}
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, scheduler=None,
+                    device: torch.device | None = None) -> None:
+    """Write ``{"model", "optimizer", "scheduler", "step", "config", "rng", "version"}`` atomically
+    (temp file in the same folder, flush, fsync, ``os.replace``)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict() if scheduler is not None else None,
+             "step": int(step), "config": config,
+             "rng": rng_state(device or torch.device("cpu"), step), "version": CHECKPOINT_VERSION}
     check_writable(Path(path), what="checkpoint")
     with AtomicFile(Path(path), "wb") as f:
         torch.save(state, f.file)

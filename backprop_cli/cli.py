@@ -103,8 +103,21 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the summary only.", rich_help_panel="Output")] = False,
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write every step's record to a .jsonl or .csv file.",
                                                     rich_help_panel="Output")] = None,
-    save: Annotated[Optional[Path], typer.Option("--save", help="Write a checkpoint (.pt) at the end.",
-                                                 rich_help_panel="Output")] = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Write a checkpoint (.pt) at the end (and on "
+                                                 "Ctrl-C, or the last good state on a non-finite stop).",
+                                                 rich_help_panel="Checkpoints")] = None,
+    save_every: Annotated[Optional[int], typer.Option("--save-every", min=1, help="Also write --save every N steps.",
+                                                      rich_help_panel="Checkpoints")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from a checkpoint up to train.steps "
+                                                   "(same model; lr and steps may change).",
+                                                   rich_help_panel="Checkpoints")] = None,
+    tensorboard: Annotated[Optional[Path], typer.Option("--tensorboard", metavar="DIR",
+                                                        help="Write TensorBoard scalars and histograms to DIR "
+                                                        "(needs the tensorboard extra).",
+                                                        rich_help_panel="Output")] = None,
+    detect_anomaly: Annotated[bool, typer.Option("--detect-anomaly", help="Debugging: torch.autograd anomaly "
+                                                 "mode names the operation that made a NaN (slow).",
+                                                 rich_help_panel="Teaching")] = False,
     no_zero_grad: Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() "
                                                "so gradients accumulate across steps.", rich_help_panel="Teaching")] = False,
 ) -> None:
@@ -120,8 +133,9 @@ def train(
     from backprop_cli.training import TrainOptions, run_training
 
     reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
-    run_training(cfg, TrainOptions(metrics=metrics, save=save, log_every=log_every,
-                                   zero_grad=not no_zero_grad), reporter)
+    run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
+                                   log_every=log_every, zero_grad=not no_zero_grad,
+                                   detect_anomaly=detect_anomaly, tensorboard=tensorboard), reporter)
 
 
 # --------------------------------------------------------------------------- gradients

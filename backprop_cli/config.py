@@ -6,6 +6,7 @@ Every problem is collected and raised once as a :class:`ConfigError` whose lines
 
 from __future__ import annotations
 
+import difflib
 import re
 import typing
 from pathlib import Path
@@ -263,6 +264,9 @@ class TrainConfig(Strict):
     steps: Optional[PositiveInt] = None
     epochs: Optional[PositiveInt] = None
     log_every: Optional[PositiveInt] = None
+    clip_grad_norm: Optional[PositiveFloat] = None
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_skips: PositiveInt = 10
 
     @field_validator("epochs")
     @classmethod
@@ -281,6 +285,38 @@ class CompareConfig(Strict):
         return [_name_only(item, "sgd") for item in v] if isinstance(v, list) else v
 
 
+# ---- learning-rate schedules (stepped once per optimizer step)
+
+
+class NoSchedule(Strict):
+    name: Literal["none"]
+
+
+class StepSchedule(Strict):
+    name: Literal["step"]
+    step_size: PositiveInt
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
+class CosineSchedule(Strict):
+    name: Literal["cosine"]
+    T_max: Optional[PositiveInt] = None  # default: the run's total steps
+    eta_min: NonNegFloat = 0.0
+
+
+class WarmupCosineSchedule(Strict):
+    name: Literal["warmup_cosine"]
+    warmup_steps: PositiveInt
+    T_max: Optional[PositiveInt] = None  # cosine length after warm-up; default: the rest of the run
+    eta_min: NonNegFloat = 0.0
+
+
+SchedulerSpec = Annotated[
+    Union[NoSchedule, StepSchedule, CosineSchedule, WarmupCosineSchedule], Field(discriminator="name")
+]
+SCHEDULERS = ("none", "step", "cosine", "warmup_cosine")
+
+
 DEFAULT_STEPS = 100
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
@@ -292,16 +328,17 @@ class Config(Strict):
     loss: LossSpec = Field(default_factory=lambda: MSELoss(name="mse"))
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGD(name="sgd"))
     data: DataSpec
+    scheduler: SchedulerSpec = Field(default_factory=lambda: NoSchedule(name="none"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     compare: Optional[CompareConfig] = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: str = PrivateAttr(default="<config>")
 
-    @field_validator("loss", "optimizer", mode="before")
+    @field_validator("loss", "optimizer", "scheduler", mode="before")
     @classmethod
     def _bare_name(cls, v: Any, info: ValidationInfo) -> Any:
-        return _name_only(v, "mse" if info.field_name == "loss" else "sgd")
+        return _name_only(v, {"loss": "mse", "optimizer": "sgd", "scheduler": "none"}[info.field_name])
 
     @model_validator(mode="after")
     def _loss_fits_targets(self) -> "Config":
@@ -364,7 +401,10 @@ _Loader.add_implicit_resolver(
 
 def _parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple, int], dict[tuple, str], list[str]]:
     """Parse one YAML document. Returns data, key path → line, key path → source text, problems."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: YAML error: {' '.join(str(e).split())}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -380,7 +420,7 @@ def _parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple, int], dict[tupl
         msg = " ".join(str(x) for x in (e.context, e.problem) if x).replace("\t", "\\t")
         raise ConfigError(f"{where}{line}: YAML syntax error: {msg}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: YAML error: {e}") from None
+        raise ConfigError(f"{where}: YAML error: {' '.join(str(e).split())}") from None
     finally:
         loader.dispose()
 
@@ -534,7 +574,7 @@ def _allowed_keys(tp: Any) -> list[str]:
     return keys
 
 
-_TAGS = frozenset(ACTIVATIONS + LOSSES + OPTIMIZERS + ("synthetic", "csv"))
+_TAGS = frozenset(ACTIVATIONS + LOSSES + OPTIMIZERS + SCHEDULERS + ("synthetic", "csv"))
 
 
 def _clean_loc(loc: tuple, data: Any) -> tuple:
@@ -588,9 +628,30 @@ class _Where:
         return f"{self.location(path)}: {_dotted(path)}: {message}{got}"
 
 
+def _typo_pairs(errors: list[dict]) -> dict[tuple, str]:
+    """Unknown keys that look like a missing required key next to them: loc → the key meant."""
+    missing: dict[tuple, list[str]] = {}
+    for e in errors:
+        if e["type"] == "missing":
+            missing.setdefault(tuple(e["loc"][:-1]), []).append(str(e["loc"][-1]))
+    pairs = {}
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            loc = tuple(e["loc"])
+            close = difflib.get_close_matches(str(loc[-1]), missing.get(loc[:-1], []), n=1, cutoff=0.6)
+            if close:
+                pairs[loc] = close[0]
+    return pairs
+
+
 def _messages(err: ValidationError, data: Any, where: _Where) -> list[str]:
     out: list[str] = []
-    for e in err.errors():
+    errors = err.errors()
+    typos = _typo_pairs(errors)
+    explained = {loc[:-1] + (meant,) for loc, meant in typos.items()}
+    for e in errors:
+        if e["type"] == "missing" and tuple(e["loc"]) in explained:
+            continue  # reported as the typo that caused it
         loc = tuple(e["loc"])
         kind = e["type"]
         value = e.get("input")
@@ -604,7 +665,9 @@ def _messages(err: ValidationError, data: Any, where: _Where) -> list[str]:
         has_value = True
         if kind == "extra_forbidden":
             allowed = _allowed_keys(_type_at(Config, loc[:-1]))
-            msg = f"unknown key; allowed keys: {', '.join(allowed)}"
+            guess = typos.get(loc) or next(iter(difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.75)), None)
+            hint = f"did you mean {guess}? " if guess else ""
+            msg = f"unknown key; {hint}allowed keys: {', '.join(allowed)}"
             has_value = False
         elif kind == "missing":
             msg, has_value = "required key is missing", False

@@ -1,6 +1,6 @@
 """The training loop. It yields one record per step and never prints.
 
-Read it top to bottom: batch → forward → loss → zero_grad → backward → measure → step.
+Read it top to bottom: batch → forward → loss → zero_grad → backward → measure → (check, clip) → step.
 """
 
 from __future__ import annotations
@@ -13,29 +13,58 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from backprop_cli.grads import grads_of, step_stats, update_ratio
+from backprop_cli.errors import BackpropError, EXIT_NONFINITE
+from backprop_cli.grads import clip_grads_, grads_of, step_stats, update_ratio
 
 BatchFn = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 @dataclass(slots=True)
 class StepRecord:
-    """One optimizer step. ``grad_norm`` and ``grad_norms`` are measured before ``optimizer.step()``."""
+    """One optimizer step. ``grad_norm`` and ``grad_norms`` are measured before clipping and ``step()``."""
 
     step: int  # from 1
     loss: float  # loss of this step's batch, before the update
     grad_norm: float  # total L2 norm over all parameters
     grad_norms: dict[str, float]  # parameter name → L2 norm of its .grad
-    lr: float
+    lr: float  # the learning rate this step used
     time: float  # seconds since training started
     update_ratio: Optional[float] = None  # ‖Δw‖/‖w‖ of this step's update (when measured)
+    clipped: Optional[bool] = None  # whether clip_grad_norm scaled the gradients (when clipping)
+    skipped: bool = False  # the optimizer step was skipped (on_nonfinite: skip)
 
     def as_dict(self) -> dict:
         out = {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
                "grad_norms": dict(self.grad_norms), "lr": self.lr, "time": self.time}
         if self.update_ratio is not None:
             out["update_ratio"] = self.update_ratio
+        if self.clipped is not None:
+            out["clipped"] = self.clipped
+        if self.skipped:
+            out["skipped"] = True
         return out
+
+
+class NonFiniteError(BackpropError):
+    """A non-finite loss or gradient stopped training."""
+
+    exit_code = EXIT_NONFINITE
+
+    def __init__(self, message: str, step: int, last_good_step: int, model_step: Optional[int] = None):
+        super().__init__(message)
+        self.step, self.last_good_step = step, last_good_step
+        # the step the model's weights are at (> last_good_step when detection was deferred)
+        self.model_step = last_good_step if model_step is None else model_step
+
+
+def _nonfinite_message(step: int, values: list[float], names: list[str], skipped: int = 0) -> str:
+    loss = values[0]
+    first = next((n for n, v in zip(names, values[2:]) if not math.isfinite(v)), None)
+    what = f"loss {loss:g}" if not math.isfinite(loss) else f"loss {loss:.6g} is finite"
+    grads = f"first non-finite gradient: {first}" if first else "gradients are finite"
+    extra = f" after skipping {skipped} step(s)" if skipped else ""
+    return (f"non-finite value at step {step}{extra}: {what}, {grads}; "
+            "lower optimizer.lr, set train.clip_grad_norm, or run with --detect-anomaly to find the operation")
 
 
 def train(
@@ -49,18 +78,34 @@ def train(
     zero_grad: bool = True,
     sync_every: int = 1,
     measure_updates: bool = False,
+    clip_grad_norm: Optional[float] = None,
+    scheduler=None,
+    on_nonfinite: str = "stop",
+    max_skips: int = 10,
+    should_stop: Optional[Callable[[], bool]] = None,
+    flush_every: Optional[int] = None,
 ) -> Iterator[StepRecord]:
     """Run steps ``start_step+1 … steps`` and yield a record for each, in order.
 
-    Scalars stay on the device and are read back together every ``sync_every`` steps (and at the
-    last step) with one ``.tolist()``: 1 on the CPU, the logging interval on an accelerator.
-    ``measure_updates`` also records ‖Δw‖/‖w‖, the size of each update relative to the weights.
+    Scalars stay on the device and are read back together every ``sync_every`` steps (and at the last
+    step) with one ``.tolist()``: 1 on the CPU, the logging interval on an accelerator. With one read
+    per step, a non-finite loss or gradient is caught before ``optimizer.step()``: ``stop`` raises
+    :class:`NonFiniteError` with the model still at the last good step, ``skip`` skips the update (up
+    to ``max_skips`` times). With deferred reads, ``stop`` is detected at the next read-back (the
+    record stream still ends at the last good step); ``skip`` always reads every step.
+    ``should_stop()`` is asked after every step: True ends the run cleanly after that step.
+    ``flush_every`` forces a read-back at those steps, so that while their record is being handled the
+    model is exactly at that step (for checkpoints).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
     params = [p for _, p in named]
+    n = len(names)
+    exact = sync_every <= 1 or on_nonfinite == "skip"
     model.train()
     pending: list[tuple[int, torch.Tensor, float, float]] = []
+    skips = 0
+    last_good = start_step
     t0 = time.perf_counter()
     for i in range(start_step, steps):
         x, y = batches(i)
@@ -69,24 +114,63 @@ def train(
         if zero_grad:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        stats = step_stats(loss, grads_of(params))
+        grads = grads_of(params)
+        stats = step_stats(loss, grads)
+        lr = optimizer.param_groups[0]["lr"]
+
+        if exact:  # one read per step: check before the update
+            values = stats.tolist()
+            if not all(map(math.isfinite, values)):
+                if on_nonfinite == "stop" or skips >= max_skips:
+                    raise NonFiniteError(_nonfinite_message(i + 1, values, names, skips), i + 1, last_good)
+                skips += 1
+                yield StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr),
+                                 time.perf_counter() - t0, None,
+                                 None if clip_grad_norm is None else False, True)
+                if scheduler is not None:
+                    scheduler.step()
+                if should_stop is not None and should_stop():
+                    return
+                continue
+        if clip_grad_norm is not None:
+            clip_grads_(grads, clip_grad_norm, stats[1])
         if measure_updates:
             before = [p.detach().clone() for p in params]
             optimizer.step()
-            stats = torch.cat([stats, update_ratio(before, params).reshape(1)])
+            ratio = update_ratio(before, params)
         else:
             optimizer.step()
-        pending.append((i + 1, stats, optimizer.param_groups[0]["lr"], time.perf_counter() - t0))
-        if len(pending) >= sync_every or i + 1 == steps:
-            if len(pending) == 1:
-                rows = [stats.tolist()]
-            else:
+            ratio = None
+        if scheduler is not None:
+            scheduler.step()
+        elapsed = time.perf_counter() - t0
+
+        if exact:
+            yield StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr), elapsed,
+                             None if ratio is None else ratio.item(),
+                             None if clip_grad_norm is None else values[1] > clip_grad_norm)
+            last_good = i + 1
+        else:
+            if ratio is not None:
+                stats = torch.cat([stats, ratio.reshape(1)])
+            pending.append((i + 1, stats, float(lr), elapsed))
+            stop_now = should_stop is not None and should_stop()
+            forced = flush_every is not None and (i + 1) % flush_every == 0
+            if len(pending) >= sync_every or i + 1 == steps or stop_now or forced:
                 rows = torch.stack([s for _, s, _, _ in pending]).tolist()
-            n = len(names)
-            for (step, _, lr, t), v in zip(pending, rows):
-                yield StepRecord(step, v[0], v[1], dict(zip(names, v[2:2 + n])), float(lr), t,
-                                 v[2 + n] if measure_updates else None)
-            pending.clear()
+                for (step, _, lr_used, t), v in zip(pending, rows):
+                    if not all(map(math.isfinite, v)):
+                        raise NonFiniteError(_nonfinite_message(step, v, names), step, last_good, i + 1)
+                    yield StepRecord(step, v[0], v[1], dict(zip(names, v[2:2 + n])), lr_used, t,
+                                     v[2 + n] if measure_updates else None,
+                                     None if clip_grad_norm is None else v[1] > clip_grad_norm)
+                    last_good = step
+                pending.clear()
+            if stop_now:
+                return
+            continue
+        if should_stop is not None and should_stop():
+            return
 
 
 @dataclass
@@ -97,6 +181,8 @@ class Summary:
     best_loss: float = math.inf
     best_step: int = 0
     wall_time: float = 0.0
+    skipped: int = 0
+    clipped: int = 0
 
     @property
     def steps_per_s(self) -> float:
@@ -104,8 +190,8 @@ class Summary:
 
     def as_dict(self) -> dict:
         return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
-                "best_loss": self.best_loss, "best_step": self.best_step,
-                "wall_time": self.wall_time, "steps_per_s": self.steps_per_s}
+                "best_loss": self.best_loss, "best_step": self.best_step, "wall_time": self.wall_time,
+                "steps_per_s": self.steps_per_s, "skipped": self.skipped, "clipped": self.clipped}
 
 
 @dataclass
@@ -123,6 +209,10 @@ class Tracker:
         if s.steps == 0:
             s.first_loss = rec.loss
         s.steps += 1
+        s.skipped += rec.skipped
+        s.clipped += bool(rec.clipped)
+        if rec.skipped:
+            return
         s.last_loss = rec.loss
         if rec.loss < s.best_loss:
             s.best_loss, s.best_step = rec.loss, rec.step

@@ -35,6 +35,16 @@ def step_stats(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([loss.detach().reshape(1).to(per.dtype), total.reshape(1), per])
 
 
+def clip_grads_(grads: list[torch.Tensor], max_norm: float, total_norm: torch.Tensor) -> None:
+    """Scale gradients in place so their total norm is at most ``max_norm``, given the measured norm.
+
+    The same rule as ``torch.nn.utils.clip_grad_norm_`` (coefficient max_norm / (norm + 1e-6),
+    clamped to 1), computed on the device with no host sync.
+    """
+    coef = torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef)
+
+
 def update_ratio(before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
     """‖w_after − w_before‖ / ‖w_before‖ over all tensors together (0-d, on the device)."""
     deltas = torch._foreach_sub([a.detach() for a in after], before)

@@ -92,7 +92,7 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
     d = info["data"]
     loss = info["loss"]
     opt = info["optimizer"]
-    return [
+    lines = [
         ("model", f"TwoLayerNet {sizes}, {act}, bias {'on' if m['bias'] else 'off'}"),
         ("parameters", f"{m['parameter_count']:,}: {shapes}"),
         ("loss", f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"]),
@@ -102,6 +102,24 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
                  f"{d['batches_per_epoch']} batch(es)/epoch, shuffle {'on' if d['shuffle'] else 'off'}"),
         ("steps", f"{info['steps']} (seed {info['seed']})"),
     ]
+    sched = dict(info.get("scheduler") or {"name": "none"})
+    if sched.get("name", "none") != "none":
+        name = sched.pop("name")
+        lines.append(("schedule", f"{name} ({fmt_options({k: v for k, v in sched.items() if v is not None})})"))
+    extras = []
+    if info.get("clip_grad_norm") is not None:
+        extras.append(f"clip grad norm at {fmt(info['clip_grad_norm'])}")
+    if info.get("on_nonfinite") == "skip":
+        extras.append("skip steps with non-finite values")
+    if extras:
+        lines.append(("guards", ", ".join(extras)))
+    resume = info.get("resume")
+    if resume:
+        lines.append(("resume", f"from {resume['path']} at step {resume['step']}, running steps "
+                                f"{resume['step'] + 1}…{info['steps']}"))
+        for change in resume["changes"]:
+            lines.append(("changed", change))
+    return lines
 
 
 class _Columns:
@@ -125,16 +143,19 @@ class _Columns:
         return "  ".join(cells)
 
 
-def _summary_lines(s: Summary, outputs: dict[str, str], interrupted: bool) -> list[tuple[str, str]]:
+def _summary_lines(s: Summary, outputs: dict[str, str], status: str) -> list[tuple[str, str]]:
     rate = fmt(s.steps_per_s) if not math.isnan(s.steps_per_s) else "-"
     lines = [
-        ("done" if not interrupted else "interrupted",
-         f"{s.steps} step(s) in {s.wall_time:.3g} s ({rate} steps/s)"),
+        (status, f"{s.steps} step(s) in {s.wall_time:.3g} s ({rate} steps/s)"),
         ("loss", f"first {fmt(s.first_loss)}, last {fmt(s.last_loss)}, best {fmt(s.best_loss)} (step {s.best_step})"
          if s.steps else "no step completed"),
     ]
-    for what, path in outputs.items():
-        lines.append((what, f"wrote {path}"))
+    if s.clipped:
+        lines.append(("clipped", f"{s.clipped} of {s.steps} step(s)"))
+    if s.skipped:
+        lines.append(("skipped", f"{s.skipped} step(s) with non-finite values"))
+    for what, text in outputs.items():
+        lines.append((what, text if text.startswith("not written") else f"wrote {text}"))
     return lines
 
 
@@ -149,6 +170,7 @@ class TrainReport:
     def start(self, info: dict, log_every: int) -> None:
         self.log_every = log_every
         self.total = info["steps"]
+        self.first = info.get("start_step", 0) + 1
         self.cols = _Columns(list(info["model"]["params"]), self.total)
         if self.quiet:
             return
@@ -171,13 +193,13 @@ class TrainReport:
 
                 self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
                                          TimeRemainingColumn(), console=self.console, transient=True)
-                self.task = self.progress.add_task("train", total=self.total)
+                self.task = self.progress.add_task("train", total=self.total, completed=self.first - 1)
                 self.progress.start()
 
     def step(self, r: StepRecord) -> None:
         if self.quiet:
             return
-        if r.step == 1 or r.step % self.log_every == 0 or r.step == self.total:
+        if r.step == self.first or r.step % self.log_every == 0 or r.step == self.total or r.skipped:
             line = self.cols.row(r)
             if self.plain:
                 self.console.print(line, markup=False)
@@ -186,10 +208,10 @@ class TrainReport:
         if self.progress is not None:
             self.progress.update(self.task, completed=r.step)
 
-    def finish(self, summary: Summary, outputs: dict[str, str], interrupted: bool) -> None:
+    def finish(self, summary: Summary, outputs: dict[str, str], status: str) -> None:
         if self.progress is not None:
             self.progress.stop()
-        lines = _summary_lines(summary, outputs, interrupted)
+        lines = _summary_lines(summary, outputs, status)
         if self.plain:
             if not self.quiet:
                 self.console.print("", markup=False)
@@ -197,7 +219,7 @@ class TrainReport:
                 self.console.print(f"{k + ':':<12}{v}", markup=False)
         else:
             grid = Table.grid(padding=(0, 2))
-            grid.add_column(style="bold green" if not interrupted else "bold yellow")
+            grid.add_column(style="bold green" if status == "done" else "bold yellow")
             grid.add_column()
             for k, v in lines:
                 grid.add_row(k, v)

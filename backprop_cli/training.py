@@ -1,75 +1,299 @@
-"""`backprop train`: config → run → engine, feeding the metrics file, the reporter and the checkpoint.
+"""`backprop train`: config → run → engine, feeding the metrics file, the reporter and checkpoints.
 
-Nothing here prints; the reporter passed in does.
+Nothing here prints; the reporter passed in does. Outcomes: a summary (done), Interrupted (exit
+130, after the current step, with metrics flushed and --save written), NonFiniteError (exit 3, with
+metrics up to the last good step and --save holding the last good state).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Iterator, Optional, Protocol
 
-from backprop_cli.build import build_run, describe_run
-from backprop_cli.checkpoint import save_checkpoint
-from backprop_cli.config import Config, default_log_every
-from backprop_cli.engine import StepRecord, Summary, Tracker, train
-from backprop_cli.errors import BackpropError, EXIT_INTERRUPTED
+from backprop_cli.build import Run, build_run, describe_run
+from backprop_cli.checkpoint import load_checkpoint, load_weights, restore_rng, save_checkpoint
+from backprop_cli.config import Config, default_log_every, optimizer_hyperparams
+from backprop_cli.engine import NonFiniteError, StepRecord, Summary, Tracker, train
+from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, CheckpointError, OutputError
 from backprop_cli.outputs import MetricsWriter, check_writable
 
 
 class Reporter(Protocol):
     def start(self, info: dict, log_every: int) -> None: ...
     def step(self, record: StepRecord) -> None: ...
-    def finish(self, summary: Summary, outputs: dict[str, str], interrupted: bool) -> None: ...
+    def finish(self, summary: Summary, outputs: dict[str, str], status: str) -> None: ...
 
 
 @dataclass
 class TrainOptions:
     metrics: Optional[Path] = None
     save: Optional[Path] = None
+    save_every: Optional[int] = None
+    resume: Optional[Path] = None
     log_every: Optional[int] = None
     zero_grad: bool = True
+    detect_anomaly: bool = False
+    tensorboard: Optional[Path] = None
 
 
 class Interrupted(BackpropError):
     exit_code = EXIT_INTERRUPTED
 
 
+# --------------------------------------------------------------------------- resume
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """``key: old → new`` for every key that differs between two plain configs."""
+    a, b = _flatten(saved), _flatten(current)
+    return [f"{k}: {a.get(k, '(unset)')} → {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def resume_from(run: Run, path: Path) -> tuple[int, list[str]]:
+    """Load weights, optimizer, scheduler and RNG state; returns (saved step, what changed).
+
+    A different model, optimizer or scheduler is refused; other changes (lr, steps, ...) are applied.
+    """
+    state = load_checkpoint(path)
+    saved, current = state["config"], run.cfg.plain()
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: the checkpoint's config is not a mapping")
+    for section, what in (("model", "model"), ("optimizer.name", "optimizer"), ("scheduler.name", "scheduler")):
+        head, _, key = section.partition(".")
+        old = (saved.get(head) or {}) if key else saved.get(head)
+        old = old.get(key) if key and isinstance(old, dict) else old
+        new = current[head][key] if key else current[head]
+        if old is not None and old != new:
+            diffs = config_changes({head: saved.get(head)}, {head: current[head]})
+            raise CheckpointError(f"{path}: --resume needs the same {what} as the checkpoint; "
+                                  f"the config changes {'; '.join(diffs)}")
+    load_weights(run.model, state, path)
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{path}: optimizer state does not fit the config's optimizer ({e})") from None
+    changes = config_changes(saved, current)
+    if run.scheduler is not None and isinstance(state.get("scheduler"), dict):
+        # the schedule's position comes from the checkpoint, its shape from the config
+        for key in SCHEDULE_POSITION:
+            if key in state["scheduler"]:
+                setattr(run.scheduler, key, state["scheduler"][key])
+        if any(c.startswith(("train.steps", "train.epochs", "scheduler.")) for c in changes):
+            _lr_from_schedule(run.scheduler)
+    hyper = optimizer_hyperparams(run.cfg.optimizer)
+    for group in run.optimizer.param_groups:
+        old_lr = group["lr"]
+        for key, value in hyper.items():
+            if key != "lr":
+                group[key] = value
+        saved_lr = (saved.get("optimizer") or {}).get("lr")
+        if saved_lr is not None and saved_lr != hyper["lr"]:
+            # a new base lr: the schedule (if any) continues from the same position, scaled
+            group["lr"] = hyper["lr"] if run.scheduler is None else old_lr * hyper["lr"] / saved_lr
+            if "initial_lr" in group:
+                group["initial_lr"] = hyper["lr"]
+    if run.scheduler is not None and (saved.get("optimizer") or {}).get("lr") not in (None, hyper["lr"]):
+        run.scheduler.base_lrs = [hyper["lr"] for _ in run.scheduler.base_lrs]
+    restore_rng(state)
+    step = int(state["step"])
+    if step >= run.steps:
+        raise CheckpointError(f"{path}: the checkpoint is at step {step} and the run has {run.steps} steps: "
+                              f"nothing to resume; raise train.steps (e.g. --steps {step + run.steps})")
+    return step, changes
+
+
+SCHEDULE_POSITION = ("last_epoch", "_step_count", "_last_lr", "base_lrs")
+
+
+def _lr_from_schedule(scheduler) -> None:
+    """Set the optimizer's lr to what the (changed) schedule gives at the saved position."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        closed = getattr(scheduler, "_get_closed_form_lr", None)
+        lrs = closed() if closed is not None else scheduler.get_lr()
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM: finish the current step, then stop. A second SIGINT aborts at once."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+
+@contextmanager
+def stop_on_signals(stop: StopRequest) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+
+class TensorBoardLog:
+    """Scalars every step; gradient and weight histograms every ``log_every`` steps."""
+
+    def __init__(self, folder: Path, model, log_every: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise OutputError("--tensorboard needs the tensorboard package: pip install 'backprop-cli[tensorboard]'") from None
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise OutputError(f"{folder}: --tensorboard needs a folder, and this is a file")
+        self.writer = SummaryWriter(log_dir=str(folder))
+        self.model, self.log_every = model, log_every
+
+    def write(self, rec: StepRecord) -> None:
+        w = self.writer
+        w.add_scalar("loss", rec.loss, rec.step)
+        w.add_scalar("grad_norm/total", rec.grad_norm, rec.step)
+        for name, value in rec.grad_norms.items():
+            w.add_scalar(f"grad_norm/{name}", value, rec.step)
+        w.add_scalar("lr", rec.lr, rec.step)
+        if rec.step % self.log_every == 0 or rec.step == 1:
+            for name, p in self.model.named_parameters():
+                w.add_histogram(f"weight/{name}", p.detach().cpu(), rec.step)
+                if p.grad is not None:
+                    w.add_histogram(f"grad/{name}", p.grad.detach().cpu(), rec.step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+# --------------------------------------------------------------------------- the run
+
+
 def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary:
+    if opts.save_every is not None and opts.save is None:
+        raise OutputError("--save-every needs --save PATH (where to write the checkpoints)")
     if opts.save is not None:
         check_writable(opts.save, what="checkpoint")
     run = build_run(cfg)
+    start, changes = (0, [])
+    if opts.resume is not None:
+        start, changes = resume_from(run, opts.resume)
     log_every = opts.log_every or cfg.train.log_every or default_log_every(run.steps)
-    metrics = MetricsWriter(opts.metrics, run.param_names) if opts.metrics is not None else None
-    reporter.start(describe_run(run), log_every)
+    extra = (("clipped",) if cfg.train.clip_grad_norm is not None else ()) + \
+            (("skipped",) if cfg.train.on_nonfinite == "skip" else ())
+    metrics = MetricsWriter(opts.metrics, run.param_names, extra=extra) if opts.metrics is not None else None
+    tboard = TensorBoardLog(opts.tensorboard, run.model, log_every) if opts.tensorboard is not None else None
+
+    info = describe_run(run)
+    info["start_step"] = start
+    if opts.resume is not None:
+        info["resume"] = {"path": str(opts.resume), "step": start, "changes": changes}
+    reporter.start(info, log_every)
+
+    def save(step: int) -> None:
+        save_checkpoint(opts.save, model=run.model, optimizer=run.optimizer, step=step, config=cfg.plain(),
+                        scheduler=run.scheduler, device=run.device)
+
     tracker = Tracker()
+    stop = StopRequest()
     sync_every = 1 if run.device.type == "cpu" else log_every
-    last_step = 0
-    interrupted = False
+    last_step = start
+    status, failure = "done", None
+    anomaly = None
+    if opts.detect_anomaly:
+        import torch
+
+        anomaly = torch.autograd.detect_anomaly(check_nan=True)
     try:
-        for rec in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps,
-                         zero_grad=opts.zero_grad, sync_every=sync_every):
-            last_step = rec.step
-            tracker.update(rec)
+        with stop_on_signals(stop), (anomaly or nullcontext()):
+            for rec in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, start_step=start,
+                             zero_grad=opts.zero_grad, sync_every=sync_every,
+                             clip_grad_norm=cfg.train.clip_grad_norm, scheduler=run.scheduler,
+                             on_nonfinite=cfg.train.on_nonfinite, max_skips=cfg.train.max_skips,
+                             should_stop=stop, flush_every=opts.save_every):
+                last_step = rec.step
+                tracker.update(rec)
+                if metrics is not None:
+                    metrics.write(rec.as_dict())
+                if tboard is not None:
+                    tboard.write(rec)
+                reporter.step(rec)
+                if opts.save_every and rec.step % opts.save_every == 0 and rec.step != run.steps:
+                    save(rec.step)
+        if stop():
+            status = "interrupted"
+    except NonFiniteError as e:
+        status, failure = "stopped", e
+    except BaseException as e:
+        if anomaly is not None and isinstance(e, RuntimeError):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "anomaly detected"
+            status = "stopped"
+            failure = NonFiniteError(f"autograd anomaly at step {last_step + 1}: {first}", last_step + 1, last_step)
+        else:
             if metrics is not None:
-                metrics.write(rec.as_dict())
-            reporter.step(rec)
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:
-        if metrics is not None:
-            metrics.abort()
-        raise
+                metrics.abort()
+            if tboard is not None:
+                tboard.close()
+            raise
+
     summary = tracker.finish()
     outputs: dict[str, str] = {}
     if metrics is not None:
         metrics.close()
         outputs["metrics"] = str(opts.metrics)
-    if opts.save is not None and not interrupted:
-        save_checkpoint(opts.save, model=run.model, optimizer=run.optimizer, step=last_step,
-                        config=cfg.plain())
-        outputs["checkpoint"] = str(opts.save)
-    reporter.finish(summary, outputs, interrupted)
-    if interrupted:
-        raise Interrupted(f"interrupted after step {last_step}")
+    if tboard is not None:
+        tboard.close()
+        outputs["tensorboard"] = str(opts.tensorboard)
+    if opts.save is not None:
+        model_step = getattr(failure, "model_step", last_step) if failure is not None else last_step
+        if failure is None or (model_step == last_step and _finite_model(run)):
+            save(last_step)
+            outputs["checkpoint"] = f"{opts.save} (step {last_step})"
+        else:
+            outputs["checkpoint"] = f"not written: the model is past its last good step {last_step}"
+    reporter.finish(summary, outputs, status)
+    if failure is not None:
+        raise failure
+    if status == "interrupted":
+        name = signal.Signals(stop.signal).name if stop.signal else "signal"
+        raise Interrupted(f"interrupted by {name} after step {last_step}")
     return summary
+
+
+def _finite_model(run: Run) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in run.model.parameters())

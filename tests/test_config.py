@@ -60,7 +60,7 @@ def test_every_problem_is_reported_at_once_with_line_key_and_value(tmp_path):
     assert any(p.startswith(f"{path}:5: model.hidden_size:") and "(got 20.0)" in p for p in out)
     assert any(p.startswith(f"{path}:11: optimizer.momentum: unknown key") and "lr, betas, eps" in p for p in out)
     assert any(p.startswith(f"{path}:13: train.steps:") and "boolean" in p and "(got yes)" in p for p in out)
-    assert any(p.startswith(f"{path}:14: train.stepz: unknown key; allowed keys: steps, epochs, log_every") for p in out)
+    assert any(p.startswith(f"{path}:14: train.stepz: unknown key; did you mean steps? allowed keys: steps, epochs") for p in out)
     assert len(out) == 5
 
 

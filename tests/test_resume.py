@@ -1,0 +1,220 @@
+"""Checkpoints, exact resume, crash-safe saves and refusing unsafe checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from backprop_cli.checkpoint import load_checkpoint
+from backprop_cli.errors import CheckpointError
+from conftest import ROOT, write
+
+CONFIG = """\
+model: {{input_size: 8, hidden_size: 16, output_size: 2, activation: tanh}}
+optimizer: {{{optimizer}}}
+data: {{kind: synthetic, samples: 200, batch_size: 32, shuffle: true}}
+{extra}
+train: {{steps: 100{train}}}
+"""
+
+
+def make(tmp_path, optimizer="name: sgd, lr: 0.1, momentum: 0.9", extra="", train=""):
+    return write(tmp_path / "r.yaml", CONFIG.format(optimizer=optimizer, extra=extra, train=train))
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("optimizer,extra,train", [
+    ("name: sgd, lr: 0.1, momentum: 0.9", "", ""),
+    ("name: adam, lr: 0.01", "", ""),
+    ("name: adamw, lr: 0.01", "scheduler: {name: warmup_cosine, warmup_steps: 10, T_max: 90}", ", clip_grad_norm: 0.5"),
+    ("name: rmsprop, lr: 0.001, momentum: 0.5", "scheduler: {name: step, step_size: 7, gamma: 0.5}", ""),
+])
+def test_50_then_50_more_is_bitwise_the_same_as_100(cli, tmp_path, optimizer, extra, train):
+    cfg = make(tmp_path, optimizer, extra, train)
+    full, rest, ck = tmp_path / "full.jsonl", tmp_path / "rest.jsonl", tmp_path / "half.pt"
+    assert cli("train", "-c", cfg, "--metrics", full, "-q").exit_code == 0
+    assert cli("train", "-c", cfg, "--steps", 50, "--save", ck, "-q").exit_code == 0
+    r = cli("train", "-c", cfg, "--resume", ck, "--metrics", rest)
+    assert r.exit_code == 0, r.output
+    a, b = records(full), records(rest)
+    assert [x["step"] for x in b] == list(range(51, 101))
+    assert [x["loss"] for x in b] == [x["loss"] for x in a[50:]]  # bitwise (JSON floats round-trip)
+    assert [x["lr"] for x in b] == [x["lr"] for x in a[50:]]
+    assert [x["grad_norms"] for x in b] == [x["grad_norms"] for x in a[50:]]
+    assert "resume:     from" in r.stdout and "changed:    train.steps: 50 → 100" in r.stdout
+
+
+def test_resume_runs_the_remaining_steps_numbered_as_uninterrupted(cli, tmp_path):
+    cfg = make(tmp_path)
+    ck, m = tmp_path / "c.pt", tmp_path / "m.csv"
+    cli("train", "-c", cfg, "--steps", 12, "--save", ck, "-q")
+    assert load_checkpoint(ck)["step"] == 12
+    r = cli("train", "-c", cfg, "--steps", 25, "--resume", ck, "--metrics", m, "--save", ck, "-q")
+    assert r.exit_code == 0, r.output
+    lines = m.read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(13, 26))
+    assert load_checkpoint(ck)["step"] == 25
+
+
+def test_checkpoint_keys(cli, tmp_path):
+    cfg = make(tmp_path, extra="scheduler: {name: cosine}")
+    ck = tmp_path / "c.pt"
+    cli("train", "-c", cfg, "--steps", 3, "--save", ck, "-q")
+    state = torch.load(ck, weights_only=True)
+    assert set(state) == {"model", "optimizer", "scheduler", "step", "config", "rng", "version"}
+    assert state["version"] == 1 and state["step"] == 3
+    assert state["scheduler"]["last_epoch"] == 3
+    assert torch.equal(state["rng"]["torch"], torch.get_rng_state()) or state["rng"]["torch"].dtype == torch.uint8
+    assert state["rng"]["data"] == {"next_batch": 3}
+    assert state["config"]["model"]["hidden_size"] == 16
+
+
+def test_save_every_writes_intermediate_checkpoints(cli, tmp_path, monkeypatch):
+    import backprop_cli.training as training
+
+    saved = []
+    real = training.save_checkpoint
+    monkeypatch.setattr(training, "save_checkpoint", lambda path, **kw: (saved.append(kw["step"]), real(path, **kw)))
+    cfg = make(tmp_path)
+    r = cli("train", "-c", cfg, "--steps", 30, "--save", tmp_path / "c.pt", "--save-every", 10, "-q")
+    assert r.exit_code == 0 and saved == [10, 20, 30]
+    r = cli("train", "-c", cfg, "--save-every", 10)
+    assert r.exit_code == 2 and "--save-every needs --save" in r.stderr
+
+
+def test_resume_with_another_model_or_optimizer_is_refused(cli, tmp_path):
+    cfg = make(tmp_path)
+    ck = tmp_path / "c.pt"
+    cli("train", "-c", cfg, "--steps", 5, "--save", ck, "-q")
+    r = cli("train", "-c", cfg, "--resume", ck, "--set", "model.hidden_size=32")
+    assert r.exit_code == 2 and "needs the same model" in r.stderr and "model.hidden_size: 16 → 32" in r.stderr
+    r = cli("train", "-c", cfg, "--resume", ck, "--set", "optimizer=adam")
+    assert r.exit_code == 2 and "needs the same optimizer" in r.stderr
+    r = cli("train", "-c", cfg, "--resume", ck, "--steps", 5)
+    assert r.exit_code == 2 and "nothing to resume" in r.stderr
+
+
+def test_resume_with_a_new_lr_is_allowed_and_said(cli, tmp_path):
+    cfg = make(tmp_path)
+    ck, m = tmp_path / "c.pt", tmp_path / "m.jsonl"
+    cli("train", "-c", cfg, "--steps", 5, "--save", ck, "-q")
+    r = cli("train", "-c", cfg, "--resume", ck, "--set", "optimizer.lr=0.05", "--steps", 8, "--metrics", m)
+    assert r.exit_code == 0 and "changed:    optimizer.lr: 0.1 → 0.05" in r.stdout
+    assert {x["lr"] for x in records(m)} == {0.05}
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(cli, tmp_path):
+    marker = tmp_path / "HACKED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil(), "optimizer": {}, "step": 1, "config": {}}, evil)
+    cfg = make(tmp_path)
+    for args in (["train", "-c", cfg, "--resume", evil], ["inspect-grads", "-c", cfg, "--checkpoint", evil]):
+        r = cli(*args)
+        assert r.exit_code == 2
+        assert len(r.stderr.strip().splitlines()) == 1 and "refused" in r.stderr and "GLOBAL" in r.stderr
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage,expect", [
+    (lambda b: b[: len(b) // 2], "not a readable checkpoint"),
+    (lambda b: b"\x00" * len(b), "not a readable checkpoint"),
+    (lambda b: b"", "not a readable checkpoint"),
+])
+def test_truncated_or_corrupt_checkpoints(cli, tmp_path, damage, expect):
+    cfg = make(tmp_path)
+    ck = tmp_path / "c.pt"
+    cli("train", "-c", cfg, "--steps", 2, "--save", ck, "-q")
+    ck.write_bytes(damage(ck.read_bytes()))
+    r = cli("train", "-c", cfg, "--resume", ck)
+    assert r.exit_code == 2 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.output
+
+
+def test_not_a_backprop_checkpoint(tmp_path):
+    p = tmp_path / "x.pt"
+    torch.save({"weights": torch.zeros(2)}, p)
+    with pytest.raises(CheckpointError, match="missing keys: model, optimizer, step, config"):
+        load_checkpoint(p)
+    torch.save([1, 2], p)
+    with pytest.raises(CheckpointError, match="expected a dict"):
+        load_checkpoint(p)
+
+
+WRITER = textwrap.dedent("""\
+    import sys, torch
+    from backprop_cli.checkpoint import save_checkpoint
+    model = torch.nn.Linear(1024, 2048)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = 0
+    while True:
+        step += 1
+        with torch.no_grad():
+            model.weight.fill_(step)
+        save_checkpoint(sys.argv[1], model=model, optimizer=opt, step=step, config={})
+        print(step, flush=True)
+    """)
+
+
+def test_a_writer_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
+    ck = tmp_path / "c.pt"
+    script = write(tmp_path / "writer.py", WRITER)
+    for delay in (0.0, 0.013, 0.031, 0.057):
+        proc = subprocess.Popen([sys.executable, str(script), str(ck)], stdout=subprocess.PIPE, text=True,
+                                cwd=ROOT)
+        proc.stdout.readline()  # one complete save exists
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = load_checkpoint(ck)
+        step = state["step"]
+        assert step >= 1 and bool((state["model"]["weight"] == step).all())
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temp_file(cli, tmp_path, monkeypatch):
+    cfg = make(tmp_path)
+    ck = tmp_path / "c.pt"
+    cli("train", "-c", cfg, "--steps", 2, "--save", ck, "-q")
+    before = ck.read_bytes()
+
+    def broken_save(obj, f, *a, **kw):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    r = cli("train", "-c", cfg, "--steps", 3, "--save", ck, "-q")
+    assert r.exit_code != 0
+    assert ck.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "r.yaml"]
+
+
+def test_a_crash_mid_run_leaves_the_previous_metrics_file(cli, tmp_path, monkeypatch):
+    import backprop_cli.data as data
+
+    cfg = make(tmp_path)
+    m = write(tmp_path / "m.jsonl", '{"previous": true}\n')
+    real = data.Batches.__call__
+
+    def crash(self, i):
+        if i == 5:
+            raise RuntimeError("disk on fire")
+        return real(self, i)
+
+    monkeypatch.setattr(data.Batches, "__call__", crash)
+    r = cli("train", "-c", cfg, "--metrics", m)
+    assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
+    assert m.read_text() == '{"previous": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "r.yaml"]
