@@ -120,10 +120,11 @@ class Run:
         return [n for n, _ in self.model.named_parameters()]
 
 
-def build_run(cfg: Config, *, dataset: Dataset | None = None, optimizer_spec=None) -> Run:
+def build_run(cfg: Config, *, dataset: Dataset | None = None, optimizer_spec=None,
+              device: torch.device | None = None) -> Run:
     from backprop_cli.config import resolved_steps
 
-    device = resolve_device(cfg.device)
+    device = device if device is not None else resolve_device(cfg.device)
     ds = dataset if dataset is not None else load_dataset(cfg)
     model = build_model(cfg.model, cfg.seed).to(device)
     loss_fn = make_loss(cfg.loss)
@@ -164,4 +165,7 @@ def describe_run(run: Run) -> dict:
         "scheduler": cfg.scheduler.model_dump(),
         "clip_grad_norm": cfg.train.clip_grad_norm,
         "on_nonfinite": cfg.train.on_nonfinite,
+        "precision": cfg.precision,
+        "compile": cfg.compile,
+        "threads": torch.get_num_threads(),
     }

@@ -118,16 +118,38 @@ def train(
     detect_anomaly: Annotated[bool, typer.Option("--detect-anomaly", help="Debugging: torch.autograd anomaly "
                                                  "mode names the operation that made a NaN (slow).",
                                                  rich_help_panel="Teaching")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: "
+                                                   "OMP_NUM_THREADS, else torch's own choice, shared out "
+                                                   "among torchrun's processes).",
+                                                   rich_help_panel="Config")] = None,
     no_zero_grad: Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() "
                                                "so gradients accumulate across steps.", rich_help_panel="Teaching")] = False,
 ) -> None:
-    """Train the configured two-layer network, printing the loss and gradient norms step by step."""
+    """Train the configured two-layer network, printing the loss and gradient norms step by step.
+
+    Under torchrun (torchrun --standalone --nproc_per_node=N -m backprop_cli train ...) it trains with
+    DistributedDataParallel; rank 0 prints and writes the files.
+    """
+    options = dict(locals())
+    from backprop_cli.distributed import under_torchrun
+
+    if under_torchrun():
+        _train_distributed(options)
+    _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
+                detect_anomaly, threads, no_zero_grad)
+
+
+def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
+                detect_anomaly, threads, no_zero_grad) -> None:
+    from backprop_cli.distributed import set_threads
+
     extra = []
     if steps is not None:
         extra += ["train.steps=" + str(steps), "train.epochs=null"]
     if device is not None:
         extra.append(f"device={device}")
     cfg = _load(config, set_, extra)
+    set_threads(threads)
 
     from backprop_cli.report import TrainReport, make_console, plain_output
     from backprop_cli.training import TrainOptions, run_training
@@ -136,6 +158,43 @@ def train(
     run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
                                    log_every=log_every, zero_grad=not no_zero_grad,
                                    detect_anomaly=detect_anomaly, tensorboard=tensorboard), reporter)
+
+
+def _train_distributed(options: dict) -> None:
+    """One rank under torchrun. Problems every rank meets alike (config, data) are printed by rank 0;
+    others name their rank. The process leaves through distributed.finish (os._exit)."""
+    import traceback
+
+    from backprop_cli import distributed
+    from backprop_cli.errors import DataError
+    from backprop_cli.report import print_errors
+
+    rank = distributed.rank()
+    code = 0
+    try:
+        _train_body(**options)
+    except BackpropError as e:
+        code = e.exit_code
+        lines = e.problems if isinstance(e, ConfigError) else [str(e)]
+        if rank == 0:
+            print_errors(lines)
+        elif not isinstance(e, (ConfigError, DataError)):
+            print_errors([f"[rank {rank}] {line}" for line in lines])
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BaseException:  # noqa: BLE001 - report, then leave all ranks
+        traceback.print_exc()
+        print_errors([f"[rank {rank}] unexpected error; the other ranks are stopped by torchrun"])
+        code = 1
+    distributed.finish(code)
+
+
+def _single_process(command: str) -> None:
+    from backprop_cli.distributed import under_torchrun
+
+    if under_torchrun():
+        raise BackpropError(f"{command} runs in one process; run it without torchrun "
+                            "(only `backprop train` uses DistributedDataParallel)")
 
 
 # --------------------------------------------------------------------------- gradients
@@ -182,6 +241,7 @@ def inspect_grads(
     Runs forward, loss and backward once and stops before optimizer.step(): these are exactly the
     gradients the next step would use.
     """
+    _single_process("inspect-grads")
     cfg = _load(config, set_)
     from backprop_cli.inspection import DUMP_SUFFIXES, dump_gradients, inspect_document, inspect_gradients, prepare
     from backprop_cli.outputs import check_writable
@@ -216,6 +276,7 @@ def check_grads(
 
     Exit code 1 if any parameter's gradients disagree beyond the tolerance of its dtype.
     """
+    _single_process("check-grads")
     cfg = _load(config, set_)
     from backprop_cli.inspection import check_gradients, prepare
 
@@ -305,6 +366,7 @@ def compare_optimizers(
     format: FormatOpt = Format.table,
 ) -> None:
     """Train several optimizers from the same initial weights on the same batches, side by side."""
+    _single_process("compare-optimizers")
     size = _plot_size(plot_size)
     cfg = _load(config, set_)
     from backprop_cli import compare as cmp

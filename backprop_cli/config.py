@@ -317,6 +317,10 @@ SchedulerSpec = Annotated[
 SCHEDULERS = ("none", "step", "cosine", "warmup_cosine")
 
 
+class DistributedConfig(Strict):
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
+
+
 DEFAULT_STEPS = 100
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
@@ -330,6 +334,9 @@ class Config(Strict):
     data: DataSpec
     scheduler: SchedulerSpec = Field(default_factory=lambda: NoSchedule(name="none"))
     train: TrainConfig = Field(default_factory=TrainConfig)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     compare: Optional[CompareConfig] = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

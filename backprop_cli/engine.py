@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -31,7 +32,8 @@ class StepRecord:
     time: float  # seconds since training started
     update_ratio: Optional[float] = None  # ‖Δw‖/‖w‖ of this step's update (when measured)
     clipped: Optional[bool] = None  # whether clip_grad_norm scaled the gradients (when clipping)
-    skipped: bool = False  # the optimizer step was skipped (on_nonfinite: skip)
+    skipped: bool = False  # the optimizer step was skipped (on_nonfinite: skip, or an fp16 overflow)
+    loss_scale: Optional[float] = None  # the GradScaler's scale (precision: fp16)
 
     def as_dict(self) -> dict:
         out = {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
@@ -42,6 +44,8 @@ class StepRecord:
             out["clipped"] = self.clipped
         if self.skipped:
             out["skipped"] = True
+        if self.loss_scale is not None:
+            out["loss_scale"] = self.loss_scale
         return out
 
 
@@ -84,6 +88,8 @@ def train(
     max_skips: int = 10,
     should_stop: Optional[Callable[[], bool]] = None,
     flush_every: Optional[int] = None,
+    precision: str = "fp32",
+    reduce_stats: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> Iterator[StepRecord]:
     """Run steps ``start_step+1 … steps`` and yield a record for each, in order.
 
@@ -96,12 +102,23 @@ def train(
     ``should_stop()`` is asked after every step: True ends the run cleanly after that step.
     ``flush_every`` forces a read-back at those steps, so that while their record is being handled the
     model is exactly at that step (for checkpoints).
+    ``precision``: ``bf16``/``fp16`` run forward and loss under autocast; ``fp16`` scales the loss with
+    a GradScaler, unscales the gradients before they are measured or clipped, and lets the scaler skip
+    steps whose scaled gradients overflowed (recorded as skipped, with the scale in ``loss_scale``).
+    ``reduce_stats`` combines the stats of several processes (DDP: the mean loss over ranks) just
+    before they are read back.
     """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    base = getattr(model, "module", model)  # DistributedDataParallel wraps the model as .module
+    base = getattr(base, "_orig_mod", base)  # torch.compile keeps it as ._orig_mod
+    named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
     params = [p for _, p in named]
     n = len(names)
     exact = sync_every <= 1 or on_nonfinite == "skip"
+    device_type = params[0].device.type if params else "cpu"
+    autocast = _autocast(device_type, precision)
+    scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
+    reduce = reduce_stats or (lambda t: t)
     model.train()
     pending: list[tuple[int, torch.Tensor, float, float]] = []
     skips = 0
@@ -109,24 +126,38 @@ def train(
     t0 = time.perf_counter()
     for i in range(start_step, steps):
         x, y = batches(i)
-        output = model(x)
-        loss = loss_fn(output, y)
+        with autocast:
+            output = model(x)
+            loss = loss_fn(output, y)
         if zero_grad:
             optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
         grads = grads_of(params)
-        stats = step_stats(loss, grads)
+        stats = step_stats(loss.float(), grads)
+        if scaler is not None:
+            stats = torch.cat([stats, _scale_of(scaler, stats.device)])
         lr = optimizer.param_groups[0]["lr"]
 
         if exact:  # one read per step: check before the update
-            values = stats.tolist()
+            values = reduce(stats).tolist()
+            scale = values.pop() if scaler is not None else None
             if not all(map(math.isfinite, values)):
-                if on_nonfinite == "stop" or skips >= max_skips:
+                overflow = scaler is not None and math.isfinite(values[0])
+                if not overflow and (on_nonfinite == "stop" or skips >= max_skips):
                     raise NonFiniteError(_nonfinite_message(i + 1, values, names, skips), i + 1, last_good)
-                skips += 1
-                yield StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr),
-                                 time.perf_counter() - t0, None,
-                                 None if clip_grad_norm is None else False, True)
+                if overflow:  # the scaler skips this update and lowers its scale
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    skips += 1
+                rec = StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr),
+                                 time.perf_counter() - t0, None, None if clip_grad_norm is None else False, True,
+                                 scale)
+                yield rec
                 if scheduler is not None:
                     scheduler.step()
                 if should_stop is not None and should_stop():
@@ -134,13 +165,13 @@ def train(
                 continue
         if clip_grad_norm is not None:
             clip_grads_(grads, clip_grad_norm, stats[1])
-        if measure_updates:
-            before = [p.detach().clone() for p in params]
+        before = [p.detach().clone() for p in params] if measure_updates else None
+        if scaler is None:
             optimizer.step()
-            ratio = update_ratio(before, params)
         else:
-            optimizer.step()
-            ratio = None
+            scaler.step(optimizer)
+            scaler.update()
+        ratio = update_ratio(before, params) if before is not None else None
         if scheduler is not None:
             scheduler.step()
         elapsed = time.perf_counter() - t0
@@ -148,7 +179,7 @@ def train(
         if exact:
             yield StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr), elapsed,
                              None if ratio is None else ratio.item(),
-                             None if clip_grad_norm is None else values[1] > clip_grad_norm)
+                             None if clip_grad_norm is None else values[1] > clip_grad_norm, False, scale)
             last_good = i + 1
         else:
             if ratio is not None:
@@ -157,13 +188,16 @@ def train(
             stop_now = should_stop is not None and should_stop()
             forced = flush_every is not None and (i + 1) % flush_every == 0
             if len(pending) >= sync_every or i + 1 == steps or stop_now or forced:
-                rows = torch.stack([s for _, s, _, _ in pending]).tolist()
+                rows = reduce(torch.stack([s for _, s, _, _ in pending])).tolist()
                 for (step, _, lr_used, t), v in zip(pending, rows):
-                    if not all(map(math.isfinite, v)):
-                        raise NonFiniteError(_nonfinite_message(step, v, names), step, last_good, i + 1)
-                    yield StepRecord(step, v[0], v[1], dict(zip(names, v[2:2 + n])), lr_used, t,
-                                     v[2 + n] if measure_updates else None,
-                                     None if clip_grad_norm is None else v[1] > clip_grad_norm)
+                    scale = v[2 + n] if scaler is not None else None
+                    core = v[:2 + n]
+                    overflow = scaler is not None and math.isfinite(core[0]) and not all(map(math.isfinite, core))
+                    if not overflow and not all(map(math.isfinite, core)):
+                        raise NonFiniteError(_nonfinite_message(step, core, names), step, last_good, i + 1)
+                    yield StepRecord(step, core[0], core[1], dict(zip(names, core[2:])), lr_used, t,
+                                     v[-1] if measure_updates else None,
+                                     None if clip_grad_norm is None else core[1] > clip_grad_norm, overflow, scale)
                     last_good = step
                 pending.clear()
             if stop_now:
@@ -171,6 +205,20 @@ def train(
             continue
         if should_stop is not None and should_stop():
             return
+
+
+def _autocast(device_type: str, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def _scale_of(scaler, device) -> torch.Tensor:
+    scale = getattr(scaler, "_scale", None)  # a device tensor once the scaler is in use: no sync
+    if scale is None:
+        scale = torch.tensor(scaler.get_scale(), device=device)
+    return scale.to(device=device, dtype=torch.float32).reshape(1)
 
 
 @dataclass

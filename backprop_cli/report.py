@@ -113,6 +113,12 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         extras.append("skip steps with non-finite values")
     if extras:
         lines.append(("guards", ", ".join(extras)))
+    dist = info.get("distributed")
+    if dist:
+        lines.append(("processes", f"{dist['world']} ranks, DistributedDataParallel over {dist['backend']}; "
+                                   f"each rank takes a slice of every global batch of {d['batch_size']}"))
+    if info.get("precision", "fp32") != "fp32" or info.get("compile"):
+        lines.append(("precision", f"{info.get('precision', 'fp32')}" + (", torch.compile" if info.get("compile") else "")))
     resume = info.get("resume")
     if resume:
         lines.append(("resume", f"from {resume['path']} at step {resume['step']}, running steps "
@@ -125,21 +131,28 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
 class _Columns:
     """Fixed-width step rows: step, loss, grad_norm, one column per parameter, lr."""
 
-    def __init__(self, names: list[str], total_steps: int):
+    def __init__(self, names: list[str], total_steps: int, scale: bool = False):
         self.names = names
         self.step_w = max(4, len(str(total_steps)))
         self.widths = [max(10, len(n)) for n in names]
+        self.scale = scale
 
     def header(self) -> str:
         cells = [f"{'step':>{self.step_w}}", f"{'loss':>11}", f"{'grad_norm':>11}"]
         cells += [f"{n:>{w}}" for n, w in zip(self.names, self.widths)]
         cells.append(f"{'lr':>10}")
+        if self.scale:
+            cells.append(f"{'loss scale':>10}")
         return "  ".join(cells)
 
     def row(self, r: StepRecord) -> str:
         cells = [f"{r.step:>{self.step_w}}", f"{fmt(r.loss):>11}", f"{fmt(r.grad_norm):>11}"]
         cells += [f"{fmt(r.grad_norms.get(n, math.nan)):>{w}}" for n, w in zip(self.names, self.widths)]
         cells.append(f"{fmt(r.lr):>10}")
+        if self.scale:
+            cells.append(f"{fmt(r.loss_scale):>10}")
+        if r.skipped:
+            cells.append("  skipped")
         return "  ".join(cells)
 
 
@@ -171,7 +184,7 @@ class TrainReport:
         self.log_every = log_every
         self.total = info["steps"]
         self.first = info.get("start_step", 0) + 1
-        self.cols = _Columns(list(info["model"]["params"]), self.total)
+        self.cols = _Columns(list(info["model"]["params"]), self.total, scale=info.get("precision") == "fp16")
         if self.quiet:
             return
         lines = _run_lines(info) + [("log every", f"{log_every} step(s)")]

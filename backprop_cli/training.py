@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Protocol
 
+from backprop_cli import distributed
 from backprop_cli.build import Run, build_run, describe_run
 from backprop_cli.checkpoint import load_checkpoint, load_weights, restore_rng, save_checkpoint
 from backprop_cli.config import Config, default_log_every, optimizer_hyperparams
 from backprop_cli.engine import NonFiniteError, StepRecord, Summary, Tracker, train
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, CheckpointError, OutputError
+from backprop_cli.distributed import under_torchrun
 from backprop_cli.outputs import MetricsWriter, check_writable
 
 
@@ -207,29 +209,54 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
         raise OutputError("--save-every needs --save PATH (where to write the checkpoints)")
     if opts.save is not None:
         check_writable(opts.save, what="checkpoint")
-    run = build_run(cfg)
+    ctx = None
+    if under_torchrun():
+        ctx = distributed.start(cfg.distributed.backend, cfg.device)
+    run = build_run(cfg, device=ctx.device if ctx is not None else None)
     start, changes = (0, [])
     if opts.resume is not None:
         start, changes = resume_from(run, opts.resume)
     log_every = opts.log_every or cfg.train.log_every or default_log_every(run.steps)
+    sync_every = sync_interval(run.device, log_every)
+    main = ctx is None or ctx.is_main
+    if not main:
+        reporter = _Silent()
     extra = (("clipped",) if cfg.train.clip_grad_norm is not None else ()) + \
-            (("skipped",) if cfg.train.on_nonfinite == "skip" else ())
-    metrics = MetricsWriter(opts.metrics, run.param_names, extra=extra) if opts.metrics is not None else None
-    tboard = TensorBoardLog(opts.tensorboard, run.model, log_every) if opts.tensorboard is not None else None
+            (("skipped",) if cfg.train.on_nonfinite == "skip" or cfg.precision == "fp16" else ()) + \
+            (("loss_scale",) if cfg.precision == "fp16" else ())
+    metrics = tboard = None
+    if main and opts.metrics is not None:
+        metrics = MetricsWriter(opts.metrics, run.param_names, extra=extra)
+    if main and opts.tensorboard is not None:
+        tboard = TensorBoardLog(opts.tensorboard, run.model, log_every)
+
+    stop = StopRequest()
+    model, batches, loss_fn, reduce, should_stop = run.model, run.batches, run.loss_fn, None, stop
+    if ctx is not None:
+        batches = distributed.ShardedBatches(run.batches, ctx)
+        loss_fn = distributed.ShardLoss(run.loss_fn, batches)
+        model = ctx.wrap(run.model)
+        reduce = ctx.reduce_stats
+        should_stop = distributed.AgreedStop(stop, ctx, sync_every)
+    if cfg.compile:
+        import torch
+
+        model = torch.compile(model)
 
     info = describe_run(run)
     info["start_step"] = start
+    if ctx is not None:
+        info["distributed"] = {"world": ctx.world, "backend": ctx.backend}
     if opts.resume is not None:
         info["resume"] = {"path": str(opts.resume), "step": start, "changes": changes}
     reporter.start(info, log_every)
 
     def save(step: int) -> None:
-        save_checkpoint(opts.save, model=run.model, optimizer=run.optimizer, step=step, config=cfg.plain(),
-                        scheduler=run.scheduler, device=run.device)
+        if main:
+            save_checkpoint(opts.save, model=run.model, optimizer=run.optimizer, step=step, config=cfg.plain(),
+                            scheduler=run.scheduler, device=run.device)
 
     tracker = Tracker()
-    stop = StopRequest()
-    sync_every = 1 if run.device.type == "cpu" else log_every
     last_step = start
     status, failure = "done", None
     anomaly = None
@@ -239,11 +266,12 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
         anomaly = torch.autograd.detect_anomaly(check_nan=True)
     try:
         with stop_on_signals(stop), (anomaly or nullcontext()):
-            for rec in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, start_step=start,
+            for rec in train(model, loss_fn, run.optimizer, batches, run.steps, start_step=start,
                              zero_grad=opts.zero_grad, sync_every=sync_every,
                              clip_grad_norm=cfg.train.clip_grad_norm, scheduler=run.scheduler,
                              on_nonfinite=cfg.train.on_nonfinite, max_skips=cfg.train.max_skips,
-                             should_stop=stop, flush_every=opts.save_every):
+                             should_stop=should_stop, flush_every=opts.save_every, precision=cfg.precision,
+                             reduce_stats=reduce):
                 last_step = rec.step
                 tracker.update(rec)
                 if metrics is not None:
@@ -277,7 +305,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
     if tboard is not None:
         tboard.close()
         outputs["tensorboard"] = str(opts.tensorboard)
-    if opts.save is not None:
+    if opts.save is not None and main:
         model_step = getattr(failure, "model_step", last_step) if failure is not None else last_step
         if failure is None or (model_step == last_step and _finite_model(run)):
             save(last_step)
@@ -291,6 +319,24 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
         name = signal.Signals(stop.signal).name if stop.signal else "signal"
         raise Interrupted(f"interrupted by {name} after step {last_step}")
     return summary
+
+
+def sync_interval(device, log_every: int) -> int:
+    """How often the engine reads scalars back: every step on the CPU (cheap), else on logging steps."""
+    return 1 if device.type == "cpu" else log_every
+
+
+class _Silent:
+    """The reporter of ranks other than 0."""
+
+    def start(self, info: dict, log_every: int) -> None:
+        pass
+
+    def step(self, record: StepRecord) -> None:
+        pass
+
+    def finish(self, summary: Summary, outputs: dict[str, str], status: str) -> None:
+        pass
 
 
 def _finite_model(run: Run) -> bool:

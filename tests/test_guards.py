@@ -213,3 +213,24 @@ def test_tensorboard_missing_is_a_clear_error(cli, monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", fake)
     r = cli("train", "-c", REG, "--steps", 2, "--tensorboard", tmp_path / "tb")
     assert r.exit_code == 2 and "pip install 'backprop-cli[tensorboard]'" in r.stderr
+
+
+def test_the_accelerator_read_back_policy_on_the_cpu(cli, tmp_path, monkeypatch):
+    """train with the accelerator policy (read back on logging steps only) gives the same records."""
+    import backprop_cli.training as training
+
+    plain, deferred = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert cli("train", "-c", REG, "--steps", 23, "--metrics", plain, "-q").exit_code == 0
+    reads = []
+    real_train = training.train
+
+    def spy(*a, **kw):
+        reads.append(kw["sync_every"])
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(training, "sync_interval", lambda device, log_every: log_every)
+    monkeypatch.setattr(training, "train", spy)
+    assert cli("train", "-c", REG, "--steps", 23, "--metrics", deferred, "--log-every", 5, "-q").exit_code == 0
+    assert reads == [5]
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k != "time"} for line in p.read_text().splitlines()]
+    assert strip(plain) == strip(deferred)

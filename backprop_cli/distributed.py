@@ -1,0 +1,185 @@
+"""Training under torchrun: DistributedDataParallel with gloo (CPU) or nccl (CUDA).
+
+Each rank takes a disjoint slice of every global batch (``data.batch_size`` is the global batch).
+The loss each rank backpropagates is scaled so that DDP's gradient average equals the gradient of
+the global batch, even when the slices differ in size; the reported loss is the global batch's loss
+(one all-reduce at each read-back). Only rank 0 prints and writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional
+
+import torch
+from torch import nn
+
+from backprop_cli.errors import DataError, DeviceError
+
+TIMEOUT = timedelta(seconds=120)
+
+
+def under_torchrun() -> bool:
+    """True when started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """``--threads N`` wins; else OMP_NUM_THREADS (torchrun sets 1) is honoured; else torch's default,
+    divided among the processes of this machine under torchrun."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif "OMP_NUM_THREADS" in os.environ:
+        return
+    elif under_torchrun():
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
+
+
+@dataclass
+class Context:
+    rank: int
+    local_rank: int
+    world: int
+    backend: str
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def reduce_stats(self, stats: torch.Tensor) -> torch.Tensor:
+        """Mean of the loss column over ranks (the other columns are already identical: synced grads)."""
+        import torch.distributed as dist
+
+        out = stats.clone()
+        loss = out[..., 0].contiguous()
+        dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+        out[..., 0] = loss / self.world
+        return out
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is True on any (e.g. a Ctrl-C seen by one process)."""
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+
+def start(backend: str, device_spec: str) -> Context:
+    """Join the process group torchrun set up; one device per rank (cuda:LOCAL_RANK)."""
+    import torch.distributed as dist
+
+    rank_, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    world = int(os.environ["WORLD_SIZE"])
+    cuda = device_spec.startswith("cuda") or (device_spec == "auto" and torch.cuda.is_available())
+    if cuda:
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device: {device_spec!r} is not available (torch.cuda.is_available() is False)")
+        if local_rank >= torch.cuda.device_count():
+            raise DeviceError(f"rank {rank_} wants cuda:{local_rank} but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif device_spec == "mps":
+        raise DeviceError("device: 'mps' cannot be used with torchrun; use cpu (gloo) or cuda (nccl)")
+    else:
+        device = torch.device("cpu")
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise DeviceError("distributed.backend: nccl needs CUDA devices; use gloo (or auto) on the CPU")
+    dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    return Context(rank_, local_rank, world, backend, device)
+
+
+def finish(code: int) -> None:
+    """Flush, leave the process group and exit at once.
+
+    torch 2.13 + gloo can abort at interpreter exit ("terminate called without an active
+    exception") even after destroy_process_group(); leaving through os._exit avoids it.
+    """
+    import torch.distributed as dist
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        os._exit(code)
+
+
+class ShardedBatches:
+    """Rank r's slice of each global batch: rows split as evenly as possible, in rank order."""
+
+    def __init__(self, batches, ctx: Context):
+        self.batches, self.ctx = batches, ctx
+        self.local = self.total = 0
+        smallest = min(batches.batch_size, batches.samples - (batches.per_epoch - 1) * batches.batch_size)
+        if smallest < ctx.world:
+            raise DataError(f"a batch of {smallest} rows cannot be split over {ctx.world} processes; "
+                            "raise data.batch_size or use fewer processes")
+
+    def __call__(self, index: int):
+        x, y = self.batches(index)
+        total, world, r = x.shape[0], self.ctx.world, self.ctx.rank
+        base, extra = divmod(total, world)
+        lo = r * base + min(r, extra)
+        size = base + (1 if r < extra else 0)
+        self.local, self.total = size, total
+        return x[lo:lo + size], y[lo:lo + size]
+
+
+class ShardLoss(nn.Module):
+    """The rank's loss, scaled so that DDP's mean of gradients is the global batch's gradient.
+
+    mean reduction: × local_rows · world / global_rows; sum reduction: × world.
+    """
+
+    def __init__(self, loss_fn: nn.Module, batches: ShardedBatches):
+        super().__init__()
+        self.loss_fn, self.batches = loss_fn, batches
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(output, target)
+        world = self.batches.ctx.world
+        if getattr(self.loss_fn, "reduction", "mean") == "sum":
+            return loss * world
+        return loss * (self.batches.local * world / self.batches.total)
+
+
+class AgreedStop:
+    """A stop request (signal) that every rank acts on at the same step."""
+
+    def __init__(self, local, ctx: Context, every: int = 1):
+        self.local, self.ctx, self.every, self.calls = local, ctx, every, 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls % self.every:
+            return False
+        return self.ctx.any(self.local())

@@ -1,0 +1,80 @@
+"""DDP under torchrun (gloo, CPU, 2 processes) against one process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONFIGS, ROOT, write
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "backprop_cli"]
+
+
+def run(args, timeout=120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+
+
+def losses(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("batch", [64, 63])  # 63: ranks take 32 and 31 rows
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, batch):
+    cfg = CONFIGS / "regression.yaml"
+    sets = ["--set", f"data.batch_size={batch}", "--steps", "40"]
+    two, one = tmp_path / "two.jsonl", tmp_path / "one.jsonl"
+    r = run(TORCHRUN + ["train", "-c", str(cfg), *sets, "--metrics", str(two), "--log-every", "10"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 ranks, DistributedDataParallel over gloo" in r.stdout
+    assert r.stdout.count("done:") == 1  # only rank 0 prints
+    r1 = run([sys.executable, "-m", "backprop_cli", "train", "-c", str(cfg), *sets, "--metrics", str(one), "-q"])
+    assert r1.returncode == 0, r1.stderr
+    a, b = losses(two), losses(one)
+    assert [x["step"] for x in a] == list(range(1, 41))
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
+        assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-4)
+        for name in y["grad_norms"]:
+            assert x["grad_norms"][name] == pytest.approx(y["grad_norms"][name], rel=1e-4, abs=1e-8)
+
+
+def test_an_error_ends_every_rank_with_one_clear_message(tmp_path):
+    write(tmp_path / "d.csv", "a,y\n1,2\n3,x\n")
+    cfg = write(tmp_path / "c.yaml", "model: {input_size: 1, hidden_size: 2, output_size: 1}\n"
+                                     "data: {kind: csv, path: d.csv, target: y, batch_size: 2}\n")
+    r = run(TORCHRUN + ["train", "-c", str(cfg)], timeout=60)
+    assert r.returncode != 0
+    assert r.stderr.count("error: ") == 1 and "d.csv:3: column 'y': not a number" in r.stderr
+
+
+def test_a_checkpoint_is_written_once_by_rank_0(tmp_path):
+    ck = tmp_path / "c.pt"
+    r = run(TORCHRUN + ["train", "-c", str(CONFIGS / "regression.yaml"), "--steps", "5", "--save", str(ck), "-q"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    import torch
+
+    state = torch.load(ck, weights_only=True)
+    assert state["step"] == 5 and list(state["model"]) == ["layer1.weight", "layer1.bias", "layer2.weight",
+                                                            "layer2.bias"]
+
+
+@pytest.mark.parametrize("command", [["compare-optimizers"], ["inspect-grads"], ["check-grads"]])
+def test_single_process_commands_refuse_torchrun(cli, monkeypatch, command):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    r = cli(*command, "-c", CONFIGS / "seed.yaml")
+    assert r.exit_code == 2 and "runs in one process; run it without torchrun" in r.stderr
+
+
+def test_threads_option(cli, seed_cfg):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        r = cli("train", "-c", seed_cfg, "--threads", 1)
+        assert r.exit_code == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
