@@ -143,7 +143,7 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
 
         if exact:  # one read per step: check before the update
-            values = reduce(stats).tolist()
+            values = read_back(reduce(stats))
             scale = values.pop() if scaler is not None else None
             if not all(map(math.isfinite, values)):
                 overflow = scaler is not None and math.isfinite(values[0])
@@ -188,7 +188,7 @@ def train(
             stop_now = should_stop is not None and should_stop()
             forced = flush_every is not None and (i + 1) % flush_every == 0
             if len(pending) >= sync_every or i + 1 == steps or stop_now or forced:
-                rows = reduce(torch.stack([s for _, s, _, _ in pending])).tolist()
+                rows = read_back(reduce(torch.stack([s for _, s, _, _ in pending])))
                 for (step, _, lr_used, t), v in zip(pending, rows):
                     scale = v[2 + n] if scaler is not None else None
                     core = v[:2 + n]
@@ -205,6 +205,12 @@ def train(
             continue
         if should_stop is not None and should_stop():
             return
+
+
+def read_back(t: torch.Tensor) -> list:
+    """The engine's only device→host read of its numbers (one per step on the CPU, one per logging
+    step on an accelerator). benchmarks/cuda_check.py wraps it to allow exactly these syncs."""
+    return t.tolist()
 
 
 def _autocast(device_type: str, precision: str):
