@@ -39,6 +39,15 @@ SetOpt = Annotated[
 ]
 
 
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="table (human) or json (stdout, nothing else).",
+                                           rich_help_panel="Output")]
+
+
 def _fail(messages: list[str], code: int) -> None:
     from backprop_cli.report import print_errors
 
@@ -124,6 +133,8 @@ def train(
                                                    rich_help_panel="Config")] = None,
     no_zero_grad: Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() "
                                                "so gradients accumulate across steps.", rich_help_panel="Teaching")] = False,
+    format: Annotated[Format, typer.Option("--format", help="table, or json: the summary as JSON on stdout, "
+                                           "the step rows on stderr.", rich_help_panel="Output")] = Format.table,
 ) -> None:
     """Train the configured two-layer network, printing the loss and gradient norms step by step.
 
@@ -135,13 +146,13 @@ def train(
 
     if under_torchrun():
         _train_distributed(options)
-    _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
-                detect_anomaly, threads, no_zero_grad)
+    _train_body(**options)
 
 
 def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
-                detect_anomaly, threads, no_zero_grad) -> None:
+                detect_anomaly, threads, no_zero_grad, format) -> None:
     from backprop_cli.distributed import set_threads
+
 
     extra = []
     if steps is not None:
@@ -154,7 +165,11 @@ def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, sa
     from backprop_cli.report import TrainReport, make_console, plain_output
     from backprop_cli.training import TrainOptions, run_training
 
-    reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
+    if format == Format.json:
+        reporter = TrainReport(make_console(sys.stderr), plain=plain_output(sys.stderr), quiet=quiet,
+                               json_out=sys.stdout)
+    else:
+        reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
     run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
                                    log_every=log_every, zero_grad=not no_zero_grad,
                                    detect_anomaly=detect_anomaly, tensorboard=tensorboard), reporter)
@@ -205,15 +220,6 @@ CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Tak
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", min=0, help="Which batch of the data order, from 0 "
                                                  "(default: the one the next step would use).",
                                                  rich_help_panel="Config")]
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-
-
-FormatOpt = Annotated[Format, typer.Option("--format", help="table (human) or json (stdout, nothing else).",
-                                           rich_help_panel="Output")]
 
 
 @app.command("inspect-grads", epilog="Examples:\n\n  backprop inspect-grads --config configs/seed.yaml\n\n"
@@ -419,22 +425,72 @@ def compare_optimizers(
             typer.echo(f"wrote {what}: {path}", err=True)
 
 
+# --------------------------------------------------------------------------- init
+
+
+@app.command(epilog="Examples:\n\n  backprop init\n\n  backprop init mine.yaml --csv data/houses.csv\n\n"
+             "  backprop init mine.yaml --csv data.csv --target label --force")
+@handle_errors
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("backprop.yaml"),
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Fit the config to this CSV: sizes, target column, "
+                                                "regression or classification.")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="The CSV column to predict "
+                                                  "(default: the last one).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter config: every key with its default and the values it takes."""
+    from backprop_cli.config import load_config
+    from backprop_cli.starter import starter_config, write_starter
+
+    text, what = starter_config(path, csv, target)
+    write_starter(path, text, force)
+    load_config(path)  # what we write must validate
+    typer.echo(f"wrote {path} ({what}); run: backprop train --config {path}")
+
+
 # --------------------------------------------------------------------------- config
 
 
-@config_app.command("show")
+class ShowFormat(str, Enum):
+    yaml = "yaml"
+    json = "json"
+
+
+@config_app.command("show", epilog="Examples:\n\n  backprop config show -c configs/seed.yaml\n\n"
+                    "  backprop config show -c configs/seed.yaml --set optimizer=adam --format json")
 @handle_errors
-def config_show(config: ConfigOpt, set_: SetOpt = None) -> None:
-    """Print the resolved config (defaults filled in, overrides applied) as YAML."""
+def config_show(config: ConfigOpt, set_: SetOpt = None,
+                format: Annotated[ShowFormat, typer.Option("--format", help="yaml or json.")] = ShowFormat.yaml) -> None:
+    """Print the resolved config (defaults filled in, overrides applied)."""
     from backprop_cli.config import to_yaml
 
-    sys.stdout.write(to_yaml(_load(config, set_)))
+    cfg = _load(config, set_)
+    if format == ShowFormat.json:
+        from backprop_cli.report import json_text
+
+        sys.stdout.write(json_text(cfg.plain()) + "\n")
+    else:
+        sys.stdout.write(to_yaml(cfg))
 
 
-@config_app.command("validate")
+@config_app.command("validate", epilog="Examples:\n\n  backprop config validate -c configs/seed.yaml\n\n"
+                    "  backprop config validate -c mine.yaml --format json")
 @handle_errors
-def config_validate(config: ConfigOpt, set_: SetOpt = None) -> None:
-    """Check a config file; prints every problem at once (exit code 2) or `ok`."""
+def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = Format.table) -> None:
+    """Check a config file: every problem at once, one per line (exit code 2), or `ok`."""
+    if format == Format.json:
+        from backprop_cli.report import json_text
+
+        try:
+            _load(config, set_)
+            doc = {"config": str(config), "ok": True, "problems": []}
+        except ConfigError as e:
+            doc = {"config": str(config), "ok": False, "problems": e.problems}
+        sys.stdout.write(json_text(doc) + "\n")
+        if not doc["ok"]:
+            raise typer.Exit(EXIT_BAD_INPUT)
+        return
     _load(config, set_)
     typer.echo(f"{config}: ok")
 

@@ -58,9 +58,17 @@ def synthetic(spec: SyntheticData, input_size: int, output_size: int, seed: int,
 # --------------------------------------------------------------------------- CSV
 
 
+def display_path(path: Path) -> str:
+    """The path as the user would write it: relative to the current folder when it is below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def load_csv(path: Path, spec: CsvData, loss: str = "mse") -> Dataset:
     """Read a CSV with a header row. Every problem names the file, the line and the column."""
-    where = str(path)
+    where = display_path(path)
     if not path.exists():
         raise DataError(f"{where}: no such file (data.path)")
     if path.is_dir():

@@ -64,10 +64,9 @@ class NonFiniteError(BackpropError):
 def _nonfinite_message(step: int, values: list[float], names: list[str], skipped: int = 0) -> str:
     loss = values[0]
     first = next((n for n, v in zip(names, values[2:]) if not math.isfinite(v)), None)
-    what = f"loss {loss:g}" if not math.isfinite(loss) else f"loss {loss:.6g} is finite"
-    grads = f"first non-finite gradient: {first}" if first else "gradients are finite"
+    grads = f"first non-finite gradient: {first}" if first else "all gradients finite"
     extra = f" after skipping {skipped} step(s)" if skipped else ""
-    return (f"non-finite value at step {step}{extra}: {what}, {grads}; "
+    return (f"non-finite value at step {step}{extra}: loss {loss:.4g}, {grads}; "
             "lower optimizer.lr, set train.clip_grad_norm, or run with --detect-anomaly to find the operation")
 
 

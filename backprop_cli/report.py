@@ -175,8 +175,11 @@ def _summary_lines(s: Summary, outputs: dict[str, str], status: str) -> list[tup
 class TrainReport:
     """Start panel, a row every ``log_every`` steps (plus the first and last), summary at the end."""
 
-    def __init__(self, console: Console, *, plain: bool, quiet: bool = False):
+    show_progress = True  # docs/make_screenshots.py turns the live bar off for recorded output
+
+    def __init__(self, console: Console, *, plain: bool, quiet: bool = False, json_out: Optional[IO] = None):
         self.console, self.plain, self.quiet = console, plain, quiet
+        self.json_out = json_out  # --format json: the summary document goes here, everything else to console
         self.progress = None
         self.task = None
 
@@ -201,7 +204,7 @@ class TrainReport:
                 grid.add_row(k, v)
             self.console.print(Panel(grid, title="backprop train", title_align="left", expand=False))
             self.console.print(Text(self.cols.header(), style="bold"))
-            if self.total > log_every:
+            if self.total > log_every and self.show_progress:
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
                 self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
@@ -224,6 +227,10 @@ class TrainReport:
     def finish(self, summary: Summary, outputs: dict[str, str], status: str) -> None:
         if self.progress is not None:
             self.progress.stop()
+        if self.json_out is not None:
+            doc = {"status": status, "summary": _finite_dict(summary.as_dict()), "outputs": dict(outputs)}
+            self.json_out.write(json_text(doc) + "\n")
+            self.json_out.flush()
         lines = _summary_lines(summary, outputs, status)
         if self.plain:
             if not self.quiet:
@@ -249,7 +256,7 @@ def _table(title: str, columns: list[tuple[str, str]], plain: bool) -> Table:
     t = Table(title=title, title_justify="left", box=None if plain else box.SIMPLE_HEAVY,
               show_edge=not plain, pad_edge=False, title_style="" if plain else "bold")
     for name, justify in columns:
-        t.add_column(name, justify=justify, no_wrap=True)
+        t.add_column(name, justify=justify, no_wrap=True, overflow="fold")
     return t
 
 
@@ -258,6 +265,10 @@ def _print_blocks(console: Console, blocks: list, plain: bool) -> None:
         if i:
             console.print()
         console.print(b)
+
+
+def _finite_dict(d: dict) -> dict:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d.items()}
 
 
 def json_text(doc) -> str:
@@ -284,7 +295,8 @@ def render_inspect(console: Console, plain: bool, result: dict, full: bool = Fal
     head = Text(f"loss {fmt(result['loss'])} on batch {b['index']} ({b['size']} samples); "
                 "gradients as optimizer.step() would use them")
     cols = [("parameter", "left"), ("shape", "left"), ("norm", "right"), ("mean", "right"), ("std", "right"),
-            ("min", "right"), ("max", "right"), ("max |g|", "right"), ("zeros", "right"), ("‖g‖/‖w‖", "right")]
+            ("min", "right"), ("max", "right"), ("abs_max", "right"), ("zero_fraction", "right"),
+            ("grad_to_weight", "right")]
     t = _table("gradients", cols, plain)
     for name, s in result["params"].items():
         shape = "×".join(str(d) for d in s["shape"]) or "scalar"
@@ -292,8 +304,10 @@ def render_inspect(console: Console, plain: bool, result: dict, full: bool = Fal
             t.add_row(name, shape, "None", *([""] * 7))
             continue
         t.add_row(name, shape, fmt(s["norm"]), fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]),
-                  fmt(s["abs_max"]), f"{100 * s['zero_fraction']:.1f}%", fmt(s["grad_to_weight"]))
-    blocks: list = [head, t]
+                  fmt(s["abs_max"]), fmt(s["zero_fraction"]), fmt(s["grad_to_weight"]))
+    legend = Text("norm: ‖g‖₂   abs_max: max |g|   zero_fraction: share of exact zeros   "
+                  "grad_to_weight: ‖g‖/‖w‖", style="" if plain else "dim")
+    blocks: list = [head, t, legend]
     if result["flags"]:
         blocks.append(Text("\n".join(f"! {f}" for f in result["flags"]), style="" if plain else "bold yellow"))
     clip = result.get("clip")
@@ -324,9 +338,9 @@ def render_inspect(console: Console, plain: bool, result: dict, full: bool = Fal
 
 def render_check(console: Console, plain: bool, result: dict) -> None:
     tol = result["tolerance"]
-    cols = [("parameter", "left"), ("elements", "right"), ("chain rule max abs", "right"),
-            ("max rel", "right"), ("finite diff max abs", "right"), ("max rel", "right"),
-            ("checked", "right"), ("result", "left")]
+    cols = [("parameter", "left"), ("elements", "right"), ("chain_rule.max_abs", "right"),
+            ("chain_rule.max_rel", "right"), ("finite_diff.max_abs", "right"), ("finite_diff.max_rel", "right"),
+            ("finite_diff.checked", "right"), ("pass", "left")]
     t = _table("autograd vs the hand-written chain rule vs float64 central differences", cols, plain)
     for name, p in result["params"].items():
         ok = "PASS" if p["pass"] else "FAIL"
@@ -419,9 +433,9 @@ def _ms(entry: dict, key: str, seeds: int) -> str:
 def render_compare(console: Console, plain: bool, summary: list[dict], curves: dict[str, list[float]],
                    steps: int) -> None:
     seeds = len(summary[0]["seeds"]) if summary else 1
-    cols = [("optimizer", "left"), ("first loss", "right"), ("final loss", "right"), ("best loss", "right"),
-            ("steps to 10%", "right"), ("mean ‖g‖", "right"), ("mean ‖Δw‖/‖w‖", "right"), ("time s", "right"),
-            ("steps/s", "right")]
+    cols = [("label", "left"), ("first_loss", "right"), ("final_loss", "right"), ("best_loss", "right"),
+            ("steps_to_10pct", "right"), ("mean_grad_norm", "right"), ("mean_update_ratio", "right"),
+            ("time_s", "right"), ("steps_per_s", "right")]
     keys = ["first_loss", "final_loss", "best_loss", "steps_to_10pct", "mean_grad_norm", "mean_update_ratio",
             "time_s", "steps_per_s"]
     title = f"{steps} steps, same initial weights and batches" + (f", mean ± std over {seeds} seeds" if seeds > 1 else "")
@@ -440,16 +454,19 @@ def render_compare(console: Console, plain: bool, summary: list[dict], curves: d
     spark = Text(f"loss curves (log scale, shared: ▁ {fmt(lo)} … █ {fmt(hi)}):\n"
                  + "\n".join(f"{label:<{width}}  {sparkline(vals, lo=lo, hi=hi)}" for label, vals in curves.items()))
     notes = Text(("* best in its column. " if plain else "green: best in its column. ")
-                 + "‖Δw‖/‖w‖ is how big each update really is, relative to the weights.")
+                 + "steps_to_10pct: first step with loss below 10% of the first; "
+                 "mean_update_ratio: mean ‖Δw‖/‖w‖, how big each update really is, relative to the weights.")
     _print_blocks(console, [t, spark, notes], plain)
 
 
 class CompareProgress:
     """One progress bar per optimizer (terminal only)."""
 
+    show_progress = True
+
     def __init__(self, console: Console, labels: list[str], total: int, enabled: bool):
         self.progress = None
-        if enabled:
+        if enabled and self.show_progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

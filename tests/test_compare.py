@@ -128,7 +128,7 @@ def test_table_output_and_metrics(cli, tmp_path):
             "--metrics", m)
     assert r.exit_code == 0, r.output
     out = r.stdout
-    assert "sgd lr=0.1" in out and "adam lr=0.01" in out and "steps to 10%" in out
+    assert "sgd lr=0.1" in out and "adam lr=0.01" in out and "steps_to_10pct" in out
     assert "loss curves (log scale" in out and "▁" in out and "* best in its column" in out
     recs = [json.loads(line) for line in m.read_text().splitlines()]
     assert len(recs) == 60 and {r["optimizer"] for r in recs} == {"sgd lr=0.1", "adam lr=0.01"}

@@ -1,0 +1,143 @@
+"""`backprop init`: a commented starter config, optionally fitted to a CSV file. No torch here."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Optional
+
+from backprop_cli.errors import DataError, OutputError
+
+TEMPLATE = """\
+# backprop config. Run: backprop train --config {path}
+# Every key is shown with its default; the comments list the values it takes.
+# Check it with: backprop config validate --config {path}
+
+seed: 0                      # integer >= 0: model init and data order
+device: auto                 # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+precision: fp32              # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+compile: false               # true: torch.compile the model (slow start, faster long runs)
+
+model:
+  input_size: {input_size}              # number of input features
+  hidden_size: {hidden_size}             # units in the hidden layer
+  output_size: {output_size}              # outputs (classes, for cross_entropy)
+  activation: {activation}             # relu | tanh | sigmoid | gelu | leaky_relu | identity
+                               #   (or a mapping: {{name: leaky_relu, negative_slope: 0.01}})
+  bias: true                   # false: layers without bias
+
+loss: {loss}                    # mse | l1 | huber | smooth_l1 | cross_entropy | bce_with_logits
+                               #   (or a mapping: {{name: huber, delta: 1.0, reduction: mean}})
+
+optimizer:
+  name: {optimizer}                  # sgd | adam | adamw | rmsprop | adagrad
+  lr: {lr}                     # and that optimizer's own options, e.g. momentum (sgd),
+                               #   betas / eps / weight_decay (adam)
+
+scheduler: none                # none | step (step_size, gamma) | cosine (T_max, eta_min)
+                               #   | warmup_cosine (warmup_steps, T_max, eta_min)
+
+data:
+{data}
+  batch_size: {batch_size}               # rows per step (global batch under torchrun)
+  shuffle: true                # false: batch k is rows k*B ... (k+1)*B-1
+
+train:
+  steps: {steps}                   # total optimizer steps (or give epochs: N instead)
+  log_every: null              # a row every N steps (null: about 20-50 rows)
+  clip_grad_norm: null         # a number: clip the total gradient norm
+  on_nonfinite: stop           # stop (exit 3) | skip (skip the update, at most max_skips times)
+  max_skips: 10
+
+distributed:
+  backend: auto                # under torchrun: auto | gloo | nccl
+"""
+
+SYNTHETIC = """\
+  kind: synthetic              # synthetic | csv
+  samples: 256                 # rows of random inputs
+  targets: teacher             # random (randn) | teacher (a fixed random net + noise) | classes
+  noise: 0.1                   # std of the noise on teacher targets"""
+
+CSV = """\
+  kind: csv                    # synthetic | csv
+  path: {path}     # relative to this file's folder
+  target: {target}              # the column to predict (or a list of columns)
+  features: [{features}]"""
+
+
+def _guess(path: Path, target: Optional[str]) -> dict:
+    """Read a CSV's header and target column: sizes, and regression vs classification."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file (--csv)")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read it as CSV ({e})") from None
+    if len(rows) < 2:
+        raise DataError(f"{path}: needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    target = target or header[-1]
+    if target not in header:
+        raise DataError(f"{path}: --target {target!r} is not in the header (columns: {', '.join(header)})")
+    col = header.index(target)
+    values = []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            values.append(float(row[col]))
+        except (ValueError, IndexError):
+            raise DataError(f"{path}:{line}: column {target!r}: not a number (got {row[col] if col < len(row) else ''!r})") from None
+    features = [h for h in header if h != target]
+    distinct = sorted(set(values))
+    integral = all(v == int(v) and v >= 0 for v in values)
+    classification = integral and 2 <= len(distinct) <= 20 and len(distinct) < len(values)
+    return {"features": features, "target": target, "classification": classification,
+            "classes": int(max(distinct)) + 1 if classification else None, "rows": len(values)}
+
+
+def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional[str] = None) -> tuple[str, str]:
+    """The text of a starter config for ``path``, and a one-line description of what was guessed."""
+    if csv_path is None:
+        text = TEMPLATE.format(path=path, input_size=4, hidden_size=16, output_size=1, activation="relu",
+                               loss="mse", optimizer="sgd", lr="0.01", data=SYNTHETIC, batch_size=32, steps=200)
+        return _align(text), "synthetic regression data"
+    g = _guess(csv_path, target)
+    rel = os.path.relpath(csv_path.resolve(), path.resolve().parent)
+    import json
+
+    data = CSV.format(path=json.dumps(rel), target=json.dumps(g["target"]),
+                      features=", ".join(json.dumps(f) for f in g["features"]))
+    cls = g["classification"]
+    text = TEMPLATE.format(
+        path=path, input_size=len(g["features"]), hidden_size=32, output_size=g["classes"] if cls else 1,
+        activation="relu", loss="cross_entropy" if cls else "mse", optimizer="adam", lr="0.001", data=data,
+        batch_size=min(32, g["rows"]), steps=500)
+    what = (f"classification: {g['classes']} classes in {g['target']!r}" if cls
+            else f"regression on {g['target']!r}")
+    return _align(text), f"{what}, {len(g['features'])} features, {g['rows']} rows"
+
+
+def _align(text: str, column: int = 31) -> str:
+    """Line the trailing comments up in one column."""
+    out = []
+    for line in text.splitlines():
+        code, sep, comment = line.partition(" # ")
+        if sep and code.strip() and not code.lstrip().startswith("#"):
+            line = f"{code.rstrip():<{column - 1}} # {comment}"
+        elif sep and not code.strip():
+            line = f"{'':<{column - 1}} # {comment}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def write_starter(path: Path, text: str, force: bool) -> None:
+    if path.exists() and not force:
+        raise OutputError(f"{path}: already exists; use --force to overwrite it")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    from backprop_cli.outputs import check_writable, write_atomic
+
+    check_writable(path, (".yaml", ".yml"), "config")
+    write_atomic(path, lambda f: f.write(text))

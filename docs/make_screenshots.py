@@ -1,0 +1,53 @@
+"""Regenerate the pictures of real output used by the README: python docs/make_screenshots.py
+
+Each command runs for real, in-process, with its terminal output recorded by rich
+(Console(record=True)) and saved as SVG under docs/img/; the compare plot is docs/compare.png.
+Run it from anywhere; it works in the repository root.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHOTS = [
+    ("train", ["train", "--config", "configs/seed.yaml"]),
+    ("train-regression", ["train", "--config", "configs/regression.yaml", "--steps", "200", "--log-every", "20"]),
+    ("inspect-grads", ["inspect-grads", "--config", "configs/seed.yaml"]),
+    ("check-grads", ["check-grads", "--config", "configs/seed.yaml"]),
+    ("explain", ["explain"]),
+    ("compare-optimizers", ["compare-optimizers", "--config", "configs/compare.yaml", "--plot", "docs/compare.png"]),
+]
+
+
+def main() -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from backprop_cli import report
+    from backprop_cli.cli import app
+
+    os.chdir(ROOT)
+    (ROOT / "docs" / "img").mkdir(exist_ok=True)
+    report.TrainReport.show_progress = False
+    report.CompareProgress.show_progress = False
+    for name, args in SHOTS:
+        console = Console(record=True, width=150, force_terminal=True, color_system="truecolor",
+                          file=io.StringIO(), highlight=False)
+        report.make_console = lambda stream=None, _c=console: _c
+        report.plain_output = lambda stream=None: False
+        result = CliRunner().invoke(app, args)
+        if result.exit_code != 0:
+            raise SystemExit(f"backprop {' '.join(args)} failed ({result.exit_code}):\n{result.output}")
+        out = ROOT / "docs" / "img" / f"{name}.svg"
+        console.save_svg(str(out), title="backprop " + " ".join(args))
+        print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

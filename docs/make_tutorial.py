@@ -1,0 +1,169 @@
+"""Regenerate docs/tutorial.md: python docs/make_tutorial.py
+
+Every command below runs for real (in a scratch copy of configs/, as if from the repository root) and
+its output is pasted under it, so the tutorial shows exactly what the tool prints. A command that is
+meant to fail is followed by its exit code. tests/test_docs.py runs every command again.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PARTS: list[tuple[str, str]] = [
+    ("md", """\
+# Tutorial: backpropagation, replayed with `backprop`
+
+This walks through the classic backpropagation example with the tool: first the chain rule on a
+network of two scalar weights, then a real 10→20→1 network one step at a time, then what goes wrong
+without `zero_grad`, with too large a learning rate and with clipping, then SGD against Adam, and
+finally your own CSV data. Run the commands from the repository root after the set-up in the
+[README](../README.md); every output below was pasted from a real run (`python docs/make_tutorial.py`
+regenerates this page, and a test runs every command in it).
+
+## 1. The chain rule on two weights
+
+One input x, one hidden neuron and one output neuron, no bias, identity activation:
+z1 = w1·x, ŷ = z2 = w2·z1, and the loss L = ½(y − ŷ)². Backpropagation is the chain rule applied from
+the loss backwards:
+
+* ∂L/∂ŷ = −(y − ŷ)
+* ∂L/∂w2 = ∂L/∂ŷ · ∂ŷ/∂w2 = −(y − ŷ)·z1
+* ∂L/∂w1 = ∂L/∂ŷ · ∂ŷ/∂z1 · ∂z1/∂w1 = −(y − ŷ)·w2·x
+
+`backprop explain` works these out with numbers, puts PyTorch autograd's answer beside them, and takes
+one SGD step w ← w − η·∂L/∂w:
+"""),
+    ("cmd", "backprop explain"),
+    ("md", """\
+The hand-written gradients and autograd's agree to the last digit, and the loss falls after the
+update. Repeat the update a few times and watch it keep falling:
+"""),
+    ("cmd", "backprop explain --steps 5"),
+    ("md", """\
+## 2. A real network, one step
+
+`configs/seed.yaml` is the classic PyTorch example: a 10→20→1 network (`layer1` → ReLU → `layer2`),
+MSE loss, SGD with lr 0.01, five random samples, one step of forward, loss, `zero_grad`, `backward`,
+`step`. The row shows the loss and the L2 norm of every parameter's gradient, measured after
+`backward()` and before `optimizer.step()`:
+"""),
+    ("cmd", "backprop train --config configs/seed.yaml"),
+    ("md", """\
+`inspect-grads` stops on the same batch just before `optimizer.step()` and shows each `.grad`: its
+statistics, the values themselves, and warnings. Here a quarter of the hidden ReLUs output zero for
+all five samples, so their rows of `layer1.weight.grad` are exactly zero:
+"""),
+    ("cmd", "backprop inspect-grads --config configs/seed.yaml"),
+    ("md", """\
+Are these gradients right? `check-grads` recomputes them twice without autograd: once by the chain
+rule written out layer by layer (δ2 = ∂L/∂ŷ, dW2 = δ2ᵀ·h, δ1 = (δ2·W2) ⊙ ReLU′(z1), dW1 = δ1ᵀ·x) and
+once by central finite differences in float64, and compares them element by element:
+"""),
+    ("cmd", "backprop check-grads --config configs/seed.yaml"),
+    ("md", """\
+## 3. Three ways to get it wrong
+
+**Forgetting `zero_grad`.** PyTorch adds new gradients onto `.grad`. With `--no-zero-grad` the
+gradient norms of three steps keep growing, because each step's gradient is added to the previous
+ones; compare with the normal loop:
+"""),
+    ("cmd", "backprop train --config configs/seed.yaml --steps 3 --no-zero-grad"),
+    ("cmd", "backprop train --config configs/seed.yaml --steps 3"),
+    ("md", """\
+**Too large a learning rate.** With lr 1 the updates overshoot, the loss and the gradients explode,
+and the non-finite guard stops training at the first step whose loss or gradient is not a number
+(exit code 3). The checkpoint and metrics keep the last good step:
+"""),
+    ("cmd", "backprop train --config configs/regression.yaml --set optimizer.lr=1 --steps 100 --log-every 5"),
+    ("md", """\
+**Clipping.** Clipping the total gradient norm at 0.5 bounds every update, and the same learning rate
+trains. The logged norm is the one before clipping; the summary counts the clipped steps:
+"""),
+    ("cmd", "backprop train --config configs/regression.yaml --set optimizer.lr=1 --set train.clip_grad_norm=0.5 "
+            "--steps 100 --log-every 10"),
+    ("md", """\
+## 4. SGD against Adam
+
+`compare-optimizers` trains several optimizers from the same initial weights on the same batches and
+shows them side by side; `mean_update_ratio` is how big the updates really are relative to the
+weights (SGD's lr·g against Adam's normalised step). `--plot` draws the loss and the gradient norm:
+"""),
+    ("cmd", "backprop compare-optimizers --config configs/compare.yaml --plot docs/compare.png"),
+    ("md", """\
+![loss and gradient norm per step, SGD, SGD with momentum and Adam](compare.png)
+
+## 5. Your own data
+
+`backprop init --csv` writes a commented config fitted to a CSV file: the feature and target columns,
+the sizes, and a guess of regression or classification from the target column. Here with the small
+house-price table shipped in `configs/data/`:
+"""),
+    ("cmd", "backprop init my.yaml --csv configs/data/houses.csv"),
+    ("cmd", "backprop config validate --config my.yaml"),
+    ("cmd", "backprop train --config my.yaml --steps 300 --log-every 50"),
+    ("md", """\
+The prices are in thousands and the features are not scaled, so the loss starts large; try
+`--set loss=huber`, another learning rate, or `compare-optimizers --config my.yaml` to see which
+optimizer copes best. When a run misbehaves, `inspect-grads --config my.yaml --steps 100` shows the
+gradients the 101st step would use, and `check-grads` tells you whether to trust them.
+"""),
+]
+
+
+def scratch() -> Path:
+    """A temporary folder that looks like the repository root (configs/ and docs/)."""
+    tmp = Path(tempfile.mkdtemp(prefix="backprop-tutorial-"))
+    shutil.copytree(ROOT / "configs", tmp / "configs")
+    (tmp / "docs").mkdir()
+    return tmp
+
+
+def run(command: str, cwd: Path) -> tuple[str, int]:
+    """Run `backprop ...` in-process as a user would from a shell (plain output, as when piped)."""
+    from typer.testing import CliRunner
+
+    from backprop_cli.cli import app
+
+    args = shlex.split(command)
+    assert args[0] == "backprop", command
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args[1:])
+    finally:
+        os.chdir(old)
+    return result.output, result.exit_code
+
+
+def main() -> None:
+    tmp = scratch()
+    out = []
+    try:
+        for kind, text in PARTS:
+            if kind == "md":
+                out.append(text)
+                continue
+            output, code = run(text, tmp)
+            block = f"```console\n$ {text}\n{output.rstrip()}\n"
+            if code:
+                block += f"[exit code {code}]\n"
+            out.append(block + "```\n")
+        shutil.copy(tmp / "docs" / "compare.png", ROOT / "docs" / "compare.png")
+    finally:
+        shutil.rmtree(tmp)
+    text = "\n".join(out)
+    text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    (ROOT / "docs" / "tutorial.md").write_text(text)
+    print("wrote docs/tutorial.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""`backprop init`, --format json everywhere, help texts."""
+
+import json
+
+import pytest
+import yaml
+
+from backprop_cli.config import load_config
+from conftest import CONFIGS, write
+
+
+def test_init_writes_a_commented_config_that_validates_and_trains(cli, tmp_path):
+    path = tmp_path / "mine.yaml"
+    r = cli("init", path)
+    assert r.exit_code == 0 and f"wrote {path}" in r.stdout
+    text = path.read_text()
+    for key in ("seed:", "device:", "precision:", "input_size:", "activation:", "loss:", "optimizer:", "scheduler:",
+                "kind: synthetic", "batch_size:", "steps:", "clip_grad_norm:", "on_nonfinite:", "backend:"):
+        assert key in text, key
+    assert "# relu | tanh | sigmoid | gelu | leaky_relu | identity" in text
+    cfg = load_config(path)
+    assert cfg.model.activation.name == "relu" and cfg.train.steps == 200
+    assert cli("train", "-c", path, "--steps", 3, "-q").exit_code == 0
+
+
+def test_init_refuses_to_overwrite_unless_forced(cli, tmp_path):
+    path = write(tmp_path / "mine.yaml", "keep me\n")
+    r = cli("init", path)
+    assert r.exit_code == 2 and "already exists; use --force" in r.stderr and path.read_text() == "keep me\n"
+    assert cli("init", path, "--force").exit_code == 0 and "keep me" not in path.read_text()
+
+
+def test_init_from_a_regression_csv(cli, tmp_path):
+    path = tmp_path / "sub" / "mine.yaml"
+    path.parent.mkdir()
+    r = cli("init", path, "--csv", CONFIGS / "data" / "houses.csv")
+    assert r.exit_code == 0 and "regression on 'price_k', 4 features, 120 rows" in r.stdout
+    cfg = load_config(path)
+    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (4, 1, "mse")
+    assert cfg.data.target == "price_k" and cfg.data.features == ["area_m2", "rooms", "age_years", "distance_km"]
+    assert cfg.data_path().resolve() == (CONFIGS / "data" / "houses.csv").resolve()
+    assert cli("train", "-c", path, "--steps", 3, "-q").exit_code == 0
+
+
+def test_init_from_a_classification_csv(cli, tmp_path):
+    csv = write(tmp_path / "d.csv", "label,a,b\n" + "".join(f"{i % 3},{i},{i * 2}\n" for i in range(30)))
+    path = tmp_path / "c.yaml"
+    r = cli("init", path, "--csv", csv, "--target", "label")
+    assert r.exit_code == 0 and "classification: 3 classes in 'label'" in r.stdout
+    cfg = load_config(path)
+    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (2, 3, "cross_entropy")
+    assert cli("train", "-c", path, "--steps", 3, "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--csv", "nope.csv"], "nope.csv: no such file"),
+    (["--csv", "d.csv", "--target", "zz"], "--target 'zz' is not in the header"),
+    (["--csv", "d.csv", "--target", "a"], "d.csv:2: column 'a': not a number"),
+])
+def test_init_bad_csv(cli, tmp_path, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "d.csv", "a,y\nx,1\n")
+    r = cli("init", "c.yaml", *args)
+    assert r.exit_code == 2 and fragment in r.stderr and not (tmp_path / "c.yaml").exists()
+
+
+def test_train_json_is_alone_on_stdout(cli, seed_cfg, tmp_path):
+    r = cli("train", "-c", seed_cfg, "--steps", 4, "--format", "json", "--metrics", tmp_path / "m.jsonl")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "done" and doc["summary"]["steps"] == 4
+    assert set(doc["summary"]) == {"steps", "first_loss", "last_loss", "best_loss", "best_step", "wall_time",
+                                   "steps_per_s", "skipped", "clipped"}
+    assert doc["outputs"] == {"metrics": str(tmp_path / "m.jsonl")}
+    assert "step" in r.stderr and "done:" in r.stderr  # the rows went to stderr
+
+
+def test_train_json_on_a_nonfinite_stop(cli):
+    r = cli("train", "-c", CONFIGS / "regression.yaml", "--set", "optimizer.lr=100", "--format", "json")
+    assert r.exit_code == 3
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "stopped" and doc["summary"]["steps"] == 7
+
+
+def test_config_show_json_and_validate_json(cli, seed_cfg):
+    r = cli("config", "show", "-c", seed_cfg, "--format", "json")
+    assert json.loads(r.stdout) == yaml.safe_load(cli("config", "show", "-c", seed_cfg).stdout)
+    r = cli("config", "validate", "-c", seed_cfg, "--format", "json")
+    assert json.loads(r.stdout) == {"config": str(seed_cfg), "ok": True, "problems": []}
+    r = cli("config", "validate", "-c", seed_cfg, "--set", "seed=-1", "--set", "model.bias=3", "--format", "json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 2 and doc["ok"] is False and len(doc["problems"]) == 2
+
+
+@pytest.mark.parametrize("command", [["train"], ["inspect-grads"], ["check-grads"], ["explain"],
+                                     ["compare-optimizers"], ["init"], ["config", "show"], ["config", "validate"]])
+def test_every_command_has_help_with_examples(cli, command):
+    r = cli(*command, "--help")
+    assert r.exit_code == 0
+    assert "Examples:" in r.stdout and r.stdout.count("backprop ") >= 3
+
+
+@pytest.mark.parametrize("command", [["train"], ["inspect-grads"], ["check-grads"], ["explain"],
+                                     ["compare-optimizers"], ["config", "validate"]])
+def test_every_result_command_takes_format_json(cli, command):
+    assert "--format" in cli(*command, "--help").stdout
