@@ -622,13 +622,16 @@ class _Where:
         return self.source
 
     def got(self, path: tuple, value: Any) -> str:
+        text = None
         if path in self.overridden:
-            return self.overridden[path]
-        if any(path[:n] in self.overridden for n in range(len(path))):
-            return _show(value)
-        if path in self.raw and not isinstance(value, (dict, list)):
-            return self.raw[path]
-        return _show(value)
+            text = self.overridden[path]
+        elif any(path[:n] in self.overridden for n in range(len(path))):
+            text = None
+        elif path in self.raw and not isinstance(value, (dict, list)):
+            text = self.raw[path]
+        if text is None or not text.isprintable() or len(text) > 60:
+            return _show(value)  # repr: one line, control characters escaped
+        return text
 
     def line(self, path: tuple, message: str, value: Any = None, has_value: bool = True) -> str:
         got = f" (got {self.got(path, value)})" if has_value else ""

@@ -56,28 +56,28 @@ class Context:
     world: int
     backend: str
     device: torch.device
+    stop_source: Optional[object] = None  # a callable: True once this rank was asked to stop
+    stop_agreed: bool = False  # some rank was asked to stop (learnt in the last reduce_stats)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def reduce_stats(self, stats: torch.Tensor) -> torch.Tensor:
-        """Mean of the loss column over ranks (the other columns are already identical: synced grads)."""
+        """Mean of the loss column over ranks (the other columns are already identical: synced grads).
+
+        The same all-reduce carries each rank's stop request, so a Ctrl-C costs no extra collective.
+        """
         import torch.distributed as dist
 
         out = stats.clone()
-        loss = out[..., 0].contiguous()
-        dist.all_reduce(loss, op=dist.ReduceOp.SUM)
-        out[..., 0] = loss / self.world
+        loss = out[..., 0].reshape(-1)
+        stop = 1.0 if self.stop_source is not None and self.stop_source() else 0.0
+        packed = torch.cat([loss, torch.tensor([stop], dtype=loss.dtype, device=loss.device)])
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        out[..., 0] = (packed[:-1] / self.world).reshape(out[..., 0].shape)
+        self.stop_agreed = self.stop_agreed or bool(packed[-1] > 0)  # at a read-back: no extra sync
         return out
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank if it is True on any (e.g. a Ctrl-C seen by one process)."""
-        import torch.distributed as dist
-
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
 
     def wrap(self, model: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
@@ -173,13 +173,12 @@ class ShardLoss(nn.Module):
 
 
 class AgreedStop:
-    """A stop request (signal) that every rank acts on at the same step."""
+    """A stop request (signal) that every rank acts on at the same step: each rank's request travels
+    in the loss all-reduce of :meth:`Context.reduce_stats`, so all ranks learn it at the same read-back."""
 
-    def __init__(self, local, ctx: Context, every: int = 1):
-        self.local, self.ctx, self.every, self.calls = local, ctx, every, 0
+    def __init__(self, local, ctx: Context):
+        self.local, self.ctx = local, ctx
+        ctx.stop_source = local
 
     def __call__(self) -> bool:
-        self.calls += 1
-        if self.calls % self.every:
-            return False
-        return self.ctx.any(self.local())
+        return self.ctx.stop_agreed

@@ -193,7 +193,7 @@ class TrainReport:
         lines = _run_lines(info) + [("log every", f"{log_every} step(s)")]
         if self.plain:
             for k, v in lines:
-                self.console.print(f"{k + ':':<12}{v}", markup=False)
+                self.console.print(f"{(k + ':').ljust(11)} {v}", markup=False)
             self.console.print("", markup=False)
             self.console.print(self.cols.header(), markup=False)
         else:
@@ -236,7 +236,7 @@ class TrainReport:
             if not self.quiet:
                 self.console.print("", markup=False)
             for k, v in lines:
-                self.console.print(f"{k + ':':<12}{v}", markup=False)
+                self.console.print(f"{(k + ':').ljust(11)} {v}", markup=False)
         else:
             grid = Table.grid(padding=(0, 2))
             grid.add_column(style="bold green" if status == "done" else "bold yellow")

@@ -237,7 +237,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
         loss_fn = distributed.ShardLoss(run.loss_fn, batches)
         model = ctx.wrap(run.model)
         reduce = ctx.reduce_stats
-        should_stop = distributed.AgreedStop(stop, ctx, sync_every)
+        should_stop = distributed.AgreedStop(stop, ctx)
     if cfg.compile:
         import torch
 
