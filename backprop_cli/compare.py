@@ -116,6 +116,14 @@ def compare_optimizers(cfg: Config, specs: list, steps: Optional[int] = None, se
     return results
 
 
+def _by_label(results: list[RunResult]) -> dict[str, list[RunResult]]:
+    """Runs grouped by optimizer label, in the order the optimizers were given."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(r.label, []).append(r)
+    return groups
+
+
 def _mean_std(values: list[float]) -> dict:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
@@ -131,11 +139,8 @@ LOWER_IS_BETTER = {"first_loss": None, "final_loss": True, "best_loss": True, "s
 
 def summarize(results: list[RunResult]) -> list[dict]:
     """One entry per optimizer: each metric's mean and std over the seeds, and the winners."""
-    by_label: dict[str, list[RunResult]] = {}
-    for r in results:
-        by_label.setdefault(r.label, []).append(r)
     out = []
-    for label, runs in by_label.items():
+    for label, runs in _by_label(results).items():
         metrics = [r.metrics() for r in runs]
         entry = {"label": label, "optimizer": runs[0].optimizer, "hyperparams": runs[0].hyperparams,
                  "seeds": [r.seed for r in runs]}
@@ -176,11 +181,8 @@ def document(results: list[RunResult], summary: list[dict]) -> dict:
 
 def curves(results: list[RunResult]) -> list[dict]:
     """Per optimizer, per step: loss and total grad norm, mean and (several seeds) std over seeds."""
-    by_label: dict[str, list[RunResult]] = {}
-    for r in results:
-        by_label.setdefault(r.label, []).append(r)
     out = []
-    for label, runs in by_label.items():
+    for label, runs in _by_label(results).items():
         losses = torch.tensor([r.losses for r in runs], dtype=torch.float64)
         norms = torch.tensor([r.grad_norms for r in runs], dtype=torch.float64)
         several = len(runs) > 1

@@ -153,10 +153,10 @@ def train(
                     scaler.update()
                 else:
                     skips += 1
-                rec = StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr),
+                yield StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr),
                                  time.perf_counter() - t0, None, None if clip_grad_norm is None else False, True,
                                  scale)
-                yield rec
+                last_good = i + 1  # the weights were left as they were: still good
                 if scheduler is not None:
                     scheduler.step()
                 if should_stop is not None and should_stop():

@@ -234,3 +234,19 @@ def test_the_accelerator_read_back_policy_on_the_cpu(cli, tmp_path, monkeypatch)
     assert reads == [5]
     strip = lambda p: [{k: v for k, v in json.loads(line).items() if k != "time"} for line in p.read_text().splitlines()]
     assert strip(plain) == strip(deferred)
+
+
+def test_skip_mode_stop_still_saves_the_unchanged_weights(cli, tmp_path):
+    """Skipped steps leave the weights good, so the checkpoint after max_skips holds them."""
+    data = ["a,y"] + [f"{i},{i % 3}" for i in range(20)]
+    write(tmp_path / "d.csv", "\n".join(data) + "\n")
+    cfg = write(tmp_path / "c.yaml", "model: {input_size: 1, hidden_size: 4, output_size: 1}\n"
+                                     "optimizer: {name: sgd, lr: 50}\n"
+                                     "data: {kind: csv, path: d.csv, target: y, batch_size: 5}\n"
+                                     "train: {steps: 40, on_nonfinite: skip, max_skips: 2}\n")
+    ck = tmp_path / "c.pt"
+    r = cli("train", "-c", cfg, "--save", ck, "-q")
+    assert r.exit_code == 3
+    state = torch.load(ck, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert f"(step {state['step']})" in r.stdout
