@@ -21,7 +21,7 @@ from backprop_cli.config import Config, default_log_every, optimizer_hyperparams
 from backprop_cli.engine import NonFiniteError, StepRecord, Summary, Tracker, train
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, CheckpointError, OutputError
 from backprop_cli.distributed import under_torchrun
-from backprop_cli.outputs import MetricsWriter, check_writable
+from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
 
 
 class Reporter(Protocol):
@@ -224,11 +224,8 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
     extra = (("clipped",) if cfg.train.clip_grad_norm is not None else ()) + \
             (("skipped",) if cfg.train.on_nonfinite == "skip" or cfg.precision == "fp16" else ()) + \
             (("loss_scale",) if cfg.precision == "fp16" else ())
-    metrics = tboard = None
     if main and opts.metrics is not None:
-        metrics = MetricsWriter(opts.metrics, run.param_names, extra=extra)
-    if main and opts.tensorboard is not None:
-        tboard = TensorBoardLog(opts.tensorboard, run.model, log_every)
+        check_writable(opts.metrics, METRICS_SUFFIXES, "metrics")
 
     stop = StopRequest()
     model, batches, loss_fn, reduce, should_stop = run.model, run.batches, run.loss_fn, None, stop
@@ -243,6 +240,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
 
         model = torch.compile(model)
 
+    tboard = TensorBoardLog(opts.tensorboard, run.model, log_every) if main and opts.tensorboard else None
     info = describe_run(run)
     info["start_step"] = start
     if ctx is not None:
@@ -256,6 +254,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
             save_checkpoint(opts.save, model=run.model, optimizer=run.optimizer, step=step, config=cfg.plain(),
                             scheduler=run.scheduler, device=run.device)
 
+    metrics = MetricsWriter(opts.metrics, run.param_names, extra=extra) if main and opts.metrics else None
     tracker = Tracker()
     last_step = start
     status, failure = "done", None
@@ -281,12 +280,12 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
                 reporter.step(rec)
                 if opts.save_every and rec.step % opts.save_every == 0 and rec.step != run.steps:
                     save(rec.step)
-        if stop():
+        if should_stop():
             status = "interrupted"
     except NonFiniteError as e:
         status, failure = "stopped", e
     except BaseException as e:
-        if anomaly is not None and isinstance(e, RuntimeError):
+        if anomaly is not None and isinstance(e, RuntimeError) and "nan values" in str(e):
             first = str(e).strip().splitlines()[0] if str(e).strip() else "anomaly detected"
             status = "stopped"
             failure = NonFiniteError(f"autograd anomaly at step {last_step + 1}: {first}", last_step + 1, last_step)
