@@ -70,9 +70,23 @@ def implementation_flags(device: torch.device | None) -> dict:
     return {"foreach": device is not None and device.type == "cuda"}
 
 
-def make_optimizer(spec, params, device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The configured optimizer with :func:`implementation_flags` for the device."""
-    return OPTIMIZER_CLASSES[spec.name](params, **optimizer_hyperparams(spec), **implementation_flags(device))
+def make_optimizer(spec, params, device: torch.device | None = None, fused: bool = False) -> torch.optim.Optimizer:
+    """The configured optimizer with :func:`implementation_flags` for the device.
+
+    ``fused=True`` (train on CUDA) asks for torch's fused kernel where the optimizer has one there,
+    falling back to foreach; compare-optimizers keeps the same flags for every optimizer instead.
+    """
+    cls = OPTIMIZER_CLASSES[spec.name]
+    params = list(params)
+    if fused and device is not None and device.type == "cuda":
+        import inspect
+
+        if "fused" in inspect.signature(cls.__init__).parameters:
+            try:
+                return cls(params, **optimizer_hyperparams(spec), fused=True)
+            except (RuntimeError, ValueError):
+                pass
+    return cls(params, **optimizer_hyperparams(spec), **implementation_flags(device))
 
 
 def make_scheduler(spec, optimizer: torch.optim.Optimizer, total_steps: int):
@@ -120,18 +134,17 @@ class Run:
         return [n for n, _ in self.model.named_parameters()]
 
 
-def build_run(cfg: Config, *, dataset: Dataset | None = None, optimizer_spec=None,
-              device: torch.device | None = None) -> Run:
+def build_run(cfg: Config, *, dataset: Dataset | None = None, device: torch.device | None = None) -> Run:
     from backprop_cli.config import resolved_steps
 
     device = device if device is not None else resolve_device(cfg.device)
     ds = dataset if dataset is not None else load_dataset(cfg)
     model = build_model(cfg.model, cfg.seed).to(device)
     loss_fn = make_loss(cfg.loss)
-    optimizer = make_optimizer(optimizer_spec or cfg.optimizer, model.parameters(), device)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, fused=True)
     batches = Batches(ds.x.to(device), ds.y.to(device), cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
     steps = resolved_steps(cfg, batches.per_epoch)
-    scheduler = make_scheduler(cfg.scheduler, optimizer, steps) if optimizer_spec is None else None
+    scheduler = make_scheduler(cfg.scheduler, optimizer, steps)
     return Run(cfg, device, model, loss_fn, optimizer, ds, batches, steps, scheduler)
 
 
