@@ -820,13 +820,6 @@ def optimizer_label(spec: BaseModel) -> str:
     return " ".join(parts)
 
 
-def from_plain(data: dict, base_dir: Optional[Path] = None, source: str = "<checkpoint>") -> Config:
-    """Rebuild a Config from :meth:`Config.plain` output (e.g. stored in a checkpoint)."""
-    import copy
-
-    return validate(copy.deepcopy(data), source=source, base_dir=base_dir)
-
-
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.plain(), sort_keys=False, default_flow_style=None)
 

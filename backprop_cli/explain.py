@@ -10,9 +10,6 @@ The chain rule is done by hand in Python floats; autograd gets the same numbers 
 
 from __future__ import annotations
 
-DEFAULTS = {"x": 2.0, "y": 1.0, "w1": 0.5, "w2": 0.3, "lr": 0.1}
-
-
 def forward(x: float, y: float, w1: float, w2: float) -> dict:
     z1 = w1 * x
     y_hat = w2 * z1

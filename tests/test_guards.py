@@ -89,13 +89,18 @@ def test_deferred_reads_still_end_the_records_at_the_last_good_step():
     assert e.value.model_step == 8  # the model moved on until the read-back; train won't save it
 
 
-def test_skip_mode_in_the_cli_writes_skipped_columns(cli, tmp_path):
+def diverging_csv_run(tmp_path, max_skips):
+    """A CSV run with lr 50: it overflows after a few steps, and keeps overflowing."""
     data = ["a,y"] + [f"{i},{i % 3}" for i in range(20)]
     write(tmp_path / "d.csv", "\n".join(data) + "\n")
-    cfg = write(tmp_path / "c.yaml", "model: {input_size: 1, hidden_size: 4, output_size: 1}\n"
-                                     "optimizer: {name: sgd, lr: 50}\n"
-                                     "data: {kind: csv, path: d.csv, target: y, batch_size: 5}\n"
-                                     "train: {steps: 40, on_nonfinite: skip, max_skips: 3}\n")
+    return write(tmp_path / "c.yaml", "model: {input_size: 1, hidden_size: 4, output_size: 1}\n"
+                                      "optimizer: {name: sgd, lr: 50}\n"
+                                      "data: {kind: csv, path: d.csv, target: y, batch_size: 5}\n"
+                                      f"train: {{steps: 40, on_nonfinite: skip, max_skips: {max_skips}}}\n")
+
+
+def test_skip_mode_in_the_cli_writes_skipped_columns(cli, tmp_path):
+    cfg = diverging_csv_run(tmp_path, max_skips=3)
     m = tmp_path / "m.csv"
     r = cli("train", "-c", cfg, "--metrics", m, "--log-every", 1)
     assert r.exit_code == 3 and "after skipping 3 step(s)" in r.stderr
@@ -238,12 +243,7 @@ def test_the_accelerator_read_back_policy_on_the_cpu(cli, tmp_path, monkeypatch)
 
 def test_skip_mode_stop_still_saves_the_unchanged_weights(cli, tmp_path):
     """Skipped steps leave the weights good, so the checkpoint after max_skips holds them."""
-    data = ["a,y"] + [f"{i},{i % 3}" for i in range(20)]
-    write(tmp_path / "d.csv", "\n".join(data) + "\n")
-    cfg = write(tmp_path / "c.yaml", "model: {input_size: 1, hidden_size: 4, output_size: 1}\n"
-                                     "optimizer: {name: sgd, lr: 50}\n"
-                                     "data: {kind: csv, path: d.csv, target: y, batch_size: 5}\n"
-                                     "train: {steps: 40, on_nonfinite: skip, max_skips: 2}\n")
+    cfg = diverging_csv_run(tmp_path, max_skips=2)
     ck = tmp_path / "c.pt"
     r = cli("train", "-c", cfg, "--save", ck, "-q")
     assert r.exit_code == 3
