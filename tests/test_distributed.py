@@ -78,3 +78,16 @@ def test_threads_option(cli, seed_cfg):
         assert r.exit_code == 0 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_backprop_script_under_torchrun(tmp_path):
+    import shutil
+
+    exe = shutil.which("backprop")
+    if exe is None:
+        pytest.skip("the backprop script is not on PATH")
+    m = tmp_path / "m.jsonl"
+    r = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python",
+             exe, "train", "-c", str(CONFIGS / "regression.yaml"), "--steps", "5", "--metrics", str(m), "-q"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [json.loads(line)["step"] for line in m.read_text().splitlines()] == [1, 2, 3, 4, 5]
