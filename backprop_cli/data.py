@@ -210,7 +210,15 @@ class Batches:
         """The batch used by step ``index + 1`` (index counts from 0)."""
         epoch, k = divmod(index, self.per_epoch)
         if self.shuffle and epoch != self._epoch:
-            perm = self.order(epoch).to(self.x.device)
+            perm = _to_device(self.order(epoch), self.x.device)
             self._ex, self._ey, self._epoch = self.x[perm], self.y[perm], epoch
         lo = k * self.batch_size
         return self._ex[lo:lo + self.batch_size], self._ey[lo:lo + self.batch_size]
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``. To CUDA it goes from pinned memory without blocking: a plain copy
+    from pageable memory would make the host wait for the device (a sync at every epoch start)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
