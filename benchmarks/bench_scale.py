@@ -1,9 +1,11 @@
 """Scale benchmarks: the large network, and DDP with 2 processes against 1, each against a plain loop.
 
-    python benchmarks/bench_scale.py [--device cpu|cuda] [--steps 20] [--repeats 3] [--skip-ddp]
+    python benchmarks/bench_scale.py [--device cpu|cuda] [--steps N] [--repeats 3] [--skip-ddp]
 
 Every case runs in fresh child processes (so peak memory is the case's own), alternating plain loop and
-engine run after run; the best of the repeats is shown. GFLOP/s counts 6·batch·params per step
+engine run after run; the best of the repeats is shown. One-process runs are timed after 3 untimed
+steps. Both loops read their numbers back as `backprop train` does: every step on the CPU, every 10th
+step on CUDA (the plain loop stacks loss and total grad norm on the device until then). GFLOP/s counts 6·batch·params per step
 (forward 2, backward 4) and is set against a matmul of the layer's shape timed in the same process.
 Peak memory: the process's peak RSS on the CPU, torch.cuda.max_memory_allocated on CUDA.
 """
@@ -26,6 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 SIZES = (1024, 4096, 1024)
 BATCH = 512
+WARMUP = 3  # untimed steps before a one-process run (first-call costs: allocator, kernels)
+LOG_EVERY = 10  # the read-back interval on an accelerator
+
+
+def read_every(device: str) -> int:
+    """How often both loops read their numbers back: as the engine's policy in `backprop train`."""
+    return 1 if device == "cpu" else LOG_EVERY
 
 
 def config_text(sizes, batch, steps, device) -> str:
@@ -47,7 +56,7 @@ def _matmul_peak(device, batch, sizes) -> float:
     for _ in range(5):
         a @ b
     _sync(device)
-    best, n = 0.0, 10
+    best, n = 0.0, 10 if torch.device(device).type == "cpu" else 200
     for _ in range(3):
         t = time.perf_counter()
         for _ in range(n):
@@ -111,27 +120,44 @@ def child(kind: str, steps: int, device: str, cfg_path: str) -> None:
             model = DistributedDataParallel(run.model)
         opt, loss_fn = run.optimizer, run.loss_fn
         plist = list(run.model.parameters())
+        every = read_every(device)
         if kind in ("plain", "ddp-plain"):
-            losses, norms = [], []
-            _sync(device)
-            t = time.perf_counter()
-            for _ in range(steps):
+            pending = []
+
+            def step(i):
                 loss = loss_fn(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = nn.utils.get_total_norm([p.grad for p in plist])
                 opt.step()
-                if ddp:
-                    loss = loss.detach().clone()
-                    dist.all_reduce(loss)
-                losses.append(loss.item())
-                norms.append(norm.item())
+                pending.append(torch.stack([loss.detach(), norm]))
+                if (i + 1) % every == 0:  # as the engine: every step on the CPU, else on logging steps
+                    rows = torch.stack(pending)
+                    if ddp:  # the loss summed over ranks (the norms are the same on every rank)
+                        losses = rows[:, 0].clone()
+                        dist.all_reduce(losses)
+                        rows = torch.cat([losses, rows[:, 1]])
+                    rows.tolist()
+                    pending.clear()
+
+            for i in range(0 if ddp else WARMUP):
+                step(i)
+            _sync(device)
+            pending.clear()
+            t = time.perf_counter()
+            for i in range(steps):
+                step(i)
+            if pending:
+                torch.stack(pending).tolist()
             _sync(device)
             rate = steps / (time.perf_counter() - t)
         else:
+            for _ in train(model, loss_fn, opt, run.batches, WARMUP, sync_every=every):
+                pass
+            _sync(device)
             t = time.perf_counter()
-            n_rec = sum(1 for _ in train(model, loss_fn, opt, run.batches, steps,
-                                         sync_every=1 if device == "cpu" else 10))
+            n_rec = sum(1 for _ in train(model, loss_fn, opt, run.batches, WARMUP + steps, start_step=WARMUP,
+                                         sync_every=every))
             _sync(device)
             rate = n_rec / (time.perf_counter() - t)
         device_used = device
@@ -169,12 +195,14 @@ def measure(kind: str, steps: int, device: str, cfg_path: str, procs: int = 1) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, help="timed steps (default: 20 on the CPU, 500 on CUDA)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-ddp", action="store_true")
     ap.add_argument("--child")
     ap.add_argument("--cfg")
     args = ap.parse_args()
+    if args.steps is None:
+        args.steps = 20 if args.device == "cpu" else 500
     if args.child:
         child(args.child, args.steps, args.device, args.cfg)
         return
