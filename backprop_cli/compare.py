@@ -92,6 +92,7 @@ def compare_optimizers(cfg: Config, specs: list, steps: Optional[int] = None, se
     dataset = load_dataset(cfg)
     x, y = dataset.x.to(device), dataset.y.to(device)
     labels = unique_labels(specs)
+    flags = implementation_flags(specs, device)
     results = []
     for offset in range(seeds):
         seed = cfg.seed + offset
@@ -102,9 +103,9 @@ def compare_optimizers(cfg: Config, specs: list, steps: Optional[int] = None, se
         for spec, label in zip(specs, labels):
             model = copy.deepcopy(initial)
             model.load_state_dict(initial_state)
-            optimizer = make_optimizer(spec, model.parameters(), device)
+            optimizer = make_optimizer(spec, model.parameters(), device, flags)
             result = RunResult(spec.name, label, optimizer_hyperparams(spec), seed,
-                               flags=implementation_flags(device), initial_state=initial_state)
+                               flags=flags, initial_state=initial_state)
             t0 = time.perf_counter()
             for rec in train(model, make_loss(cfg.loss), optimizer, batches, total, measure_updates=True):
                 result.records.append(rec)

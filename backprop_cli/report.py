@@ -96,7 +96,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         ("model", f"TwoLayerNet {sizes}, {act}, bias {'on' if m['bias'] else 'off'}"),
         ("parameters", f"{m['parameter_count']:,}: {shapes}"),
         ("loss", f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"]),
-        ("optimizer", f"{opt['name']} ({fmt_options(opt['options'])})"),
+        ("optimizer", f"{opt['name']} ({fmt_options(opt['options'])})"
+                      + (f", {opt['implementation']} implementation" if opt.get("implementation") else "")),
         ("device", info["device"]),
         ("data", f"{d['source']}, {d['samples']} samples, batch {d['batch_size']}, "
                  f"{d['batches_per_epoch']} batch(es)/epoch, shuffle {'on' if d['shuffle'] else 'off'}"),

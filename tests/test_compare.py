@@ -41,6 +41,16 @@ def test_sgd_run_equals_train_with_the_same_config():
     assert results[0].losses == losses
 
 
+def test_every_run_gets_the_fused_kernel_only_when_every_optimizer_has_one():
+    c = cfg("train.steps=30")
+    both = compare_optimizers(c, [c.optimizer, parse_optimizer("adam")])
+    assert [r.flags for r in both] == [{"fused": True}] * 2
+    mixed = compare_optimizers(c, [c.optimizer, parse_optimizer("rmsprop")])
+    assert [r.flags for r in mixed] == [{"foreach": False}] * 2
+    # the kernel changes only the rounding: the SGD runs agree to float32 precision
+    assert torch.allclose(torch.tensor(mixed[0].losses), torch.tensor(both[0].losses), rtol=1e-5, atol=1e-7)
+
+
 def test_adams_first_update_is_lr_times_sign_of_the_gradient():
     lr, eps = 1e-3, 1e-8
     c = cfg()

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from backprop_cli.build import build_run
-from backprop_cli.config import load_config
+from backprop_cli.config import load_config, optimizer_hyperparams
 from backprop_cli.engine import train
 from conftest import CONFIGS
 
@@ -93,7 +93,8 @@ def test_shuffled_minibatches_momentum_match_a_plain_loop():
     recs = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
 
     x, y = run.dataset.x, run.dataset.y
-    opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9)
+    assert run.optimizer.defaults["fused"]  # train uses torch's fused kernel where there is one
+    opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, fused=True)
     B, n = 64, x.shape[0]
     losses = []
     for i in range(40):
@@ -134,3 +135,41 @@ def test_start_step_continues_numbering():
     run = seed_run(**{"train.steps": 5})
     recs = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, start_step=3))
     assert [r.step for r in recs] == [4, 5]
+
+
+FUSED_CAPABLE = {
+    "sgd, nesterov, weight decay": "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.01}",
+    "adam, amsgrad": "{name: adam, lr: 0.01, amsgrad: true}",
+    "adamw": "{name: adamw, lr: 0.01}",
+    "adagrad, lr decay": "{name: adagrad, lr: 0.05, lr_decay: 0.01}",
+}
+
+
+@pytest.mark.parametrize("case", FUSED_CAPABLE)
+def test_fused_kernels_do_the_same_math_as_torchs_reference_loop(case):
+    """train builds the optimizer with fused=True where torch has that kernel; it follows torch's
+    for-loop implementation (the reference) to float32 rounding over 40 steps."""
+    cfg = load_config(CONFIGS / "regression.yaml", ["device=cpu", "train.steps=40", f"optimizer={FUSED_CAPABLE[case]}"])
+    run = build_run(cfg)
+    assert run.optimizer.defaults["fused"] is True
+    ref = build_run(cfg)
+    ref.optimizer = type(ref.optimizer)(ref.model.parameters(), **optimizer_hyperparams(cfg.optimizer),
+                                        foreach=False)
+    ours = [r.loss for r in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps)]
+    theirs = [r.loss for r in train(ref.model, ref.loss_fn, ref.optimizer, ref.batches, ref.steps)]
+    assert ours[0] == theirs[0]
+    assert torch.allclose(torch.tensor(ours), torch.tensor(theirs), rtol=1e-5, atol=1e-7)
+    for a, b in zip(run.model.parameters(), ref.model.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert ours[-1] < 0.5 * ours[0]  # and it trains
+
+
+def test_an_optimizer_without_a_fused_kernel_gets_torchs_default(cli):
+    cfg = load_config(CONFIGS / "regression.yaml", ["device=cpu", "optimizer={name: rmsprop, lr: 0.01}"])
+    opt = build_run(cfg).optimizer
+    assert not opt.defaults.get("fused") and opt.defaults["foreach"] is False
+    # the start of a run says which implementation it uses
+    r = cli("train", "-c", CONFIGS / "regression.yaml", "--set", "device=cpu", "--set", "optimizer=rmsprop", "--steps", 1)
+    assert r.exit_code == 0 and "for-loop implementation" in r.stdout
+    r = cli("train", "-c", CONFIGS / "regression.yaml", "--set", "device=cpu", "--steps", 1)
+    assert r.exit_code == 0 and "fused implementation" in r.stdout
