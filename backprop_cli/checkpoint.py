@@ -91,3 +91,24 @@ def load_weights(model: torch.nn.Module, state: dict, path: Path) -> None:
     if extra:
         raise CheckpointError(f"{path}: checkpoint has {extra[0]!r}, which the config's model lacks (e.g. model.bias)")
     model.load_state_dict(theirs)
+
+
+IMPLEMENTATION_KEYS = ("fused", "foreach")
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, path: Path) -> None:
+    """Load a checkpoint's optimizer state, keeping this run's implementation (fused/foreach).
+
+    Which kernel runs is a property of the device and of this version of backprop, not of the
+    checkpoint: a checkpoint written with the for-loop kernels resumes with the fused ones (and a CPU
+    one on CUDA, where Adagrad has no fused kernel), with its step counters placed where they need to be.
+    """
+    saved = state["optimizer"]
+    mine = {k: optimizer.defaults[k] for k in IMPLEMENTATION_KEYS if k in optimizer.defaults}
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if isinstance(groups, list) and all(isinstance(g, dict) for g in groups):
+        saved = {**saved, "param_groups": [{**g, **mine} for g in groups]}
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: optimizer state does not fit the config's optimizer ({e})") from None

@@ -14,10 +14,9 @@ from typing import Optional
 import torch
 
 from backprop_cli.build import Run, build_run
-from backprop_cli.checkpoint import load_checkpoint, load_weights
+from backprop_cli.checkpoint import load_checkpoint, load_optimizer, load_weights
 from backprop_cli.config import Config
 from backprop_cli.engine import train
-from backprop_cli.errors import CheckpointError
 from backprop_cli.grads import (compare, finite_differences, grad_statistics, manual_backward,
                                 nonfinite_count, tolerance)
 
@@ -42,10 +41,7 @@ def prepare(cfg: Config, checkpoint: Optional[Path] = None, steps: int = 0) -> t
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)
         load_weights(run.model, state, checkpoint)
-        try:
-            run.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(f"{checkpoint}: optimizer state does not fit the config's optimizer ({e})") from None
+        load_optimizer(run.optimizer, state, checkpoint)
         done = int(state["step"])
     if steps:
         for _ in train(run.model, run.loss_fn, run.optimizer, run.batches, done + steps, start_step=done):

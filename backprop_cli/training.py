@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Protocol
 
 from backprop_cli import distributed
 from backprop_cli.build import Run, build_run, describe_run
-from backprop_cli.checkpoint import load_checkpoint, load_weights, restore_rng, save_checkpoint
+from backprop_cli.checkpoint import load_checkpoint, load_optimizer, load_weights, restore_rng, save_checkpoint
 from backprop_cli.config import Config, default_log_every, optimizer_hyperparams
 from backprop_cli.engine import NonFiniteError, StepRecord, Summary, Tracker, train
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, CheckpointError, OutputError
@@ -86,10 +86,7 @@ def resume_from(run: Run, path: Path) -> tuple[int, list[str]]:
             raise CheckpointError(f"{path}: --resume needs the same {what} as the checkpoint; "
                                   f"the config changes {'; '.join(diffs)}")
     load_weights(run.model, state, path)
-    try:
-        run.optimizer.load_state_dict(state["optimizer"])
-    except (ValueError, KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{path}: optimizer state does not fit the config's optimizer ({e})") from None
+    load_optimizer(run.optimizer, state, path)
     changes = config_changes(saved, current)
     if run.scheduler is not None and isinstance(state.get("scheduler"), dict):
         # the schedule's position comes from the checkpoint, its shape from the config

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from backprop_cli import training
 from backprop_cli.checkpoint import load_checkpoint
 from backprop_cli.errors import CheckpointError
 from conftest import ROOT, write
@@ -51,6 +52,37 @@ def test_50_then_50_more_is_bitwise_the_same_as_100(cli, tmp_path, optimizer, ex
     assert [x["lr"] for x in b] == [x["lr"] for x in a[50:]]
     assert [x["grad_norms"] for x in b] == [x["grad_norms"] for x in a[50:]]
     assert "resume:     from" in r.stdout and "changed:    train.steps: 50 → 100" in r.stdout
+
+
+def test_a_checkpoint_of_the_for_loop_kernel_resumes_with_the_fused_one(cli, tmp_path, monkeypatch):
+    """Older checkpoints (and ones from a device without a fused kernel) hold foreach/fused flags in
+    their param groups; the resumed run keeps its own implementation and continues the same math."""
+    from backprop_cli import build
+
+    cfg = make(tmp_path, "name: adam, lr: 0.01")
+    full, rest, ck = tmp_path / "full.jsonl", tmp_path / "rest.jsonl", tmp_path / "half.pt"
+    assert cli("train", "-c", cfg, "--metrics", full, "-q").exit_code == 0
+    with monkeypatch.context() as m:
+        m.setattr(build, "implementation_flags", lambda specs, device: {"foreach": False})
+        assert cli("train", "-c", cfg, "--steps", 50, "--save", ck, "-q").exit_code == 0
+    groups = load_checkpoint(ck)["optimizer"]["param_groups"]
+    assert [(g["fused"], g["foreach"]) for g in groups] == [(None, False)]
+
+    seen = []
+    real_train = training.train
+
+    def spy(model, loss_fn, optimizer, *a, **kw):
+        seen.append([g["fused"] for g in optimizer.param_groups])
+        return real_train(model, loss_fn, optimizer, *a, **kw)
+
+    monkeypatch.setattr(training, "train", spy)
+    r = cli("train", "-c", cfg, "--resume", ck, "--metrics", rest)
+    assert r.exit_code == 0, r.output
+    assert seen == [[True]] and "fused implementation" in r.stdout
+    a, b = records(full), records(rest)
+    assert [x["step"] for x in b] == list(range(51, 101))
+    assert torch.allclose(torch.tensor([x["loss"] for x in b]), torch.tensor([x["loss"] for x in a[50:]]),
+                          rtol=1e-5, atol=1e-7)
 
 
 def test_resume_runs_the_remaining_steps_numbered_as_uninterrupted(cli, tmp_path):
