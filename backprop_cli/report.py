@@ -112,6 +112,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         extras.append(f"clip grad norm at {fmt(info['clip_grad_norm'])}")
     if info.get("on_nonfinite") == "skip":
         extras.append("skip steps with non-finite values")
+    if info.get("detect_anomaly"):
+        extras.append("autograd anomaly detection (slower)")
     if extras:
         lines.append(("guards", ", ".join(extras)))
     dist = info.get("distributed")

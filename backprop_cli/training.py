@@ -7,8 +7,11 @@ metrics up to the last good step and --save holding the last good state).
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import threading
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +243,8 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
     tboard = TensorBoardLog(opts.tensorboard, run.model, log_every) if main and opts.tensorboard else None
     info = describe_run(run)
     info["start_step"] = start
+    if opts.detect_anomaly:
+        info["detect_anomaly"] = True
     if ctx is not None:
         info["distributed"] = {"world": ctx.world, "backend": ctx.backend}
     if opts.resume is not None:
@@ -255,11 +260,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
     tracker = Tracker()
     last_step = start
     status, failure = "done", None
-    anomaly = None
-    if opts.detect_anomaly:
-        import torch
-
-        anomaly = torch.autograd.detect_anomaly(check_nan=True)
+    anomaly = AnomalyMode() if opts.detect_anomaly else None
     try:
         with stop_on_signals(stop), (anomaly or nullcontext()):
             for rec in train(model, loss_fn, run.optimizer, batches, run.steps, start_step=start,
@@ -283,9 +284,9 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
         status, failure = "stopped", e
     except BaseException as e:
         if anomaly is not None and isinstance(e, RuntimeError) and "nan values" in str(e):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "anomaly detected"
             status = "stopped"
-            failure = NonFiniteError(f"autograd anomaly at step {last_step + 1}: {first}", last_step + 1, last_step)
+            failure = NonFiniteError(f"autograd anomaly at step {last_step + 1}: {anomaly.describe(e)}",
+                                     last_step + 1, last_step)
         else:
             if metrics is not None:
                 metrics.abort()
@@ -315,6 +316,61 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter) -> Summary
         name = signal.Signals(stop.signal).name if stop.signal else "signal"
         raise Interrupted(f"interrupted by {name} after step {last_step}")
     return summary
+
+
+class AnomalyMode:
+    """``torch.autograd.detect_anomaly(check_nan=True)`` without its two long warnings on stderr.
+
+    torch warns that the mode is on (the start panel says so instead) and, when a backward function
+    returns NaN, prints the whole traceback of the forward call that made it; that traceback is kept
+    here and reduced to its last frame outside torch (the line of the model that ran the operation).
+    Other warnings pass through untouched.
+    """
+
+    ENABLED = "Anomaly Detection has been enabled"
+    DETECTED = "Error detected in"
+    FRAME = re.compile(r'File "([^"]+)", line (\d+), in [^\n]+\n\s+(.+)')
+
+    def __init__(self):
+        self.forward_traces: list[str] = []
+
+    def __enter__(self):
+        import torch
+
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("always", message=self.DETECTED)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            text = str(message)
+            if text.startswith(self.DETECTED):
+                self.forward_traces.append(text)
+            elif not text.startswith(self.ENABLED):
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        self._mode = torch.autograd.detect_anomaly(check_nan=True)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        self._warnings.__exit__(*exc)
+        return False
+
+    def describe(self, error: BaseException) -> str:
+        """torch's first error line, and where the forward made the operation (when torch said)."""
+        text = str(error).strip()
+        first = text.splitlines()[0].rstrip(".") if text else "anomaly detected"
+        if not self.forward_traces:
+            return first
+        torch_dir = os.sep + "torch" + os.sep
+        frames = [f for f in self.FRAME.findall(self.forward_traces[-1]) if torch_dir not in f[0]]
+        if not frames:
+            return first
+        path, line, code = frames[-1]
+        return f"{first}; the forward ran it at {Path(path).name}:{line}: {code.strip()}"
 
 
 def sync_interval(device, log_every: int) -> int:
