@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,99 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: {_unpickling_problem(str(e))}") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:120]})") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except Exception as e:  # noqa: BLE001 - weights_only runs no code: any failure is a bad file
+        # A file that is not a torch.save archive goes to the legacy unpickler, which fails in many
+        # ways (IndexError, KeyError, struct.error, UnicodeDecodeError, ...): all are "corrupt".
+        text = str(e).strip() if isinstance(e, (RuntimeError, EOFError, ValueError, OSError)) else ""
+        first = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch.save file, truncated or "
+                              f"corrupt: {first[:120]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a backprop checkpoint (expected a dict, got {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a backprop checkpoint (missing keys: {', '.join(missing)})")
+    problems = structure_problems(state)
+    if problems:
+        raise CheckpointError(f"{path}: not a valid backprop checkpoint: {'; '.join(problems)}")
     return state
+
+
+def structure_problems(state: dict) -> list[str]:
+    """Every place where a loaded checkpoint differs from what save_checkpoint writes (all at once)."""
+    problems: list[str] = []
+
+    def bad(key: str, want: str, value: Any) -> None:
+        problems.append(f"{key}: expected {want} (got {_describe(value)})")
+
+    model = state["model"]
+    if not isinstance(model, dict):
+        bad("model", "a mapping of parameter names to tensors", model)
+    else:
+        for name, value in model.items():
+            if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+                bad(f"model.{name}", "a tensor", value)
+    opt = state["optimizer"]
+    if not isinstance(opt, dict):
+        bad("optimizer", "an optimizer state dict", opt)
+    else:
+        if not isinstance(opt.get("state"), dict):
+            bad("optimizer.state", "a mapping", opt.get("state"))
+        groups = opt.get("param_groups")
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                                   for g in groups):
+            bad("optimizer.param_groups", "a list of parameter groups", groups)
+    if state.get("scheduler") is not None:
+        sched = state["scheduler"]
+        if not isinstance(sched, dict):
+            bad("scheduler", "a scheduler state dict or null", sched)
+        else:
+            for key in ("last_epoch", "_step_count"):
+                if key in sched and not _is_int(sched[key]):
+                    bad(f"scheduler.{key}", "an integer", sched[key])
+            for key in ("_last_lr", "base_lrs"):
+                if key in sched and not (isinstance(sched[key], list) and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in sched[key])):
+                    bad(f"scheduler.{key}", "a list of numbers", sched[key])
+    if not _is_int(state["step"]) or state["step"] < 0:
+        bad("step", "an integer ≥ 0", state["step"])
+    if not isinstance(state["config"], dict) or not _plain(state["config"]):
+        bad("config", "a mapping of plain values (as in the YAML)", state["config"])
+    rng = state.get("rng")
+    if rng is not None:
+        if not isinstance(rng, dict):
+            bad("rng", "a mapping", rng)
+        else:
+            if "torch" in rng and not _byte_tensor(rng["torch"]):
+                bad("rng.torch", "a uint8 tensor (torch.get_rng_state())", rng["torch"])
+            if "cuda" in rng and not (isinstance(rng["cuda"], list) and all(map(_byte_tensor, rng["cuda"]))):
+                bad("rng.cuda", "a list of uint8 tensors", rng["cuda"])
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _byte_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(map(_plain, value))
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
 
 
 def _unpickling_problem(text: str) -> str:

@@ -250,3 +250,84 @@ def test_a_crash_mid_run_leaves_the_previous_metrics_file(cli, tmp_path, monkeyp
     assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
     assert m.read_text() == '{"previous": true}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "r.yaml"]
+
+
+ODD_VALUES = [None, "x", 1, 2.5, True, [1], {}, {"a": 1}, torch.zeros(2)]
+
+
+def _structural_mutations(good: dict):
+    """Each top-level key, and each key one level down, replaced by each odd value."""
+    import copy
+
+    for key in good:
+        for v in ODD_VALUES:
+            yield f"{key}={v!r}", {**good, key: v}
+    for sub in ("model", "optimizer", "config", "rng"):
+        for k in good[sub]:
+            for v in ODD_VALUES:
+                state = copy.deepcopy(good)
+                state[sub][k] = v
+                yield f"{sub}.{k}={v!r}", state
+
+
+def test_a_checkpoint_with_odd_contents_is_refused_in_one_line(cli, tmp_path):
+    """A checkpoint that loads (weights_only) but holds the wrong things anywhere: exit 2 with one line
+    naming the key and what it holds, or (where the value is harmless, e.g. `version`) a normal run."""
+    cfg = make(tmp_path, extra="scheduler: {name: step, step_size: 5}")
+    good_path, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    assert cli("train", "-c", cfg, "--steps", 3, "--save", good_path, "-q").exit_code == 0
+    good = torch.load(good_path, weights_only=True)
+    must_refuse = ("model=", "optimizer=", "model.layer1.weight=", "optimizer.param_groups=", "rng.torch=",
+                   "config=", "step=")
+    refused = 0
+    for label, state in _structural_mutations(good):
+        torch.save(state, bad)
+        r = cli("train", "-c", cfg, "--resume", bad, "--steps", 5, "-q")
+        assert r.exit_code in (0, 2) and "Traceback" not in r.output, (label, r.output[-500:], r.exception)
+        if r.exit_code == 2:
+            refused += 1
+            assert len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr, (label, r.stderr)
+        elif label.startswith(must_refuse):
+            # the only values accepted there are valid ones: an int step, a config mapping
+            assert label in ("step=1", "config={}", "config={'a': 1}"), label
+    assert refused > 100
+    r = cli("train", "-c", cfg, "--resume", good_path, "--steps", 5, "-q")
+    assert r.exit_code == 0
+
+
+def test_damaged_checkpoint_bytes_never_escape_as_another_error(tmp_path):
+    """Truncations and byte flips anywhere in a real checkpoint (and files that are not checkpoints at
+    all): load_checkpoint returns a checked dict or raises CheckpointError, nothing else."""
+    import random
+
+    from backprop_cli.checkpoint import save_checkpoint
+    from backprop_cli.model import build_model
+    from backprop_cli.config import load_config
+
+    cfg = load_config(make(tmp_path))
+    model = build_model(cfg.model, 0)
+    opt = torch.optim.Adam(model.parameters())
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, model=model, optimizer=opt, step=3, config=cfg.plain())
+    data = good.read_bytes()
+    rng = random.Random(0)
+    damaged = [data[:n] for n in sorted(rng.sample(range(len(data)), 40))]
+    for _ in range(60):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        damaged.append(bytes(b))
+    damaged += [b"root:x:0:0:root:/root:/bin/bash\n", b"\x80\x02]q\x00.", b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01",
+                os.urandom(512), b"PK\x03\x04" + os.urandom(100)]
+    bad = tmp_path / "bad.pt"
+    loaded = 0
+    for blob in damaged:
+        bad.write_bytes(blob)
+        try:
+            state = load_checkpoint(bad)
+        except CheckpointError as e:
+            assert str(e).startswith(str(bad)) and "\n" not in str(e)
+        else:
+            loaded += 1
+            assert isinstance(state, dict)
+    assert loaded < len(damaged)
