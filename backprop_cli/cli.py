@@ -14,7 +14,8 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from backprop_cli import __version__
-from backprop_cli.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, BackpropError, ConfigError
+from backprop_cli.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, BackpropError, ConfigError,
+                                 known_error)
 
 app = typer.Typer(
     name="backprop",
@@ -68,6 +69,11 @@ def handle_errors(fn: Callable) -> Callable:
             _fail([str(e)], e.exit_code)
         except KeyboardInterrupt:
             _fail(["interrupted"], EXIT_INTERRUPTED)
+        except (RuntimeError, MemoryError) as e:
+            known = known_error(e)
+            if known is None:
+                raise
+            _fail([str(known)], known.exit_code)
 
     return wrapper
 
@@ -197,7 +203,11 @@ def _train_distributed(options: dict) -> None:
             print_errors([f"[rank {rank}] {line}" for line in lines])
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    except BaseException:  # noqa: BLE001 - report, then leave all ranks
+    except BaseException as e:  # noqa: BLE001 - report, then leave all ranks
+        known = known_error(e)
+        if known is not None:
+            print_errors([f"[rank {rank}] {known}"])
+            distributed.finish(known.exit_code)
         traceback.print_exc()
         print_errors([f"[rank {rank}] unexpected error; the other ranks are stopped by torchrun"])
         code = 1

@@ -37,3 +37,36 @@ class CheckpointError(BackpropError):
 
 class OutputError(BackpropError):
     """An output file cannot be written."""
+
+
+class ResourceError(BackpropError):
+    """The run needs more memory than the device has."""
+
+
+_OOM_MARKERS = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def known_error(e: BaseException) -> "BackpropError | None":
+    """An exception from torch that is the user's to fix, as a one-line BackpropError (else None).
+
+    Today: running out of memory (torch's CPU allocator, CUDA and MPS raise RuntimeError subclasses;
+    Python raises MemoryError), which a config with a huge layer or dataset causes.
+    """
+    import re
+
+    if isinstance(e, MemoryError):
+        return ResourceError("out of memory; lower model.hidden_size, data.samples or data.batch_size")
+    if not isinstance(e, RuntimeError):
+        return None
+    text = str(e)
+    if not any(m in text for m in _OOM_MARKERS):
+        return None
+    where = "CUDA" if "CUDA" in text else "MPS" if "MPS" in text else "the CPU"
+    size = ""
+    if (m := re.search(r"tried to allocate (\d+) bytes", text)):
+        n = int(m.group(1)) / 2**30
+        size = f" (tried to allocate {n:.1f} GiB)" if n < 1024 else f" (tried to allocate {n / 1024:,.0f} TiB)"
+    elif (m := re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)):
+        size = f" (tried to allocate {m.group(1)})"
+    return ResourceError(f"out of memory on {where}{size}; lower model.hidden_size, data.samples or "
+                         "data.batch_size")

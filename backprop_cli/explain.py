@@ -10,6 +10,11 @@ The chain rule is done by hand in Python floats; autograd gets the same numbers 
 
 from __future__ import annotations
 
+import math
+
+from backprop_cli.errors import BackpropError
+
+
 def forward(x: float, y: float, w1: float, w2: float) -> dict:
     z1 = w1 * x
     y_hat = w2 * z1
@@ -34,6 +39,10 @@ def autograd(x: float, y: float, w1: float, w2: float) -> dict:
 
 def explain(x: float, y: float, w1: float, w2: float, lr: float, steps: int = 1) -> dict:
     """One worked step in full, plus the loss over ``steps`` SGD updates (w ← w − η·∂L/∂w)."""
+    bad = [f"--{name} must be a finite number (got {value})"
+           for name, value in (("x", x), ("y", y), ("w1", w1), ("w2", w2), ("lr", lr)) if not math.isfinite(value)]
+    if bad:
+        raise BackpropError("; ".join(bad))
     fwd = forward(x, y, w1, w2)
     grads = chain_rule(x, y, w1, w2)
     auto = autograd(x, y, w1, w2)

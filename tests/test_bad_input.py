@@ -79,6 +79,10 @@ CORPUS = [
     ("CSV shape mismatch", CSV_CFG, "a,b,c,y\n1,2,3,4\n5,6,7,8\n", [], "set model.input_size: 3"),
     ("bad metrics path", GOOD, None, ["--metrics", "out.txt"], "must end in .jsonl or .csv"),
     ("resume from nothing", GOOD, None, ["--resume", "none.pt"], "no such checkpoint file"),
+    ("resume from a text file", GOOD, "a,b\n", ["--resume", "d.csv"], "not a readable checkpoint"),
+    # 10**13 hidden units: more than any address space, so the allocation fails under any overcommit policy
+    ("a layer larger than memory", sub("hidden_size: 4", "hidden_size: 10000000000000"), None, [],
+     "out of memory on the CPU (tried to allocate"),
 ]
 
 
@@ -163,3 +167,25 @@ def test_random_text_gives_a_config_or_a_config_error(text, tmp_path_factory):
 def test_validated_configs_round_trip():
     cfg = validate(yaml.safe_load(GOOD))
     assert validate(cfg.plain()).plain() == cfg.plain()
+
+
+def test_out_of_memory_messages_from_every_device():
+    from backprop_cli.errors import ResourceError, known_error
+
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 80000000000 bytes. Error code 12 (Cannot allocate memory)")
+    cuda = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.10 GiB")
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1.00 MB). "
+                       "Tried to allocate 1.00 GB on private pool.")
+    assert str(known_error(cpu)).startswith("out of memory on the CPU (tried to allocate 74.5 GiB); lower model")
+    assert str(known_error(cuda)).startswith("out of memory on CUDA (tried to allocate 2.00 GiB)")
+    assert str(known_error(mps)).startswith("out of memory on MPS (tried to allocate 1.00 GB)")
+    assert isinstance(known_error(MemoryError()), ResourceError)
+    assert known_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert known_error(ValueError("out of memory")) is None
+
+
+def test_explain_refuses_non_finite_numbers(cli):
+    r = cli("explain", "--w1", "nan", "--lr", "inf")
+    assert r.exit_code == 2 and r.stderr.strip() == \
+        "error: --w1 must be a finite number (got nan); --lr must be a finite number (got inf)"
