@@ -98,7 +98,11 @@ def load_csv(path: Path, spec: CsvData, loss: str = "mse") -> Dataset:
     for key, names in (("data.target", targets), ("data.features", features)):
         for name in names:
             if name not in seen:
-                raise DataError(f"{where}: {key}: column {name!r} is not in the header (columns: {', '.join(header)})")
+                hint = ""
+                if len(header) == 1 and (sep := next((c for c in ";\t|" if c in header[0]), None)):
+                    hint = f"; the file seems to separate columns with {sep!r}: backprop reads comma-separated values"
+                raise DataError(f"{where}: {key}: column {name!r} is not in the header "
+                                f"(columns: {', '.join(header)}){hint}")
     overlap = sorted(set(targets) & set(features))
     if overlap:
         raise DataError(f"{where}: data.features: column {overlap[0]!r} is also a target")

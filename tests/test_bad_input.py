@@ -76,6 +76,7 @@ CORPUS = [
     ("ragged CSV", CSV_CFG, "a,b,y\n1,2,3\n4,5\n", [], "d.csv:3: row has 2 cells"),
     ("empty CSV", CSV_CFG, "", [], "d.csv: empty file"),
     ("CSV without the target", CSV_CFG, "a,b,z\n1,2,3\n", [], "column 'y' is not in the header"),
+    ("semicolon CSV", CSV_CFG, "a;b;y\n1;2;3\n", [], "seems to separate columns with ';': backprop reads comma"),
     ("CSV shape mismatch", CSV_CFG, "a,b,c,y\n1,2,3,4\n5,6,7,8\n", [], "set model.input_size: 3"),
     ("bad metrics path", GOOD, None, ["--metrics", "out.txt"], "must end in .jsonl or .csv"),
     ("resume from nothing", GOOD, None, ["--resume", "none.pt"], "no such checkpoint file"),
