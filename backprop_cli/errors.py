@@ -49,11 +49,17 @@ _OOM_MARKERS = ("can't allocate memory", "not enough memory", "out of memory")
 def known_error(e: BaseException) -> "BackpropError | None":
     """An exception from torch that is the user's to fix, as a one-line BackpropError (else None).
 
-    Today: running out of memory (torch's CPU allocator, CUDA and MPS raise RuntimeError subclasses;
-    Python raises MemoryError), which a config with a huge layer or dataset causes.
+    Running out of memory (torch's CPU allocator, CUDA and MPS raise RuntimeError subclasses; Python
+    raises MemoryError), which a config with a huge layer or dataset causes; and a failure of
+    torch.compile (``compile: true``), which surfaces at the first forward.
     """
     import re
 
+    if type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        first = lines[0] if lines else type(e).__name__
+        return BackpropError(f"compile: torch.compile failed ({first[:200]}); set compile: false, "
+                             "or fix what it names (on the CPU it needs a working C++ compiler)")
     if isinstance(e, MemoryError):
         return ResourceError("out of memory; lower model.hidden_size, data.samples or data.batch_size")
     if not isinstance(e, RuntimeError):

@@ -54,3 +54,19 @@ def test_compile(cli, tmp_path, fp32):
     assert r.exit_code == 0, r.output
     for a, b in zip(records(m), fp32):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_a_compile_failure_is_one_line(tmp_path):
+    """torch.compile fails at the first forward when its toolchain is missing: one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    m = tmp_path / "m.jsonl"
+    r = subprocess.run([sys.executable, "-m", "backprop_cli", "train", "-c", str(REG), "--steps", "3", "--set",
+                        "compile=true", "--metrics", str(m), "-q"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith("error: compile: torch.compile failed (") and "no-such-g++" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not m.exists()
