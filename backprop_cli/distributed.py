@@ -109,7 +109,8 @@ def start(backend: str, device_spec: str) -> Context:
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
         raise DeviceError("distributed.backend: nccl needs CUDA devices; use gloo (or auto) on the CPU")
-    dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    # nccl: bind the group to this rank's GPU now (eager init; no "guessing the device" later)
+    dist.init_process_group(backend=backend, timeout=TIMEOUT, device_id=device if backend == "nccl" else None)
     return Context(rank_, local_rank, world, backend, device)
 
 
