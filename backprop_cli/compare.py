@@ -16,7 +16,8 @@ from typing import Callable, Optional
 
 import torch
 
-from backprop_cli.build import implementation_flags, make_loss, make_optimizer, resolve_device
+from backprop_cli.build import (implementation_flags, implementation_name, make_loss, make_optimizer,
+                                resolve_device)
 from backprop_cli.config import SGD, Adam, Config, optimizer_hyperparams, optimizer_label, resolved_steps
 from backprop_cli.data import Batches, load_dataset
 from backprop_cli.engine import StepRecord, train
@@ -49,6 +50,7 @@ class RunResult:
     records: list[StepRecord] = field(default_factory=list)
     time_s: float = 0.0
     flags: dict = field(default_factory=dict)
+    implementation: str = ""  # fused, foreach or for-loop (build.implementation_name)
     initial_state: dict = field(default_factory=dict)
     final_state: dict = field(default_factory=dict)
 
@@ -104,8 +106,8 @@ def compare_optimizers(cfg: Config, specs: list, steps: Optional[int] = None, se
             model = copy.deepcopy(initial)
             model.load_state_dict(initial_state)
             optimizer = make_optimizer(spec, model.parameters(), device, flags)
-            result = RunResult(spec.name, label, optimizer_hyperparams(spec), seed,
-                               flags=flags, initial_state=initial_state)
+            result = RunResult(spec.name, label, optimizer_hyperparams(spec), seed, flags=flags,
+                               implementation=implementation_name(optimizer), initial_state=initial_state)
             t0 = time.perf_counter()
             for rec in train(model, make_loss(cfg.loss), optimizer, batches, total, measure_updates=True):
                 result.records.append(rec)
@@ -144,7 +146,7 @@ def summarize(results: list[RunResult]) -> list[dict]:
     for label, runs in _by_label(results).items():
         metrics = [r.metrics() for r in runs]
         entry = {"label": label, "optimizer": runs[0].optimizer, "hyperparams": runs[0].hyperparams,
-                 "seeds": [r.seed for r in runs]}
+                 "implementation": runs[0].implementation, "seeds": [r.seed for r in runs]}
         for key in SUMMARY_KEYS:
             entry[key] = _mean_std([m[key] for m in metrics])
         entry["steps_to_10pct"]["reached"] = sum(m["steps_to_10pct"] is not None for m in metrics)
@@ -172,7 +174,8 @@ def document(results: list[RunResult], summary: list[dict]) -> dict:
     runs = []
     for r in results:
         m = r.metrics()
-        runs.append({"optimizer": r.optimizer, "label": r.label, "hyperparams": r.hyperparams, "seed": r.seed,
+        runs.append({"optimizer": r.optimizer, "label": r.label, "hyperparams": r.hyperparams,
+                     "implementation": r.implementation, "seed": r.seed,
                      "losses": [clean(v) for v in r.losses], "grad_norms": [clean(v) for v in r.grad_norms],
                      "final_loss": clean(m["final_loss"]), "best_loss": clean(m["best_loss"]),
                      "steps_to_10pct": m["steps_to_10pct"], "mean_update_ratio": clean(m["mean_update_ratio"]),

@@ -441,7 +441,10 @@ def render_compare(console: Console, plain: bool, summary: list[dict], curves: d
             ("time_s", "right"), ("steps_per_s", "right")]
     keys = ["first_loss", "final_loss", "best_loss", "steps_to_10pct", "mean_grad_norm", "mean_update_ratio",
             "time_s", "steps_per_s"]
-    title = f"{steps} steps, same initial weights and batches" + (f", mean ± std over {seeds} seeds" if seeds > 1 else "")
+    impl = summary[0].get("implementation") if summary else None
+    title = (f"{steps} steps, same initial weights, batches"
+             + (f" and {impl} optimizer implementation" if impl else " and optimizer implementation")
+             + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
     t = _table(title, cols, plain)
     for e in summary:
         cells = []

@@ -47,6 +47,7 @@ def test_every_run_gets_the_fused_kernel_only_when_every_optimizer_has_one():
     assert [r.flags for r in both] == [{"fused": True}] * 2
     mixed = compare_optimizers(c, [c.optimizer, parse_optimizer("rmsprop")])
     assert [r.flags for r in mixed] == [{"foreach": False}] * 2
+    assert [r.implementation for r in both + mixed] == ["fused"] * 2 + ["for-loop"] * 2
     # the kernel changes only the rounding: the SGD runs agree to float32 precision
     assert torch.allclose(torch.tensor(mixed[0].losses), torch.tensor(both[0].losses), rtol=1e-5, atol=1e-7)
 
@@ -119,16 +120,18 @@ def test_json_document_schema(cli):
     doc = json.loads(r.stdout)
     assert set(doc) == {"runs", "summary"}
     assert [run["optimizer"] for run in doc["runs"]] == ["sgd", "adam"]
-    keys = {"optimizer", "label", "hyperparams", "seed", "losses", "grad_norms", "final_loss", "best_loss",
-            "steps_to_10pct", "mean_update_ratio", "time_s"}
+    keys = {"optimizer", "label", "hyperparams", "implementation", "seed", "losses", "grad_norms", "final_loss",
+            "best_loss", "steps_to_10pct", "mean_update_ratio", "time_s"}
     for run in doc["runs"]:
         assert set(run) == keys
         assert len(run["losses"]) == len(run["grad_norms"]) == 20
         assert run["final_loss"] == run["losses"][-1] and run["best_loss"] == min(run["losses"])
     assert doc["runs"][0]["label"] == "sgd lr=0.1 momentum=0.9" and doc["runs"][1]["label"] == "adam lr=0.001"
     assert doc["runs"][0]["hyperparams"]["momentum"] == 0.9
+    assert [run["implementation"] for run in doc["runs"]] == ["fused", "fused"]
     s = doc["summary"][0]
-    assert {"label", "optimizer", "hyperparams", "seeds", "final_loss", "best_loss", "steps_to_10pct",
+    assert s["implementation"] == "fused"
+    assert {"label", "optimizer", "hyperparams", "implementation", "seeds", "final_loss", "best_loss", "steps_to_10pct",
             "mean_grad_norm", "mean_update_ratio", "time_s", "steps_per_s", "best_in"} <= set(s)
 
 
