@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -53,8 +55,6 @@ def known_error(e: BaseException) -> "BackpropError | None":
     raises MemoryError), which a config with a huge layer or dataset causes; and a failure of
     torch.compile (``compile: true``), which surfaces at the first forward.
     """
-    import re
-
     if type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         first = lines[0] if lines else type(e).__name__
