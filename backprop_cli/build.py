@@ -1,24 +1,26 @@
-"""From a validated Config to the objects a run needs: device, model, loss, optimizer, batches."""
+"""One function from a validated config to everything a run needs: :func:`build_run`.
+
+Every command that trains or measures (train, compare-optimizers, inspect-grads, check-grads) builds
+its run here, so a config key means the same in all of them: the device, the seeded model, the loss,
+the optimizer with its kernel options, the schedule, the batches, the step count, and the
+:class:`~backprop_cli.engine.Guard` (clipping, non-finite policy, precision, zero_grad).
+"""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
 
-from backprop_cli.config import Config, optimizer_hyperparams
-from backprop_cli.data import Batches, Dataset, load_dataset
+from backprop_cli.components import LOSSES, OPTIMIZERS, SCHEDULERS
+from backprop_cli.config import Config, optimizer_hyperparams, resolved_steps
+from backprop_cli.data import Batches, Dataset, Table, load_dataset
+from backprop_cli.engine import Guard, Loop
 from backprop_cli.errors import DeviceError
-from backprop_cli.model import TwoLayerNet, build_model
-
-OPTIMIZER_CLASSES = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-}
+from backprop_cli.model import Net, build_model
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -48,24 +50,21 @@ def _mps_available() -> bool:
 
 
 def make_loss(spec) -> nn.Module:
-    name, red = spec.name, spec.reduction
-    if name == "mse":
-        return nn.MSELoss(reduction=red)
-    if name == "l1":
-        return nn.L1Loss(reduction=red)
-    if name == "huber":
-        return nn.HuberLoss(reduction=red, delta=spec.delta)
-    if name == "smooth_l1":
-        return nn.SmoothL1Loss(reduction=red, beta=spec.beta)
-    if name == "cross_entropy":
-        return nn.CrossEntropyLoss(reduction=red, label_smoothing=spec.label_smoothing)
-    if name == "bce_with_logits":
-        return nn.BCEWithLogitsLoss(reduction=red)
-    raise ValueError(f"unknown loss {name!r}")
+    return LOSSES[spec.name].module(spec)
 
 
-def implementation_flags(specs, device: torch.device | None) -> dict:
-    """The kernel flags of a set of optimizers that must share them (``train``: one; compare: all).
+def guard_of(cfg: Config) -> Guard:
+    """The engine's protections, from the config: the same in every command that trains."""
+    t = cfg.train
+    return Guard(clip_grad_norm=t.clip_grad_norm, on_nonfinite=t.on_nonfinite, max_skips=t.max_skips,
+                 precision=cfg.precision, zero_grad=t.zero_grad)
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def kernel_options(specs, device: Optional[torch.device]) -> dict:
+    """The kernel options of a set of optimizers that must share them (``train``: one; compare: all).
 
     ``fused`` when every one of them has a fused kernel on the device (torch has them for SGD, Adam,
     AdamW and Adagrad on the CPU, most of them on CUDA): one kernel per step, several times faster
@@ -77,11 +76,9 @@ def implementation_flags(specs, device: torch.device | None) -> dict:
     return {"foreach": device is not None and device.type == "cuda"}
 
 
-def has_fused_kernel(spec, device: torch.device | None) -> bool:
+def has_fused_kernel(spec, device: Optional[torch.device]) -> bool:
     """Whether torch builds this optimizer, with these hyperparameters, with ``fused=True`` on the device."""
-    import inspect
-
-    cls = OPTIMIZER_CLASSES[spec.name]
+    cls = OPTIMIZERS[spec.name]
     if "fused" not in inspect.signature(cls.__init__).parameters:
         return False
     probe = torch.zeros(1, device=device or torch.device("cpu"), requires_grad=True)
@@ -92,10 +89,11 @@ def has_fused_kernel(spec, device: torch.device | None) -> bool:
     return True
 
 
-def make_optimizer(spec, params, device: torch.device | None = None, flags: dict | None = None) -> torch.optim.Optimizer:
-    """The configured optimizer with ``flags`` (default: :func:`implementation_flags` of this one)."""
-    flags = implementation_flags([spec], device) if flags is None else flags
-    return OPTIMIZER_CLASSES[spec.name](list(params), **optimizer_hyperparams(spec), **flags)
+def make_optimizer(spec, params, device: Optional[torch.device] = None,
+                   options: Optional[dict] = None) -> torch.optim.Optimizer:
+    """The configured optimizer with kernel ``options`` (default: :func:`kernel_options` of this one)."""
+    options = kernel_options([spec], device) if options is None else options
+    return OPTIMIZERS[spec.name](list(params), **optimizer_hyperparams(spec), **options)
 
 
 def implementation_name(optimizer: torch.optim.Optimizer) -> str:
@@ -106,61 +104,47 @@ def implementation_name(optimizer: torch.optim.Optimizer) -> str:
 
 def make_scheduler(spec, optimizer: torch.optim.Optimizer, total_steps: int):
     """The learning-rate schedule, stepped once per optimizer step (None for ``none``)."""
-    import math
+    return SCHEDULERS[spec.name](spec, optimizer, total_steps)
 
-    from torch.optim import lr_scheduler
 
-    if spec.name == "none":
-        return None
-    if spec.name == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=spec.step_size, gamma=spec.gamma)
-    if spec.name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.T_max or total_steps, eta_min=spec.eta_min)
-    if spec.name == "warmup_cosine":
-        warmup = spec.warmup_steps
-        length = spec.T_max or max(1, total_steps - warmup)
-        base = optimizer.param_groups[0]["lr"]
-        floor = spec.eta_min / base
-
-        def factor(s: int) -> float:
-            if s < warmup:
-                return (s + 1) / warmup
-            t = min(s - warmup, length) / length
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        return lr_scheduler.LambdaLR(optimizer, factor)
-    raise ValueError(f"unknown scheduler {spec.name!r}")
+# --------------------------------------------------------------------------- the run
 
 
 @dataclass
 class Run:
     cfg: Config
     device: torch.device
-    model: TwoLayerNet
+    model: Net
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     dataset: Dataset
     batches: Batches
     steps: int
     scheduler: object = None
+    guard: Guard = Guard()
 
     @property
     def param_names(self) -> list[str]:
         return [n for n, _ in self.model.named_parameters()]
 
+    def loop(self) -> Loop:
+        return Loop(self.model, self.loss_fn, self.optimizer, self.batches, self.scheduler)
 
-def build_run(cfg: Config, *, dataset: Dataset | None = None, device: torch.device | None = None) -> Run:
-    from backprop_cli.config import resolved_steps
 
+def build_run(cfg: Config, *, dataset: Dataset | Table | None = None, device: Optional[torch.device] = None,
+              kernel: Optional[dict] = None) -> Run:
+    """Everything a run of ``cfg`` needs. ``dataset``: data already read (compare reads it once for
+    all its runs); ``kernel``: optimizer kernel options shared with other runs (compare)."""
     device = device if device is not None else resolve_device(cfg.device)
-    ds = dataset if dataset is not None else load_dataset(cfg)
+    if dataset is None or isinstance(dataset, Table):
+        dataset = load_dataset(cfg, dataset)
     model = build_model(cfg.model, cfg.seed).to(device)
-    loss_fn = make_loss(cfg.loss)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), device)
-    batches = Batches(ds.x.to(device), ds.y.to(device), cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, kernel)
+    x, y = dataset.on(device)
+    batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
     steps = resolved_steps(cfg, batches.per_epoch)
     scheduler = make_scheduler(cfg.scheduler, optimizer, steps)
-    return Run(cfg, device, model, loss_fn, optimizer, ds, batches, steps, scheduler)
+    return Run(cfg, device, model, make_loss(cfg.loss), optimizer, dataset, batches, steps, scheduler, guard_of(cfg))
 
 
 def describe_run(run: Run) -> dict:
@@ -171,10 +155,11 @@ def describe_run(run: Run) -> dict:
     opt_spec = cfg.optimizer
     return {
         "model": {
-            "sizes": [cfg.model.input_size, cfg.model.hidden_size, cfg.model.output_size],
+            "sizes": cfg.model.widths,
             "activation": act.pop("name"),
             "activation_options": act,
             "bias": cfg.model.bias,
+            "init": cfg.model.init,
             "params": {n: list(p.shape) for n, p in model.named_parameters()},
             "parameter_count": sum(p.numel() for p in model.parameters()),
         },
@@ -194,6 +179,7 @@ def describe_run(run: Run) -> dict:
         "scheduler": cfg.scheduler.model_dump(),
         "clip_grad_norm": cfg.train.clip_grad_norm,
         "on_nonfinite": cfg.train.on_nonfinite,
+        "zero_grad": cfg.train.zero_grad,
         "precision": cfg.precision,
         "compile": cfg.compile,
         "threads": torch.get_num_threads(),

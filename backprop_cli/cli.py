@@ -40,6 +40,21 @@ SetOpt = Annotated[
 ]
 
 
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Total optimizer steps; same as --set "
+                                                 "train.steps=N.", rich_help_panel="Config")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Same as --set device=DEV (auto, cpu, cuda, "
+                                                  "cuda:N, mps).", rich_help_panel="Config")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: "
+                                                   "OMP_NUM_THREADS, else torch's own choice, shared out among "
+                                                   "torchrun's processes).", rich_help_panel="Config")]
+NoZeroGradOpt = Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() so "
+                                             "gradients accumulate across steps; same as --set train.zero_grad=false.",
+                                             rich_help_panel="Teaching")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print the summary only.", rich_help_panel="Output")]
+MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write every step's record to a .jsonl or "
+                                                    ".csv file.", rich_help_panel="Output")]
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"
@@ -47,6 +62,18 @@ class Format(str, Enum):
 
 FormatOpt = Annotated[Format, typer.Option("--format", help="table (human) or json (stdout, nothing else).",
                                            rich_help_panel="Output")]
+
+
+def _training_overrides(steps: Optional[int], device: Optional[str], no_zero_grad: bool = False) -> list[str]:
+    """The common options of every command that trains, as the config overrides they stand for."""
+    extra = []
+    if steps is not None:
+        extra += [f"train.steps={steps}", "train.epochs=null"]
+    if device is not None:
+        extra.append(f"device={device}")
+    if no_zero_grad:
+        extra.append("train.zero_grad=false")
+    return extra
 
 
 def _fail(messages: list[str], code: int) -> None:
@@ -108,16 +135,13 @@ def _main(
 def train(
     config: ConfigOpt,
     set_: SetOpt = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Same as --set train.steps=N.",
-                                                 rich_help_panel="Config")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="Same as --set device=DEV (auto, cpu, cuda, cuda:N, mps).",
-                                                  rich_help_panel="Config")] = None,
+    steps: StepsOpt = None,
+    device: DeviceOpt = None,
     log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Print a row every N steps "
                                                      "(default: train.log_every, else about 20-50 rows).",
                                                      rich_help_panel="Output")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the summary only.", rich_help_panel="Output")] = False,
-    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write every step's record to a .jsonl or .csv file.",
-                                                    rich_help_panel="Output")] = None,
+    quiet: QuietOpt = False,
+    metrics: MetricsOpt = None,
     save: Annotated[Optional[Path], typer.Option("--save", help="Write a checkpoint (.pt) at the end (and on "
                                                  "Ctrl-C, or the last good state on a non-finite stop).",
                                                  rich_help_panel="Checkpoints")] = None,
@@ -133,12 +157,8 @@ def train(
     detect_anomaly: Annotated[bool, typer.Option("--detect-anomaly", help="Debugging: torch.autograd anomaly "
                                                  "mode names the operation that made a NaN (slow).",
                                                  rich_help_panel="Teaching")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: "
-                                                   "OMP_NUM_THREADS, else torch's own choice, shared out "
-                                                   "among torchrun's processes).",
-                                                   rich_help_panel="Config")] = None,
-    no_zero_grad: Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() "
-                                               "so gradients accumulate across steps.", rich_help_panel="Teaching")] = False,
+    threads: ThreadsOpt = None,
+    no_zero_grad: NoZeroGradOpt = False,
     format: Annotated[Format, typer.Option("--format", help="table, or json: the summary as JSON on stdout, "
                                            "the step rows on stderr.", rich_help_panel="Output")] = Format.table,
 ) -> None:
@@ -148,7 +168,7 @@ def train(
     DistributedDataParallel; rank 0 prints and writes the files.
     """
     options = dict(locals())
-    from backprop_cli.distributed import under_torchrun
+    from backprop_cli.torchrun import under_torchrun
 
     if under_torchrun():
         _train_distributed(options)
@@ -157,28 +177,41 @@ def train(
 
 def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
                 detect_anomaly, threads, no_zero_grad, format) -> None:
+    cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad))
+    _check_outputs({"--metrics": metrics, "--save": save})
+    table = _read_data(cfg)  # every data error before torch is imported
+
     from backprop_cli.distributed import set_threads
-
-
-    extra = []
-    if steps is not None:
-        extra += ["train.steps=" + str(steps), "train.epochs=null"]
-    if device is not None:
-        extra.append(f"device={device}")
-    cfg = _load(config, set_, extra)
-    set_threads(threads)
-
     from backprop_cli.report import TrainReport, make_console, plain_output
     from backprop_cli.training import TrainOptions, run_training
 
+    set_threads(threads)
     if format == Format.json:
         reporter = TrainReport(make_console(sys.stderr), plain=plain_output(sys.stderr), quiet=quiet,
                                json_out=sys.stdout)
     else:
         reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
     run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
-                                   log_every=log_every, zero_grad=not no_zero_grad,
-                                   detect_anomaly=detect_anomaly, tensorboard=tensorboard), reporter)
+                                   log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard),
+                 reporter, table)
+
+
+def _check_outputs(outputs: dict) -> None:
+    """Output paths are checked before any work: a bad one costs nothing and writes nothing."""
+    from backprop_cli.outputs import METRICS_SUFFIXES, check_writable
+
+    for option, path in outputs.items():
+        if path is not None:
+            if option == "--metrics":
+                check_writable(path, METRICS_SUFFIXES, "metrics")
+            elif option == "--save":
+                check_writable(path, what="checkpoint")
+
+
+def _read_data(cfg):
+    from backprop_cli.data import read_table
+
+    return read_table(cfg)
 
 
 def _train_distributed(options: dict) -> None:
@@ -215,7 +248,7 @@ def _train_distributed(options: dict) -> None:
 
 
 def _single_process(command: str) -> None:
-    from backprop_cli.distributed import under_torchrun
+    from backprop_cli.torchrun import under_torchrun
 
     if under_torchrun():
         raise BackpropError(f"{command} runs in one process; run it without torchrun "
@@ -241,8 +274,9 @@ def inspect_grads(
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
     batch: BatchOpt = None,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="Train N steps first, then inspect the next batch.",
-                                       rich_help_panel="Config")] = 0,
+    train_steps: Annotated[int, typer.Option("--train-steps", "--steps", min=0, help="Train N steps first (with the "
+                                             "config's own options, as train would), then inspect the next batch. "
+                                             "(--steps is the old spelling.)", rich_help_panel="Config")] = 0,
     clip: Annotated[Optional[float], typer.Option("--clip", min=1e-12, metavar="MAX_NORM",
                                                   help="Also show the gradients after clip_grad_norm_(MAX_NORM).",
                                                   rich_help_panel="Output")] = None,
@@ -250,6 +284,9 @@ def inspect_grads(
                                        rich_help_panel="Output")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Dump the gradients to .pt, .npz or .json.",
                                                 rich_help_panel="Output")] = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    no_zero_grad: NoZeroGradOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """Show every parameter's .grad for one batch: statistics, warnings and the values themselves.
@@ -258,17 +295,22 @@ def inspect_grads(
     gradients the next step would use.
     """
     _single_process("inspect-grads")
-    cfg = _load(config, set_)
-    from backprop_cli.inspection import DUMP_SUFFIXES, dump_gradients, inspect_document, inspect_gradients, prepare
-    from backprop_cli.outputs import check_writable
+    cfg = _load(config, set_, _training_overrides(None, device, no_zero_grad))
+    from backprop_cli.outputs import DUMP_SUFFIXES, check_writable
 
     if out is not None:
         check_writable(out, DUMP_SUFFIXES, "gradient dump")
-    run, done = prepare(cfg, checkpoint, steps)
-    result = inspect_gradients(run, done if batch is None else batch, clip)
+    table = _read_data(cfg)
+    from backprop_cli.distributed import set_threads
+    from backprop_cli.documents import inspect_document
+    from backprop_cli.inspection import dump_gradients, inspect_gradients, prepare
+
+    set_threads(threads)
+    run, done = prepare(cfg, checkpoint, train_steps, table)
+    result = inspect_gradients(run, done if batch is None else batch, clip, full)
     if out is not None:
         dump_gradients(out, result)
-    _emit(format, inspect_document(result), lambda con, plain: _render("render_inspect", con, plain, result, full))
+    _emit(format, inspect_document(result), lambda con, plain: _render("render_inspect", con, plain, result))
     if out is not None:
         typer.echo(f"wrote {out}", err=True)
 
@@ -286,6 +328,8 @@ def check_grads(
                                                    "elements per parameter (default: every element when the model "
                                                    "has at most 20,000 parameters, else 256).",
                                                    rich_help_panel="Config")] = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Check autograd's gradients against a hand-written chain rule and float64 finite differences.
@@ -293,14 +337,16 @@ def check_grads(
     Exit code 1 if any parameter's gradients disagree beyond the tolerance of its dtype.
     """
     _single_process("check-grads")
-    cfg = _load(config, set_)
+    cfg = _load(config, set_, _training_overrides(None, device))
+    table = _read_data(cfg)
+    from backprop_cli.distributed import set_threads
+    from backprop_cli.documents import check_document
     from backprop_cli.inspection import check_gradients, prepare
 
-    run, done = prepare(cfg, checkpoint)
+    set_threads(threads)
+    run, done = prepare(cfg, checkpoint, table=table)
     result = check_gradients(run, done if batch is None else batch, samples, seed=cfg.seed)
-    doc = {"loss": result["loss"], "pass": result["pass"],
-           "params": {n: {k: p[k] for k in ("chain_rule", "finite_diff", "pass")} for n, p in result["params"].items()}}
-    _emit(format, doc, lambda con, plain: _render("render_check", con, plain, result))
+    _emit(format, check_document(result), lambda con, plain: _render("render_check", con, plain, result))
     if not result["pass"]:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -314,7 +360,8 @@ def explain(
     w1: Annotated[float, typer.Option("--w1", help="First weight (input → hidden).")] = 0.5,
     w2: Annotated[float, typer.Option("--w2", help="Second weight (hidden → output).")] = 0.3,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate η of the SGD update.")] = 0.1,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Repeat the update N times and show the loss falling.")] = 1,
+    updates: Annotated[int, typer.Option("--updates", "--steps", min=1, help="Repeat the SGD update N times and "
+                                         "show the loss falling (--steps is the old spelling).")] = 1,
     format: FormatOpt = Format.table,
 ) -> None:
     """The classic two-weight scalar example, worked step by step: forward, chain rule, autograd, update.
@@ -322,11 +369,11 @@ def explain(
     One input, one hidden and one output neuron, no bias, identity activation, L = ½(y − ŷ)².
     (train --no-zero-grad shows what happens when gradients are not reset between steps.)
     """
+    from backprop_cli.documents import explain_document
     from backprop_cli.explain import explain as work
 
-    result = work(x, y, w1, w2, lr, steps)
-    doc = {k: result[k] for k in ("inputs", "forward", "chain_rule", "autograd", "update", "history")}
-    _emit(format, doc, lambda con, plain: _render("render_explain", con, plain, result))
+    result = work(x, y, w1, w2, lr, updates)
+    _emit(format, explain_document(result), lambda con, plain: _render("render_explain", con, plain, result))
 
 
 def _render(name: str, console, plain: bool, *args) -> None:
@@ -338,7 +385,7 @@ def _render(name: str, console, plain: bool, *args) -> None:
 def _emit(format: "Format", doc: dict, render: Callable) -> None:
     """JSON alone on stdout, or the rendered table."""
     if format == Format.json:
-        from backprop_cli.report import json_text
+        from backprop_cli.documents import json_text
 
         sys.stdout.write(json_text(doc) + "\n")
         return
@@ -369,8 +416,10 @@ def compare_optimizers(
                                                            help="NAME or NAME:KEY=VALUE,... e.g. sgd:lr=0.1,momentum=0.9; "
                                                            "repeatable (default: the config's compare.optimizers, "
                                                            "else SGD vs Adam).", rich_help_panel="Config")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Steps per run (default: the config's).",
-                                                 rich_help_panel="Config")] = None,
+    steps: StepsOpt = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    no_zero_grad: NoZeroGradOpt = False,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Repeat for K seeds (init and data order) and "
                                        "report mean ± std.", rich_help_panel="Config")] = 1,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a .png or .svg figure of loss and grad "
@@ -379,40 +428,42 @@ def compare_optimizers(
                                            rich_help_panel="Output")] = "1200x500",
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write every run's step records "
                                                     "(.jsonl or .csv).", rich_help_panel="Output")] = None,
+    quiet: QuietOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Train several optimizers from the same initial weights on the same batches, side by side."""
+    """Train several optimizers from the same initial weights on the same batches, side by side.
+
+    Each run is train's run of the config with another optimizer: clipping, the schedule, precision
+    and the non-finite policy apply as in train. A run that diverges is marked; the others go on
+    (exit 3 only when every run diverged).
+    """
     _single_process("compare-optimizers")
     size = _plot_size(plot_size)
-    cfg = _load(config, set_)
-    from backprop_cli import compare as cmp
-    from backprop_cli.config import parse_optimizer
-    from backprop_cli.errors import ConfigError as _ConfigError
+    cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad))
+    specs = _optimizer_specs(optimizer)
     from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
-    from backprop_cli.plots import PLOT_SUFFIXES, compare_figure
-    from backprop_cli.report import CompareProgress, make_console, plain_output
+    from backprop_cli.plots import PLOT_SUFFIXES
 
-    if optimizer:
-        specs, problems = [], []
-        for text in optimizer:
-            try:
-                specs.append(parse_optimizer(text))
-            except _ConfigError as e:
-                problems += e.problems
-        if problems:
-            raise _ConfigError(problems)
-    else:
-        specs = cmp.default_optimizers(cfg)
     if plot is not None:
         check_writable(plot, PLOT_SUFFIXES, "plot")
     if metrics is not None:
         check_writable(metrics, METRICS_SUFFIXES, "metrics")
+    table = _read_data(cfg)
 
+    from backprop_cli import compare as cmp
+    from backprop_cli.distributed import set_threads
+    from backprop_cli.documents import compare_document
+    from backprop_cli.errors import EXIT_NONFINITE
+    from backprop_cli.plots import compare_figure
+    from backprop_cli.report import CompareProgress, make_console, plain_output
+
+    set_threads(threads)
+    specs = specs or cmp.default_optimizers(cfg)
     stream = sys.stderr if format == Format.json else sys.stdout
     console = make_console(stream)
-    bars = CompareProgress(console, cmp.unique_labels(specs), 1, enabled=not plain_output(stream))
+    bars = CompareProgress(console, cmp.unique_labels(specs), 1, enabled=not plain_output(stream) and not quiet)
     try:
-        results = cmp.compare_optimizers(cfg, specs, steps, seeds, progress=bars)
+        results = cmp.compare_optimizers(cfg, specs, None, seeds, progress=bars, table=table)
     finally:
         bars.stop()
     summary = cmp.summarize(results)
@@ -426,13 +477,32 @@ def compare_optimizers(
         writer.close()
     if plot is not None:
         compare_figure(plot, series, size, title=f"{Path(config).name}: same init, same batches")
-    total = len(series[0]["steps"]) if series else 0
-    _emit(format, cmp.document(results, summary),
+    total = max((len(s["steps"]) for s in series), default=0)
+    _emit(format, compare_document(results, summary),
           lambda con, plain: _render("render_compare", con, plain, summary,
-                                     {s["label"]: s["loss_mean"] for s in series}, total))
+                                     {s["label"]: s["loss_mean"] for s in series}, total, quiet))
     for what, path in (("plot", plot), ("metrics", metrics)):
         if path is not None:
             typer.echo(f"wrote {what}: {path}", err=True)
+    if results and all(r.status == "diverged" for r in results):
+        raise typer.Exit(EXIT_NONFINITE)
+
+
+def _optimizer_specs(texts: Optional[list[str]]) -> list:
+    """``--optimizer`` specs, validated; every problem at once."""
+    if not texts:
+        return []
+    from backprop_cli.config import parse_optimizer
+
+    specs, problems = [], []
+    for text in texts:
+        try:
+            specs.append(parse_optimizer(text))
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return specs
 
 
 # --------------------------------------------------------------------------- init
@@ -477,7 +547,7 @@ def config_show(config: ConfigOpt, set_: SetOpt = None,
 
     cfg = _load(config, set_)
     if format == ShowFormat.json:
-        from backprop_cli.report import json_text
+        from backprop_cli.documents import json_text
 
         sys.stdout.write(json_text(cfg.plain()) + "\n")
     else:
@@ -490,13 +560,13 @@ def config_show(config: ConfigOpt, set_: SetOpt = None,
 def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = Format.table) -> None:
     """Check a config file: every problem at once, one per line (exit code 2), or `ok`."""
     if format == Format.json:
-        from backprop_cli.report import json_text
+        from backprop_cli.documents import json_text, validate_document
 
         try:
             _load(config, set_)
-            doc = {"config": str(config), "ok": True, "problems": []}
+            doc = validate_document(str(config), [])
         except ConfigError as e:
-            doc = {"config": str(config), "ok": False, "problems": e.problems}
+            doc = validate_document(str(config), e.problems)
         sys.stdout.write(json_text(doc) + "\n")
         if not doc["ok"]:
             raise typer.Exit(EXIT_BAD_INPUT)

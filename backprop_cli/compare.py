@@ -1,27 +1,28 @@
 """compare-optimizers: several optimizers from one initialisation, on the same batches.
 
-Fairness: every run starts from the same initial weights (one state dict, copied), reads the same
-batches in the same order (the seeded data order depends only on the seed and the step), and uses the
-same implementation flags (:func:`backprop_cli.build.implementation_flags`). Nothing here prints.
+Each run is the config's own run with another optimizer (and, with several seeds, another seed),
+built by :func:`backprop_cli.build.build_run` and trained by the engine of ``train``: clipping, the
+schedule, precision, the non-finite policy and zero_grad apply exactly as in ``train``.
+
+Fairness: every run starts from the same initial weights (the seeded init), reads the same batches in
+the same order (the data order depends only on the seed and the step), and uses the same kernel
+options (:func:`backprop_cli.build.kernel_options`). A run whose loss or gradients go non-finite is
+marked diverged at that step; the others go on. Nothing here prints.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import torch
-
-from backprop_cli.build import (implementation_flags, implementation_name, make_loss, make_optimizer,
-                                resolve_device)
-from backprop_cli.config import SGD, Adam, Config, optimizer_hyperparams, optimizer_label, resolved_steps
-from backprop_cli.data import Batches, load_dataset
-from backprop_cli.engine import StepRecord, train
-from backprop_cli.model import build_model
+from backprop_cli.build import build_run, implementation_name, kernel_options, resolve_device
+from backprop_cli.config import SGD, Adam, Config, default_log_every, optimizer_hyperparams, optimizer_label
+from backprop_cli.data import Table, load_dataset
+from backprop_cli.engine import NonFiniteError, read_interval, run_steps
+from backprop_cli.records import StepRecord
 
 
 def default_optimizers(cfg: Config) -> list:
@@ -41,6 +42,14 @@ def unique_labels(specs: list) -> list[str]:
     return labels
 
 
+def variant(cfg: Config, spec, seed: int, steps: Optional[int] = None) -> Config:
+    """The config of one run of the comparison: ``cfg`` with this optimizer, seed and (if given) steps."""
+    update: dict = {"optimizer": spec, "seed": seed}
+    if steps is not None:
+        update["train"] = cfg.train.model_copy(update={"steps": steps, "epochs": None})
+    return cfg.model_copy(update=update)
+
+
 @dataclass
 class RunResult:
     optimizer: str
@@ -49,17 +58,18 @@ class RunResult:
     seed: int
     records: list[StepRecord] = field(default_factory=list)
     time_s: float = 0.0
-    flags: dict = field(default_factory=dict)
+    kernel: dict = field(default_factory=dict)  # the optimizer kernel options every run shares
     implementation: str = ""  # fused, foreach or for-loop (build.implementation_name)
     initial_state: dict = field(default_factory=dict)
-    final_state: dict = field(default_factory=dict)
+    status: str = "done"  # done | diverged
+    diverged_at: Optional[int] = None  # the step whose loss or gradients went non-finite
 
     @property
     def losses(self) -> list[float]:
         return [r.loss for r in self.records]
 
     @property
-    def grad_norms(self) -> list[float]:
+    def total_grad_norms(self) -> list[float]:
         return [r.grad_norm for r in self.records]
 
     def steps_to(self, fraction: float = 0.1) -> Optional[int]:
@@ -70,7 +80,7 @@ class RunResult:
         return next((r.step for r in self.records if r.loss < target), None)
 
     def metrics(self) -> dict:
-        losses, norms = self.losses, self.grad_norms
+        losses, norms = self.losses, self.total_grad_norms
         ratios = [r.update_ratio for r in self.records if r.update_ratio is not None]
         return {
             "first_loss": losses[0] if losses else math.nan,
@@ -88,38 +98,36 @@ ProgressFn = Callable[[str, int, int], None]  # label, steps done, total
 
 
 def compare_optimizers(cfg: Config, specs: list, steps: Optional[int] = None, seeds: int = 1,
-                       progress: Optional[ProgressFn] = None) -> list[RunResult]:
-    """Run every optimizer for every seed (cfg.seed, cfg.seed+1, ...). The dataset is the config's."""
+                       progress: Optional[ProgressFn] = None, table: Optional[Table] = None) -> list[RunResult]:
+    """Run every optimizer for every seed (cfg.seed, cfg.seed+1, ...) on the config's data (``table``,
+    when it was read already)."""
     device = resolve_device(cfg.device)
-    dataset = load_dataset(cfg)
-    x, y = dataset.x.to(device), dataset.y.to(device)
+    dataset = load_dataset(cfg, table)
     labels = unique_labels(specs)
-    flags = implementation_flags(specs, device)
+    kernel = kernel_options(specs, device)
     results = []
     for offset in range(seeds):
-        seed = cfg.seed + offset
-        initial = build_model(cfg.model, seed).to(device)
-        initial_state = copy.deepcopy(initial.state_dict())
-        batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, seed)
-        total = steps if steps is not None else resolved_steps(cfg, batches.per_epoch)
         for spec, label in zip(specs, labels):
-            model = copy.deepcopy(initial)
-            model.load_state_dict(initial_state)
-            optimizer = make_optimizer(spec, model.parameters(), device, flags)
-            result = RunResult(spec.name, label, optimizer_hyperparams(spec), seed, flags=flags,
-                               implementation=implementation_name(optimizer), initial_state=initial_state)
+            run = build_run(variant(cfg, spec, cfg.seed + offset, steps), dataset=dataset, device=device,
+                            kernel=kernel)
+            result = RunResult(spec.name, label, optimizer_hyperparams(spec), run.cfg.seed, kernel=kernel,
+                               implementation=implementation_name(run.optimizer),
+                               initial_state={k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()})
             t0 = time.perf_counter()
-            for rec in train(model, make_loss(cfg.loss), optimizer, batches, total, measure_updates=True):
-                result.records.append(rec)
-                if progress is not None:
-                    progress(label, offset * total + rec.step, seeds * total)
+            try:
+                for rec in run_steps(run.loop(), run.steps, guard=run.guard, measure_updates=True,
+                                     read_every=read_interval(device, default_log_every(run.steps))):
+                    result.records.append(rec)
+                    if progress is not None:
+                        progress(label, offset * run.steps + rec.step, seeds * run.steps)
+            except NonFiniteError as e:
+                result.status, result.diverged_at = "diverged", e.step
             result.time_s = time.perf_counter() - t0
-            result.final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             results.append(result)
     return results
 
 
-def _by_label(results: list[RunResult]) -> dict[str, list[RunResult]]:
+def by_label(results: list[RunResult]) -> dict[str, list[RunResult]]:
     """Runs grouped by optimizer label, in the order the optimizers were given."""
     groups: dict[str, list[RunResult]] = {}
     for r in results:
@@ -141,12 +149,14 @@ LOWER_IS_BETTER = {"first_loss": None, "final_loss": True, "best_loss": True, "s
 
 
 def summarize(results: list[RunResult]) -> list[dict]:
-    """One entry per optimizer: each metric's mean and std over the seeds, and the winners."""
+    """One entry per optimizer: each metric's mean and std over the seeds, divergences, and the winners.
+    A diverged run's final loss is its last finite one; winners are chosen among runs that finished."""
     out = []
-    for label, runs in _by_label(results).items():
+    for label, runs in by_label(results).items():
         metrics = [r.metrics() for r in runs]
         entry = {"label": label, "optimizer": runs[0].optimizer, "hyperparams": runs[0].hyperparams,
-                 "implementation": runs[0].implementation, "seeds": [r.seed for r in runs]}
+                 "implementation": runs[0].implementation, "seeds": [r.seed for r in runs],
+                 "diverged": [{"seed": r.seed, "step": r.diverged_at} for r in runs if r.status == "diverged"]}
         for key in SUMMARY_KEYS:
             entry[key] = _mean_std([m[key] for m in metrics])
         entry["steps_to_10pct"]["reached"] = sum(m["steps_to_10pct"] is not None for m in metrics)
@@ -154,48 +164,42 @@ def summarize(results: list[RunResult]) -> list[dict]:
     for key, lower in LOWER_IS_BETTER.items():
         if lower is None:
             continue
-        scored = [(e[key]["mean"], e["label"]) for e in out if e[key]["mean"] is not None]
+        scored = [(e[key]["mean"], e["label"]) for e in out if e[key]["mean"] is not None and not e["diverged"]]
         if len(scored) > 1:
             best = (min if lower else max)(scored)[0]
             for e in out:
                 e.setdefault("best_in", [])
-                if e[key]["mean"] == best:
+                if e[key]["mean"] == best and not e["diverged"]:
                     e["best_in"].append(key)
     for e in out:
         e.setdefault("best_in", [])
     return out
 
 
-def document(results: list[RunResult], summary: list[dict]) -> dict:
-    """The `compare-optimizers --format json` document."""
-    def clean(v):
-        return v if v is None or (isinstance(v, (int, float)) and math.isfinite(v)) else None
-
-    runs = []
-    for r in results:
-        m = r.metrics()
-        runs.append({"optimizer": r.optimizer, "label": r.label, "hyperparams": r.hyperparams,
-                     "implementation": r.implementation, "seed": r.seed,
-                     "losses": [clean(v) for v in r.losses], "grad_norms": [clean(v) for v in r.grad_norms],
-                     "final_loss": clean(m["final_loss"]), "best_loss": clean(m["best_loss"]),
-                     "steps_to_10pct": m["steps_to_10pct"], "mean_update_ratio": clean(m["mean_update_ratio"]),
-                     "time_s": m["time_s"]})
-    return {"runs": runs, "summary": summary}
-
-
 def curves(results: list[RunResult]) -> list[dict]:
-    """Per optimizer, per step: loss and total grad norm, mean and (several seeds) std over seeds."""
+    """Per optimizer, per step: loss and total grad norm, mean and (several seeds) std over the seeds
+    that reached that step; ``ends`` lists the (step, loss) where a seed's run diverged."""
     out = []
-    for label, runs in _by_label(results).items():
-        losses = torch.tensor([r.losses for r in runs], dtype=torch.float64)
-        norms = torch.tensor([r.grad_norms for r in runs], dtype=torch.float64)
+    for label, runs in by_label(results).items():
+        length = max((len(r.records) for r in runs), default=0)
+        steps = next((r for r in runs if len(r.records) == length), runs[0]).records
+        loss_mean, loss_std, grad_mean, grad_std = [], [], [], []
+        for i in range(length):
+            losses = [r.records[i].loss for r in runs if i < len(r.records)]
+            norms = [r.records[i].grad_norm for r in runs if i < len(r.records)]
+            loss_mean.append(statistics.fmean(losses))
+            grad_mean.append(statistics.fmean(norms))
+            loss_std.append(statistics.pstdev(losses) if len(losses) > 1 else 0.0)
+            grad_std.append(statistics.pstdev(norms) if len(norms) > 1 else 0.0)
         several = len(runs) > 1
         out.append({
             "label": label,
-            "steps": [rec.step for rec in runs[0].records],
-            "loss_mean": losses.mean(0).tolist(),
-            "loss_std": losses.std(0, unbiased=False).tolist() if several else None,
-            "grad_mean": norms.mean(0).tolist(),
-            "grad_std": norms.std(0, unbiased=False).tolist() if several else None,
+            "steps": [rec.step for rec in steps],
+            "loss_mean": loss_mean,
+            "loss_std": loss_std if several else None,
+            "grad_mean": grad_mean,
+            "grad_std": grad_std if several else None,
+            "ends": [(r.records[-1].step if r.records else 0, r.records[-1].loss if r.records else math.nan)
+                     for r in runs if r.status == "diverged"],
         })
     return out

@@ -1,4 +1,8 @@
-"""Synthetic and CSV data, checked against the model, served as batches already on the device."""
+"""Synthetic and CSV data, checked against the model, served as batches already on the device.
+
+Two stages: :func:`read_table` reads and checks the data as numpy arrays without importing torch (so
+every data error is reported fast, before torch loads); :func:`load_dataset` turns them into tensors.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,26 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from backprop_cli.config import CLASSIFICATION_LOSSES, Config, CsvData, SyntheticData
 from backprop_cli.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 TEACHER_HIDDEN = 32
 
 
 @dataclass
-class Dataset:
-    x: torch.Tensor  # (samples, features), float32
-    y: torch.Tensor  # (samples, outputs) float32, or (samples,) int64 class labels
+class Table:
+    """Data as read, before torch: ``x`` (samples, features) float32; ``y`` (samples, outputs) float32, or
+    (samples,) int64 class labels for cross_entropy."""
+
+    x: np.ndarray
+    y: np.ndarray
     source: str
     feature_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
@@ -28,11 +39,34 @@ class Dataset:
         return self.x.shape[0]
 
 
+@dataclass
+class Dataset:
+    """The data as tensors on the CPU; :meth:`on` gives (and keeps) a copy on a device."""
+
+    x: Any  # torch.Tensor (samples, features), float32
+    y: Any  # torch.Tensor (samples, outputs) float32, or (samples,) int64 class labels
+    source: str
+    feature_names: list[str] = field(default_factory=list)
+    target_names: list[str] = field(default_factory=list)
+    _on: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def samples(self) -> int:
+        return self.x.shape[0]
+
+    def on(self, device) -> tuple:
+        """(x, y) on ``device``, copied there once."""
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = (self.x.to(device), self.y.to(device))
+        return self._on[key]
+
+
 # --------------------------------------------------------------------------- synthetic
 
 
 def synthetic(spec: SyntheticData, input_size: int, output_size: int, seed: int,
-              loss: str = "mse") -> Dataset:
+              loss: str = "mse") -> Table:
     """Seeded synthetic data from its own ``torch.Generator`` (independent of the model's init).
 
     ``random``: ``randn(samples, input_size)`` inputs and ``randn(samples, output_size)`` targets.
@@ -40,6 +74,8 @@ def synthetic(spec: SyntheticData, input_size: int, output_size: int, seed: int,
     ``classes``: the teacher's (noisy) logits turned into class labels (argmax) for cross_entropy,
     or into 0/1 targets (logit > 0) for bce_with_logits.
     """
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     n = spec.samples
     x = torch.randn(n, input_size, generator=g)
@@ -51,8 +87,8 @@ def synthetic(spec: SyntheticData, input_size: int, output_size: int, seed: int,
         y = torch.tanh(x @ w1) @ w2 + spec.noise * torch.randn(n, output_size, generator=g)
         if spec.targets == "classes":
             y = y.argmax(dim=1) if loss == "cross_entropy" else (y > 0).float()
-    return Dataset(x, y, f"synthetic ({spec.targets})",
-                   [f"x{i}" for i in range(input_size)], [f"y{i}" for i in range(output_size)])
+    return Table(x.numpy(), y.numpy(), f"synthetic ({spec.targets})",
+                 [f"x{i}" for i in range(input_size)], [f"y{i}" for i in range(output_size)])
 
 
 # --------------------------------------------------------------------------- CSV
@@ -66,7 +102,7 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def load_csv(path: Path, spec: CsvData, loss: str = "mse") -> Dataset:
+def load_csv(path: Path, spec: CsvData, loss: str = "mse") -> Table:
     """Read a CSV with a header row. Every problem names the file, the line and the column."""
     where = display_path(path)
     if not path.exists():
@@ -118,17 +154,17 @@ def load_csv(path: Path, spec: CsvData, loss: str = "mse") -> Dataset:
             raise DataError(f"{where}:{line}: row has {len(cells)} cells, the header has {len(header)}")
         xs.append([_number(cells[i], where, line, header[i]) for i in fidx])
         ys.append([_number(cells[i], where, line, header[i]) for i in tidx])
-    x = torch.tensor(xs, dtype=torch.float32)
+    x = np.array(xs, dtype=np.float32).reshape(len(xs), len(fidx))
     if loss == "cross_entropy":
         if len(targets) != 1:
             raise DataError(f"{where}: data.target: cross_entropy takes one column of class labels (got {len(targets)})")
         for (line, _), (v,) in zip(body, ys):
             if v != int(v) or v < 0:
                 raise DataError(f"{where}:{line}: column {targets[0]!r}: class labels must be integers >= 0 (got {v:g})")
-        y = torch.tensor([int(v) for (v,) in ys], dtype=torch.int64)
+        y = np.array([int(v) for (v,) in ys], dtype=np.int64)
     else:
-        y = torch.tensor(ys, dtype=torch.float32)
-    return Dataset(x, y, where, list(features), list(targets))
+        y = np.array(ys, dtype=np.float32).reshape(len(ys), len(tidx))
+    return Table(x, y, where, list(features), list(targets))
 
 
 def _rows(reader, where: str):
@@ -150,17 +186,26 @@ def _number(cell: str, where: str, line: int, column: str) -> float:
 # --------------------------------------------------------------------------- checks and batches
 
 
-def load_dataset(cfg: Config) -> Dataset:
+def read_table(cfg: Config) -> Table:
+    """The configured data, read and checked against the model and the loss (CSV: no torch)."""
     loss = cfg.loss.name
     if isinstance(cfg.data, SyntheticData):
-        ds = synthetic(cfg.data, cfg.model.input_size, cfg.model.output_size, cfg.seed, loss)
+        table = synthetic(cfg.data, cfg.model.input_size, cfg.model.output_size, cfg.seed, loss)
     else:
-        ds = load_csv(cfg.data_path(), cfg.data, loss)
-    check_fits(cfg, ds)
-    return ds
+        table = load_csv(cfg.data_path(), cfg.data, loss)
+    check_fits(cfg, table)
+    return table
 
 
-def check_fits(cfg: Config, ds: Dataset) -> None:
+def load_dataset(cfg: Config, table: Table | None = None) -> Dataset:
+    """The configured data as tensors (from ``table`` when it was read already)."""
+    import torch
+
+    t = table if table is not None else read_table(cfg)
+    return Dataset(torch.from_numpy(t.x), torch.from_numpy(t.y), t.source, t.feature_names, t.target_names)
+
+
+def check_fits(cfg: Config, ds: Table) -> None:
     """Shapes and target values against the model and the loss, with what to change."""
     m, loss = cfg.model, cfg.loss.name
     nfeat = ds.x.shape[1]
@@ -182,7 +227,7 @@ def check_fits(cfg: Config, ds: Dataset) -> None:
     if cfg.data.batch_size > ds.samples:
         raise DataError(f"{ds.source}: data.batch_size ({cfg.data.batch_size}) is larger than the "
                         f"{ds.samples} samples; lower data.batch_size")
-    if loss not in CLASSIFICATION_LOSSES and ds.y.dtype != torch.float32:
+    if loss not in CLASSIFICATION_LOSSES and ds.y.dtype != np.float32:
         raise DataError(f"{ds.source}: loss {loss} needs real-valued targets")
 
 
@@ -206,7 +251,9 @@ class Batches:
         self._epoch = -1
         self._ex, self._ey = x, y
 
-    def order(self, epoch: int) -> torch.Tensor:
+    def order(self, epoch: int):
+        import torch
+
         g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         return torch.randperm(self.samples, generator=g)
 
@@ -220,7 +267,7 @@ class Batches:
         return self._ex[lo:lo + self.batch_size], self._ey[lo:lo + self.batch_size]
 
 
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _to_device(t, device):
     """A host tensor on ``device``. To CUDA it goes from pinned memory without blocking: a plain copy
     from pageable memory would make the host wait for the device (a sync at every epoch start)."""
     if device.type == "cuda":

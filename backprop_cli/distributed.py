@@ -18,23 +18,9 @@ import torch
 from torch import nn
 
 from backprop_cli.errors import DataError, DeviceError
+from backprop_cli.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
 
 TIMEOUT = timedelta(seconds=120)
-
-
-def under_torchrun() -> bool:
-    """True when started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
-    except ValueError:
-        return False
-
-
-def rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
 
 
 def set_threads(threads: Optional[int]) -> None:
@@ -78,6 +64,13 @@ class Context:
         out[..., 0] = (packed[:-1] / self.world).reshape(out[..., 0].shape)
         self.stop_agreed = self.stop_agreed or bool(packed[-1] > 0)  # at a read-back: no extra sync
         return out
+
+    def distribute(self, loop):
+        """The rank's loop: its slice of each global batch, the loss scaled to match, the model in DDP."""
+        from backprop_cli.engine import Loop
+
+        batches = ShardedBatches(loop.batches, self)
+        return Loop(self.wrap(loop.model), ShardLoss(loop.loss_fn, batches), loop.optimizer, batches, loop.scheduler)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel

@@ -1,6 +1,11 @@
-"""The training loop. It yields one record per step and never prints.
+"""The training loop. One path, read top to bottom; it yields one record per step and never prints.
 
-Read it top to bottom: batch → forward → loss → zero_grad → backward → measure → (check, clip) → step.
+    batch → forward → loss → zero_grad → backward → measure → guard → step → record
+
+Mixed precision goes through one ``GradScaler(enabled=…)`` (a no-op unless ``precision: fp16``), as in
+nanoGPT. The step's scalars (loss, gradient norms) stay on the device until :class:`ReadBack` reads
+them: every step on the CPU (so a non-finite value is caught before the update), every logging step
+on an accelerator (one sync per read-back, not per step).
 """
 
 from __future__ import annotations
@@ -8,45 +13,40 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
 from torch import nn
 
-from backprop_cli.errors import BackpropError, EXIT_NONFINITE
+from backprop_cli.errors import EXIT_NONFINITE, BackpropError
 from backprop_cli.grads import clip_grads_, grads_of, step_stats, update_ratio
+from backprop_cli.records import StepRecord
 
 BatchFn = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-@dataclass(slots=True)
-class StepRecord:
-    """One optimizer step. ``grad_norm`` and ``grad_norms`` are measured before clipping and ``step()``."""
+@dataclass
+class Loop:
+    """What one training loop turns: the model, its loss, its optimizer, the batches, the schedule."""
 
-    step: int  # from 1
-    loss: float  # loss of this step's batch, before the update
-    grad_norm: float  # total L2 norm over all parameters
-    grad_norms: dict[str, float]  # parameter name → L2 norm of its .grad
-    lr: float  # the learning rate this step used
-    time: float  # seconds since training started
-    update_ratio: Optional[float] = None  # ‖Δw‖/‖w‖ of this step's update (when measured)
-    clipped: Optional[bool] = None  # whether clip_grad_norm scaled the gradients (when clipping)
-    skipped: bool = False  # the optimizer step was skipped (on_nonfinite: skip, or an fp16 overflow)
-    loss_scale: Optional[float] = None  # the GradScaler's scale (precision: fp16)
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: BatchFn
+    scheduler: object = None
 
-    def as_dict(self) -> dict:
-        out = {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
-               "grad_norms": dict(self.grad_norms), "lr": self.lr, "time": self.time}
-        if self.update_ratio is not None:
-            out["update_ratio"] = self.update_ratio
-        if self.clipped is not None:
-            out["clipped"] = self.clipped
-        if self.skipped:
-            out["skipped"] = True
-        if self.loss_scale is not None:
-            out["loss_scale"] = self.loss_scale
-        return out
+
+@dataclass(frozen=True)
+class Guard:
+    """How the loop protects the weights: the same settings in every command that trains."""
+
+    clip_grad_norm: Optional[float] = None  # clip the total gradient norm to this
+    on_nonfinite: str = "stop"  # stop: raise NonFiniteError before the update; skip: skip the update
+    max_skips: int = 10  # skip mode: at most this many skipped steps, then stop
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds loss scaling)
+    zero_grad: bool = True  # False: gradients accumulate across steps (a teaching switch)
 
 
 class NonFiniteError(BackpropError):
@@ -61,149 +61,77 @@ class NonFiniteError(BackpropError):
         self.model_step = last_good_step if model_step is None else model_step
 
 
-def _nonfinite_message(step: int, values: list[float], names: list[str], skipped: int = 0) -> str:
-    loss = values[0]
-    first = next((n for n, v in zip(names, values[2:]) if not math.isfinite(v)), None)
-    grads = f"first non-finite gradient: {first}" if first else "all gradients finite"
-    extra = f" after skipping {skipped} step(s)" if skipped else ""
-    return (f"non-finite value at step {step}{extra}: loss {loss:.4g}, {grads}; "
-            "lower optimizer.lr, set train.clip_grad_norm, or run with --detect-anomaly to find the operation")
-
-
-def train(
-    model: nn.Module,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: BatchFn,
-    steps: int,
-    *,
-    start_step: int = 0,
-    zero_grad: bool = True,
-    sync_every: int = 1,
-    measure_updates: bool = False,
-    clip_grad_norm: Optional[float] = None,
-    scheduler=None,
-    on_nonfinite: str = "stop",
-    max_skips: int = 10,
-    should_stop: Optional[Callable[[], bool]] = None,
-    flush_every: Optional[int] = None,
-    precision: str = "fp32",
-    reduce_stats: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-) -> Iterator[StepRecord]:
+def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Guard(), read_every: int = 1,
+              flush_every: tuple[int, ...] = (), measure_updates: bool = False,
+              should_stop: Optional[Callable[[], bool]] = None,
+              reduce_stats: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Iterator[StepRecord]:
     """Run steps ``start_step+1 … steps`` and yield a record for each, in order.
 
-    Scalars stay on the device and are read back together every ``sync_every`` steps (and at the last
-    step) with one ``.tolist()``: 1 on the CPU, the logging interval on an accelerator. With one read
-    per step, a non-finite loss or gradient is caught before ``optimizer.step()``: ``stop`` raises
-    :class:`NonFiniteError` with the model still at the last good step, ``skip`` skips the update (up
-    to ``max_skips`` times). With deferred reads, ``stop`` is detected at the next read-back (the
-    record stream still ends at the last good step); ``skip`` always reads every step.
-    ``should_stop()`` is asked after every step: True ends the run cleanly after that step.
-    ``flush_every`` forces a read-back at those steps, so that while their record is being handled the
-    model is exactly at that step (for checkpoints).
-    ``precision``: ``bf16``/``fp16`` run forward and loss under autocast; ``fp16`` scales the loss with
-    a GradScaler, unscales the gradients before they are measured or clipped, and lets the scaler skip
-    steps whose scaled gradients overflowed (recorded as skipped, with the scale in ``loss_scale``).
-    ``reduce_stats`` combines the stats of several processes (DDP: the mean loss over ranks) just
-    before they are read back.
+    ``read_every``: read the scalars back every N steps (1 on the CPU); ``flush_every``: also at every
+    multiple of these, so that while such a step's record is handled the model is exactly at that step
+    (checkpoints, evaluation). ``measure_updates``: also measure ‖Δw‖/‖w‖ of every update.
+    ``should_stop()`` is asked after every step: True ends the run cleanly after it.
+    ``reduce_stats`` combines the scalars of several processes (DDP: the mean loss) before a read.
+    A non-finite loss or gradient: ``guard.on_nonfinite`` decides (see :class:`NonFiniteCheck`).
     """
+    model, optimizer = loop.model, loop.optimizer
+    names, params = trainable(model)
+    device_type = params[0].device.type if params else "cpu"
+    autocast = (torch.autocast(device_type, dtype=AUTOCAST_DTYPES[guard.precision])
+                if guard.precision in AUTOCAST_DTYPES else nullcontext())
+    scaler = torch.amp.GradScaler(device_type, enabled=guard.precision == "fp16")
+    check = NonFiniteCheck(guard, names, scaled=scaler.is_enabled(), last_good=start_step)
+    reads = ReadBack(names, check, every=read_every, flush_every=flush_every, reduce=reduce_stats,
+                     clip=guard.clip_grad_norm, scaled=scaler.is_enabled())
+    model.train()
+    t0 = time.perf_counter()
+    for i in range(start_step, steps):
+        x, y = loop.batches(i)
+        with autocast:
+            loss = loop.loss_fn(model(x), y)
+        if guard.zero_grad:
+            optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # fp16: the gradients are measured and clipped unscaled
+        grads = grads_of(params)
+        stats = step_stats(loss, grads, loss_scale(scaler))
+        lr = optimizer.param_groups[0]["lr"]
+        values = reads.now(stats) if reads.exact else None  # the CPU: judged before the update
+        update = values is None or check.allows_update(i + 1, values)
+        before = None
+        if update:
+            if guard.clip_grad_norm is not None:
+                clip_grads_(grads, guard.clip_grad_norm, stats[1])
+            before = [p.detach().clone() for p in params] if measure_updates else None
+            scaler.step(optimizer)  # fp16: skipped by the scaler when the gradients overflowed
+        scaler.update()
+        ratio = update_ratio(before, params) if before is not None else None
+        if loop.scheduler is not None:
+            loop.scheduler.step()
+        reads.add(i + 1, stats, values, ratio, float(lr), time.perf_counter() - t0, update)
+        stopping = should_stop is not None and should_stop()
+        if reads.due(i + 1, steps, stopping):
+            yield from reads.flush()
+        if stopping:
+            return
+
+
+def read_interval(device: torch.device, log_every: int) -> int:
+    """How often to read the scalars back: every step on the CPU (cheap), else on logging steps only."""
+    return 1 if device.type == "cpu" else log_every
+
+
+def trainable(model: nn.Module) -> tuple[list[str], list[torch.nn.Parameter]]:
+    """Names and parameters of the model inside any DistributedDataParallel or torch.compile wrapper."""
     base = getattr(model, "module", model)  # DistributedDataParallel wraps the model as .module
     base = getattr(base, "_orig_mod", base)  # torch.compile keeps it as ._orig_mod
     named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]
-    names = [n for n, _ in named]
-    params = [p for _, p in named]
-    n = len(names)
-    exact = sync_every <= 1 or on_nonfinite == "skip"
-    device_type = params[0].device.type if params else "cpu"
-    autocast = _autocast(device_type, precision)
-    scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
-    reduce = reduce_stats or (lambda t: t)
-    model.train()
-    pending: list[tuple[int, torch.Tensor, float, float]] = []
-    skips = 0
-    last_good = start_step
-    t0 = time.perf_counter()
-    for i in range(start_step, steps):
-        x, y = batches(i)
-        with autocast:
-            output = model(x)
-            loss = loss_fn(output, y)
-        if zero_grad:
-            optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-        else:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        grads = grads_of(params)
-        stats = step_stats(loss.float(), grads)
-        if scaler is not None:
-            stats = torch.cat([stats, _scale_of(scaler, stats.device)])
-        lr = optimizer.param_groups[0]["lr"]
+    return [n for n, _ in named], [p for _, p in named]
 
-        if exact:  # one read per step: check before the update
-            values = read_back(reduce(stats))
-            scale = values.pop() if scaler is not None else None
-            if not all(map(math.isfinite, values)):
-                overflow = scaler is not None and math.isfinite(values[0])
-                if not overflow and (on_nonfinite == "stop" or skips >= max_skips):
-                    raise NonFiniteError(_nonfinite_message(i + 1, values, names, skips), i + 1, last_good)
-                if overflow:  # the scaler skips this update and lowers its scale
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    skips += 1
-                yield StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr),
-                                 time.perf_counter() - t0, None, None if clip_grad_norm is None else False, True,
-                                 scale)
-                last_good = i + 1  # the weights were left as they were: still good
-                if scheduler is not None:
-                    scheduler.step()
-                if should_stop is not None and should_stop():
-                    return
-                continue
-        if clip_grad_norm is not None:
-            clip_grads_(grads, clip_grad_norm, stats[1])
-        before = [p.detach().clone() for p in params] if measure_updates else None
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
-        ratio = update_ratio(before, params) if before is not None else None
-        if scheduler is not None:
-            scheduler.step()
-        elapsed = time.perf_counter() - t0
 
-        if exact:
-            yield StepRecord(i + 1, values[0], values[1], dict(zip(names, values[2:])), float(lr), elapsed,
-                             None if ratio is None else ratio.item(),
-                             None if clip_grad_norm is None else values[1] > clip_grad_norm, False, scale)
-            last_good = i + 1
-        else:
-            if ratio is not None:
-                stats = torch.cat([stats, ratio.reshape(1)])
-            pending.append((i + 1, stats, float(lr), elapsed))
-            stop_now = should_stop is not None and should_stop()
-            forced = flush_every is not None and (i + 1) % flush_every == 0
-            if len(pending) >= sync_every or i + 1 == steps or stop_now or forced:
-                rows = read_back(reduce(torch.stack([s for _, s, _, _ in pending])))
-                for (step, _, lr_used, t), v in zip(pending, rows):
-                    scale = v[2 + n] if scaler is not None else None
-                    core = v[:2 + n]
-                    overflow = scaler is not None and math.isfinite(core[0]) and not all(map(math.isfinite, core))
-                    if not overflow and not all(map(math.isfinite, core)):
-                        raise NonFiniteError(_nonfinite_message(step, core, names), step, last_good, i + 1)
-                    yield StepRecord(step, core[0], core[1], dict(zip(names, core[2:])), lr_used, t,
-                                     v[-1] if measure_updates else None,
-                                     None if clip_grad_norm is None else core[1] > clip_grad_norm, overflow, scale)
-                    last_good = step
-                pending.clear()
-            if stop_now:
-                return
-            continue
-        if should_stop is not None and should_stop():
-            return
+def loss_scale(scaler: torch.amp.GradScaler) -> Optional[torch.Tensor]:
+    """The GradScaler's current scale as a device tensor (no sync), or None when it is disabled."""
+    return getattr(scaler, "_scale", None) if scaler.is_enabled() else None
 
 
 def read_back(t: torch.Tensor) -> list:
@@ -212,64 +140,112 @@ def read_back(t: torch.Tensor) -> list:
     return t.tolist()
 
 
-def _autocast(device_type: str, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device_type, dtype=dtype)
+class NonFiniteCheck:
+    """The non-finite policy. On the CPU every step is judged before its update: ``stop`` raises
+    :class:`NonFiniteError` with the model still at the last good step, ``skip`` skips the update (at
+    most ``max_skips`` times). With deferred reads a non-finite value is found at the next read-back
+    (the record stream still ends at the last good step). An fp16 overflow (finite loss, overflowing
+    gradients) is neither: the GradScaler skips that update and lowers its scale."""
+
+    def __init__(self, guard: Guard, names: list[str], scaled: bool, last_good: int):
+        self.guard, self.names, self.scaled = guard, names, scaled
+        self.skips = 0
+        self.last_good = last_good
+
+    def core(self, values: list[float]) -> list[float]:
+        return values[:2 + len(self.names)]
+
+    def overflow(self, values: list[float]) -> bool:
+        core = self.core(values)
+        return self.scaled and math.isfinite(core[0]) and not all(map(math.isfinite, core))
+
+    def finite(self, values: list[float]) -> bool:
+        return all(map(math.isfinite, self.core(values)))
+
+    def allows_update(self, step: int, values: list[float]) -> bool:
+        if self.finite(values) or self.overflow(values):
+            return True
+        if self.guard.on_nonfinite == "stop" or self.skips >= self.guard.max_skips:
+            raise NonFiniteError(self.message(step, values), step, self.last_good)
+        self.skips += 1
+        return False
+
+    def after_update(self, step: int, values: list[float], model_step: int) -> None:
+        if not (self.finite(values) or self.overflow(values)):
+            raise NonFiniteError(self.message(step, values), step, self.last_good, model_step)
+        self.last_good = step
+
+    def message(self, step: int, values: list[float]) -> str:
+        core = self.core(values)
+        first = next((n for n, v in zip(self.names, core[2:]) if not math.isfinite(v)), None)
+        grads = f"first non-finite gradient: {first}" if first else "all gradients finite"
+        extra = f" after skipping {self.skips} step(s)" if self.skips else ""
+        return (f"non-finite value at step {step}{extra}: loss {core[0]:.4g}, {grads}; "
+                "lower optimizer.lr, set train.clip_grad_norm, or run with --detect-anomaly to find the operation")
 
 
-def _scale_of(scaler, device) -> torch.Tensor:
-    scale = getattr(scaler, "_scale", None)  # a device tensor once the scaler is in use: no sync
-    if scale is None:
-        scale = torch.tensor(scaler.get_scale(), device=device)
-    return scale.to(device=device, dtype=torch.float32).reshape(1)
+class _Pending(NamedTuple):
+    step: int
+    stats: torch.Tensor  # [loss, total norm, per-parameter norms..., (loss scale)] on the device
+    values: Optional[list[float]]  # the same, already read (exact mode)
+    ratio: Optional[torch.Tensor]  # ‖Δw‖/‖w‖ of the update (when measured)
+    lr: float
+    elapsed: float
+    updated: bool  # False: the update was skipped (non-finite values, skip mode)
 
 
-@dataclass
-class Summary:
-    steps: int = 0
-    first_loss: float = math.nan
-    last_loss: float = math.nan
-    best_loss: float = math.inf
-    best_step: int = 0
-    wall_time: float = 0.0
-    skipped: int = 0
-    clipped: int = 0
+class ReadBack:
+    """The steps' device scalars, read to the host in one ``.tolist()`` per read-back.
 
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.wall_time if self.wall_time > 0 else math.nan
+    :meth:`add` keeps a step; :meth:`flush` reads what is kept and yields the records, built in one
+    place (:meth:`record`). ``exact`` (every step, always in skip mode): :meth:`now` reads a step's
+    scalars before its update so that the non-finite check can act on them.
+    """
 
-    def as_dict(self) -> dict:
-        return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
-                "best_loss": self.best_loss, "best_step": self.best_step, "wall_time": self.wall_time,
-                "steps_per_s": self.steps_per_s, "skipped": self.skipped, "clipped": self.clipped}
+    def __init__(self, names: list[str], check: NonFiniteCheck, *, every: int, flush_every: tuple[int, ...],
+                 reduce: Optional[Callable], clip: Optional[float], scaled: bool):
+        self.names, self.check, self.clip, self.scaled = names, check, clip, scaled
+        self.every, self.flush_every = max(1, every), tuple(n for n in flush_every if n)
+        self.reduce = reduce or (lambda t: t)
+        self.exact = self.every == 1 or check.guard.on_nonfinite == "skip"
+        if self.exact:
+            self.every = 1
+        self.pending: list[tuple] = []
 
+    def now(self, stats: torch.Tensor) -> list[float]:
+        return read_back(self.reduce(stats))
 
-@dataclass
-class Tracker:
-    """Folds step records into a :class:`Summary`."""
+    def add(self, step: int, stats: torch.Tensor, values: Optional[list[float]], ratio: Optional[torch.Tensor],
+            lr: float, elapsed: float, updated: bool) -> None:
+        self.pending.append(_Pending(step, stats, values, ratio, lr, elapsed, updated))
 
-    summary: Summary = field(default_factory=Summary)
-    _t0: Optional[float] = None
+    def due(self, step: int, last: int, stopping: bool) -> bool:
+        return (len(self.pending) >= self.every or step == last or stopping
+                or any(step % n == 0 for n in self.flush_every))
 
-    def __post_init__(self):
-        self._t0 = time.perf_counter()
-
-    def update(self, rec: StepRecord) -> None:
-        s = self.summary
-        if s.steps == 0:
-            s.first_loss = rec.loss
-        s.steps += 1
-        s.skipped += rec.skipped
-        s.clipped += bool(rec.clipped)
-        if rec.skipped:
+    def flush(self) -> Iterator[StepRecord]:
+        pending, self.pending = self.pending, []
+        if self.exact:  # the scalars were read before each update; only update ratios remain
+            ratios = [p.ratio for p in pending if p.ratio is not None]
+            measured = iter(read_back(torch.stack(ratios)) if ratios else [])
+            for p in pending:
+                self.check.last_good = p.step
+                yield self.record(p, p.values, next(measured) if p.ratio is not None else None)
             return
-        s.last_loss = rec.loss
-        if rec.loss < s.best_loss:
-            s.best_loss, s.best_step = rec.loss, rec.step
+        # deferred: one 2-D read of every kept row, the update ratio (when measured) as its last column
+        rows = [p.stats if p.ratio is None else torch.cat([p.stats, p.ratio.reshape(1)]) for p in pending]
+        table = read_back(self.reduce(torch.stack(rows))) if rows else []
+        width = len(pending[0].stats) if pending else 0
+        for p, row in zip(pending, table):
+            self.check.after_update(p.step, row, pending[-1].step)
+            yield self.record(p, row[:width], row[width] if p.ratio is not None else None)
 
-    def finish(self) -> Summary:
-        self.summary.wall_time = time.perf_counter() - self._t0
-        return self.summary
+    def record(self, p: "_Pending", values: list[float], ratio: Optional[float]) -> StepRecord:
+        """The one place a :class:`StepRecord` is built."""
+        n = len(self.names)
+        skipped = not p.updated or self.check.overflow(values)
+        return StepRecord(step=p.step, loss=values[0], grad_norm=values[1],
+                          grad_norms=dict(zip(self.names, values[2:2 + n])), lr=p.lr, time=p.elapsed,
+                          update_ratio=ratio,
+                          clipped=None if self.clip is None else (not skipped and values[1] > self.clip),
+                          skipped=skipped, loss_scale=values[2 + n] if self.scaled else None)

@@ -7,6 +7,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from backprop_cli.components import ACTIVATIONS, LOSSES
+
 
 def grads_of(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """Each parameter's .grad (a zero scalar for a parameter that got none)."""
@@ -17,22 +19,25 @@ def grads_of(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
+def per_tensor_norms(grads: list[torch.Tensor]) -> torch.Tensor:
     """Per-tensor L2 norms as one 1-D tensor, from a single foreach kernel launch (as clip_grad does)."""
     if not grads:
         return torch.zeros(0)
     return torch.stack(torch._foreach_norm(grads, 2.0))
 
 
-def step_stats(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
-    """``[loss, total grad norm, norm of each grad...]`` as one float32 tensor on the grads' device.
+def step_stats(loss: torch.Tensor, grads: list[torch.Tensor], scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``[loss, total grad norm, norm of each grad..., (loss scale)]`` as one tensor on the grads' device.
 
     The total L2 norm is the norm of the per-tensor norms, exactly what
     ``torch.nn.utils.clip_grad_norm_`` measures. Reading this tensor back is the only host sync.
     """
-    per = grad_norms(grads)
+    per = per_tensor_norms(grads)
     total = torch.linalg.vector_norm(per, 2.0)
-    return torch.cat([loss.detach().reshape(1).to(per.dtype), total.reshape(1), per])
+    parts = [loss.detach().float().reshape(1).to(per.dtype), total.reshape(1), per]
+    if scale is not None:
+        parts.append(scale.to(device=per.device, dtype=per.dtype).reshape(1))
+    return torch.cat(parts)
 
 
 def clip_grads_(grads: list[torch.Tensor], max_norm: float, total_norm: torch.Tensor) -> None:
@@ -92,95 +97,37 @@ def nonfinite_count(t: torch.Tensor) -> int:
 
 
 # --------------------------------------------------------------------------- the chain rule by hand
-#
-# Each activation and loss carries its own small backward, written out (micrograd-style). These
-# tables are module-level so a test can swap in a wrong derivative and watch check-grads fail.
-
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _gelu_tanh_grad(z: torch.Tensor) -> torch.Tensor:
-    inner = SQRT_2_OVER_PI * (z + 0.044715 * z**3)
-    t = torch.tanh(inner)
-    return 0.5 * (1 + t) + 0.5 * z * (1 - t**2) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * z**2)
-
-
-def _gelu_grad(z: torch.Tensor) -> torch.Tensor:
-    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
-    pdf = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
-    return cdf + z * pdf
-
-
-# name → (forward a = f(z), derivative da/dz given z and a, options)
-ACTIVATION_FORWARD = {
-    "relu": lambda z, o: torch.clamp(z, min=0),
-    "tanh": lambda z, o: torch.tanh(z),
-    "sigmoid": lambda z, o: 1 / (1 + torch.exp(-z)),
-    "gelu": lambda z, o: (0.5 * z * (1 + torch.tanh(SQRT_2_OVER_PI * (z + 0.044715 * z**3)))
-                          if o.get("approximate") == "tanh" else 0.5 * z * (1 + torch.erf(z / math.sqrt(2.0)))),
-    "leaky_relu": lambda z, o: torch.where(z > 0, z, o["negative_slope"] * z),
-    "identity": lambda z, o: z,
-}
-ACTIVATION_DERIVATIVES = {
-    "relu": lambda z, a, o: (z > 0).to(z.dtype),  # torch's choice at 0: derivative 0
-    "tanh": lambda z, a, o: 1 - a**2,
-    "sigmoid": lambda z, a, o: a * (1 - a),
-    "gelu": lambda z, a, o: _gelu_tanh_grad(z) if o.get("approximate") == "tanh" else _gelu_grad(z),
-    "leaky_relu": lambda z, a, o: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, o["negative_slope"])),
-    "identity": lambda z, a, o: torch.ones_like(z),
-}
-
-
-def _onehot_smoothed(y: torch.Tensor, classes: int, eps: float, dtype) -> torch.Tensor:
-    q = torch.nn.functional.one_hot(y, classes).to(dtype)
-    return q * (1 - eps) + eps / classes
-
-
-def _n(y_hat: torch.Tensor, spec) -> float:
-    """The divisor of a mean reduction (1 for sum)."""
-    return float(y_hat.numel()) if spec.reduction == "mean" else 1.0
-
-
-# name → dL/dŷ (ŷ: the network's output, shape (batch, outputs))
-LOSS_GRADIENTS = {
-    "mse": lambda yh, y, s: 2 * (yh - y) / _n(yh, s),
-    "l1": lambda yh, y, s: torch.sign(yh - y) / _n(yh, s),
-    "huber": lambda yh, y, s: torch.clamp(yh - y, -s.delta, s.delta) / _n(yh, s),
-    "smooth_l1": lambda yh, y, s: (torch.sign(yh - y) if s.beta == 0
-                                   else torch.clamp((yh - y) / s.beta, -1, 1)) / _n(yh, s),
-    "cross_entropy": lambda yh, y, s: (torch.softmax(yh, dim=1)
-                                       - _onehot_smoothed(y, yh.shape[1], s.label_smoothing, yh.dtype))
-    / (yh.shape[0] if s.reduction == "mean" else 1.0),
-    "bce_with_logits": lambda yh, y, s: (torch.sigmoid(yh) - y) / _n(yh, s),
-}
 
 
 def manual_backward(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                     activation, loss) -> dict[str, torch.Tensor]:
-    """The gradients of a TwoLayerNet by the chain rule, layer by layer, with no autograd.
+    """The gradients of a ``layer1 … layerN`` net by the chain rule, layer by layer, with no autograd.
 
-    forward:  z1 = x·W1ᵀ + b1,  h = f(z1),  ŷ = h·W2ᵀ + b2
-    backward: δ2 = dL/dŷ;  dW2 = δ2ᵀ·h;  db2 = Σ δ2;  δh = δ2·W2;  δ1 = δh ⊙ f'(z1);  dW1 = δ1ᵀ·x;  db1 = Σ δ1
+    forward:  z_k = h_{k-1}·W_kᵀ + b_k,  h_k = f(z_k)  (h_0 = x; the last layer has no f: ŷ = z_N)
+    backward: δ_N = dL/dŷ;  for k = N … 1:  dW_k = δ_kᵀ·h_{k-1},  db_k = Σ δ_k,
+              δ_{k-1} = (δ_k·W_k) ⊙ f′(z_{k-1})
+    Each activation's f and f′ and each loss's dL/dŷ come from ``backprop_cli.components``.
     """
+    act = ACTIVATIONS[activation.name]
     opts = activation.model_dump()
+    depth = sum(1 for name in weights if name.endswith(".weight"))
     with torch.no_grad():
-        w1, w2 = weights["layer1.weight"], weights["layer2.weight"]
-        z1 = x @ w1.T
-        if "layer1.bias" in weights:
-            z1 = z1 + weights["layer1.bias"]
-        h = ACTIVATION_FORWARD[activation.name](z1, opts)
-        y_hat = h @ w2.T
-        if "layer2.bias" in weights:
-            y_hat = y_hat + weights["layer2.bias"]
-        delta2 = LOSS_GRADIENTS[loss.name](y_hat, y, loss)
-        grads = {"layer2.weight": delta2.T @ h}
-        if "layer2.bias" in weights:
-            grads["layer2.bias"] = delta2.sum(dim=0)
-        delta_h = delta2 @ w2
-        delta1 = delta_h * ACTIVATION_DERIVATIVES[activation.name](z1, h, opts)
-        grads["layer1.weight"] = delta1.T @ x
-        if "layer1.bias" in weights:
-            grads["layer1.bias"] = delta1.sum(dim=0)
+        zs, hs = [], [x]
+        for k in range(1, depth + 1):
+            z = hs[-1] @ weights[f"layer{k}.weight"].T
+            if f"layer{k}.bias" in weights:
+                z = z + weights[f"layer{k}.bias"]
+            zs.append(z)
+            if k < depth:
+                hs.append(act.forward(z, opts))
+        delta = LOSSES[loss.name].gradient(zs[-1], y, loss)
+        grads: dict[str, torch.Tensor] = {}
+        for k in range(depth, 0, -1):
+            grads[f"layer{k}.weight"] = delta.T @ hs[k - 1]
+            if f"layer{k}.bias" in weights:
+                grads[f"layer{k}.bias"] = delta.sum(dim=0)
+            if k > 1:
+                delta = (delta @ weights[f"layer{k}.weight"]) * act.derivative(zs[k - 2], hs[k - 1], opts)
     return {name: grads[name] for name in weights}
 
 

@@ -13,12 +13,15 @@ from typing import Optional
 
 import torch
 
-from backprop_cli.build import Run, build_run
-from backprop_cli.checkpoint import load_checkpoint, load_optimizer, load_weights
+from backprop_cli.build import Run, build_run, make_loss
+from backprop_cli.checkpoint import SCHEDULE_POSITION, load_checkpoint, load_optimizer, load_weights
+from backprop_cli.components import ACTIVATIONS
 from backprop_cli.config import Config
-from backprop_cli.engine import train
+from backprop_cli.data import Table
+from backprop_cli.engine import run_steps
 from backprop_cli.grads import (compare, finite_differences, grad_statistics, manual_backward,
                                 nonfinite_count, tolerance)
+from backprop_cli.model import Net
 
 NORM_RATIO_WARNING = 1000.0
 FULL_CHECK_LIMIT = 20_000  # parameters: above this, finite differences sample elements
@@ -31,45 +34,55 @@ class Probe:
     x: torch.Tensor
     y: torch.Tensor
     loss: float
-    hidden: torch.Tensor  # layer1's output z1 for this batch, before the activation
+    hidden: dict[str, torch.Tensor]  # each hidden layer's output z for this batch, before the activation
 
 
-def prepare(cfg: Config, checkpoint: Optional[Path] = None, steps: int = 0) -> tuple[Run, int]:
-    """Build the run (weights from the checkpoint if given), train ``steps`` more; returns (run, steps done)."""
-    run = build_run(cfg)
+def prepare(cfg: Config, checkpoint: Optional[Path] = None, train_steps: int = 0,
+            table: Optional[Table] = None) -> tuple[Run, int]:
+    """Build the run (weights, optimizer and schedule position from the checkpoint if given), then train
+    ``train_steps`` more with the config's own options (the engine of ``train``); returns (run, steps done).
+    ``table``: the data, when it was read already."""
+    run = build_run(cfg, dataset=table)
     done = 0
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)
         load_weights(run.model, state, checkpoint)
         load_optimizer(run.optimizer, state, checkpoint)
+        if run.scheduler is not None and isinstance(state.get("scheduler"), dict):
+            for key in SCHEDULE_POSITION:
+                if key in state["scheduler"]:
+                    setattr(run.scheduler, key, state["scheduler"][key])
         done = int(state["step"])
-    if steps:
-        for _ in train(run.model, run.loss_fn, run.optimizer, run.batches, done + steps, start_step=done):
+    if train_steps:
+        for _ in run_steps(run.loop(), done + train_steps, start_step=done, guard=run.guard):
             pass
-        done += steps
+        done += train_steps
     return run, done
 
 
 def backward_at(run: Run, index: int, zero_grad: bool = True) -> Probe:
     """forward → loss → zero_grad → backward on batch ``index``; no optimizer step."""
     x, y = run.batches(index)
-    seen = {}
-    hook = run.model.layer1.register_forward_hook(lambda m, i, o: seen.__setitem__("z1", o.detach()))
+    seen: dict[str, torch.Tensor] = {}
+    hidden = run.model.layers[:-1]
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(f"layer{k}", o.detach()))
+             for k, layer in enumerate(hidden, start=1)]
     try:
         run.model.train()
         loss = run.loss_fn(run.model(x), y)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     if zero_grad:
         run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    return Probe(run, index, x, y, loss.item(), seen["z1"])
+    return Probe(run, index, x, y, loss.item(), seen)
 
 
 # --------------------------------------------------------------------------- inspect-grads
 
 
-def flags(probe: Probe, stats: dict[str, dict]) -> list[str]:
+def grad_warnings(probe: Probe, stats: dict[str, dict]) -> list[str]:
     """Things a user should see: unused parameters, all-zero or non-finite grads, dead ReLUs, norm gaps."""
     out = []
     named = dict(probe.run.model.named_parameters())
@@ -84,19 +97,23 @@ def flags(probe: Probe, stats: dict[str, dict]) -> list[str]:
         elif s["zero_fraction"] == 1.0:
             out.append(f"{name}: the gradient is all zeros")
     if probe.run.cfg.model.activation.name == "relu":
-        dead = int((probe.hidden <= 0).all(dim=0).sum())
-        if dead:
-            width = probe.hidden.shape[1]
-            out.append(f"dead ReLU units: {dead} of {width} hidden units ({100 * dead / width:.0f}%) output 0 "
-                       "for every sample in this batch, so their weights get no gradient")
+        deep = len(probe.hidden) > 1
+        for layer, z in probe.hidden.items():
+            dead = int((z <= 0).all(dim=0).sum())
+            if dead:
+                width = z.shape[1]
+                where = f" in {layer}" if deep else ""
+                out.append(f"dead ReLU units{where}: {dead} of {width} hidden units ({100 * dead / width:.0f}%) "
+                           "output 0 for every sample in this batch, so their weights get no gradient")
     layer_norms = {}
-    for layer in ("layer1", "layer2"):
+    for layer in [f"layer{k}" for k in range(1, len(probe.run.model.layers) + 1)]:
         parts = [stats[n]["norm"] for n in stats if n.startswith(layer + ".")
                  and stats[n]["norm"] is not None and math.isfinite(stats[n]["norm"])]
         if parts:
             layer_norms[layer] = math.sqrt(sum(v * v for v in parts))
-    if len(layer_norms) == 2:
-        lo, hi = sorted(layer_norms.items(), key=lambda kv: kv[1])
+    if len(layer_norms) >= 2:
+        ordered = sorted(layer_norms.items(), key=lambda kv: kv[1])
+        lo, hi = ordered[0], ordered[-1]
         if lo[1] == 0 or hi[1] / lo[1] > NORM_RATIO_WARNING:
             ratio = "infinitely" if lo[1] == 0 else f"{hi[1] / lo[1]:.3g}×"
             out.append(f"{lo[0]}'s gradient norm is {ratio} smaller than {hi[0]}'s (vanishing or exploding gradients?)")
@@ -116,8 +133,9 @@ def clip_copy(grads: dict[str, torch.Tensor], max_norm: float) -> tuple[dict[str
     return copies, before, after
 
 
-def inspect_gradients(run: Run, index: int, clip: Optional[float] = None) -> dict:
-    """Everything inspect-grads shows, as data (tensors under ``grads``/``weights``)."""
+def inspect_gradients(run: Run, index: int, clip: Optional[float] = None, full: bool = False) -> dict:
+    """Everything inspect-grads shows, as data (tensors under ``grads``/``weights``; the values as
+    torch prints them under ``text``: whole when small or ``full``, corners otherwise)."""
     probe = backward_at(run, index)
     named = list(run.model.named_parameters())
     stats = grad_statistics(named)
@@ -128,15 +146,23 @@ def inspect_gradients(run: Run, index: int, clip: Optional[float] = None) -> dic
         "params": stats,
         "grads": grads,
         "weights": {n: p.detach().cpu().clone() for n, p in named},
-        "flags": flags(probe, stats),
+        "warnings": grad_warnings(probe, stats),
+        "text": {n: tensor_text(g, full) for n, g in grads.items()},
     }
     if clip is not None:
         clipped, before, after = clip_copy(grads, clip)
         result["clip"] = {"max_norm": clip, "total_norm_before": before, "total_norm_after": after,
                           "clipped": before > clip,
                           "norms": {n: float(torch.linalg.vector_norm(g)) for n, g in clipped.items()},
-                          "grads": clipped}
+                          "grads": clipped, "text": {n: tensor_text(g, full) for n, g in clipped.items()}}
     return result
+
+
+def tensor_text(t: torch.Tensor, full: bool) -> str:
+    """A gradient's values, as torch prints them: whole when small (or ``full``), corners otherwise."""
+    with torch._tensor_str.printoptions(threshold=math.inf if full else 64, edgeitems=3, precision=4,
+                                        linewidth=120, sci_mode=None):
+        return repr(t)
 
 
 # --------------------------------------------------------------------------- check-grads
@@ -157,11 +183,8 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
     y64 = y if y.dtype == torch.int64 else y.double()
     chain = manual_backward(w64, x64, y64, cfg.model.activation, cfg.loss)
 
-    from backprop_cli.build import make_loss
-    from backprop_cli.model import TwoLayerNet, make_activation
-
     m = cfg.model
-    ref = TwoLayerNet(m.input_size, m.hidden_size, m.output_size, make_activation(m.activation), m.bias).double()
+    ref = Net(m.widths, ACTIVATIONS[m.activation.name].module(m.activation), m.bias).double()
     ref.load_state_dict(w64)
     params64 = dict(ref.named_parameters())
     loss_fn = make_loss(cfg.loss)
@@ -203,43 +226,12 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
 
 # --------------------------------------------------------------------------- documents and dumps
 
-DUMP_SUFFIXES = (".pt", ".npz", ".json")
-
-
-def inspect_document(result: dict) -> dict:
-    """The `inspect-grads --format json` document (gradients as nested lists)."""
-    params = {}
-    for name, s in result["params"].items():
-        g = result["grads"].get(name)
-        params[name] = {k: _finite(s.get(k)) for k in ("shape", "norm", "mean", "std", "min", "max", "abs_max",
-                                                         "zero_fraction", "grad_to_weight")}
-        params[name]["grad"] = None if g is None else _finite(g.tolist())
-    doc = {"loss": _finite(result["loss"]), "batch": dict(result["batch"]), "params": params,
-           "flags": list(result["flags"])}
-    clip = result.get("clip")
-    if clip is not None:
-        doc["clip"] = {"max_norm": clip["max_norm"], "total_norm_before": clip["total_norm_before"],
-                       "total_norm_after": clip["total_norm_after"], "clipped": clip["clipped"],
-                       "params": {n: {"norm": clip["norms"][n], "grad": _finite(g.tolist())}
-                                  for n, g in clip["grads"].items()}}
-    return doc
-
-
-def _finite(v):
-    """JSON has no NaN/inf: they become null."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, list):
-        return [_finite(x) for x in v]
-    return v
 
 
 def dump_gradients(path: Path, result: dict) -> None:
     """``.pt``: torch.save({name: grad, "weights": {...}, "loss": float}); ``.npz``: one array per
     parameter; ``.json``: the inspect-grads JSON document. Written atomically."""
-    import json
-
-    from backprop_cli.outputs import AtomicFile, check_writable
+    from backprop_cli.outputs import DUMP_SUFFIXES, AtomicFile, check_writable
 
     path = check_writable(Path(path), DUMP_SUFFIXES, "gradient dump")
     suffix = path.suffix.lower()
@@ -252,5 +244,7 @@ def dump_gradients(path: Path, result: dict) -> None:
         with AtomicFile(path, "wb") as f:
             np.savez(f.file, **{n: g.numpy() for n, g in result["grads"].items()})
     else:
+        from backprop_cli.documents import inspect_document, json_text
+
         with AtomicFile(path, "w") as f:
-            json.dump(inspect_document(result), f.file, indent=2)
+            f.file.write(json_text(inspect_document(result)))

@@ -1,47 +1,88 @@
-"""TwoLayerNet: layer1 → activation → layer2, named as in the classic example."""
+"""The network: ``layer1 → activation → layer2 → activation → … → layerN``.
+
+Depth is data, not code: ``model.hidden_size: 20`` is the classic two-layer net (``layer1``,
+``layer2``), ``model.hidden_sizes: [64, 64, 64]`` four layers. Every hidden layer is followed by the
+activation; the last layer is linear.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
+from backprop_cli.components import ACTIVATIONS
 from backprop_cli.config import ModelConfig
+from backprop_cli.errors import ResourceError
+
+MAX_PARAMETERS = 2**60  # far above any memory; within torch's int64 size arithmetic (bytes < 2^63)
 
 
-def make_activation(spec) -> nn.Module:
-    """The torch module for an activation spec (torch's own defaults)."""
-    name = spec.name
-    if name == "relu":
-        return nn.ReLU()
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "gelu":
-        return nn.GELU(approximate=spec.approximate)
-    if name == "leaky_relu":
-        return nn.LeakyReLU(negative_slope=spec.negative_slope)
-    if name == "identity":
-        return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}")
+class Net(nn.Module):
+    """Linear layers named ``layer1 … layerN`` with one (stateless) activation between them."""
 
-
-class TwoLayerNet(nn.Module):
-    """``layer2(activation(layer1(x)))``; parameters ``layer1.weight``, ``layer1.bias``, ``layer2.*``."""
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int,
-                 activation: nn.Module | None = None, bias: bool = True):
+    def __init__(self, widths: list[int], activation: nn.Module | None = None, bias: bool = True):
         super().__init__()
-        self.layer1 = nn.Linear(input_size, hidden_size, bias=bias)
+        self.widths = list(widths)
+        for k, (n_in, n_out) in enumerate(zip(widths, widths[1:]), start=1):
+            setattr(self, f"layer{k}", nn.Linear(n_in, n_out, bias=bias))
         self.activation = activation if activation is not None else nn.ReLU()
-        self.layer2 = nn.Linear(hidden_size, output_size, bias=bias)
+
+    @property
+    def layers(self) -> list[nn.Linear]:
+        return [getattr(self, f"layer{k}") for k in range(1, len(self.widths))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer2(self.activation(self.layer1(x)))
+        *hidden, last = self.layers
+        for layer in hidden:
+            x = self.activation(layer(x))
+        return last(x)
 
 
-def build_model(cfg: ModelConfig, seed: int) -> TwoLayerNet:
-    """Seeded init: ``torch.manual_seed(seed)`` then construction on the CPU (same weights on every device)."""
+def parameter_count(widths: list[int], bias: bool) -> int:
+    return sum((n_in + bias) * n_out for n_in, n_out in zip(widths, widths[1:]))
+
+
+def build_model(cfg: ModelConfig, seed: int) -> Net:
+    """Seeded init: ``torch.manual_seed(seed)``, then construction on the CPU (same weights on every
+    device), then ``model.init`` (default: torch's own ``nn.Linear`` init)."""
+    widths = cfg.widths
+    count = parameter_count(widths, cfg.bias)
+    if count > MAX_PARAMETERS:
+        raise ResourceError(f"out of memory: the model would have {count:.3g} parameters "
+                            f"({count * 4 / 2**40:,.0f} TiB); lower model.hidden_size, model.hidden_sizes or "
+                            "model.input_size")
+    entry = ACTIVATIONS[cfg.activation.name]
     torch.manual_seed(seed)
-    return TwoLayerNet(cfg.input_size, cfg.hidden_size, cfg.output_size,
-                       make_activation(cfg.activation), cfg.bias)
+    net = Net(widths, entry.module(cfg.activation), cfg.bias)
+    if cfg.init != "default":
+        initialize(net, cfg)
+    return net
+
+
+def initial_gain(cfg: ModelConfig) -> float:
+    """``model.init_gain``, else torch's recommended gain for the activation."""
+    if cfg.init_gain is not None:
+        return cfg.init_gain
+    entry = ACTIVATIONS[cfg.activation.name]
+    slope = getattr(cfg.activation, "negative_slope", None)
+    return nn.init.calculate_gain(entry.gain, slope) if entry.gain == "leaky_relu" else nn.init.calculate_gain(entry.gain)
+
+
+def initialize(net: Net, cfg: ModelConfig) -> None:
+    """``xavier``: uniform, bound gain·√(6/(fan_in+fan_out)); ``kaiming``: normal, std gain/√fan_in.
+    Hidden layers take the activation's gain, the last (linear) layer gain 1; biases start at 0."""
+    gain = initial_gain(cfg)
+    layers = net.layers
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            g = gain if i < len(layers) - 1 else 1.0
+            fan_out, fan_in = layer.weight.shape
+            if cfg.init == "xavier":
+                bound = g * math.sqrt(6.0 / (fan_in + fan_out))
+                layer.weight.uniform_(-bound, bound)
+            else:
+                layer.weight.normal_(0.0, g / math.sqrt(fan_in))
+            if layer.bias is not None:
+                layer.bias.zero_()

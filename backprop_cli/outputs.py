@@ -14,6 +14,7 @@ from typing import Callable, IO
 from backprop_cli.errors import OutputError
 
 METRICS_SUFFIXES = (".jsonl", ".csv")
+DUMP_SUFFIXES = (".pt", ".npz", ".json")  # inspect-grads --out
 
 
 def check_writable(path: Path, suffixes: tuple[str, ...] | None = None, what: str = "output") -> Path:

@@ -1,6 +1,6 @@
 """All terminal rendering. Rich on a terminal; plain lines when output is piped or NO_COLOR is set.
 
-This module formats what it is given and computes nothing.
+This module formats what it is given and computes nothing; it imports no torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from backprop_cli.engine import StepRecord, Summary
+from backprop_cli.documents import json_text, train_document
+from backprop_cli.records import StepRecord, Summary
 
 
 PLAIN_WIDTH = 200
@@ -93,7 +94,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
     loss = info["loss"]
     opt = info["optimizer"]
     lines = [
-        ("model", f"TwoLayerNet {sizes}, {act}, bias {'on' if m['bias'] else 'off'}"),
+        ("model", f"{'TwoLayerNet' if len(m['sizes']) == 3 else 'MLP'} {sizes}, {act}, bias {'on' if m['bias'] else 'off'}"
+                  + (f", {m['init']} init" if m.get("init", "default") != "default" else "")),
         ("parameters", f"{m['parameter_count']:,}: {shapes}"),
         ("loss", f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"]),
         ("optimizer", f"{opt['name']} ({fmt_options(opt['options'])})"
@@ -114,6 +116,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         extras.append("skip steps with non-finite values")
     if info.get("detect_anomaly"):
         extras.append("autograd anomaly detection (slower)")
+    if info.get("zero_grad") is False:
+        extras.append("no zero_grad: gradients accumulate across steps")
     if extras:
         lines.append(("guards", ", ".join(extras)))
     dist = info.get("distributed")
@@ -159,10 +163,11 @@ class _Columns:
         return "  ".join(cells)
 
 
-def _summary_lines(s: Summary, outputs: dict[str, str], status: str) -> list[tuple[str, str]]:
+def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Optional[str]) -> list[tuple[str, str]]:
     rate = fmt(s.steps_per_s) if not math.isnan(s.steps_per_s) else "-"
+    why = f" ({reason})" if reason and status != "done" else ""
     lines = [
-        (status, f"{s.steps} step(s) in {s.wall_time:.3g} s ({rate} steps/s)"),
+        (status, f"{s.steps} step(s) in {s.wall_time:.3g} s ({rate} steps/s){why}"),
         ("loss", f"first {fmt(s.first_loss)}, last {fmt(s.last_loss)}, best {fmt(s.best_loss)} (step {s.best_step})"
          if s.steps else "no step completed"),
     ]
@@ -227,14 +232,13 @@ class TrainReport:
         if self.progress is not None:
             self.progress.update(self.task, completed=r.step)
 
-    def finish(self, summary: Summary, outputs: dict[str, str], status: str) -> None:
+    def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None:
         if self.progress is not None:
             self.progress.stop()
         if self.json_out is not None:
-            doc = {"status": status, "summary": _finite_dict(summary.as_dict()), "outputs": dict(outputs)}
-            self.json_out.write(json_text(doc) + "\n")
+            self.json_out.write(json_text(train_document(summary.as_dict(), outputs, status, reason)) + "\n")
             self.json_out.flush()
-        lines = _summary_lines(summary, outputs, status)
+        lines = _summary_lines(summary, outputs, status, reason)
         if self.plain:
             if not self.quiet:
                 self.console.print("", markup=False)
@@ -263,37 +267,17 @@ def _table(title: str, columns: list[tuple[str, str]], plain: bool) -> Table:
     return t
 
 
-def _print_blocks(console: Console, blocks: list, plain: bool) -> None:
+def _print_blocks(console: Console, blocks: list) -> None:
     for i, b in enumerate(blocks):
         if i:
             console.print()
         console.print(b)
 
 
-def _finite_dict(d: dict) -> dict:
-    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d.items()}
-
-
-def json_text(doc) -> str:
-    import json
-
-    return json.dumps(doc, indent=2, allow_nan=False)
-
-
 # --------------------------------------------------------------------------- inspect-grads
 
 
-def tensor_text(t, full: bool) -> str:
-    """A gradient's values, as torch prints them: whole when small (or --full), corners otherwise."""
-    import torch
-
-    with torch._tensor_str.printoptions(threshold=math.inf if full else 64, edgeitems=3, precision=4,
-                                        linewidth=120, sci_mode=None):
-        text = repr(t)
-    return text
-
-
-def render_inspect(console: Console, plain: bool, result: dict, full: bool = False) -> None:
+def render_inspect(console: Console, plain: bool, result: dict) -> None:
     b = result["batch"]
     head = Text(f"loss {fmt(result['loss'])} on batch {b['index']} ({b['size']} samples); "
                 "gradients as optimizer.step() would use them")
@@ -311,8 +295,8 @@ def render_inspect(console: Console, plain: bool, result: dict, full: bool = Fal
     legend = Text("norm: ‖g‖₂   abs_max: max |g|   zero_fraction: share of exact zeros   "
                   "grad_to_weight: ‖g‖/‖w‖", style="" if plain else "dim")
     blocks: list = [head, t, legend]
-    if result["flags"]:
-        blocks.append(Text("\n".join(f"! {f}" for f in result["flags"]), style="" if plain else "bold yellow"))
+    if result["warnings"]:
+        blocks.append(Text("\n".join(f"! {w}" for w in result["warnings"]), style="" if plain else "bold yellow"))
     clip = result.get("clip")
     if clip is not None:
         ct = _table(f"clip_grad_norm_(max_norm={fmt(clip['max_norm'])}): "
@@ -323,17 +307,16 @@ def render_inspect(console: Console, plain: bool, result: dict, full: bool = Fal
                 ct.add_row(name, fmt(s["norm"]), fmt(clip["norms"][name]))
         ct.add_row("total", fmt(clip["total_norm_before"]), fmt(clip["total_norm_after"]))
         blocks.append(ct)
-    for name, g in result["grads"].items():
+    for name, text in result["text"].items():
         block = Text(f"{name}.grad\n", style="" if plain else "bold cyan")
         if clip is not None:
-            block.append("before clipping:\n" + tensor_text(g, full) + "\nafter clipping:\n"
-                         + tensor_text(clip["grads"][name], full), style="")
+            block.append("before clipping:\n" + text + "\nafter clipping:\n" + clip["text"][name], style="")
         else:
-            block.append(tensor_text(g, full), style="")
+            block.append(text, style="")
         blocks.append(block)
     blocks.append(Text("(train --no-zero-grad skips zero_grad, so these would add onto the previous step's)",
                        style="" if plain else "dim"))
-    _print_blocks(console, blocks, plain)
+    _print_blocks(console, blocks)
 
 
 # --------------------------------------------------------------------------- check-grads
@@ -357,7 +340,7 @@ def render_check(console: Console, plain: bool, result: dict) -> None:
     foot = Text(f"tolerance ({tol['dtype']}): |autograd − other| ≤ {fmt(tol['atol_fraction_of_max'])}·max|g| + "
                 f"{fmt(tol['rtol'])}·|g| per element; finite-difference step {fmt(tol['finite_diff_step'])}\n"
                 + ("all gradients agree: PASS" if result["pass"] else "some gradients disagree: FAIL"))
-    _print_blocks(console, [head, t, foot], plain)
+    _print_blocks(console, [head, t, foot])
 
 
 # --------------------------------------------------------------------------- explain
@@ -394,7 +377,7 @@ def render_explain(console: Console, plain: bool, r: dict) -> None:
         for h in r["history"]:
             ht.add_row(str(h["step"]), fmt(h["loss"]), fmt(h["grad_w1"]), fmt(h["grad_w2"]), fmt(h["w1"]), fmt(h["w2"]))
         blocks += [ht, Text(f"loss after {len(r['history'])} steps: {fmt(r['history'][-1]['loss_after'])}")]
-    _print_blocks(console, blocks, plain)
+    _print_blocks(console, blocks)
 
 
 # --------------------------------------------------------------------------- compare-optimizers
@@ -434,7 +417,7 @@ def _ms(entry: dict, key: str, seeds: int) -> str:
 
 
 def render_compare(console: Console, plain: bool, summary: list[dict], curves: dict[str, list[float]],
-                   steps: int) -> None:
+                   steps: int, quiet: bool = False) -> None:
     seeds = len(summary[0]["seeds"]) if summary else 1
     cols = [("label", "left"), ("first_loss", "right"), ("final_loss", "right"), ("best_loss", "right"),
             ("steps_to_10pct", "right"), ("mean_grad_norm", "right"), ("mean_update_ratio", "right"),
@@ -459,10 +442,15 @@ def render_compare(console: Console, plain: bool, summary: list[dict], curves: d
     lo, hi = min(every), max(every)
     spark = Text(f"loss curves (log scale, shared: ▁ {fmt(lo)} … █ {fmt(hi)}):\n"
                  + "\n".join(f"{label:<{width}}  {sparkline(vals, lo=lo, hi=hi)}" for label, vals in curves.items()))
+    diverged = [f"{e['label']} diverged at step {', '.join(str(d['step']) for d in e['diverged'])}"
+                + (f" (seed {', '.join(str(d['seed']) for d in e['diverged'])})" if seeds > 1 else "")
+                for e in summary if e.get("diverged")]
+    if diverged:
+        t.caption = "; ".join(diverged) + "; its numbers are up to its last finite step"
     notes = Text(("* best in its column. " if plain else "green: best in its column. ")
                  + "steps_to_10pct: first step with loss below 10% of the first; "
                  "mean_update_ratio: mean ‖Δw‖/‖w‖, how big each update really is, relative to the weights.")
-    _print_blocks(console, [t, spark, notes], plain)
+    _print_blocks(console, [t] if quiet else [t, spark, notes])
 
 
 class CompareProgress:

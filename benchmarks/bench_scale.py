@@ -87,7 +87,7 @@ def child(kind: str, steps: int, device: str, cfg_path: str) -> None:
 
     from backprop_cli.build import build_run
     from backprop_cli.config import load_config
-    from backprop_cli.engine import train
+    from backprop_cli.engine import Loop, run_steps
 
     ddp = kind.startswith("ddp")
     rank = int(os.environ.get("RANK", "0"))
@@ -152,12 +152,12 @@ def child(kind: str, steps: int, device: str, cfg_path: str) -> None:
             _sync(device)
             rate = steps / (time.perf_counter() - t)
         else:
-            for _ in train(model, loss_fn, opt, run.batches, WARMUP, sync_every=every):
+            for _ in run_steps(Loop(model, loss_fn, opt, run.batches), WARMUP, read_every=every):
                 pass
             _sync(device)
             t = time.perf_counter()
-            n_rec = sum(1 for _ in train(model, loss_fn, opt, run.batches, WARMUP + steps, start_step=WARMUP,
-                                         sync_every=every))
+            n_rec = sum(1 for _ in run_steps(Loop(model, loss_fn, opt, run.batches), WARMUP + steps, start_step=WARMUP,
+                                         read_every=every))
             _sync(device)
             rate = n_rec / (time.perf_counter() - t)
         device_used = device

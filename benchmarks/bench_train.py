@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from backprop_cli.build import build_run  # noqa: E402
 from backprop_cli.config import load_config  # noqa: E402
-from backprop_cli.engine import train  # noqa: E402
+from backprop_cli.engine import run_steps  # noqa: E402
 
 
 def make_run(sizes, batch, steps):
@@ -38,7 +38,7 @@ def make_run(sizes, batch, steps):
 
 def engine_loop(run) -> float:
     t = time.perf_counter()
-    records = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
+    records = list(run_steps(run.loop(), run.steps, guard=run.guard))
     elapsed = time.perf_counter() - t
     assert len(records) == run.steps
     return run.steps / elapsed

@@ -71,15 +71,14 @@ def main() -> None:
 
         for precision in args.precision:
             r = run(precision, "data.samples=2048", "data.shuffle=true", f"train.steps={args.steps}")
-            kw = dict(sync_every=args.log_every, precision=precision, clip_grad_norm=1.0)
-            for _ in engine.train(r.model, r.loss_fn, r.optimizer, r.batches, 3, **kw):
+            kw = dict(read_every=args.log_every, guard=engine.Guard(precision=precision, clip_grad_norm=1.0))
+            for _ in engine.run_steps(r.loop(), 3, **kw):
                 pass  # warm-up (kernels, allocator, the scaler's first scale) outside the check
             sync()
             engine.read_back = allowed_read
             torch.cuda.set_sync_debug_mode("error")
             try:
-                n = sum(1 for _ in engine.train(r.model, r.loss_fn, r.optimizer, r.batches, args.steps,
-                                                start_step=3, **kw))
+                n = sum(1 for _ in engine.run_steps(r.loop(), args.steps, start_step=3, **kw))
             finally:
                 torch.cuda.set_sync_debug_mode("default")
                 engine.read_back = real_read
@@ -90,13 +89,12 @@ def main() -> None:
     # 2. speed, engine vs plain loop, alternating, best of 3
     def engine_rate(precision):
         r = run(precision, "data.samples=512", "data.shuffle=false", f"train.steps={args.steps + args.warmup}")
-        kw = dict(sync_every=args.log_every, precision=precision)
-        for _ in engine.train(r.model, r.loss_fn, r.optimizer, r.batches, args.warmup, **kw):
+        kw = dict(read_every=args.log_every, guard=engine.Guard(precision=precision))
+        for _ in engine.run_steps(r.loop(), args.warmup, **kw):
             pass
         sync()
         t = time.perf_counter()
-        n = sum(1 for _ in engine.train(r.model, r.loss_fn, r.optimizer, r.batches, args.warmup + args.steps,
-                                        start_step=args.warmup, **kw))
+        n = sum(1 for _ in engine.run_steps(r.loop(), args.warmup + args.steps, start_step=args.warmup, **kw))
         sync()
         return n / (time.perf_counter() - t)
 

@@ -46,7 +46,7 @@ one SGD step w ← w − η·∂L/∂w:
 The hand-written gradients and autograd's agree to the last digit, and the loss falls after the
 update. Repeat the update a few times and watch it keep falling:
 """),
-    ("cmd", "backprop explain --steps 5"),
+    ("cmd", "backprop explain --updates 5"),
     ("md", """\
 ## 2. A real network, one step
 

@@ -6,10 +6,11 @@ import struct
 import pytest
 import torch
 
+
 from backprop_cli.build import build_run
-from backprop_cli.compare import compare_optimizers, default_optimizers, summarize
+from backprop_cli.compare import compare_optimizers, default_optimizers, summarize, variant
+from backprop_cli.engine import run_steps
 from backprop_cli.config import load_config, parse_optimizer
-from backprop_cli.engine import train
 from backprop_cli.errors import ConfigError
 from conftest import CONFIGS
 
@@ -20,7 +21,7 @@ def cfg(*sets):
     return load_config(REG, ["device=cpu", *sets])
 
 
-def test_runs_share_initial_weights_batches_and_flags():
+def test_runs_share_initial_weights_batches_and_kernel():
     c = cfg()
     results = compare_optimizers(c, [parse_optimizer("sgd:lr=0.1"), parse_optimizer("adam:lr=1e-3"),
                                       parse_optimizer("rmsprop")], steps=5)
@@ -29,7 +30,7 @@ def test_runs_share_initial_weights_batches_and_flags():
         assert r.initial_state.keys() == first.initial_state.keys()
         assert all(torch.equal(r.initial_state[k], first.initial_state[k]) for k in first.initial_state)
         assert r.records[0].loss == first.records[0].loss  # same init, same first batch
-        assert r.flags == first.flags
+        assert r.kernel == first.kernel
     assert results[1].records[1].loss != first.records[1].loss  # then they part ways
 
 
@@ -37,16 +38,16 @@ def test_sgd_run_equals_train_with_the_same_config():
     c = cfg("train.steps=60")
     results = compare_optimizers(c, [c.optimizer, parse_optimizer("adam")])
     run = build_run(c)
-    losses = [r.loss for r in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps)]
+    losses = [r.loss for r in run_steps(run.loop(), run.steps, guard=run.guard)]
     assert results[0].losses == losses
 
 
 def test_every_run_gets_the_fused_kernel_only_when_every_optimizer_has_one():
     c = cfg("train.steps=30")
     both = compare_optimizers(c, [c.optimizer, parse_optimizer("adam")])
-    assert [r.flags for r in both] == [{"fused": True}] * 2
+    assert [r.kernel for r in both] == [{"fused": True}] * 2
     mixed = compare_optimizers(c, [c.optimizer, parse_optimizer("rmsprop")])
-    assert [r.flags for r in mixed] == [{"foreach": False}] * 2
+    assert [r.kernel for r in mixed] == [{"foreach": False}] * 2
     assert [r.implementation for r in both + mixed] == ["fused"] * 2 + ["for-loop"] * 2
     # the kernel changes only the rounding: the SGD runs agree to float32 precision
     assert torch.allclose(torch.tensor(mixed[0].losses), torch.tensor(both[0].losses), rtol=1e-5, atol=1e-7)
@@ -55,7 +56,12 @@ def test_every_run_gets_the_fused_kernel_only_when_every_optimizer_has_one():
 def test_adams_first_update_is_lr_times_sign_of_the_gradient():
     lr, eps = 1e-3, 1e-8
     c = cfg()
-    (result,) = compare_optimizers(c, [parse_optimizer(f"adam:lr={lr}")], steps=1)
+    spec = parse_optimizer(f"adam:lr={lr}")
+    (result,) = compare_optimizers(c, [spec], steps=1)
+    # compare's run, rebuilt from its recipe (the config with this optimizer), trained the same step
+    again = build_run(variant(c, spec, c.seed, 1))
+    assert [r.loss for r in run_steps(again.loop(), 1, guard=again.guard)] == result.losses
+    final = {k: v.detach().clone() for k, v in again.model.state_dict().items()}
     # the gradient at the initial weights, from a plain forward/backward written here
     model = build_run(c).model
     model.load_state_dict(result.initial_state)
@@ -63,19 +69,23 @@ def test_adams_first_update_is_lr_times_sign_of_the_gradient():
     torch.nn.functional.mse_loss(model(x), y).backward()
     for name, p in model.named_parameters():
         g = p.grad
-        delta = result.final_state[name].double() - result.initial_state[name].double()
+        delta = final[name].double() - result.initial_state[name].double()
         # Adam's first step is lr·g/(|g| + eps) = lr·sign(g) up to lr·eps/|g|. float32 adds a few
         # roundings of the update (Adam's own arithmetic) and one of the stored weight.
         f32 = torch.finfo(torch.float32).eps
-        w = torch.maximum(result.initial_state[name].abs(), result.final_state[name].abs())
+        w = torch.maximum(result.initial_state[name].abs(), final[name].abs())
         allowed = lr * eps / g.abs().clamp_min(1e-30) + 2 * f32 * w + 10 * f32 * lr
         assert ((delta + lr * torch.sign(g).double()).abs() <= allowed).all(), name
 
 
 def test_update_ratio_is_measured_against_the_weights():
     c = cfg()
-    (r,) = compare_optimizers(c, [parse_optimizer("sgd:lr=0.1")], steps=1)
-    num = torch.sqrt(sum(((r.final_state[k] - r.initial_state[k]) ** 2).sum() for k in r.final_state))
+    spec = parse_optimizer("sgd:lr=0.1")
+    (r,) = compare_optimizers(c, [spec], steps=1)
+    again = build_run(variant(c, spec, c.seed, 1))
+    list(run_steps(again.loop(), 1, guard=again.guard))
+    final = again.model.state_dict()
+    num = torch.sqrt(sum(((final[k] - r.initial_state[k]) ** 2).sum() for k in final))
     den = torch.sqrt(sum((r.initial_state[k] ** 2).sum() for k in r.initial_state))
     assert r.records[0].update_ratio == pytest.approx((num / den).item(), rel=1e-5)
 
@@ -120,8 +130,8 @@ def test_json_document_schema(cli):
     doc = json.loads(r.stdout)
     assert set(doc) == {"runs", "summary"}
     assert [run["optimizer"] for run in doc["runs"]] == ["sgd", "adam"]
-    keys = {"optimizer", "label", "hyperparams", "implementation", "seed", "losses", "grad_norms", "final_loss",
-            "best_loss", "steps_to_10pct", "mean_update_ratio", "time_s"}
+    keys = {"optimizer", "label", "hyperparams", "implementation", "seed", "status", "diverged_at", "losses",
+            "grad_norms", "final_loss", "best_loss", "steps_to_10pct", "mean_update_ratio", "time_s"}
     for run in doc["runs"]:
         assert set(run) == keys
         assert len(run["losses"]) == len(run["grad_norms"]) == 20

@@ -13,7 +13,7 @@ import torch
 from backprop_cli import engine
 from backprop_cli.build import build_run, implementation_name
 from backprop_cli.config import load_config
-from conftest import CONFIGS
+from conftest import CONFIGS, engine_records
 
 DEVICE = os.environ.get("BACKPROP_TEST_DEVICE", "cuda")
 REG = CONFIGS / "regression.yaml"
@@ -45,8 +45,7 @@ def test_deferred_read_backs_give_the_records_of_one_read_per_step():
     def run(sync_every):
         cfg = load_config(REG, [f"device={DEVICE}", "train.steps=35", "train.clip_grad_norm=0.5"])
         r = build_run(cfg)
-        return [x.as_dict() | {"time": 0} for x in engine.train(
-            r.model, r.loss_fn, r.optimizer, r.batches, r.steps, sync_every=sync_every, clip_grad_norm=0.5)]
+        return [x.as_dict() | {"time": 0} for x in engine_records(r.model, r.loss_fn, r.optimizer, r.batches, r.steps, sync_every=sync_every, clip_grad_norm=0.5)]
 
     assert run(10) == run(1)
 
@@ -61,7 +60,7 @@ def test_no_host_sync_between_read_backs(monkeypatch, precision):
                             f"precision={precision}"])
     r = build_run(cfg)
     kw = dict(sync_every=10, clip_grad_norm=1.0, scheduler=r.scheduler, precision=precision)
-    for _ in engine.train(r.model, r.loss_fn, r.optimizer, r.batches, 2, **kw):
+    for _ in engine_records(r.model, r.loss_fn, r.optimizer, r.batches, 2, **kw):
         pass  # first-call work (allocator, the scaler's first scale) outside the check
     torch.cuda.synchronize()
     real, reads = engine.read_back, []
@@ -77,7 +76,7 @@ def test_no_host_sync_between_read_backs(monkeypatch, precision):
     monkeypatch.setattr(engine, "read_back", allowed)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        recs = list(engine.train(r.model, r.loss_fn, r.optimizer, r.batches, r.steps, start_step=2, **kw))
+        recs = list(engine_records(r.model, r.loss_fn, r.optimizer, r.batches, r.steps, start_step=2, **kw))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert [x.step for x in recs] == list(range(3, 41))
@@ -96,7 +95,7 @@ def test_the_optimizer_implementation_on_the_device(optimizer):
         assert name == ("foreach" if DEVICE == "cuda" else "for-loop")
     else:  # Adagrad: fused on the CPU; on CUDA where torch has it, else foreach
         assert name == "fused" if DEVICE == "cpu" else name in ("fused", "foreach")
-    recs = list(engine.train(r.model, r.loss_fn, r.optimizer, r.batches, 20))
+    recs = list(engine_records(r.model, r.loss_fn, r.optimizer, r.batches, 20))
     assert recs[-1].loss < recs[0].loss
 
 

@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
+
 from torch import nn
 
 from backprop_cli.build import build_run
 from backprop_cli.config import load_config, optimizer_hyperparams
-from backprop_cli.engine import train
-from conftest import CONFIGS
+from conftest import CONFIGS, engine_records
 
 
 def plain_classic_run(steps=1, lr=0.01, zero_grad=True):
@@ -52,7 +52,7 @@ def test_first_step_gradients_equal_a_plain_loop():
         real_step()
 
     run.optimizer.step = spy
-    (rec,) = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
+    (rec,) = list(engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
     _, [(loss, grads)] = plain_classic_run()
     assert rec.step == 1
     assert rec.loss == loss
@@ -67,7 +67,7 @@ def test_first_step_gradients_equal_a_plain_loop():
 
 def test_many_steps_match_the_plain_loop_and_the_weights_end_equal():
     run = seed_run(**{"train.steps": 25})
-    recs = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
+    recs = list(engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
     model, ref = plain_classic_run(steps=25)
     assert [r.loss for r in recs] == [loss for loss, _ in ref]
     for (n, p), (m, q) in zip(run.model.named_parameters(), model.named_parameters()):
@@ -76,13 +76,13 @@ def test_many_steps_match_the_plain_loop_and_the_weights_end_equal():
 
 def test_no_zero_grad_accumulates_like_the_plain_loop():
     run = seed_run(**{"train.steps": 3})
-    recs = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, zero_grad=False))
+    recs = list(engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, zero_grad=False))
     _, ref = plain_classic_run(steps=3, zero_grad=False)
     assert [r.loss for r in recs] == [loss for loss, _ in ref]
     assert recs[2].grad_norms["layer2.bias"] == pytest.approx(ref[2][1]["layer2.bias"].norm().item(), rel=1e-6)
     # accumulated: step 2's grad is step 1's grad plus a fresh one, so it is not the fresh one alone
     fresh = seed_run(**{"train.steps": 3})
-    fresh_recs = list(train(fresh.model, fresh.loss_fn, fresh.optimizer, fresh.batches, 3))
+    fresh_recs = list(engine_records(fresh.model, fresh.loss_fn, fresh.optimizer, fresh.batches, 3))
     assert recs[1].grad_norm != fresh_recs[1].grad_norm
 
 
@@ -90,7 +90,7 @@ def test_shuffled_minibatches_momentum_match_a_plain_loop():
     cfg = load_config(CONFIGS / "regression.yaml", ["device=cpu", "train.steps=40"])
     run = build_run(cfg)
     ref_model = copy.deepcopy(run.model)
-    recs = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
+    recs = list(engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps))
 
     x, y = run.dataset.x, run.dataset.y
     assert run.optimizer.defaults["fused"]  # train uses torch's fused kernel where there is one
@@ -114,7 +114,7 @@ def test_same_config_and_seed_give_bitwise_identical_losses():
     def losses():
         cfg = load_config(CONFIGS / "classification.yaml", ["device=cpu", "train.epochs=null", "train.steps=60"])
         run = build_run(cfg)
-        return [r.loss for r in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps)]
+        return [r.loss for r in engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps)]
 
     a, b = losses(), losses()
     assert a == b and len(a) == 60
@@ -124,7 +124,7 @@ def test_deferred_reads_give_the_same_records():
     """Reading scalars back every k steps (the accelerator path) changes nothing but when."""
     def records(sync_every):
         run = seed_run(**{"train.steps": 7})
-        return [r.as_dict() | {"time": 0} for r in train(run.model, run.loss_fn, run.optimizer, run.batches,
+        return [r.as_dict() | {"time": 0} for r in engine_records(run.model, run.loss_fn, run.optimizer, run.batches,
                                                           run.steps, sync_every=sync_every)]
 
     assert records(3) == records(1)
@@ -133,7 +133,7 @@ def test_deferred_reads_give_the_same_records():
 
 def test_start_step_continues_numbering():
     run = seed_run(**{"train.steps": 5})
-    recs = list(train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, start_step=3))
+    recs = list(engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, start_step=3))
     assert [r.step for r in recs] == [4, 5]
 
 
@@ -155,8 +155,8 @@ def test_fused_kernels_do_the_same_math_as_torchs_reference_loop(case):
     ref = build_run(cfg)
     ref.optimizer = type(ref.optimizer)(ref.model.parameters(), **optimizer_hyperparams(cfg.optimizer),
                                         foreach=False)
-    ours = [r.loss for r in train(run.model, run.loss_fn, run.optimizer, run.batches, run.steps)]
-    theirs = [r.loss for r in train(ref.model, ref.loss_fn, ref.optimizer, ref.batches, ref.steps)]
+    ours = [r.loss for r in engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps)]
+    theirs = [r.loss for r in engine_records(ref.model, ref.loss_fn, ref.optimizer, ref.batches, ref.steps)]
     assert ours[0] == theirs[0]
     assert torch.allclose(torch.tensor(ours), torch.tensor(theirs), rtol=1e-5, atol=1e-7)
     for a, b in zip(run.model.parameters(), ref.model.parameters()):

@@ -2,11 +2,13 @@
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from backprop_cli import components
 from backprop_cli import grads as G
 from backprop_cli.config import ACTIVATIONS, LOSSES, load_config
 from backprop_cli.inspection import check_gradients, prepare
@@ -28,12 +30,18 @@ def autograd_grads(run, index=0):
     return {n: p.grad.clone() for n, p in run.model.named_parameters()}
 
 
-@pytest.mark.parametrize("activation,loss,bias", list(itertools.product(ACTIVATIONS, LOSSES, [True, False])))
-def test_every_activation_and_loss_passes(activation, loss, bias):
-    run, _ = prepare(cfg_for(activation, loss, bias))
+DEPTHS = {1: [], 2: ["model.hidden_size=null", "model.hidden_sizes=[7, 5]"],
+          4: ["model.hidden_size=null", "model.hidden_sizes=[6, 5, 4, 6]"]}
+
+
+@pytest.mark.parametrize("activation,loss,bias,depth",
+                         list(itertools.product(ACTIVATIONS, LOSSES, [True, False], DEPTHS)))
+def test_every_activation_and_loss_passes_at_every_depth(activation, loss, bias, depth):
+    run, _ = prepare(cfg_for(activation, loss, bias, DEPTHS[depth]))
     result = check_gradients(run, 0)
     assert result["pass"], result["params"]
-    names = {"layer1.weight", "layer2.weight"} | ({"layer1.bias", "layer2.bias"} if bias else set())
+    layers = [f"layer{k}" for k in range(1, depth + 2)]
+    names = {f"{layer}.weight" for layer in layers} | ({f"{layer}.bias" for layer in layers} if bias else set())
     assert set(result["params"]) == names
     for p in result["params"].values():
         assert p["finite_diff"]["checked"] == p["elements"]  # small model: every element
@@ -78,7 +86,8 @@ def test_finite_differences_of_a_known_function():
 
 
 def test_a_wrong_activation_derivative_fails(monkeypatch, cli, tmp_path):
-    monkeypatch.setitem(G.ACTIVATION_DERIVATIVES, "tanh", lambda z, a, o: 1 - a)  # should be 1 - a²
+    tanh = components.ACTIVATIONS["tanh"]
+    monkeypatch.setitem(components.ACTIVATIONS, "tanh", replace(tanh, derivative=lambda z, a, o: 1 - a))  # 1 - a²
     run, _ = prepare(cfg_for("tanh", "mse"))
     result = check_gradients(run, 0)
     assert not result["pass"]
@@ -91,7 +100,8 @@ def test_a_wrong_activation_derivative_fails(monkeypatch, cli, tmp_path):
 
 
 def test_a_wrong_loss_gradient_fails(monkeypatch):
-    monkeypatch.setitem(G.LOSS_GRADIENTS, "mse", lambda yh, y, s: (yh - y) / yh.numel())  # missing the 2
+    mse = components.LOSSES["mse"]
+    monkeypatch.setitem(components.LOSSES, "mse", replace(mse, gradient=lambda yh, y, s: (yh - y) / yh.numel()))  # no 2
     run, _ = prepare(cfg_for("relu", "mse"))
     result = check_gradients(run, 0)
     assert not result["pass"] and all(not p["pass"] for p in result["params"].values())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from backprop_cli.config import load_config
-from backprop_cli.inspection import backward_at, flags, prepare
+from backprop_cli.inspection import backward_at, grad_warnings, prepare
 from conftest import CONFIGS
 from test_engine import plain_classic_run
 
@@ -19,7 +19,7 @@ def test_json_document_is_the_first_steps_gradients(cli, seed_cfg):
     r = cli("inspect-grads", "-c", seed_cfg, "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)  # nothing else on stdout
-    assert set(doc) == {"loss", "batch", "params", "flags"}
+    assert set(doc) == {"loss", "batch", "params", "warnings"}
     assert doc["batch"] == {"index": 0, "size": 5}
     assert list(doc["params"]) == PARAMS
     _, [(loss, grads)] = plain_classic_run()
@@ -29,7 +29,7 @@ def test_json_document_is_the_first_steps_gradients(cli, seed_cfg):
         assert torch.equal(torch.tensor(p["grad"]), grads[name])
         assert p["shape"] == list(grads[name].shape)
         assert p["norm"] == pytest.approx(grads[name].norm().item(), rel=1e-6)
-    assert any(f.startswith("dead ReLU units:") for f in doc["flags"])
+    assert any(f.startswith("dead ReLU units:") for f in doc["warnings"])
 
 
 def test_steps_then_the_next_batch_equals_a_plain_loop(cli, seed_cfg):
@@ -130,7 +130,7 @@ def test_large_tensors_are_summarised_unless_full(cli, tmp_path):
     assert "..." in short and "..." not in full and len(full) > len(short)
 
 
-def test_flags_for_unused_nonfinite_and_norm_gaps():
+def test_warnings_for_unused_nonfinite_and_norm_gaps():
     run, _ = prepare(load_config(CONFIGS / "seed.yaml", ["device=cpu"]))
     probe = backward_at(run, 0)
     named = dict(run.model.named_parameters())
@@ -139,7 +139,7 @@ def test_flags_for_unused_nonfinite_and_norm_gaps():
     named["layer1.weight"].grad.mul_(1e-6)
     from backprop_cli.grads import grad_statistics
 
-    out = flags(probe, grad_statistics(list(run.model.named_parameters())))
+    out = grad_warnings(probe, grad_statistics(list(run.model.named_parameters())))
     assert "layer1.bias: .grad is None (the parameter is not used by the loss)" in out
     assert "layer2.bias: 1 non-finite gradient value(s)" in out
     assert any(f.startswith("layer1's gradient norm is") and "smaller than layer2's" in f for f in out)

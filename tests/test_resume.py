@@ -11,7 +11,6 @@ import time
 import pytest
 import torch
 
-from backprop_cli import training
 from backprop_cli.checkpoint import load_checkpoint
 from backprop_cli.errors import CheckpointError
 from conftest import ROOT, write
@@ -63,22 +62,16 @@ def test_a_checkpoint_of_the_for_loop_kernel_resumes_with_the_fused_one(cli, tmp
     full, rest, ck = tmp_path / "full.jsonl", tmp_path / "rest.jsonl", tmp_path / "half.pt"
     assert cli("train", "-c", cfg, "--metrics", full, "-q").exit_code == 0
     with monkeypatch.context() as m:
-        m.setattr(build, "implementation_flags", lambda specs, device: {"foreach": False})
+        m.setattr(build, "kernel_options", lambda specs, device: {"foreach": False})
         assert cli("train", "-c", cfg, "--steps", 50, "--save", ck, "-q").exit_code == 0
     groups = load_checkpoint(ck)["optimizer"]["param_groups"]
     assert [(g["fused"], g["foreach"]) for g in groups] == [(None, False)]
 
-    seen = []
-    real_train = training.train
-
-    def spy(model, loss_fn, optimizer, *a, **kw):
-        seen.append([g["fused"] for g in optimizer.param_groups])
-        return real_train(model, loss_fn, optimizer, *a, **kw)
-
-    monkeypatch.setattr(training, "train", spy)
-    r = cli("train", "-c", cfg, "--resume", ck, "--metrics", rest)
+    again = tmp_path / "again.pt"
+    r = cli("train", "-c", cfg, "--resume", ck, "--metrics", rest, "--save", again)
     assert r.exit_code == 0, r.output
-    assert seen == [[True]] and "fused implementation" in r.stdout
+    groups = load_checkpoint(again)["optimizer"]["param_groups"]
+    assert [g["fused"] for g in groups] == [True] and "fused implementation" in r.stdout
     a, b = records(full), records(rest)
     assert [x["step"] for x in b] == list(range(51, 101))
     assert torch.allclose(torch.tensor([x["loss"] for x in b]), torch.tensor([x["loss"] for x in a[50:]]),
@@ -110,15 +103,19 @@ def test_checkpoint_keys(cli, tmp_path):
     assert state["config"]["model"]["hidden_size"] == 16
 
 
-def test_save_every_writes_intermediate_checkpoints(cli, tmp_path, monkeypatch):
-    import backprop_cli.training as training
+def test_save_every_writes_intermediate_checkpoints(cli, tmp_path):
+    from backprop_cli.records import StepRecord
+    from backprop_cli.sinks import CheckpointSink, Outcome
 
     saved = []
-    real = training.save_checkpoint
-    monkeypatch.setattr(training, "save_checkpoint", lambda path, **kw: (saved.append(kw["step"]), real(path, **kw)))
+    sink = CheckpointSink(tmp_path / "c.pt", lambda path, step: saved.append(step), 10, 30, lambda: True)
+    for step in range(1, 31):
+        sink.record(StepRecord(step, 1.0, 1.0, {}, 0.1, 0.0))
+    sink.close(Outcome("done", 30, 30))
+    assert saved == [10, 20, 30]
     cfg = make(tmp_path)
     r = cli("train", "-c", cfg, "--steps", 30, "--save", tmp_path / "c.pt", "--save-every", 10, "-q")
-    assert r.exit_code == 0 and saved == [10, 20, 30]
+    assert r.exit_code == 0 and load_checkpoint(tmp_path / "c.pt")["step"] == 30
     r = cli("train", "-c", cfg, "--save-every", 10)
     assert r.exit_code == 2 and "--save-every needs --save" in r.stderr
 

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from backprop_cli import engine
 from backprop_cli.build import build_run
 from backprop_cli.config import load_config
-from conftest import CONFIGS
+from conftest import CONFIGS, engine_records
 
 aten = torch.ops.aten
 SCALAR_READS = {aten._local_scalar_dense.default, aten.is_nonzero.default, aten.equal.default}
@@ -78,7 +78,7 @@ def spied_records(run, steps, sync_every, monkeypatch, **kw):
 
     monkeypatch.setattr(engine, "read_back", allowed)
     records = []
-    gen = engine.train(run.model, run.loss_fn, run.optimizer, run.batches, steps, sync_every=sync_every, **kw)
+    gen = engine_records(run.model, run.loss_fn, run.optimizer, run.batches, steps, sync_every=sync_every, **kw)
     while True:  # the spy watches the loop only, not this consumer
         with spy:
             rec = next(gen, None)
@@ -128,8 +128,7 @@ def test_no_host_sync_between_read_backs(case, monkeypatch):
 
     # and the records are those of the CPU policy (one read per step)
     again = regression_run(*sets, optimizer=optimizer)
-    exact = [r.as_dict() | {"time": 0} for r in engine.train(
-        again.model, again.loss_fn, again.optimizer, again.batches, again.steps, sync_every=1,
+    exact = [r.as_dict() | {"time": 0} for r in engine_records(again.model, again.loss_fn, again.optimizer, again.batches, again.steps, sync_every=1,
         scheduler=again.scheduler, clip_grad_norm=clip, precision=precision, measure_updates=measure)]
     assert records == exact
 

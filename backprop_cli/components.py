@@ -1,0 +1,186 @@
+"""One table per component kind: every configurable name → everything the tool does with it.
+
+Adding an activation, a loss, an optimizer or a schedule is one model in ``config/schema.py`` and one
+entry here; ``tests/test_components.py`` checks that every name in the schema has its entry.
+
+Each activation and loss carries its hand-written backward beside its forward (micrograd's way):
+``check-grads`` holds them against autograd and finite differences.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+# --------------------------------------------------------------------------- activations
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_CUBIC = 0.044715
+
+
+def _gelu_tanh(z: Tensor) -> Tensor:
+    return 0.5 * z * (1 + torch.tanh(SQRT_2_OVER_PI * (z + GELU_CUBIC * z**3)))
+
+
+def _gelu_tanh_grad(z: Tensor) -> Tensor:
+    t = torch.tanh(SQRT_2_OVER_PI * (z + GELU_CUBIC * z**3))
+    return 0.5 * (1 + t) + 0.5 * z * (1 - t**2) * SQRT_2_OVER_PI * (1 + 3 * GELU_CUBIC * z**2)
+
+
+def _gelu_erf(z: Tensor) -> Tensor:
+    return 0.5 * z * (1 + torch.erf(z / math.sqrt(2.0)))
+
+
+def _gelu_erf_grad(z: Tensor) -> Tensor:
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
+    pdf = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
+    return cdf + z * pdf
+
+
+@dataclass(frozen=True)
+class Activation:
+    """``module(spec)``: the torch module; ``forward(z, opts)`` and ``derivative(z, a, opts)`` = da/dz by
+    hand; ``gain``: its name for ``torch.nn.init.calculate_gain``; ``unit_check``: how a unit goes
+    bad (``dead``: outputs 0 for every row; ``saturated``: stuck in a flat tail), or None."""
+
+    label: str
+    module: Callable[[object], nn.Module]
+    forward: Callable[[Tensor, dict], Tensor]
+    derivative: Callable[[Tensor, Tensor, dict], Tensor]
+    gain: str
+    unit_check: Optional[str] = None
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(
+        "ReLU", lambda s: nn.ReLU(),
+        lambda z, o: torch.clamp(z, min=0),
+        lambda z, a, o: (z > 0).to(z.dtype),  # torch's choice at 0: derivative 0
+        "relu", "dead"),
+    "tanh": Activation(
+        "Tanh", lambda s: nn.Tanh(),
+        lambda z, o: torch.tanh(z),
+        lambda z, a, o: 1 - a**2,
+        "tanh", "saturated"),
+    "sigmoid": Activation(
+        "Sigmoid", lambda s: nn.Sigmoid(),
+        lambda z, o: 1 / (1 + torch.exp(-z)),
+        lambda z, a, o: a * (1 - a),
+        "sigmoid", "saturated"),
+    "gelu": Activation(
+        "GELU", lambda s: nn.GELU(approximate=s.approximate),
+        lambda z, o: _gelu_tanh(z) if o.get("approximate") == "tanh" else _gelu_erf(z),
+        lambda z, a, o: _gelu_tanh_grad(z) if o.get("approximate") == "tanh" else _gelu_erf_grad(z),
+        "relu", "dead"),
+    "leaky_relu": Activation(
+        "LeakyReLU", lambda s: nn.LeakyReLU(negative_slope=s.negative_slope),
+        lambda z, o: torch.where(z > 0, z, o["negative_slope"] * z),
+        lambda z, a, o: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, o["negative_slope"])),
+        "leaky_relu", None),
+    "identity": Activation(
+        "Identity", lambda s: nn.Identity(),
+        lambda z, o: z,
+        lambda z, a, o: torch.ones_like(z),
+        "linear", None),
+}
+
+# --------------------------------------------------------------------------- losses
+
+
+def _mean_divisor(y_hat: Tensor, spec) -> float:
+    """The divisor of a mean reduction over every element (1 for sum)."""
+    return float(y_hat.numel()) if spec.reduction == "mean" else 1.0
+
+
+def _smoothed_onehot(y: Tensor, classes: int, eps: float, dtype) -> Tensor:
+    q = torch.nn.functional.one_hot(y, classes).to(dtype)
+    return q * (1 - eps) + eps / classes
+
+
+def _cross_entropy_grad(yh: Tensor, y: Tensor, s) -> Tensor:
+    target = _smoothed_onehot(y, yh.shape[1], s.label_smoothing, yh.dtype)
+    return (torch.softmax(yh, dim=1) - target) / (yh.shape[0] if s.reduction == "mean" else 1.0)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """``module(spec)``: the torch loss; ``gradient(ŷ, y, spec)`` = dL/dŷ by hand; ``classification``:
+    targets are class labels (cross_entropy: one int64 column) or 0/1 (bce_with_logits)."""
+
+    label: str
+    module: Callable[[object], nn.Module]
+    gradient: Callable[[Tensor, Tensor, object], Tensor]
+    classification: bool = False
+
+
+LOSSES: dict[str, Loss] = {
+    "mse": Loss(
+        "MSELoss", lambda s: nn.MSELoss(reduction=s.reduction),
+        lambda yh, y, s: 2 * (yh - y) / _mean_divisor(yh, s)),
+    "l1": Loss(
+        "L1Loss", lambda s: nn.L1Loss(reduction=s.reduction),
+        lambda yh, y, s: torch.sign(yh - y) / _mean_divisor(yh, s)),
+    "huber": Loss(
+        "HuberLoss", lambda s: nn.HuberLoss(reduction=s.reduction, delta=s.delta),
+        lambda yh, y, s: torch.clamp(yh - y, -s.delta, s.delta) / _mean_divisor(yh, s)),
+    "smooth_l1": Loss(
+        "SmoothL1Loss", lambda s: nn.SmoothL1Loss(reduction=s.reduction, beta=s.beta),
+        lambda yh, y, s: (torch.sign(yh - y) if s.beta == 0 else torch.clamp((yh - y) / s.beta, -1, 1))
+        / _mean_divisor(yh, s)),
+    "cross_entropy": Loss(
+        "CrossEntropyLoss", lambda s: nn.CrossEntropyLoss(reduction=s.reduction, label_smoothing=s.label_smoothing),
+        _cross_entropy_grad, classification=True),
+    "bce_with_logits": Loss(
+        "BCEWithLogitsLoss", lambda s: nn.BCEWithLogitsLoss(reduction=s.reduction),
+        lambda yh, y, s: (torch.sigmoid(yh) - y) / _mean_divisor(yh, s), classification=True),
+}
+
+# --------------------------------------------------------------------------- optimizers
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+
+# --------------------------------------------------------------------------- learning-rate schedules
+
+
+def _step(spec, optimizer, total_steps):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=spec.step_size, gamma=spec.gamma)
+
+
+def _cosine(spec, optimizer, total_steps):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.T_max or total_steps,
+                                                      eta_min=spec.eta_min)
+
+
+def _warmup_cosine(spec, optimizer, total_steps):
+    warmup = spec.warmup_steps
+    length = spec.T_max or max(1, total_steps - warmup)
+    floor = spec.eta_min / optimizer.param_groups[0]["lr"]
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        t = min(s - warmup, length) / length
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# name → (spec, optimizer, total steps) → an LRScheduler stepped once per optimizer step, or None
+SCHEDULERS: dict[str, Callable] = {
+    "none": lambda spec, optimizer, total_steps: None,
+    "step": _step,
+    "cosine": _cosine,
+    "warmup_cosine": _warmup_cosine,
+}

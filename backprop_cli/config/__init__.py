@@ -1,0 +1,22 @@
+"""The YAML config. No torch here.
+
+- ``schema``: the pydantic models, one per section, and the component names derived from them
+- ``yamlfile``: reading and parsing the file, with the line of every key
+- ``overrides``: ``--set KEY.PATH=VALUE``
+- ``messages``: pydantic's errors as ``FILE:LINE: key.path: message (got VALUE)``
+- ``load``: file + overrides → Config (every problem at once)
+- ``values``: what is derived from a config (steps, log interval, optimizer arguments and labels)
+"""
+
+from backprop_cli.config.load import load_config, parse_optimizer, validate
+from backprop_cli.config.schema import (ACTIVATIONS, CLASSIFICATION_LOSSES, DATA_KINDS, LOSSES, OPTIMIZERS,
+                                        PRECISIONS, SCHEDULERS, SGD, Adam, Config, CsvData, ModelConfig,
+                                        SyntheticData)
+from backprop_cli.config.values import (DEFAULT_STEPS, default_log_every, optimizer_hyperparams, optimizer_label,
+                                        resolved_steps, to_yaml)
+from backprop_cli.config.yamlfile import parse_value
+
+__all__ = ["ACTIVATIONS", "CLASSIFICATION_LOSSES", "DATA_KINDS", "LOSSES", "OPTIMIZERS", "PRECISIONS", "SCHEDULERS",
+           "SGD", "Adam", "Config", "CsvData", "ModelConfig", "SyntheticData", "DEFAULT_STEPS", "default_log_every",
+           "load_config", "optimizer_hyperparams", "optimizer_label", "parse_optimizer", "parse_value",
+           "resolved_steps", "to_yaml", "validate"]

@@ -1,0 +1,84 @@
+"""From a file (or plain data) and ``--set`` overrides to a validated :class:`Config`.
+
+Every problem is collected and raised once as a :class:`ConfigError` whose lines read
+``FILE:LINE: key.path: message (got VALUE)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ValidationError
+
+from backprop_cli.config.messages import Where, messages
+from backprop_cli.config.overrides import apply_override, split_top_level
+from backprop_cli.config.schema import Config, OptimizerOnly
+from backprop_cli.config.yamlfile import parse_value, parse_yaml, read_text
+from backprop_cli.errors import ConfigError
+
+
+def validate(data: Any, *, source: str = "<config>", base_dir: Optional[Path] = None,
+             overrides: Optional[list[str]] = None, lines: Optional[dict] = None,
+             raw: Optional[dict] = None) -> Config:
+    """Validate plain data (plus overrides) into a :class:`Config`, or raise one ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{source}:1: expected a mapping of config sections at the top level (got a {kind})")
+    overridden: dict[tuple, str] = {}
+    for spec in overrides or []:
+        path, text = apply_override(data, spec)
+        overridden[path] = text
+    where = Where(source, lines or {}, raw or {}, overridden)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(messages(e, data, where)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the config nests too deeply") from None
+    cfg._base_dir = base_dir or Path.cwd()
+    cfg._source = source
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:
+    """Read, parse and validate a config file; every problem is reported in one ConfigError."""
+    path = Path(path)
+    doc = parse_yaml(read_text(path), str(path))
+    if doc.data is None:
+        raise ConfigError(f"{path}: the file is empty; expected config sections such as model and data")
+    try:
+        cfg = validate(doc.data, source=str(path), base_dir=path.resolve().parent, overrides=overrides,
+                       lines=doc.lines, raw=doc.raw)
+    except ConfigError as e:
+        raise ConfigError(doc.problems + e.problems) from None
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    return cfg
+
+
+def parse_optimizer(text: str) -> BaseModel:
+    """``adam``, ``adam:lr=1e-3``, ``sgd:lr=0.1,momentum=0.9`` → a validated optimizer spec.
+
+    Values are parsed as YAML; problems read like the config's (``optimizer.lr: must be ...``).
+    """
+    where = f"--optimizer {text}"
+    name, _, rest = text.partition(":")
+    data: dict[str, Any] = {"name": name.strip()}
+    for item in split_top_level(rest):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"{where}: expected NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. sgd:lr=0.1,momentum=0.9)")
+        if key in data:
+            raise ConfigError(f"{where}: optimizer.{key}: given twice")
+        try:
+            data[key] = parse_value(value, where)
+        except ConfigError:
+            raise ConfigError(f"{where}: optimizer.{key}: cannot parse {value.strip()!r} as a YAML value") from None
+    try:
+        return OptimizerOnly.model_validate({"optimizer": data}).optimizer
+    except ValidationError as e:
+        raise ConfigError(messages(e, {"optimizer": data}, Where(where, {}, {}, {}), OptimizerOnly)) from None

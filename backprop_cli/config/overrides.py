@@ -1,0 +1,69 @@
+"""``--set KEY.PATH=VALUE``: overrides applied to the parsed YAML before validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backprop_cli.config.yamlfile import dotted, parse_value
+from backprop_cli.errors import ConfigError
+
+
+def apply_override(data: dict, spec: str) -> tuple[tuple, str]:
+    """Apply one ``key.path=value`` override in place; returns the path and the value's text."""
+    if "=" not in spec:
+        raise ConfigError(f"--set {spec}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.1")
+    key, _, text = spec.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {spec}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.1")
+    path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+    try:
+        value = parse_value(text)
+    except ConfigError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {text!r}: {e.problems[0].split(': ', 1)[-1]}") from None
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        nxt = node[part] if _has(node, part) else None
+        if isinstance(nxt, str) and isinstance(path[i + 1], str):
+            nxt = {"name": nxt}  # `loss: huber` + `--set loss.delta=2`
+        elif nxt is None:
+            nxt = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"--set {key}: {dotted(path[: i + 1])} is not a mapping (got {nxt!r})")
+        _put(node, part, nxt, key)
+        node = nxt
+    _put(node, path[-1], value, key)
+    return path, text.strip()
+
+
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _put(node: Any, part: Any, value: Any, key: str) -> None:
+    if isinstance(node, dict):
+        node[part] = value
+    elif isinstance(part, int) and 0 <= part <= len(node):
+        if part == len(node):
+            node.append(value)
+        else:
+            node[part] = value
+    else:
+        raise ConfigError(f"--set {key}: no list item {part!r} here (the list has {len(node)} items)")
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: ``lr=0.1,betas=[0.9,0.99]`` → two items."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]

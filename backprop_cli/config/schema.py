@@ -1,0 +1,449 @@
+"""The config schema: one pydantic model per section. No torch here.
+
+Each component kind (activation, loss, optimizer, schedule) is a tagged union; the tuple of its names
+(``ACTIVATIONS``, ...) is derived from the union, so adding a component is one model here and one
+entry in its table in ``backprop_cli/components.py``.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
+from pydantic_core import InitErrorDetails
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=False)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Betas = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
+
+# Sizes and counts that torch's int64 arithmetic can hold: larger integers are refused here with one
+# line instead of failing deep inside torch (a layer of 10^20 units, a seed of 2^64). A model too large
+# for memory is refused before allocation (backprop_cli/model.py).
+MAX_SIZE = 2**50
+Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _name_only(value: Any, default: str) -> Any:
+    """``loss: mse`` means ``loss: {name: mse}``; a mapping without ``name`` gets the default one."""
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict) and "name" not in value:
+        return {"name": default, **value}
+    return value
+
+
+def tags(union: Any) -> tuple[str, ...]:
+    """The ``name`` (or ``kind``) literals of a tagged union's members, in order."""
+    while typing.get_origin(union) is Annotated:
+        union = typing.get_args(union)[0]
+    out = []
+    for member in typing.get_args(union):
+        for key in ("name", "kind"):
+            field = member.model_fields.get(key)
+            if field is not None:
+                out.append(typing.get_args(field.annotation)[0])
+                break
+    return tuple(out)
+
+
+class LocatedError(ValueError):
+    """Model-level problems, each belonging to a key path: ``[(loc, message, value), ...]``.
+
+    A value of :data:`NO_VALUE` prints no ``(got ...)``.
+    """
+
+    def __init__(self, found: list[tuple[tuple, str, Any]]):
+        self.found = found
+        super().__init__("; ".join(m for _, m, _ in found))
+
+
+NO_VALUE = object()
+
+# --------------------------------------------------------------------------- activations
+
+
+class Relu(Strict):
+    name: Literal["relu"]
+
+
+class Tanh(Strict):
+    name: Literal["tanh"]
+
+
+class Sigmoid(Strict):
+    name: Literal["sigmoid"]
+
+
+class Gelu(Strict):
+    name: Literal["gelu"]
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class LeakyRelu(Strict):
+    name: Literal["leaky_relu"]
+    negative_slope: float = 0.01
+
+
+class Identity(Strict):
+    name: Literal["identity"]
+
+
+ActivationSpec = Annotated[Union[Relu, Tanh, Sigmoid, Gelu, LeakyRelu, Identity], Field(discriminator="name")]
+ACTIVATIONS = tags(ActivationSpec)
+
+INITS = ("default", "xavier", "kaiming")
+
+
+def _missing_width(data: Any) -> InitErrorDetails:
+    return InitErrorDetails(type="missing", loc=("hidden_size",), input=data)
+
+
+def _with_missing(e: ValidationError, data: Any) -> ValidationError:
+    details = [InitErrorDetails(type=x["type"], loc=x["loc"], input=x["input"], **({"ctx": x["ctx"]} if "ctx" in x else {}))
+               for x in e.errors()]
+    return ValidationError.from_exception_data(e.title, [*details, _missing_width(data)])
+
+
+class ModelConfig(Strict):
+    """``hidden_size: 20`` is one hidden layer; ``hidden_sizes: [64, 64, 64]`` any number of them."""
+
+    input_size: Size
+    hidden_size: Optional[Size] = None
+    hidden_sizes: Optional[Annotated[list[Size], Field(min_length=1, max_length=64)]] = None
+    output_size: Size
+    activation: ActivationSpec = Field(default_factory=lambda: Relu(name="relu"))
+    bias: bool = True
+    init: Literal["default", "xavier", "kaiming"] = "default"
+    init_gain: Optional[PositiveFloat] = None  # default: torch.nn.init.calculate_gain of the activation
+
+    @field_validator("activation", mode="before")
+    @classmethod
+    def _bare_name(cls, v: Any) -> Any:
+        return _name_only(v, "relu")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _width_key_given(cls, data: Any, handler):
+        """``hidden_size`` (or ``hidden_sizes``) is required: reported beside every other problem."""
+        missing = isinstance(data, dict) and "hidden_size" not in data and "hidden_sizes" not in data
+        try:
+            model = handler(data)
+        except ValidationError as e:
+            if not missing:
+                raise
+            raise _with_missing(e, data) from None
+        if missing:
+            raise ValidationError.from_exception_data(cls.__name__, [_missing_width(data)])
+        return model
+
+    @model_validator(mode="after")
+    def _one_width_key(self) -> "ModelConfig":
+        if self.hidden_size is not None and self.hidden_sizes is not None:
+            raise LocatedError([(("hidden_sizes",), "give model.hidden_size or model.hidden_sizes, not both",
+                                 self.hidden_sizes)])
+        if self.init_gain is not None and self.init == "default":
+            raise LocatedError([(("init_gain",), "init_gain needs model.init: xavier or kaiming", self.init_gain)])
+        return self
+
+    @property
+    def widths(self) -> list[int]:
+        """Every layer's width, input to output: ``[input, hidden..., output]``."""
+        hidden = self.hidden_sizes if self.hidden_sizes is not None else [self.hidden_size]
+        return [self.input_size, *hidden, self.output_size]
+
+    @model_serializer(mode="wrap")
+    def _given_width_key_only(self, handler):
+        out = handler(self)
+        for key in ("hidden_size", "hidden_sizes", "init_gain"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
+# --------------------------------------------------------------------------- losses
+
+Reduction = Literal["mean", "sum"]
+
+
+class MSELoss(Strict):
+    name: Literal["mse"]
+    reduction: Reduction = "mean"
+
+
+class L1Loss(Strict):
+    name: Literal["l1"]
+    reduction: Reduction = "mean"
+
+
+class HuberLoss(Strict):
+    name: Literal["huber"]
+    delta: PositiveFloat = 1.0
+    reduction: Reduction = "mean"
+
+
+class SmoothL1Loss(Strict):
+    name: Literal["smooth_l1"]
+    beta: NonNegFloat = 1.0
+    reduction: Reduction = "mean"
+
+
+class CrossEntropyLoss(Strict):
+    name: Literal["cross_entropy"]
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    reduction: Reduction = "mean"
+
+
+class BCEWithLogitsLoss(Strict):
+    name: Literal["bce_with_logits"]
+    reduction: Reduction = "mean"
+
+
+LossSpec = Annotated[Union[MSELoss, L1Loss, HuberLoss, SmoothL1Loss, CrossEntropyLoss, BCEWithLogitsLoss],
+                     Field(discriminator="name")]
+LOSSES = tags(LossSpec)
+CLASSIFICATION_LOSSES = ("cross_entropy", "bce_with_logits")
+
+# --------------------------------------------------------------------------- optimizers (defaults are torch's)
+
+
+class SGD(Strict):
+    name: Literal["sgd"]
+    lr: PositiveFloat = 1e-3
+    momentum: NonNegFloat = 0.0
+    dampening: NonNegFloat = 0.0
+    weight_decay: NonNegFloat = 0.0
+    nesterov: bool = False
+    maximize: bool = False
+
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and (info.data.get("momentum", 0.0) <= 0 or info.data.get("dampening", 0.0) != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening 0")
+        return v
+
+
+class _AdamFamily(Strict):
+    name: str
+    lr: PositiveFloat = 1e-3
+    betas: Betas = [0.9, 0.999]
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegFloat = 0.0
+    amsgrad: bool = False
+    maximize: bool = False
+
+
+class Adam(_AdamFamily):
+    name: Literal["adam"]
+
+
+class AdamW(_AdamFamily):
+    """Adam with decoupled weight decay (torch's default 1e-2)."""
+
+    name: Literal["adamw"]
+    weight_decay: NonNegFloat = 1e-2
+
+
+class RMSprop(Strict):
+    name: Literal["rmsprop"]
+    lr: PositiveFloat = 1e-2
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.99
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegFloat = 0.0
+    momentum: NonNegFloat = 0.0
+    centered: bool = False
+    maximize: bool = False
+
+
+class Adagrad(Strict):
+    name: Literal["adagrad"]
+    lr: PositiveFloat = 1e-2
+    lr_decay: NonNegFloat = 0.0
+    weight_decay: NonNegFloat = 0.0
+    initial_accumulator_value: NonNegFloat = 0.0
+    eps: PositiveFloat = 1e-10
+    maximize: bool = False
+
+
+OptimizerSpec = Annotated[Union[SGD, Adam, AdamW, RMSprop, Adagrad], Field(discriminator="name")]
+OPTIMIZERS = tags(OptimizerSpec)
+
+# --------------------------------------------------------------------------- data
+
+
+class SyntheticData(Strict):
+    kind: Literal["synthetic"]
+    samples: Size = 256
+    targets: Literal["random", "teacher", "classes"] = "teacher"
+    noise: NonNegFloat = 0.1
+    batch_size: Size = 32
+    shuffle: bool = True
+
+    @field_validator("batch_size")
+    @classmethod
+    def _fits(cls, v: int, info: ValidationInfo) -> int:
+        samples = info.data.get("samples")
+        if samples is not None and v > samples:
+            raise ValueError(f"batch_size is larger than data.samples ({samples})")
+        return v
+
+
+class CsvData(Strict):
+    kind: Literal["csv"]
+    path: Annotated[str, Field(min_length=1)]
+    target: Union[str, Annotated[list[str], Field(min_length=1)]]
+    features: Optional[Annotated[list[str], Field(min_length=1)]] = None
+    batch_size: Size = 32
+    shuffle: bool = True
+
+    @property
+    def target_columns(self) -> list[str]:
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+
+DataSpec = Annotated[Union[SyntheticData, CsvData], Field(discriminator="kind")]
+DATA_KINDS = tags(DataSpec)
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainConfig(Strict):
+    steps: Optional[Size] = None
+    epochs: Optional[Size] = None
+    log_every: Optional[Size] = None
+    clip_grad_norm: Optional[PositiveFloat] = None
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_skips: Size = 10
+    zero_grad: bool = True  # false: skip optimizer.zero_grad(), gradients accumulate (teaching)
+
+    @field_validator("epochs")
+    @classmethod
+    def _one_of(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if v is not None and info.data.get("steps") is not None:
+            raise ValueError("give train.steps or train.epochs, not both")
+        return v
+
+
+class CompareConfig(Strict):
+    optimizers: Annotated[list[OptimizerSpec], Field(min_length=1)]
+
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _bare_names(cls, v: Any) -> Any:
+        return [_name_only(item, "sgd") for item in v] if isinstance(v, list) else v
+
+
+# --------------------------------------------------------------------------- learning-rate schedules
+
+
+class NoSchedule(Strict):
+    name: Literal["none"]
+
+
+class StepSchedule(Strict):
+    name: Literal["step"]
+    step_size: Size
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
+class CosineSchedule(Strict):
+    name: Literal["cosine"]
+    T_max: Optional[Size] = None  # default: the run's total steps
+    eta_min: NonNegFloat = 0.0
+
+
+class WarmupCosineSchedule(Strict):
+    name: Literal["warmup_cosine"]
+    warmup_steps: Size
+    T_max: Optional[Size] = None  # cosine length after warm-up; default: the rest of the run
+    eta_min: NonNegFloat = 0.0
+
+
+SchedulerSpec = Annotated[Union[NoSchedule, StepSchedule, CosineSchedule, WarmupCosineSchedule],
+                          Field(discriminator="name")]
+SCHEDULERS = tags(SchedulerSpec)
+
+
+class DistributedConfig(Strict):
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
+
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]{1,4})?)$"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class Config(Strict):
+    seed: Seed = 0
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    model: ModelConfig
+    loss: LossSpec = Field(default_factory=lambda: MSELoss(name="mse"))
+    optimizer: OptimizerSpec = Field(default_factory=lambda: SGD(name="sgd"))
+    data: DataSpec
+    scheduler: SchedulerSpec = Field(default_factory=lambda: NoSchedule(name="none"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    compare: Optional[CompareConfig] = None
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: str = PrivateAttr(default="<config>")
+
+    @field_validator("loss", "optimizer", "scheduler", mode="before")
+    @classmethod
+    def _bare_name(cls, v: Any, info: ValidationInfo) -> Any:
+        return _name_only(v, {"loss": "mse", "optimizer": "sgd", "scheduler": "none"}[info.field_name])
+
+    @model_validator(mode="after")
+    def _loss_fits_targets(self) -> "Config":
+        found = []
+        data, loss = self.data, self.loss.name
+        if isinstance(data, SyntheticData):
+            if loss in CLASSIFICATION_LOSSES and data.targets != "classes":
+                found.append((("data", "targets"), f"loss {loss} needs data.targets: classes", data.targets))
+            if loss not in CLASSIFICATION_LOSSES and data.targets == "classes":
+                found.append((("data", "targets"),
+                              f"class targets need loss cross_entropy or bce_with_logits, not {loss}", data.targets))
+        if loss == "cross_entropy" and self.model.output_size < 2:
+            found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",
+                          self.model.output_size))
+        if found:
+            raise LocatedError(found)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative paths in the config are resolved against."""
+        return self._base_dir
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def data_path(self) -> Path:
+        assert isinstance(self.data, CsvData)
+        p = Path(self.data.path).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    def plain(self) -> dict[str, Any]:
+        """The resolved config as plain data (YAML/JSON/checkpoint friendly)."""
+        return self.model_dump(mode="json")
+
+
+class OptimizerOnly(Strict):
+    """``--optimizer`` on the command line is validated as this one-key document."""
+
+    optimizer: OptimizerSpec

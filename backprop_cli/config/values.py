@@ -1,0 +1,64 @@
+"""Values derived from a validated config: steps, logging interval, optimizer arguments and labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from backprop_cli.config.schema import Config
+
+DEFAULT_STEPS = 100
+
+
+def resolved_steps(cfg: Config, batches_per_epoch: int) -> int:
+    """``train.steps``, else ``train.epochs`` × batches per epoch, else 100."""
+    if cfg.train.steps is not None:
+        return cfg.train.steps
+    if cfg.train.epochs is not None:
+        return cfg.train.epochs * batches_per_epoch
+    return DEFAULT_STEPS
+
+
+def default_log_every(steps: int) -> int:
+    """A round logging interval that prints about 20-50 rows."""
+    for every in (1, 2, 5, 10, 20, 25, 50):
+        if steps <= 50 * every:
+            return every
+    scale = 100
+    while True:
+        for m in (1, 2, 5):
+            if steps <= 50 * m * scale:
+                return m * scale
+        scale *= 10
+
+
+def optimizer_hyperparams(spec: BaseModel) -> dict[str, Any]:
+    """The optimizer's keyword arguments (everything but its name)."""
+    out = spec.model_dump(exclude={"name"})
+    if "betas" in out:
+        out["betas"] = tuple(out["betas"])
+    return out
+
+
+def optimizer_label(spec: BaseModel) -> str:
+    """A short display name: the optimizer, its lr, and every hyperparameter that is not torch's default."""
+    parts = [spec.name]
+    for key, field in type(spec).model_fields.items():
+        if key == "name":
+            continue
+        value = getattr(spec, key)
+        if key == "lr" or value != field.default:
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, list):
+                text = "[" + ",".join(f"{v:g}" for v in value) + "]"
+            else:
+                text = f"{value:g}"
+            parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.plain(), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,134 @@
+"""YAML in: safe_load semantics, YAML 1.2 floats, and the line of every key for error messages.
+
+Aliases are followed as data, never expanded without bound: a document that would expand to more
+than :data:`MAX_NODES` nodes (a "billion laughs"), refers to itself, or nests deeper than
+:data:`MAX_DEPTH` is refused with one line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from backprop_cli.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1_000_000
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads YAML 1.2 floats such as ``1e-3`` as numbers, not strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path) if path else "(top level)"
+
+
+class Parsed:
+    """One YAML document: its data, the line of each key path, and each scalar's source text."""
+
+    def __init__(self, data: Any, lines: dict[tuple, int], raw: dict[tuple, str], problems: list[str]):
+        self.data, self.lines, self.raw, self.problems = data, lines, raw, problems
+
+
+def parse_yaml(text: str, where: str) -> Parsed:
+    """Parse one YAML document, or raise one ConfigError naming ``where`` (and the line)."""
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: YAML error: {' '.join(str(e).split())}") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return Parsed(None, {}, {}, [])
+        index = _Index(where)
+        index.walk(node, ())
+        return Parsed(loader.construct_document(node), index.lines, index.raw, index.problems)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        msg = " ".join(str(x) for x in (e.context, e.problem) if x).replace("\t", "\\t")
+        raise ConfigError(f"{where}{line}: YAML syntax error: {msg}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: YAML error: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nests too deeply (a config needs at most {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+
+
+class _Index:
+    """Walks the node graph as the data will be seen (aliases followed), recording key lines."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.lines: dict[tuple, int] = {}
+        self.raw: dict[tuple, str] = {}
+        self.problems: list[str] = []
+        self.count = 0
+        self.open: set[int] = set()
+
+    def walk(self, node, path: tuple) -> None:
+        self.count += 1
+        line = node.start_mark.line + 1
+        if self.count > MAX_NODES:
+            raise ConfigError(f"{self.where}:{line}: the document expands to more than {MAX_NODES:,} values "
+                              "(aliases that repeat aliases?); a config is far smaller")
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(f"{self.where}:{line}: {dotted(path[:3])}...: nested more than {MAX_DEPTH} levels deep")
+        if id(node) in self.open:
+            raise ConfigError(f"{self.where}:{line}: {dotted(path)}: an alias refers to a value that contains it")
+        if isinstance(node, yaml.ScalarNode):
+            self.raw[path] = f"'{node.value}'" if node.style in ("'", '"') else node.value
+            return
+        self.open.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+                kline = key_node.start_mark.line + 1
+                if key in seen:
+                    self.problems.append(f"{self.where}:{kline}: {dotted(path + (key,))}: duplicate key "
+                                         f"(first given on line {seen[key]})")
+                seen.setdefault(key, kline)
+                self.lines[path + (key,)] = kline
+                self.walk(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[path + (i,)] = item.start_mark.line + 1
+                self.walk(item, path + (i,))
+        self.open.discard(id(node))
+
+
+def parse_value(text: str, where: str = "--set") -> Any:
+    """Parse a command-line value as YAML (``0.1`` → float, ``true`` → bool, ``[1, 2]`` → list)."""
+    return parse_yaml(text, where).data
+
+
+def read_text(path: Path) -> str:
+    """The config file's text: a UTF-8 file of at most MAX_CONFIG_BYTES."""
+    where = str(path)
+    if not path.exists():
+        raise ConfigError(f"{where}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a directory, not a config file")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{where}: file is too large for a config ({size} bytes; limit {MAX_CONFIG_BYTES})")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None

@@ -1,0 +1,87 @@
+"""Every ``--format json`` document, built here and nowhere else. No torch here.
+
+JSON has no NaN or infinity: :func:`finite` turns them into ``null`` everywhere (as the README says),
+and :func:`json_text` refuses to write anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Optional
+
+
+def finite(value: Any) -> Any:
+    """A copy of plain data with every non-finite float replaced by None (dicts, lists, tuples)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(doc: Any) -> str:
+    return json.dumps(finite(doc), indent=2, allow_nan=False)
+
+
+def train_document(summary: dict, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> dict:
+    """``train --format json``: ``{"status", "reason" (when not done), "summary", "outputs"}``."""
+    doc: dict[str, Any] = {"status": status}
+    if reason is not None:
+        doc["reason"] = reason
+    doc["summary"] = finite(summary)
+    doc["outputs"] = dict(outputs)
+    return doc
+
+
+GRAD_STAT_KEYS = ("shape", "norm", "mean", "std", "min", "max", "abs_max", "zero_fraction", "grad_to_weight")
+
+
+def inspect_document(result: dict) -> dict:
+    """``inspect-grads --format json`` (gradients as nested lists)."""
+    params = {}
+    for name, s in result["params"].items():
+        g = result["grads"].get(name)
+        params[name] = {k: s.get(k) for k in GRAD_STAT_KEYS}
+        params[name]["grad"] = None if g is None else g.tolist()
+    doc = {"loss": result["loss"], "batch": dict(result["batch"]), "params": params,
+           "warnings": list(result["warnings"])}
+    clip = result.get("clip")
+    if clip is not None:
+        doc["clip"] = {"max_norm": clip["max_norm"], "total_norm_before": clip["total_norm_before"],
+                       "total_norm_after": clip["total_norm_after"], "clipped": clip["clipped"],
+                       "params": {n: {"norm": clip["norms"][n], "grad": g.tolist()} for n, g in clip["grads"].items()}}
+    return finite(doc)
+
+
+def check_document(result: dict) -> dict:
+    """``check-grads --format json``."""
+    return finite({"loss": result["loss"], "pass": result["pass"],
+                   "params": {n: {k: p[k] for k in ("chain_rule", "finite_diff", "pass")}
+                              for n, p in result["params"].items()}})
+
+
+def explain_document(result: dict) -> dict:
+    """``explain --format json``."""
+    return finite({k: result[k] for k in ("inputs", "forward", "chain_rule", "autograd", "update", "history")})
+
+
+def validate_document(config: str, problems: list[str]) -> dict:
+    """``config validate --format json``."""
+    return {"config": config, "ok": not problems, "problems": list(problems)}
+
+
+def compare_document(results: list, summary: list[dict]) -> dict:
+    """``compare-optimizers --format json``: every run (per seed) and the summary per optimizer."""
+    runs = []
+    for r in results:
+        m = r.metrics()
+        runs.append({"optimizer": r.optimizer, "label": r.label, "hyperparams": r.hyperparams,
+                     "implementation": r.implementation, "seed": r.seed, "status": r.status,
+                     "diverged_at": r.diverged_at, "losses": r.losses, "grad_norms": r.total_grad_norms,
+                     "final_loss": m["final_loss"], "best_loss": m["best_loss"],
+                     "steps_to_10pct": m["steps_to_10pct"], "mean_update_ratio": m["mean_update_ratio"],
+                     "time_s": m["time_s"]})
+    return finite({"runs": runs, "summary": summary})

@@ -1,0 +1,152 @@
+"""Where a training run's records go. Each output is a sink with the same three methods:
+
+- ``record(rec)``: one step's record, in order;
+- ``close(outcome) -> {name: text}``: the run ended (done, stopped or interrupted); finish the output
+  and say what was written;
+- ``abort()``: the run failed unexpectedly; leave what existed before untouched.
+
+A new output (a plot, validation rows) is a new sink, not a new branch in the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+from backprop_cli.errors import OutputError
+from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
+from backprop_cli.records import StepRecord, Tracker
+
+
+@dataclass
+class Outcome:
+    """How a run ended: ``status`` done | stopped | interrupted, with the reason when not done."""
+
+    status: str
+    last_step: int  # the last step whose record was handled
+    model_step: int  # the step the model's weights are at (> last_step after a deferred non-finite stop)
+    reason: Optional[str] = None
+    failed: bool = False  # the run failed (non-finite values, an output error): never replace good files
+
+    @property
+    def model_is_last_good(self) -> bool:
+        return self.model_step == self.last_step
+
+
+class Sink(Protocol):
+    def record(self, rec: StepRecord) -> None: ...
+    def close(self, outcome: Outcome) -> dict[str, str]: ...
+    def abort(self) -> None: ...
+
+
+class TrackerSink:
+    """Folds the records into the run's :class:`~backprop_cli.records.Summary`."""
+
+    def __init__(self) -> None:
+        self.tracker = Tracker()
+        self.summary = self.tracker.summary
+
+    def record(self, rec: StepRecord) -> None:
+        self.tracker.record(rec)
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        self.summary = self.tracker.finish()
+        return {}
+
+    def abort(self) -> None:
+        pass
+
+
+class ReporterSink:
+    """Hands each record to the reporter (the table on the terminal)."""
+
+    def __init__(self, reporter) -> None:
+        self.reporter = reporter
+
+    def record(self, rec: StepRecord) -> None:
+        self.reporter.step(rec)
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        return {}
+
+    def abort(self) -> None:
+        pass
+
+
+class MetricsSink:
+    """Every step's record in ``--metrics PATH`` (.jsonl or .csv), written atomically at the end."""
+
+    def __init__(self, path: Path, param_names: list[str], extra: tuple[str, ...] = ()):
+        self.path = check_writable(path, METRICS_SUFFIXES, "metrics")
+        self.writer = MetricsWriter(path, param_names, extra=extra)
+
+    def record(self, rec: StepRecord) -> None:
+        self.writer.write(rec.as_dict())
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        self.writer.close()
+        return {"metrics": str(self.path)}
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+class TensorBoardSink:
+    """Scalars every step; gradient and weight histograms every ``log_every`` steps."""
+
+    def __init__(self, folder: Path, model, log_every: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise OutputError("--tensorboard needs the tensorboard package: pip install 'backprop-cli[tensorboard]'") from None
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise OutputError(f"{folder}: --tensorboard needs a folder, and this is a file")
+        self.folder = folder
+        self.writer = SummaryWriter(log_dir=str(folder))
+        self.model, self.log_every = model, log_every
+
+    def record(self, rec: StepRecord) -> None:
+        w = self.writer
+        w.add_scalar("loss", rec.loss, rec.step)
+        w.add_scalar("grad_norm/total", rec.grad_norm, rec.step)
+        for name, value in rec.grad_norms.items():
+            w.add_scalar(f"grad_norm/{name}", value, rec.step)
+        w.add_scalar("lr", rec.lr, rec.step)
+        if rec.step % self.log_every == 0 or rec.step == 1:
+            for name, p in self.model.named_parameters():
+                w.add_histogram(f"weight/{name}", p.detach().cpu(), rec.step)
+                if p.grad is not None:
+                    w.add_histogram(f"grad/{name}", p.grad.detach().cpu(), rec.step)
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        self.writer.flush()
+        self.writer.close()
+        return {"tensorboard": str(self.folder)}
+
+    def abort(self) -> None:
+        self.writer.close()
+
+
+class CheckpointSink:
+    """``--save PATH``: every ``save_every`` steps, and at the end (also after Ctrl-C, and the last good
+    state after a non-finite stop, when the weights are still at it)."""
+
+    def __init__(self, path: Path, save: Callable[[Path, int], None], save_every: Optional[int], total_steps: int,
+                 is_finite: Callable[[], bool]):
+        self.path = check_writable(path, what="checkpoint")
+        self.save, self.save_every, self.total, self.is_finite = save, save_every, total_steps, is_finite
+
+    def record(self, rec: StepRecord) -> None:
+        if self.save_every and rec.step % self.save_every == 0 and rec.step != self.total:
+            self.save(self.path, rec.step)
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        step = outcome.last_step
+        if outcome.failed and not (outcome.model_is_last_good and self.is_finite()):
+            return {"checkpoint": f"not written: the model is past its last good step {step}"}
+        self.save(self.path, step)
+        return {"checkpoint": f"{self.path} (step {step})"}
+
+    def abort(self) -> None:
+        pass

@@ -1,0 +1,56 @@
+"""Paths that do not train never import torch: help, config show/validate, init and every error exit."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONFIGS, ROOT, write
+
+PROBE = ("import sys\nfrom backprop_cli.cli import main\nsys.argv = ['backprop'] + sys.argv[1:]\n"
+         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n")
+
+
+def run(args, cwd):
+    return subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def bad_csv(tmp_path):
+    write(tmp_path / "d.csv", "a,b,y\n1,2,3\n4,x,6\n")
+    return write(tmp_path / "c.yaml", "model: {input_size: 2, hidden_size: 4, output_size: 1}\n"
+                                      "data: {kind: csv, path: d.csv, target: y, batch_size: 2}\n")
+
+
+CASES = {
+    "help": ["--help"],
+    "config validate": ["config", "validate", "-c", CONFIGS / "seed.yaml"],
+    "config show": ["config", "show", "-c", CONFIGS / "seed.yaml", "--format", "json"],
+    "init": ["init", "new.yaml"],
+    "a config error": ["train", "-c", CONFIGS / "seed.yaml", "--set", "optimzer.lr=1"],
+    "a missing config": ["train", "-c", "nope.yaml"],
+    "a bad output path": ["train", "-c", CONFIGS / "seed.yaml", "--metrics", "m.txt"],
+    "a bad CSV cell (train)": ["train", "-c", "BAD"],
+    "a bad CSV cell (compare)": ["compare-optimizers", "-c", "BAD"],
+    "a bad CSV cell (inspect-grads)": ["inspect-grads", "-c", "BAD"],
+    "a bad CSV cell (check-grads)": ["check-grads", "-c", "BAD"],
+    "a bad optimizer spec": ["compare-optimizers", "-c", CONFIGS / "seed.yaml", "-o", "adam:lr=0"],
+    "explain with a bad number": ["explain", "--w1", "nan"],
+    "init from a missing CSV": ["init", "x.yaml", "--csv", "missing.csv"],
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_no_torch_import(case, tmp_path, bad_csv):
+    args = [bad_csv if a == "BAD" else a for a in CASES[case]]
+    r = run(args, tmp_path)
+    assert r.stderr.strip().splitlines()[-1] == "NO-TORCH", r.stderr
+    if case not in ("help", "config validate", "config show", "init"):
+        assert r.stderr.count("error: ") == 1, r.stderr
+
+
+def test_the_probe_sees_torch_when_training(tmp_path):
+    r = run(["train", "-c", CONFIGS / "seed.yaml", "-q"], tmp_path)
+    assert r.stderr.strip().splitlines()[-1] == "TORCH"
