@@ -6,6 +6,7 @@ Nothing imported at module level here may import torch (or pydantic): `backprop 
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -159,6 +160,9 @@ def train(
                                                  rich_help_panel="Teaching")] = False,
     threads: ThreadsOpt = None,
     no_zero_grad: NoZeroGradOpt = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the dashboard of the run (.png or .svg) at "
+                                                 "the end, as backprop plot does from --metrics.",
+                                                 rich_help_panel="Output")] = None,
     format: Annotated[Format, typer.Option("--format", help="table, or json: the summary as JSON on stdout, "
                                            "the step rows on stderr.", rich_help_panel="Output")] = Format.table,
 ) -> None:
@@ -176,9 +180,9 @@ def train(
 
 
 def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
-                detect_anomaly, threads, no_zero_grad, format) -> None:
+                detect_anomaly, threads, no_zero_grad, plot, format) -> None:
     cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad))
-    _check_outputs({"--metrics": metrics, "--save": save})
+    _check_outputs({"--metrics": metrics, "--save": save, "--plot": plot})
     table = _read_data(cfg)  # every data error before torch is imported
 
     from backprop_cli.distributed import set_threads
@@ -192,7 +196,8 @@ def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, sa
     else:
         reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
     run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
-                                   log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard),
+                                   log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard,
+                                   plot=plot),
                  reporter, table)
 
 
@@ -206,6 +211,8 @@ def _check_outputs(outputs: dict) -> None:
                 check_writable(path, METRICS_SUFFIXES, "metrics")
             elif option == "--save":
                 check_writable(path, what="checkpoint")
+            elif option == "--plot":
+                check_writable(path, (".png", ".svg"), "plot")
 
 
 def _read_data(cfg):
@@ -503,6 +510,105 @@ def _optimizer_specs(texts: Optional[list[str]]) -> list:
     if problems:
         raise ConfigError(problems)
     return specs
+
+
+# --------------------------------------------------------------------------- plot
+
+
+@app.command(epilog="Examples:\n\n  backprop train -c configs/regression.yaml --metrics run.jsonl\n\n"
+             "  backprop plot run.jsonl --out run.png\n\n"
+             "  backprop plot runs.csv --out runs.svg --size 1800x1000")
+@handle_errors
+def plot(
+    metrics: Annotated[Path, typer.Argument(help="A metrics file (.jsonl or .csv) from train --metrics or "
+                                            "compare-optimizers --metrics.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", help="The figure, .png or .svg (default: the metrics "
+                                                "file's name with .png).")] = None,
+    size: Annotated[str, typer.Option("--size", metavar="WxH", help="Figure size in pixels.")] = "1500x850",
+) -> None:
+    """Draw the dashboard of a run from its metrics file: loss, gradient norm per layer, update-to-data
+    ratio per parameter, learning rate, dead or saturated units and activation std per layer.
+
+    A file that stops being readable part-way (a truncated last line) is drawn up to there, with a
+    warning naming the line.
+    """
+    dims = _plot_size(size)
+    from backprop_cli.outputs import check_writable, load_metrics
+    from backprop_cli.plots import PLOT_SUFFIXES, dashboard, runs_of
+
+    out = out if out is not None else metrics.with_suffix(".png")
+    check_writable(out, PLOT_SUFFIXES, "plot")
+    got = load_metrics(metrics)
+    if got.stopped:
+        typer.echo(f"warning: {got.stopped}; plotting the {len(got.records)} record(s) before it", err=True)
+    runs = runs_of(got.records)
+    dashboard(out, runs, dims, title=metrics.name)
+    what = f"{len(got.records)} records" + (f", {len(runs)} runs" if len(runs) > 1 else "")
+    typer.echo(f"wrote {out} ({what})")
+
+
+# --------------------------------------------------------------------------- find-lr
+
+
+@app.command("find-lr", epilog="Examples:\n\n  backprop find-lr --config configs/regression.yaml\n\n"
+             "  backprop find-lr -c configs/regression.yaml --set optimizer=adam --plot lr.png\n\n"
+             "  backprop find-lr -c configs/seed.yaml --start 1e-5 --end 1 --steps 50 --format json")
+@handle_errors
+def find_lr(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    start: Annotated[float, typer.Option("--start", help="The first learning rate.", rich_help_panel="Sweep")] = 1e-7,
+    end: Annotated[float, typer.Option("--end", help="The last learning rate.", rich_help_panel="Sweep")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", help="Steps of the sweep (at most; it stops when the loss "
+                                       "blows up).", rich_help_panel="Sweep")] = 100,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the loss against the learning rate (.png "
+                                                 "or .svg).", rich_help_panel="Output")] = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Find a learning rate: train from the initial weights while the lr grows exponentially from --start
+    to --end, stop when the smoothed loss passes 4× its minimum, and suggest the lr of steepest descent.
+
+    The same loop as train (batches, clipping, precision); the config's schedule is replaced by the
+    sweep. Nothing is written but --plot: the config and any checkpoint are untouched.
+    """
+    _single_process("find-lr")
+    problems = []
+    if not (start > 0 and math.isfinite(start)):
+        problems.append(f"--start: must be a number greater than 0 (got {start:g})")
+    if not (end > 0 and math.isfinite(end)):
+        problems.append(f"--end: must be a number greater than 0 (got {end:g})")
+    if not problems and start >= end:
+        problems.append(f"--start must be below --end (got --start {start:g}, --end {end:g})")
+    if steps < 3:
+        problems.append(f"--steps: the sweep needs at least 3 steps (got {steps})")
+    if problems:
+        raise ConfigError(problems)
+    cfg = _load(config, set_, _training_overrides(None, device))
+    from backprop_cli.outputs import check_writable
+    from backprop_cli.plots import PLOT_SUFFIXES
+
+    if plot is not None:
+        check_writable(plot, PLOT_SUFFIXES, "plot")
+    table = _read_data(cfg)
+    from backprop_cli.config import optimizer_label
+    from backprop_cli.distributed import set_threads
+    from backprop_cli.documents import find_lr_document
+    from backprop_cli.lrfind import find_lr as sweep
+
+    set_threads(threads)
+    result = sweep(cfg, start=start, end=end, steps=steps, table=table)
+    result["config"] = str(config)
+    result["optimizer"] = " ".join(w for w in optimizer_label(cfg.optimizer).split() if not w.startswith("lr="))
+    if plot is not None:
+        from backprop_cli.plots import lr_figure
+
+        lr_figure(plot, result["lrs"], result["losses"], result["smoothed_losses"], result["suggested_lr"],
+                  result["min_loss_lr"], title=f"{Path(config).name}: {result['optimizer']}, learning-rate range test")
+    _emit(format, find_lr_document(result), lambda con, plain: _render("render_find_lr", con, plain, result))
+    if plot is not None:
+        typer.echo(f"wrote plot: {plot}", err=True)
 
 
 # --------------------------------------------------------------------------- init

@@ -47,7 +47,8 @@ def _gelu_erf_grad(z: Tensor) -> Tensor:
 class Activation:
     """``module(spec)``: the torch module; ``forward(z, opts)`` and ``derivative(z, a, opts)`` = da/dz by
     hand; ``gain``: its name for ``torch.nn.init.calculate_gain``; ``unit_check``: how a unit goes
-    bad (``dead``: outputs 0 for every row; ``saturated``: stuck in a flat tail), or None."""
+    bad (``dead``: outputs 0 for every row; ``saturated``: stuck in a flat tail), or None; ``flat(a)``:
+    elementwise, where an output ``a`` sits in that flat region (f′ ≈ 0), for ``train``'s diagnostics."""
 
     label: str
     module: Callable[[object], nn.Module]
@@ -55,6 +56,11 @@ class Activation:
     derivative: Callable[[Tensor, Tensor, dict], Tensor]
     gain: str
     unit_check: Optional[str] = None
+    flat: Optional[Callable[[Tensor], Tensor]] = None
+
+
+DEAD_BELOW = 1e-3  # GELU: |a| ≤ 1e-3 means z ≲ −3.4, where |f′(z)| < 0.004
+SATURATED_ABOVE = 0.97  # tanh: |a| > 0.97; sigmoid: a < 0.03 or a > 0.97
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -62,22 +68,22 @@ ACTIVATIONS: dict[str, Activation] = {
         "ReLU", lambda s: nn.ReLU(),
         lambda z, o: torch.clamp(z, min=0),
         lambda z, a, o: (z > 0).to(z.dtype),  # torch's choice at 0: derivative 0
-        "relu", "dead"),
+        "relu", "dead", lambda a: a == 0),
     "tanh": Activation(
         "Tanh", lambda s: nn.Tanh(),
         lambda z, o: torch.tanh(z),
         lambda z, a, o: 1 - a**2,
-        "tanh", "saturated"),
+        "tanh", "saturated", lambda a: a.abs() > SATURATED_ABOVE),
     "sigmoid": Activation(
         "Sigmoid", lambda s: nn.Sigmoid(),
         lambda z, o: 1 / (1 + torch.exp(-z)),
         lambda z, a, o: a * (1 - a),
-        "sigmoid", "saturated"),
+        "sigmoid", "saturated", lambda a: (a < 1 - SATURATED_ABOVE) | (a > SATURATED_ABOVE)),
     "gelu": Activation(
         "GELU", lambda s: nn.GELU(approximate=s.approximate),
         lambda z, o: _gelu_tanh(z) if o.get("approximate") == "tanh" else _gelu_erf(z),
         lambda z, a, o: _gelu_tanh_grad(z) if o.get("approximate") == "tanh" else _gelu_erf_grad(z),
-        "relu", "dead"),
+        "relu", "dead", lambda a: a.abs() <= DEAD_BELOW),
     "leaky_relu": Activation(
         "LeakyReLU", lambda s: nn.LeakyReLU(negative_slope=s.negative_slope),
         lambda z, o: torch.where(z > 0, z, o["negative_slope"] * z),

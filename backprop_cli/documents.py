@@ -85,3 +85,10 @@ def compare_document(results: list, summary: list[dict]) -> dict:
                      "steps_to_10pct": m["steps_to_10pct"], "mean_update_ratio": m["mean_update_ratio"],
                      "time_s": m["time_s"]})
     return finite({"runs": runs, "summary": summary})
+
+
+def find_lr_document(result: dict) -> dict:
+    """``find-lr --format json``: the suggestions and the sweep's learning rates and (raw) losses."""
+    return finite({"suggested_lr": result["suggested_lr"], "min_loss_lr": result["min_loss_lr"],
+                   "lrs": list(result["lrs"]), "losses": list(result["losses"]),
+                   "smoothed_losses": list(result["smoothed_losses"]), "stopped_early": result["stopped_early"]})

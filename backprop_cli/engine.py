@@ -2,6 +2,10 @@
 
     batch → forward → loss → zero_grad → backward → measure → guard → step → record
 
+On logging steps a :class:`~backprop_cli.diagnostics.Diagnostics` probe (``probe=``) also measures each
+hidden layer's activations and each parameter's ‖grad‖/‖w‖ and ‖Δw‖/‖w‖; its numbers ride on the same
+read-back. Other steps pay nothing for it.
+
 Mixed precision goes through one ``GradScaler(enabled=…)`` (a no-op unless ``precision: fp16``), as in
 nanoGPT. The step's scalars (loss, gradient norms) stay on the device until :class:`ReadBack` reads
 them: every step on the CPU (so a non-finite value is caught before the update), every logging step
@@ -14,7 +18,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -22,6 +26,9 @@ from torch import nn
 from backprop_cli.errors import EXIT_NONFINITE, BackpropError
 from backprop_cli.grads import clip_grads_, grads_of, step_stats, update_ratio
 from backprop_cli.records import StepRecord
+
+if TYPE_CHECKING:
+    from backprop_cli.diagnostics import Diagnostics
 
 BatchFn = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -64,7 +71,8 @@ class NonFiniteError(BackpropError):
 def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Guard(), read_every: int = 1,
               flush_every: tuple[int, ...] = (), measure_updates: bool = False,
               should_stop: Optional[Callable[[], bool]] = None,
-              reduce_stats: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Iterator[StepRecord]:
+              reduce_stats: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+              probe: Optional["Diagnostics"] = None) -> Iterator[StepRecord]:
     """Run steps ``start_step+1 … steps`` and yield a record for each, in order.
 
     ``read_every``: read the scalars back every N steps (1 on the CPU); ``flush_every``: also at every
@@ -72,6 +80,7 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
     (checkpoints, evaluation). ``measure_updates``: also measure ‖Δw‖/‖w‖ of every update.
     ``should_stop()`` is asked after every step: True ends the run cleanly after it.
     ``reduce_stats`` combines the scalars of several processes (DDP: the mean loss) before a read.
+    ``probe``: per-layer diagnostics on the steps it says are due (:mod:`backprop_cli.diagnostics`).
     A non-finite loss or gradient: ``guard.on_nonfinite`` decides (see :class:`NonFiniteCheck`).
     """
     model, optimizer = loop.model, loop.optimizer
@@ -82,13 +91,15 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
     scaler = torch.amp.GradScaler(device_type, enabled=guard.precision == "fp16")
     check = NonFiniteCheck(guard, names, scaled=scaler.is_enabled(), last_good=start_step)
     reads = ReadBack(names, check, every=read_every, flush_every=flush_every, reduce=reduce_stats,
-                     clip=guard.clip_grad_norm, scaled=scaler.is_enabled())
+                     clip=guard.clip_grad_norm, scaled=scaler.is_enabled(), probe=probe)
     model.train()
     t0 = time.perf_counter()
     for i in range(start_step, steps):
         x, y = loop.batches(i)
+        probing = probe is not None and probe.due(i + 1)
         with autocast:
-            loss = loop.loss_fn(model(x), y)
+            out, hidden = model(x, keep_hidden=True) if probing else (model(x), None)
+            loss = loop.loss_fn(out, y)
         if guard.zero_grad:
             optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -102,13 +113,14 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
         if update:
             if guard.clip_grad_norm is not None:
                 clip_grads_(grads, guard.clip_grad_norm, stats[1])
-            before = [p.detach().clone() for p in params] if measure_updates else None
+            before = [p.detach().clone() for p in params] if measure_updates or probing else None
             scaler.step(optimizer)  # fp16: skipped by the scaler when the gradients overflowed
         scaler.update()
-        ratio = update_ratio(before, params) if before is not None else None
+        ratio = update_ratio(before, params) if measure_updates and before is not None else None
+        diag = probe.measure(hidden, stats[2:2 + len(params)], params, before) if probing else None
         if loop.scheduler is not None:
             loop.scheduler.step()
-        reads.add(i + 1, stats, values, ratio, float(lr), time.perf_counter() - t0, update)
+        reads.add(i + 1, stats, values, ratio, float(lr), time.perf_counter() - t0, update, diag)
         stopping = should_stop is not None and should_stop()
         if reads.due(i + 1, steps, stopping):
             yield from reads.flush()
@@ -121,11 +133,15 @@ def read_interval(device: torch.device, log_every: int) -> int:
     return 1 if device.type == "cpu" else log_every
 
 
+def base_model(model: nn.Module) -> nn.Module:
+    """The model inside any DistributedDataParallel or torch.compile wrapper."""
+    base = getattr(model, "module", model)  # DistributedDataParallel wraps the model as .module
+    return getattr(base, "_orig_mod", base)  # torch.compile keeps it as ._orig_mod
+
+
 def trainable(model: nn.Module) -> tuple[list[str], list[torch.nn.Parameter]]:
     """Names and parameters of the model inside any DistributedDataParallel or torch.compile wrapper."""
-    base = getattr(model, "module", model)  # DistributedDataParallel wraps the model as .module
-    base = getattr(base, "_orig_mod", base)  # torch.compile keeps it as ._orig_mod
-    named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]
+    named = [(n, p) for n, p in base_model(model).named_parameters() if p.requires_grad]
     return [n for n, _ in named], [p for _, p in named]
 
 
@@ -192,6 +208,7 @@ class _Pending(NamedTuple):
     lr: float
     elapsed: float
     updated: bool  # False: the update was skipped (non-finite values, skip mode)
+    diag: Optional[torch.Tensor] = None  # the probe's numbers (logging steps)
 
 
 class ReadBack:
@@ -199,12 +216,13 @@ class ReadBack:
 
     :meth:`add` keeps a step; :meth:`flush` reads what is kept and yields the records, built in one
     place (:meth:`record`). ``exact`` (every step, always in skip mode): :meth:`now` reads a step's
-    scalars before its update so that the non-finite check can act on them.
+    scalars before its update so that the non-finite check can act on them; what is measured after the
+    update (the update ratio, the probe's numbers) is read at the flush, in one read.
     """
 
     def __init__(self, names: list[str], check: NonFiniteCheck, *, every: int, flush_every: tuple[int, ...],
-                 reduce: Optional[Callable], clip: Optional[float], scaled: bool):
-        self.names, self.check, self.clip, self.scaled = names, check, clip, scaled
+                 reduce: Optional[Callable], clip: Optional[float], scaled: bool, probe=None):
+        self.names, self.check, self.clip, self.scaled, self.probe = names, check, clip, scaled, probe
         self.every, self.flush_every = max(1, every), tuple(n for n in flush_every if n)
         self.reduce = reduce or (lambda t: t)
         self.exact = self.every == 1 or check.guard.on_nonfinite == "skip"
@@ -216,8 +234,8 @@ class ReadBack:
         return read_back(self.reduce(stats))
 
     def add(self, step: int, stats: torch.Tensor, values: Optional[list[float]], ratio: Optional[torch.Tensor],
-            lr: float, elapsed: float, updated: bool) -> None:
-        self.pending.append(_Pending(step, stats, values, ratio, lr, elapsed, updated))
+            lr: float, elapsed: float, updated: bool, diag: Optional[torch.Tensor] = None) -> None:
+        self.pending.append(_Pending(step, stats, values, ratio, lr, elapsed, updated, diag))
 
     def due(self, step: int, last: int, stopping: bool) -> bool:
         return (len(self.pending) >= self.every or step == last or stopping
@@ -225,22 +243,32 @@ class ReadBack:
 
     def flush(self) -> Iterator[StepRecord]:
         pending, self.pending = self.pending, []
-        if self.exact:  # the scalars were read before each update; only update ratios remain
-            ratios = [p.ratio for p in pending if p.ratio is not None]
-            measured = iter(read_back(torch.stack(ratios)) if ratios else [])
+        if self.exact:  # the scalars were read before each update; what was measured after it remains
+            after = [_after(p) for p in pending if p.ratio is not None or p.diag is not None]
+            measured = iter(read_back(_padded(after)) if after else [])
             for p in pending:
                 self.check.last_good = p.step
-                yield self.record(p, p.values, next(measured) if p.ratio is not None else None)
+                row = next(measured) if p.ratio is not None or p.diag is not None else []
+                yield self.record(p, p.values, *self._extras(p, row, 0))
             return
-        # deferred: one 2-D read of every kept row, the update ratio (when measured) as its last column
-        rows = [p.stats if p.ratio is None else torch.cat([p.stats, p.ratio.reshape(1)]) for p in pending]
-        table = read_back(self.reduce(torch.stack(rows))) if rows else []
+        # deferred: one 2-D read of every kept row; the update ratio and the probe's numbers (when
+        # measured) follow the scalars, and shorter rows are padded
+        rows = [_cat(p.stats, *_after(p)) for p in pending]
+        table = read_back(self.reduce(_padded(rows))) if rows else []
         width = len(pending[0].stats) if pending else 0
         for p, row in zip(pending, table):
             self.check.after_update(p.step, row, pending[-1].step)
-            yield self.record(p, row[:width], row[width] if p.ratio is not None else None)
+            yield self.record(p, row[:width], *self._extras(p, row, width))
 
-    def record(self, p: "_Pending", values: list[float], ratio: Optional[float]) -> StepRecord:
+    def _extras(self, p: "_Pending", row: list[float], at: int) -> tuple[Optional[float], Optional[list[float]]]:
+        """The update ratio and the probe's numbers of a read row, from column ``at`` on."""
+        ratio = None
+        if p.ratio is not None:
+            ratio, at = row[at], at + 1
+        return ratio, row[at:at + self.probe.width] if p.diag is not None else None
+
+    def record(self, p: "_Pending", values: list[float], ratio: Optional[float],
+               diag: Optional[list[float]] = None) -> StepRecord:
         """The one place a :class:`StepRecord` is built."""
         n = len(self.names)
         skipped = not p.updated or self.check.overflow(values)
@@ -248,4 +276,22 @@ class ReadBack:
                           grad_norms=dict(zip(self.names, values[2:2 + n])), lr=p.lr, time=p.elapsed,
                           update_ratio=ratio,
                           clipped=None if self.clip is None else (not skipped and values[1] > self.clip),
-                          skipped=skipped, loss_scale=values[2 + n] if self.scaled else None)
+                          skipped=skipped, loss_scale=values[2 + n] if self.scaled else None,
+                          **(self.probe.unpack(diag) if diag is not None else {}))
+
+
+def _after(p: _Pending) -> list[torch.Tensor]:
+    """What a kept step measured after its update: the update ratio, the probe's numbers."""
+    return ([p.ratio.reshape(1)] if p.ratio is not None else []) + ([p.diag] if p.diag is not None else [])
+
+
+def _cat(*parts: torch.Tensor) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _padded(rows: list) -> torch.Tensor:
+    """Rows (1-D tensors, or lists of parts) stacked into one 2-D tensor, the short ones padded with NaN."""
+    rows = [_cat(*r) if isinstance(r, list) else r for r in rows]
+    width = max(len(r) for r in rows)
+    return torch.stack([r if len(r) == width else torch.nn.functional.pad(r, (0, width - len(r)), value=math.nan)
+                        for r in rows])

@@ -33,11 +33,16 @@ class Net(nn.Module):
     def layers(self) -> list[nn.Linear]:
         return [getattr(self, f"layer{k}") for k in range(1, len(self.widths))]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep_hidden: bool = False):
+        """The output; with ``keep_hidden``, ``(output, [each hidden layer's activation output])`` (train's
+        diagnostics on logging steps: a flag, not a hook, so DDP and torch.compile pass it through)."""
         *hidden, last = self.layers
+        kept = []
         for layer in hidden:
             x = self.activation(layer(x))
-        return last(x)
+            if keep_hidden:
+                kept.append(x)
+        return (last(x), kept) if keep_hidden else last(x)
 
 
 def parameter_count(widths: list[int], bias: bool) -> int:

@@ -8,10 +8,12 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO, Callable, Optional
 
-from backprop_cli.errors import OutputError
+from backprop_cli.documents import finite
+from backprop_cli.errors import DataError, OutputError
 
 METRICS_SUFFIXES = (".jsonl", ".csv")
 DUMP_SUFFIXES = (".pt", ".npz", ".json")  # inspect-grads --out
@@ -96,42 +98,40 @@ def write_atomic(path: Path, write: Callable[[IO], None], mode: str = "w") -> No
         write(f.file)
 
 
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
 class MetricsWriter:
     """Step records as JSON Lines (``.jsonl``) or CSV (``.csv``).
 
     JSONL: one object per line with keys ``step, loss, grad_norm, grad_norms, lr, time`` plus any
-    ``extra`` fields. CSV: the same, ``grad_norms`` flattened to one ``grad_norms.NAME`` column per
-    parameter. Non-finite numbers are written as null (JSON) or ``nan``/``inf`` (CSV).
-    The file appears (atomically) when the writer is closed.
+    ``extra`` fields (and the nested diagnostics of logging steps). CSV: the same, ``grad_norms``
+    flattened to one ``grad_norms.NAME`` column per parameter, and one column per ``nested`` key path
+    (``activations.layer1.mean``, ``update_ratios.layer1.weight``: the path's keys joined by dots),
+    empty where a record has no value. Non-finite numbers are written as null (JSON) or ``nan``/``inf``
+    (CSV). The file appears (atomically) when the writer is closed.
     """
 
-    def __init__(self, path: Path, param_names: list[str], extra: tuple[str, ...] = ()):
+    def __init__(self, path: Path, param_names: list[str], extra: tuple[str, ...] = (),
+                 nested: tuple[tuple[str, ...], ...] = ()):
         self.path = check_writable(path, METRICS_SUFFIXES, "metrics")
         self.csv = self.path.suffix.lower() == ".csv"
         self.names = list(param_names)
         self.extra = tuple(extra)
+        self.nested = tuple(nested)
         self._out = AtomicFile(self.path)
         if self.csv:
             self._csv = csv.writer(self._out.file, lineterminator="\n")
             self._csv.writerow(["step", *self.extra, "loss", "grad_norm",
-                                *(f"grad_norms.{n}" for n in self.names), "lr", "time"])
+                                *(f"grad_norms.{n}" for n in self.names), "lr", "time",
+                                *(".".join(keys) for keys in self.nested)])
 
     def write(self, record: dict) -> None:
         if self.csv:
             norms = record["grad_norms"]
             self._csv.writerow([record["step"], *(record.get(k, "") for k in self.extra),
                                 _num(record["loss"]), _num(record["grad_norm"]),
-                                *(_num(norms[n]) for n in self.names), _num(record["lr"]), _num(record["time"])])
+                                *(_num(norms[n]) for n in self.names), _num(record["lr"]), _num(record["time"]),
+                                *(_cell(_at(record, keys)) for keys in self.nested)])
         else:
-            rec = dict(record)
-            for k in ("loss", "grad_norm", "lr", "time"):
-                rec[k] = _finite(rec[k])
-            rec["grad_norms"] = {k: _finite(v) for k, v in rec["grad_norms"].items()}
-            self._out.file.write(json.dumps(rec) + "\n")
+            self._out.file.write(json.dumps(finite(record)) + "\n")
 
     def close(self) -> None:
         self._out.commit()
@@ -144,23 +144,155 @@ def _num(v: float) -> str:
     return repr(float(v))
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Read a metrics file back (JSONL or CSV) into records shaped like the JSONL ones."""
+def _at(record: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if not isinstance(record, dict) or key not in record:
+            return None
+        record = record[key]
+    return record
+
+
+def _cell(v) -> str:
+    return "" if v is None else _num(v)
+
+
+# --------------------------------------------------------------------------- reading metrics back
+
+PER_PARAMETER = ("grad_norms", "grad_to_weight", "update_ratios")  # CSV: KEY.<parameter name>
+PER_LAYER = ("activations",)  # CSV: KEY.<layer>.<statistic>
+STEP_NUMBERS = ("loss", "val_loss")  # a record of ours has a step and at least one of these
+
+
+@dataclass
+class MetricsFile:
+    """The records read from a metrics file, and where reading stopped early (``None``: read whole)."""
+
+    records: list[dict]
+    stopped: Optional[str] = None  # "FILE:LINE: why" of the first line that is not one of our records
+
+
+def load_metrics(path: Path) -> MetricsFile:
+    """Read a metrics file (``.jsonl`` or ``.csv``, from ``train`` or ``compare-optimizers``) into records
+    shaped like the JSONL ones, as far as it is readable: reading stops at the first line that is not one of
+    our records (a truncated last line, another file appended) and says which. Nothing readable at all
+    (not a metrics file, empty, unreadable): :class:`DataError`, one line."""
     path = Path(path)
-    if path.suffix.lower() == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    out = []
-    for row in rows:
-        rec: dict = {"grad_norms": {}}
-        for k, v in row.items():
-            if k.startswith("grad_norms."):
-                rec["grad_norms"][k[len("grad_norms."):]] = float(v)
-            elif k == "step":
-                rec[k] = int(v)
-            elif k in ("loss", "grad_norm", "lr", "time"):
-                rec[k] = float(v)
-            else:
-                rec[k] = v
-        out.append(rec)
-    return out
+    if path.suffix.lower() not in METRICS_SUFFIXES:
+        raise DataError(f"{path}: a metrics file ends in .jsonl or .csv (got {path.suffix or 'no extension'!r})")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a metrics file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    text = raw.decode("utf-8", errors="replace")
+    records, stopped = (_jsonl_records if path.suffix.lower() == ".jsonl" else _csv_records)(text)
+    if not records:
+        why = stopped or "no records"
+        raise DataError(f"{path}: not a backprop metrics file ({why})")
+    return MetricsFile(records, f"{path}:{stopped}" if stopped else None)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Every record of a metrics file; any unreadable line is an error (:class:`DataError`)."""
+    got = load_metrics(path)
+    if got.stopped:
+        raise DataError(got.stopped)
+    return got.records
+
+
+def _is_number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _record_problem(rec) -> Optional[str]:
+    if not isinstance(rec, dict):
+        return f"not a JSON object (got {type(rec).__name__})"
+    step = rec.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"no integer 'step' (got {step!r})"[:120]
+    if not any(k in rec and _is_number(rec[k]) for k in STEP_NUMBERS):
+        return "no 'loss' number"
+    for key in PER_PARAMETER:
+        if key in rec and not (isinstance(rec[key], dict) and all(map(_is_number, rec[key].values()))):
+            return f"'{key}' is not a mapping of numbers"
+    if "activations" in rec and not (isinstance(rec["activations"], dict) and all(
+            isinstance(v, dict) and all(map(_is_number, v.values())) for v in rec["activations"].values())):
+        return "'activations' is not a mapping of layers to numbers"
+    return None
+
+
+def _jsonl_records(text: str) -> tuple[list[dict], Optional[str]]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            return records, f"{number}: not valid JSON ({e.msg}{', truncated?' if 'Unterminated' in e.msg or 'Expecting' in e.msg else ''})"
+        problem = _record_problem(rec)
+        if problem:
+            return records, f"{number}: not a metrics record: {problem}"
+        records.append(rec)
+    return records, None
+
+
+def _csv_value(column: str, cell: str):
+    if cell == "":
+        return None
+    if column in ("step", "seed", "epoch"):
+        return int(cell)
+    if cell in ("True", "False"):
+        return cell == "True"
+    try:
+        return float(cell)
+    except ValueError:
+        if column in ("optimizer", "label"):
+            return cell
+        raise
+
+
+def _csv_records(text: str) -> tuple[list[dict], Optional[str]]:
+    rows = csv.reader(io.StringIO(text))
+    try:
+        header = next(rows)
+    except (StopIteration, csv.Error) as e:
+        return [], f"1: {'empty' if isinstance(e, StopIteration) else e}"
+    if "step" not in header or not any(k in header for k in STEP_NUMBERS):
+        return [], f"1: the header has no 'step' and 'loss' columns (got {','.join(header)[:80]!r})"
+    records = []
+    while True:
+        number = rows.line_num + 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            return records, None
+        except csv.Error as e:
+            return records, f"{number}: not a CSV row ({e})"
+        if not row:
+            continue
+        if len(row) != len(header):
+            return records, f"{rows.line_num}: {len(row)} cells where the header has {len(header)} (truncated?)"
+        rec: dict = {}
+        try:
+            for column, cell in zip(header, row):
+                value = _csv_value(column, cell)
+                head, _, rest = column.partition(".")
+                if head in PER_PARAMETER and rest:
+                    if value is not None or head == "grad_norms":
+                        rec.setdefault(head, {})[rest] = value
+                elif head in PER_LAYER and rest:
+                    layer, _, stat = rest.rpartition(".")
+                    if value is not None:
+                        rec.setdefault(head, {}).setdefault(layer, {})[stat] = value
+                elif value is not None:
+                    rec[column] = value
+        except ValueError:
+            return records, f"{rows.line_num}: column {column!r}: not a number (got {cell[:40]!r})"
+        problem = _record_problem(rec)
+        if problem:
+            return records, f"{rows.line_num}: not a metrics record: {problem}"
+        records.append(rec)

@@ -25,6 +25,10 @@ class StepRecord:
     clipped: Optional[bool] = None  # whether clip_grad_norm scaled the gradients (when clipping)
     skipped: bool = False  # the optimizer step was skipped (on_nonfinite: skip, or an fp16 overflow)
     loss_scale: Optional[float] = None  # the GradScaler's scale (precision: fp16)
+    # train's diagnostics, on logging steps only (backprop_cli.diagnostics):
+    activations: Optional[dict[str, dict[str, float]]] = None  # hidden layer → mean, std, dead/saturated_fraction
+    grad_to_weight: Optional[dict[str, float]] = None  # parameter → ‖grad‖/‖w‖
+    update_ratios: Optional[dict[str, float]] = None  # parameter → ‖Δw‖/‖w‖ of this step's update
 
     def as_dict(self) -> dict:
         out = {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
@@ -37,7 +41,19 @@ class StepRecord:
             out["skipped"] = True
         if self.loss_scale is not None:
             out["loss_scale"] = self.loss_scale
+        if self.activations is not None:
+            out["activations"] = {layer: dict(stats) for layer, stats in self.activations.items()}
+        if self.grad_to_weight is not None:
+            out["grad_to_weight"] = dict(self.grad_to_weight)
+        if self.update_ratios is not None:
+            out["update_ratios"] = dict(self.update_ratios)
         return out
+
+
+def is_logging_step(step: int, first: int, every: int, last: int) -> bool:
+    """The steps train prints a row for and measures its diagnostics at: the run's first step, every
+    ``every``-th step and the last."""
+    return step == first or step % every == 0 or step == last
 
 
 @dataclass
@@ -50,6 +66,7 @@ class Summary:
     wall_time: float = 0.0
     skipped: int = 0
     clipped: int = 0
+    warnings: list[str] = field(default_factory=list)  # train's diagnostics warnings (backprop_cli.health)
 
     @property
     def steps_per_s(self) -> float:
@@ -58,7 +75,8 @@ class Summary:
     def as_dict(self) -> dict:
         return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
                 "best_loss": self.best_loss, "best_step": self.best_step, "wall_time": self.wall_time,
-                "steps_per_s": self.steps_per_s, "skipped": self.skipped, "clipped": self.clipped}
+                "steps_per_s": self.steps_per_s, "skipped": self.skipped, "clipped": self.clipped,
+                "warnings": list(self.warnings)}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backprop_cli.documents import json_text, train_document
-from backprop_cli.records import StepRecord, Summary
+from backprop_cli.records import StepRecord, Summary, is_logging_step
 
 
 PLAIN_WIDTH = 200
@@ -163,7 +163,8 @@ class _Columns:
         return "  ".join(cells)
 
 
-def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Optional[str]) -> list[tuple[str, str]]:
+def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Optional[str],
+                   quiet: bool = False) -> list[tuple[str, str]]:
     rate = fmt(s.steps_per_s) if not math.isnan(s.steps_per_s) else "-"
     why = f" ({reason})" if reason and status != "done" else ""
     lines = [
@@ -175,6 +176,10 @@ def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Opt
         lines.append(("clipped", f"{s.clipped} of {s.steps} step(s)"))
     if s.skipped:
         lines.append(("skipped", f"{s.skipped} step(s) with non-finite values"))
+    if s.warnings and quiet:
+        lines += [("warning", w) for w in s.warnings]
+    elif s.warnings:
+        lines.append(("warnings", f"{len(s.warnings)}, above"))
     for what, text in outputs.items():
         lines.append((what, text if text.startswith("not written") else f"wrote {text}"))
     return lines
@@ -223,7 +228,7 @@ class TrainReport:
     def step(self, r: StepRecord) -> None:
         if self.quiet:
             return
-        if r.step == self.first or r.step % self.log_every == 0 or r.step == self.total or r.skipped:
+        if is_logging_step(r.step, self.first, self.log_every, self.total) or r.skipped:
             line = self.cols.row(r)
             if self.plain:
                 self.console.print(line, markup=False)
@@ -232,13 +237,22 @@ class TrainReport:
         if self.progress is not None:
             self.progress.update(self.task, completed=r.step)
 
+    def warn(self, text: str) -> None:
+        """A diagnostics warning, once, where it arose in the table (quiet: in the summary only)."""
+        if self.quiet:
+            return
+        if self.plain:
+            self.console.print(f"warning: {text}", markup=False, soft_wrap=True)
+        else:
+            self.console.print(Text(f"! {text}", style="bold yellow"))
+
     def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None:
         if self.progress is not None:
             self.progress.stop()
         if self.json_out is not None:
             self.json_out.write(json_text(train_document(summary.as_dict(), outputs, status, reason)) + "\n")
             self.json_out.flush()
-        lines = _summary_lines(summary, outputs, status, reason)
+        lines = _summary_lines(summary, outputs, status, reason, self.quiet)
         if self.plain:
             if not self.quiet:
                 self.console.print("", markup=False)
@@ -475,3 +489,35 @@ class CompareProgress:
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+# --------------------------------------------------------------------------- find-lr
+
+
+def render_find_lr(console: Console, plain: bool, r: dict) -> None:
+    lrs, smoothed = r["lrs"], r["smoothed_losses"]
+    head = Text(f"learning-rate range test: {r['config']}, {r['optimizer']}, lr from {fmt(r['start'])} to "
+                f"{fmt(r['end'])} over at most {r['steps']} steps")
+    if r["stopped_early"]:
+        ran = Text(f"stopped after {len(lrs)} step(s): {r['stop_reason']}")
+    else:
+        ran = Text(f"ran all {len(lrs)} steps; the loss never passed 4× its minimum (try a larger --end)")
+    blocks: list = [head, ran]
+    if lrs:
+        blocks.append(Text(f"smoothed loss, lr {fmt(lrs[0])} → {fmt(lrs[-1])} (log scale): "
+                           f"{sparkline(smoothed, width=min(60, len(smoothed)))}"))
+    t = _table("suggestions", [("rule", "left"), ("lr", "right")], plain)
+    t.add_row("steepest descent of the smoothed loss", fmt(r["suggested_lr"]) if r["suggested_lr"] else "none")
+    t.add_row("the smoothed loss's minimum / 10", fmt(r["min_loss_lr"]) if r["min_loss_lr"] else "none")
+    blocks.append(t)
+    pick = r["suggested_lr"] or r["min_loss_lr"]
+    if pick and r["drop"] < r["clear_drop"]:
+        blocks.append(Text(f"the smoothed loss fell only {r['drop']:.0%} below its start: no clear descent, so these "
+                           "are guesses from noise; check train's warnings (vanishing gradients?) before the lr",
+                           style="" if plain else "bold yellow"))
+    if pick:
+        blocks.append(Text(f"use it: backprop train --config {r['config']} --set optimizer.lr={pick:.2g}",
+                           style="" if plain else "bold"))
+    else:
+        blocks.append(Text("no suggestion: the loss did not fall; try a smaller --start", style="" if plain else "bold yellow"))
+    _print_blocks(console, blocks)

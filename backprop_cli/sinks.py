@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from backprop_cli.errors import OutputError
+from backprop_cli.health import HealthMonitor
 from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
 from backprop_cli.records import StepRecord, Tracker
 
@@ -74,12 +75,36 @@ class ReporterSink:
         pass
 
 
+class HealthSink:
+    """train's warnings (:class:`~backprop_cli.health.HealthMonitor`): each new one goes to the reporter
+    (a line in the table) at once; all of them end in the summary."""
+
+    def __init__(self, reporter) -> None:
+        self.reporter = reporter
+        self.monitor = HealthMonitor()
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.monitor.warnings)
+
+    def record(self, rec: StepRecord) -> None:
+        for text in self.monitor.record(rec):
+            self.reporter.warn(text)
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        return {}
+
+    def abort(self) -> None:
+        pass
+
+
 class MetricsSink:
     """Every step's record in ``--metrics PATH`` (.jsonl or .csv), written atomically at the end."""
 
-    def __init__(self, path: Path, param_names: list[str], extra: tuple[str, ...] = ()):
+    def __init__(self, path: Path, param_names: list[str], extra: tuple[str, ...] = (),
+                 nested: tuple[tuple[str, ...], ...] = ()):
         self.path = check_writable(path, METRICS_SUFFIXES, "metrics")
-        self.writer = MetricsWriter(path, param_names, extra=extra)
+        self.writer = MetricsWriter(path, param_names, extra=extra, nested=nested)
 
     def record(self, rec: StepRecord) -> None:
         self.writer.write(rec.as_dict())
@@ -113,6 +138,13 @@ class TensorBoardSink:
         for name, value in rec.grad_norms.items():
             w.add_scalar(f"grad_norm/{name}", value, rec.step)
         w.add_scalar("lr", rec.lr, rec.step)
+        for layer, stats in (rec.activations or {}).items():
+            for key, value in stats.items():
+                w.add_scalar(f"activations/{layer}/{key}", value, rec.step)
+        for name, value in (rec.grad_to_weight or {}).items():
+            w.add_scalar(f"grad_to_weight/{name}", value, rec.step)
+        for name, value in (rec.update_ratios or {}).items():
+            w.add_scalar(f"update_ratio/{name}", value, rec.step)
         if rec.step % self.log_every == 0 or rec.step == 1:
             for name, p in self.model.named_parameters():
                 w.add_histogram(f"weight/{name}", p.detach().cpu(), rec.step)
@@ -147,6 +179,32 @@ class CheckpointSink:
             return {"checkpoint": f"not written: the model is past its last good step {step}"}
         self.save(self.path, step)
         return {"checkpoint": f"{self.path} (step {step})"}
+
+    def abort(self) -> None:
+        pass
+
+
+class PlotSink:
+    """``--plot PATH``: the dashboard of the run (:func:`backprop_cli.plots.dashboard`), drawn at the end
+    from every record (also after Ctrl-C or a stop: what the run recorded)."""
+
+    def __init__(self, path: Path, title: str = ""):
+        from backprop_cli.plots import PLOT_SUFFIXES
+
+        self.path = check_writable(path, PLOT_SUFFIXES, "plot")
+        self.title = title
+        self.records: list[dict] = []
+
+    def record(self, rec: StepRecord) -> None:
+        self.records.append(rec.as_dict())
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        if not self.records:
+            return {"plot": "not written: no step completed"}
+        from backprop_cli.plots import dashboard
+
+        dashboard(self.path, {"": self.records}, title=self.title)
+        return {"plot": str(self.path)}
 
     def abort(self) -> None:
         pass

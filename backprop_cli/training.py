@@ -19,16 +19,19 @@ from backprop_cli.build import Run, build_run, describe_run
 from backprop_cli.checkpoint import resume_from, save_checkpoint
 from backprop_cli.config import Config, default_log_every
 from backprop_cli.data import Table
+from backprop_cli.diagnostics import Diagnostics
 from backprop_cli.engine import Loop, NonFiniteError, read_interval, run_steps
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputError
-from backprop_cli.records import StepRecord, Summary
+from backprop_cli.records import StepRecord, Summary, is_logging_step
 from backprop_cli.signals import StopRequest, stop_on_signals
-from backprop_cli.sinks import CheckpointSink, MetricsSink, Outcome, ReporterSink, TensorBoardSink, TrackerSink
+from backprop_cli.sinks import (CheckpointSink, HealthSink, MetricsSink, Outcome, PlotSink, ReporterSink,
+                                TensorBoardSink, TrackerSink)
 
 
 class Reporter(Protocol):
     def start(self, info: dict, log_every: int) -> None: ...
     def step(self, record: StepRecord) -> None: ...
+    def warn(self, text: str) -> None: ...
     def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None: ...
 
 
@@ -41,6 +44,7 @@ class TrainOptions:
     log_every: Optional[int] = None
     detect_anomaly: bool = False
     tensorboard: Optional[Path] = None
+    plot: Optional[Path] = None  # the dashboard of the run (plots.dashboard), drawn at the end
     read_every: Optional[int] = None  # read the scalars back every N steps (default: engine.read_interval)
 
 
@@ -73,16 +77,20 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
 
         loop.model = torch.compile(loop.model)
 
+    probe = Diagnostics.of(loop.model, cfg.model.activation.name,
+                           lambda step: is_logging_step(step, start + 1, log_every, run.steps))
     tracker = TrackerSink()
-    sinks = [tracker, ReporterSink(reporter if main else _Silent())]
+    health = HealthSink(reporter if main else _Silent())
+    sinks = [tracker, ReporterSink(reporter if main else _Silent()), health]
     if main:
-        sinks += _output_sinks(run, opts, log_every)
+        sinks += _output_sinks(run, opts, log_every, probe)
         reporter.start(_start_info(run, opts, ctx, start, changes), log_every)
 
-    outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop)
+    outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop, probe)
     outputs: dict[str, str] = {}
     for sink in sinks:
         outputs.update(sink.close(outcome))
+    tracker.summary.warnings = health.warnings
     if main:
         reporter.finish(tracker.summary, outputs, outcome.status, outcome.reason)
     if failure is not None:
@@ -93,7 +101,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
 
 
 def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: TrainOptions, reduce,
-           should_stop, stop: StopRequest) -> tuple[Outcome, Optional[BaseException]]:
+           should_stop, stop: StopRequest, probe: Diagnostics) -> tuple[Outcome, Optional[BaseException]]:
     """Feed every record to every sink. Returns how the run ended and the error to raise once the sinks
     are closed; an unexpected error aborts every sink and propagates."""
     last, current = start, None
@@ -101,7 +109,7 @@ def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: 
     steps = run_steps(loop, run.steps, start_step=start, guard=run.guard,
                       read_every=opts.read_every or read_interval(run.device, log_every),
                       flush_every=(opts.save_every or 0,),
-                      should_stop=should_stop, reduce_stats=reduce)
+                      should_stop=should_stop, reduce_stats=reduce, probe=probe)
     try:
         with stop_on_signals(stop), (anomaly or nullcontext()):
             for rec in steps:
@@ -127,13 +135,13 @@ def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: 
     return Outcome("done", last, last), None
 
 
-def _output_sinks(run: Run, opts: TrainOptions, log_every: int) -> list:
+def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> list:
     """The sinks of the outputs asked for on the command line."""
     import torch
 
     sinks: list = []
     if opts.metrics is not None:
-        sinks.append(MetricsSink(opts.metrics, run.param_names, metric_columns(run.cfg)))
+        sinks.append(MetricsSink(opts.metrics, run.param_names, metric_columns(run.cfg), probe.columns()))
     if opts.tensorboard is not None:
         sinks.append(TensorBoardSink(opts.tensorboard, run.model, log_every))
     if opts.save is not None:
@@ -145,6 +153,8 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int) -> list:
             return all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
 
         sinks.append(CheckpointSink(opts.save, save, opts.save_every, run.steps, finite))
+    if opts.plot is not None:
+        sinks.append(PlotSink(opts.plot, title=Path(run.cfg.source).name))
     return sinks
 
 
@@ -167,6 +177,9 @@ class _Silent:
         pass
 
     def step(self, record: StepRecord) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
         pass
 
     def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None:

@@ -48,10 +48,11 @@ def run_py(code: str, **kw):
 
 
 def engine_records(model, loss_fn, optimizer, batches, steps, *, scheduler=None, sync_every=1, flush_every=None,
-                   measure_updates=False, should_stop=None, start_step=0, reduce_stats=None, **guard):
+                   measure_updates=False, should_stop=None, start_step=0, reduce_stats=None, probe=None, **guard):
     """The engine (``engine.run_steps``) on these parts; ``guard`` holds :class:`engine.Guard`'s fields."""
     from backprop_cli.engine import Guard, Loop, run_steps
 
     return run_steps(Loop(model, loss_fn, optimizer, batches, scheduler), steps, start_step=start_step,
                      guard=Guard(**guard), read_every=sync_every, flush_every=(flush_every,) if flush_every else (),
-                     measure_updates=measure_updates, should_stop=should_stop, reduce_stats=reduce_stats)
+                     measure_updates=measure_updates, should_stop=should_stop, reduce_stats=reduce_stats,
+                     probe=probe)

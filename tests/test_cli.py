@@ -59,11 +59,15 @@ def test_quiet_prints_only_the_summary(cli, seed_cfg):
 
 def test_metrics_jsonl_has_every_step(cli, seed_cfg, tmp_path):
     path = tmp_path / "m.jsonl"
-    r = cli("train", "-c", seed_cfg, "--steps", 4, "--metrics", path, "-q")
+    r = cli("train", "-c", seed_cfg, "--steps", 4, "--log-every", 2, "--metrics", path, "-q")
     assert r.exit_code == 0, r.output
     recs = [json.loads(line) for line in path.read_text().splitlines()]
     assert [rec["step"] for rec in recs] == [1, 2, 3, 4]
-    assert set(recs[0]) == {"step", "loss", "grad_norm", "grad_norms", "lr", "time"}
+    assert set(recs[2]) == {"step", "loss", "grad_norm", "grad_norms", "lr", "time"}
+    # logging steps (the first, every 2nd, the last) also carry the diagnostics
+    for rec in (recs[0], recs[1], recs[3]):
+        assert set(rec) == {"step", "loss", "grad_norm", "grad_norms", "lr", "time", "activations",
+                            "grad_to_weight", "update_ratios"}
     assert list(recs[0]["grad_norms"]) == PARAMS
     from test_engine import plain_classic_run
 
@@ -77,7 +81,10 @@ def test_metrics_csv_one_column_per_parameter(cli, seed_cfg, tmp_path):
     path = tmp_path / "m.csv"
     assert cli("train", "-c", seed_cfg, "--steps", 3, "--metrics", path, "-q").exit_code == 0
     lines = path.read_text().splitlines()
-    assert lines[0].split(",") == ["step", "loss", "grad_norm", *(f"grad_norms.{p}" for p in PARAMS), "lr", "time"]
+    assert lines[0].split(",") == ["step", "loss", "grad_norm", *(f"grad_norms.{p}" for p in PARAMS), "lr", "time",
+                                   "activations.layer1.mean", "activations.layer1.std",
+                                   "activations.layer1.dead_fraction", *(f"grad_to_weight.{p}" for p in PARAMS),
+                                   *(f"update_ratios.{p}" for p in PARAMS)]
     assert len(lines) == 4 and lines[3].startswith("3,")
     from backprop_cli.outputs import read_metrics
 

@@ -60,6 +60,8 @@ def test_the_tutorial_runs_as_written(repo_copy, cli, monkeypatch):
     assert len(cmds) >= 12
     run_all(cmds, repo_copy, cli, monkeypatch)
     assert (repo_copy / "my.yaml").exists() and (repo_copy / "docs" / "compare.png").exists()
+    for picture in ("deep_sigmoid.png", "deep_relu.png"):
+        assert (repo_copy / "docs" / picture).read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_tutorial_covers_the_walkthrough():
@@ -67,7 +69,10 @@ def test_the_tutorial_covers_the_walkthrough():
     for needed in ("∂L/∂w2 = ∂L/∂ŷ · ∂ŷ/∂w2 = −(y − ŷ)·z1", "−(y − ŷ)·w2·x", "$ backprop explain",
                    "$ backprop train --config configs/seed.yaml", "$ backprop inspect-grads --config configs/seed.yaml",
                    "$ backprop check-grads --config configs/seed.yaml", "--no-zero-grad", "clip_grad_norm",
-                   "[exit code 3]", "$ backprop compare-optimizers", "(compare.png)", "--csv"):
+                   "[exit code 3]", "$ backprop compare-optimizers", "(compare.png)", "--csv",
+                   "## 6. Vanishing and exploding gradients", "$ backprop train --config configs/deep_sigmoid.yaml",
+                   "$ backprop train --config configs/deep_relu.yaml", "$ backprop plot ", "$ backprop find-lr ",
+                   "vanishing gradients", "of the units dead", "(deep_sigmoid.png)", "(deep_relu.png)"):
         assert needed in text, needed
 
 

@@ -122,7 +122,7 @@ def test_the_accelerator_read_back_policy_on_the_cpu(cli, tmp_path):
     from backprop_cli.training import TrainOptions, run_training
 
     plain, deferred = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    assert cli("train", "-c", REG, "--steps", 23, "--metrics", plain, "-q").exit_code == 0
+    assert cli("train", "-c", REG, "--steps", 23, "--log-every", 5, "--metrics", plain, "-q").exit_code == 0
     cfg = load_config(REG, ["device=cpu", "train.steps=23"])
     with open(os.devnull, "w") as null:
         run_training(cfg, TrainOptions(metrics=deferred, log_every=5, read_every=5),

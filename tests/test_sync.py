@@ -109,6 +109,26 @@ CASES = {
 }
 
 
+CASES |= {
+    "diagnostics on logging steps, sgd momentum, clipping": (
+        ["train.clip_grad_norm=0.5", "model.hidden_size=null", "model.hidden_sizes=[16, 16, 16]",
+         "model.activation=relu"], None, "fp32", False),
+    "diagnostics with the update ratio, adam, bf16": (
+        ["optimizer={name: adam, lr: 0.01}", "model.hidden_size=null", "model.hidden_sizes=[16, 16]"],
+        None, "bf16", True),
+}
+
+
+def probe_of(run, case):
+    """train's diagnostics on its logging steps (every 5th, the first and the last) for the diagnostics cases."""
+    from backprop_cli.diagnostics import Diagnostics
+    from backprop_cli.records import is_logging_step
+
+    if not case.startswith("diagnostics"):
+        return None
+    return Diagnostics.of(run.model, run.cfg.model.activation.name, lambda s: is_logging_step(s, 1, 5, run.steps))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_no_host_sync_between_read_backs(case, monkeypatch):
     sets, optimizer, precision, measure = CASES[case]
@@ -117,20 +137,38 @@ def test_no_host_sync_between_read_backs(case, monkeypatch):
         assert run.optimizer.defaults["fused"]
     clip = run.cfg.train.clip_grad_norm
     records, found, reads = spied_records(run, run.steps, 5, monkeypatch, scheduler=run.scheduler,
-                                          clip_grad_norm=clip, precision=precision, measure_updates=measure)
+                                          clip_grad_norm=clip, precision=precision, measure_updates=measure,
+                                          probe=probe_of(run, case))
     assert found == []
-    # one read-back per 5 steps (the last one partial), each carrying that stretch's rows
+    # one read-back per 5 steps (the last one partial), each carrying that stretch's rows: the
+    # diagnostics ride on it and add no read of their own
     assert reads == [5, 5, 5, 5, 3]
     assert [r["step"] for r in records] == list(range(1, 24))
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in records)
     if measure:
         assert all(r["update_ratio"] > 0 for r in records)
+    if case.startswith("diagnostics"):
+        assert [r["step"] for r in records if "activations" in r] == [1, 5, 10, 15, 20, 23]
+        assert all(0 < v < math.inf for r in records if "update_ratios" in r for v in r["update_ratios"].values())
 
     # and the records are those of the CPU policy (one read per step)
     again = regression_run(*sets, optimizer=optimizer)
     exact = [r.as_dict() | {"time": 0} for r in engine_records(again.model, again.loss_fn, again.optimizer, again.batches, again.steps, sync_every=1,
-        scheduler=again.scheduler, clip_grad_norm=clip, precision=precision, measure_updates=measure)]
+        scheduler=again.scheduler, clip_grad_norm=clip, precision=precision, measure_updates=measure,
+        probe=probe_of(again, case))]
     assert records == exact
+
+
+def test_on_the_cpu_diagnostics_cost_at_most_one_read_per_logging_step(monkeypatch):
+    """The CPU policy reads every step before the update; a logging step adds one read for what is measured
+    after it (the update ratios, with the activation statistics in the same read)."""
+    run = regression_run("model.hidden_size=null", "model.hidden_sizes=[16, 16]")
+    counted = []
+    real = engine.read_back
+    monkeypatch.setattr(engine, "read_back", lambda t: counted.append(1) or real(t))
+    list(engine_records(run.model, run.loss_fn, run.optimizer, run.batches, run.steps, sync_every=1,
+                        probe=probe_of(run, "diagnostics")))
+    assert len(counted) == run.steps + 6  # 23 steps, 6 logging steps
 
 
 def test_the_spy_catches_a_host_read_in_the_loop(monkeypatch):

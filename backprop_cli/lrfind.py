@@ -1,0 +1,113 @@
+"""find-lr: the learning-rate range test (Smith 2017, "Cyclical Learning Rates"; fastai's ``lr_find``,
+Lightning's ``Tuner.lr_find``).
+
+From the configured initial weights, train while the learning rate grows exponentially from ``start``
+to ``end`` over ``steps`` steps (a ``LambdaLR`` schedule in train's own engine: the same loop, batches,
+clipping and precision as ``train``), and stop once the smoothed loss passes 4× its minimum or goes
+non-finite. The loss is smoothed as fastai does (an exponential moving average, β = 0.98, debiased).
+Two suggestions:
+
+- ``suggested_lr``: the lr where the smoothed loss falls fastest (the most negative slope against
+  log lr, central differences as ``numpy.gradient``), skipping the first tenth of the sweep (at most 10
+  steps, where the average is still warming up) as Lightning does;
+- ``min_loss_lr``: the lr at the smoothed loss's minimum, divided by 10 (fastai's ``lr_min``).
+
+Nothing is written: the config, checkpoints and the weights on disk are untouched. :func:`suggest` is
+plain Python (no torch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+BETA = 0.98  # smoothing of the loss (exponential moving average, debiased)
+STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this many times its minimum
+SKIP_BEGIN = 10  # at most this many first points are left out of the steepest-slope search
+CLEAR_DROP = 0.1  # a smoothed loss that never falls 10% below its start gives weak suggestions
+
+
+def lr_at(i: int, steps: int, start: float, end: float) -> float:
+    """The learning rate of step ``i`` (from 0) of the sweep: ``start·(end/start)^(i/(steps−1))``."""
+    return start * (end / start) ** (min(i, steps - 1) / max(1, steps - 1))
+
+
+def smooth(losses: list[float], beta: float = BETA) -> list[float]:
+    """The debiased exponential moving average of the losses (fastai's smoothing)."""
+    out, avg = [], 0.0
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def gradient(values: list[float], xs: list[float]) -> list[float]:
+    """d values / d xs by central differences inside, one-sided at the ends (as ``numpy.gradient``)."""
+    n = len(values)
+    if n < 2:
+        return [math.nan] * n
+    out = [(values[1] - values[0]) / (xs[1] - xs[0])]
+    for i in range(1, n - 1):
+        h0, h1 = xs[i] - xs[i - 1], xs[i + 1] - xs[i]
+        out.append((h0 ** 2 * values[i + 1] - h1 ** 2 * values[i - 1] + (h1 ** 2 - h0 ** 2) * values[i])
+                   / (h0 * h1 * (h0 + h1)))
+    out.append((values[-1] - values[-2]) / (xs[-1] - xs[-2]))
+    return out
+
+
+def suggest(lrs: list[float], losses: list[float]) -> dict:
+    """The suggestions from a sweep's learning rates and (raw) losses: ``{"suggested_lr", "min_loss_lr",
+    "smoothed_losses", "drop"}``; a suggestion is None where the curve gives none (too few points, no
+    descent). ``drop``: how far the smoothed loss fell below its start, as a fraction of it (under
+    :data:`CLEAR_DROP` the curve is mostly noise and so are the suggestions)."""
+    smoothed = smooth(losses)
+    if not smoothed:
+        return {"suggested_lr": None, "min_loss_lr": None, "smoothed_losses": [], "drop": 0.0}
+    best = min(range(len(smoothed)), key=smoothed.__getitem__)
+    suggested: Optional[float] = None
+    skip = min(SKIP_BEGIN, len(smoothed) // 10)
+    if len(smoothed) - skip >= 3:
+        slopes = gradient(smoothed, [math.log10(lr) for lr in lrs])
+        steepest = min(range(skip, len(slopes)), key=slopes.__getitem__)
+        if slopes[steepest] < 0:
+            suggested = lrs[steepest]
+    drop = 1 - smoothed[best] / smoothed[0] if smoothed[0] > 0 else 0.0
+    return {"suggested_lr": suggested, "min_loss_lr": lrs[best] / 10, "smoothed_losses": smoothed, "drop": drop}
+
+
+def find_lr(cfg, *, start: float, end: float, steps: int, table=None) -> dict:
+    """The sweep on the config's run (see the module's doc): ``{"lrs", "losses", "smoothed_losses",
+    "suggested_lr", "min_loss_lr", "stopped_early", "steps", "stop_reason"}``."""
+    import torch
+
+    from backprop_cli.build import build_run
+    from backprop_cli.engine import NonFiniteError, run_steps
+
+    run = build_run(cfg, dataset=table)
+    group = run.optimizer.param_groups[0]
+    base = group.get("initial_lr", group["lr"])  # what a LambdaLR multiplies (the config's own lr)
+    loop = run.loop()  # the config's schedule is replaced by the sweep
+    loop.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda i: lr_at(i, steps, start, end) / base)
+    lrs: list[float] = []
+    losses: list[float] = []
+    reason: Optional[str] = None
+    average, lowest = 0.0, math.inf
+    try:
+        for rec in run_steps(loop, steps, guard=run.guard, read_every=1):
+            if rec.skipped or not math.isfinite(rec.loss):
+                reason = f"the loss went non-finite at step {rec.step} (lr {rec.lr:.3g})"
+                break
+            lrs.append(rec.lr)
+            losses.append(rec.loss)
+            average = BETA * average + (1 - BETA) * rec.loss  # as smooth(), one step at a time
+            smoothed = average / (1 - BETA ** len(losses))
+            lowest = min(lowest, smoothed)
+            if smoothed > STOP_FACTOR * lowest:
+                reason = f"the smoothed loss passed {STOP_FACTOR:g}× its minimum at step {rec.step} (lr {rec.lr:.3g})"
+                break
+    except NonFiniteError as e:
+        reason = f"a non-finite value at step {e.step} (lr {lr_at(e.step - 1, steps, start, end):.3g})"
+    result = {"lrs": lrs, "losses": losses, "stopped_early": reason is not None, "stop_reason": reason,
+              "steps": steps, "start": start, "end": end, "clear_drop": CLEAR_DROP}
+    result.update(suggest(lrs, losses))
+    return result
