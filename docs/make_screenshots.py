@@ -1,7 +1,9 @@
 """Regenerate the pictures of real output used by the README: python docs/make_screenshots.py
 
 Each command runs for real, in-process, with its terminal output recorded by rich
-(Console(record=True)) and saved as SVG under docs/img/; the compare plot is docs/compare.png.
+(Console(record=True)) and saved as SVG under docs/img/; the compare plot is docs/compare.png, the
+find-lr plot docs/img/find-lr.png and the dashboard of a run docs/img/dashboard.png (FIGURES: only
+their files are kept).
 Run it from anywhere; it works in the repository root.
 """
 
@@ -22,6 +24,10 @@ SHOTS = [
     ("check-grads", ["check-grads", "--config", "configs/seed.yaml"]),
     ("explain", ["explain"]),
     ("compare-optimizers", ["compare-optimizers", "--config", "configs/compare.yaml", "--plot", "docs/compare.png"]),
+    ("find-lr", ["find-lr", "--config", "configs/regression.yaml", "--plot", "docs/img/find-lr.png"]),
+]
+FIGURES = [
+    ["train", "--config", "configs/deep_relu.yaml", "--quiet", "--plot", "docs/img/dashboard.png"],
 ]
 
 
@@ -47,6 +53,11 @@ def main() -> None:
         out = ROOT / "docs" / "img" / f"{name}.svg"
         console.save_svg(str(out), title="backprop " + " ".join(args))
         print(f"wrote {out.relative_to(ROOT)}")
+    for args in FIGURES:
+        result = CliRunner().invoke(app, args)
+        if result.exit_code != 0:
+            raise SystemExit(f"backprop {' '.join(args)} failed ({result.exit_code}):\n{result.output}")
+        print(f"wrote {args[-1]}")
 
 
 if __name__ == "__main__":
