@@ -42,7 +42,8 @@ class HealthMonitor:
     """Folds records into warnings; :meth:`record` returns the ones that are new (one per kind and step,
     naming every layer or parameter that newly crossed that threshold)."""
 
-    def __init__(self) -> None:
+    def __init__(self, activation: str = "", init: str = "default") -> None:
+        self.activation, self.init = activation, init  # what the advice need not suggest again
         self.warnings: list[str] = []
         self._warned: set[tuple[str, str]] = set()
         self._out_since: dict[tuple[str, str], int] = {}  # (param, high|low) → first step of the stretch
@@ -53,6 +54,14 @@ class HealthMonitor:
         new = self._units(rec) + self._gradients(rec) + self._updates(rec)
         self.warnings += new
         return new
+
+    def _try(self, *advice: str) -> str:
+        """The advice, less what the run already does (its activation, its init)."""
+        done = {f"model.init: {self.init}", f"model.activation: {self.activation}"}
+        if self.activation == "relu" and self.init == "kaiming":
+            done.add("model.activation: relu with model.init: kaiming")
+        kept = [a for a in advice if a not in done]
+        return ", ".join(kept[:-1]) + (", or " if len(kept) > 1 else "") + kept[-1]
 
     def _new(self, kind: str, names: list[str]) -> list[str]:
         fresh = [n for n in names if (n, kind) not in self._warned]
@@ -70,12 +79,12 @@ class HealthMonitor:
             shares = ", ".join(f"{bad[layer]:.0%}" for layer in fresh)
             if kind == "dead":
                 out.append(f"{_names(fresh)}: {shares} of the units dead at step {rec.step} (0 for every row of the "
-                           "batch: no gradient passes); try a lower optimizer.lr, model.init: kaiming, or "
-                           "model.activation: leaky_relu")
+                           "batch: no gradient passes); try " + self._try("a lower optimizer.lr", "model.init: kaiming",
+                                                                          "model.activation: leaky_relu"))
             else:
                 out.append(f"{_names(fresh)}: {shares} of the outputs saturated at step {rec.step} (in the flat "
-                           "tails, where the gradient vanishes); try model.init: xavier, a lower optimizer.lr, or "
-                           "inputs scaled to mean 0 and std 1")
+                           "tails, where the gradient vanishes); try " + self._try(
+                               "model.init: xavier", "a lower optimizer.lr", "inputs scaled to mean 0 and std 1"))
         return out
 
     def _gradients(self, rec: StepRecord) -> list[str]:
@@ -93,12 +102,12 @@ class HealthMonitor:
         if fresh:
             out.append(f"{_names(fresh)}: gradient norm {', '.join(_g(norms[k]) for k in fresh)}, over "
                        f"{GRAD_GAP:,.0f}× smaller than {last}'s ({_g(ref)}) at step {rec.step}: vanishing gradients; "
-                       "try model.activation: relu with model.init: kaiming, or fewer layers")
+                       "try " + self._try("model.activation: relu with model.init: kaiming", "fewer layers"))
         fresh = self._new("exploding", large)
         if fresh:
             out.append(f"{_names(fresh)}: gradient norm {', '.join(_g(norms[k]) for k in fresh)}, over "
                        f"{GRAD_GAP:,.0f}× larger than {last}'s ({_g(ref)}) at step {rec.step}: exploding gradients; "
-                       "try train.clip_grad_norm, a lower optimizer.lr, or model.init: xavier")
+                       "try " + self._try("train.clip_grad_norm", "a lower optimizer.lr", "model.init: xavier"))
         return out
 
     def _updates(self, rec: StepRecord) -> list[str]:

@@ -79,9 +79,9 @@ class HealthSink:
     """train's warnings (:class:`~backprop_cli.health.HealthMonitor`): each new one goes to the reporter
     (a line in the table) at once; all of them end in the summary."""
 
-    def __init__(self, reporter) -> None:
+    def __init__(self, reporter, activation: str = "", init: str = "default") -> None:
         self.reporter = reporter
-        self.monitor = HealthMonitor()
+        self.monitor = HealthMonitor(activation, init)
 
     @property
     def warnings(self) -> list[str]:

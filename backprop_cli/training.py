@@ -80,7 +80,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     probe = Diagnostics.of(loop.model, cfg.model.activation.name,
                            lambda step: is_logging_step(step, start + 1, log_every, run.steps))
     tracker = TrackerSink()
-    health = HealthSink(reporter if main else _Silent())
+    health = HealthSink(reporter if main else _Silent(), cfg.model.activation.name, cfg.model.init)
     sinks = [tracker, ReporterSink(reporter if main else _Silent()), health]
     if main:
         sinks += _output_sinks(run, opts, log_every, probe)
