@@ -70,7 +70,7 @@ def test_train_json_is_alone_on_stdout(cli, seed_cfg, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["status"] == "done" and doc["summary"]["steps"] == 4
     assert set(doc["summary"]) == {"steps", "first_loss", "last_loss", "best_loss", "best_step", "wall_time",
-                                   "steps_per_s", "skipped", "clipped"}
+                                   "steps_per_s", "skipped", "clipped", "warnings"}
     assert doc["outputs"] == {"metrics": str(tmp_path / "m.jsonl")}
     assert "step" in r.stderr and "done:" in r.stderr  # the rows went to stderr
 
