@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,24 +15,75 @@ from typing import IO, Callable, Optional
 
 from backprop_cli.documents import finite
 from backprop_cli.errors import DataError, OutputError
+from backprop_cli.files import file_kind
 
 METRICS_SUFFIXES = (".jsonl", ".csv")
 DUMP_SUFFIXES = (".pt", ".npz", ".json")  # inspect-grads --out
 
 
 def check_writable(path: Path, suffixes: tuple[str, ...] | None = None, what: str = "output") -> Path:
-    """Fail early (before any work) if ``path`` cannot be written or has the wrong extension."""
+    """Fail early (before any work) if ``path`` cannot be written or has the wrong extension.
+
+    An output is a regular file or a new path: a directory, FIFO, device or socket (or a symlink to
+    one) is refused, never replaced.
+    """
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
         raise OutputError(f"{path}: {what} file must end in {' or '.join(suffixes)} (got {path.suffix or 'no extension'!r})")
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name for the {what}")
-    parent = path.parent if str(path.parent) else Path(".")
+    refuse_special(path, what)
+    parent = _target(path).parent
     if not parent.is_dir():
         raise OutputError(f"{path}: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{path}: folder {str(parent)!r} is not writable")
     return path
+
+
+def refuse_special(path: Path, what: str = "output") -> None:
+    """Raise OutputError if ``path`` exists and is not a regular file (symlinks followed)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # a new path (or a dangling symlink: its target is written as a regular file)
+    except OSError as e:  # a symlink loop, a folder we may not search, ...
+        raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        raise OutputError(f"{path}: is {file_kind(mode)}, not a regular file; the {what} is written only to "
+                          "a regular file or a new path")
+
+
+def _target(path: Path) -> Path:
+    """Where writing ``path`` lands: a symlink's target (the link itself is kept), else the path."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+    """Refuse (OutputError, exit 2) an output that is the same file as an input or as another output.
+
+    Keys name the role as the user gave it (``"--save"``, ``"--config"``, ``"data.path"``); ``None``
+    values are skipped. Paths are compared resolved (symlinks and ``..`` followed), and by inode where
+    both exist (hard links): ``--save s.yaml: is the same file as --config s.yaml; choose another path``.
+    Call it before any work.
+    """
+    seen: list[tuple[str, Path]] = [(role, Path(p)) for role, p in inputs.items() if p is not None]
+    for role, p in outputs.items():
+        if p is None:
+            continue
+        for other_role, other in seen:
+            if _same_file(Path(p), other):
+                raise OutputError(f"{role} {p}: is the same file as {other_role} {other}; choose another path")
+        seen.append((role, Path(p)))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _mode_for(path: Path) -> int:
@@ -47,15 +99,35 @@ def _mode_for(path: Path) -> int:
 class AtomicFile:
     """A file written under a temporary name and renamed over ``path`` on :meth:`commit`.
 
-    :meth:`discard` (or an exception inside ``with``) leaves the previous file untouched.
+    :meth:`discard` (or an exception inside ``with``) leaves the previous file untouched and no
+    temporary file behind. Any OSError while creating, writing, flushing, fsyncing or renaming is an
+    OutputError naming the path and the cause (``m.jsonl: cannot write: No space left on device``),
+    also when a library (torch.save's zip writer) hides the OSError behind an error of its own. A
+    symlink is written through (its target is replaced, the link kept); a path that is not a regular
+    file (a device, FIFO or socket) is never replaced.
     """
 
     def __init__(self, path: Path, mode: str = "w"):
         self.path = Path(path)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent or ".")
-        os.chmod(self.tmp, _mode_for(self.path))
-        self.file: IO = os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {}))
         self.done = False
+        self.target = _target(self.path)
+        refuse_special(self.path)
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp",
+                                            dir=self.target.parent)
+        except OSError as e:
+            raise self._error(e) from None
+        try:
+            os.chmod(self.tmp, _mode_for(self.target))
+            raw = os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {}))
+        except OSError as e:
+            os.close(fd)
+            os.unlink(self.tmp)
+            raise self._error(e) from None
+        self.file: IO = _Recording(raw)
+
+    def _error(self, e: OSError) -> OutputError:
+        return OutputError(f"{self.path}: cannot write: {e.strerror or e}")
 
     def commit(self) -> None:
         if self.done:
@@ -65,10 +137,14 @@ class AtomicFile:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
-            os.replace(self.tmp, self.path)
+            refuse_special(self.path)  # it may have become one while we wrote
+            os.replace(self.tmp, self.target)
         except OSError as e:
             self._cleanup()
-            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+            raise self._error(e) from None
+        except BaseException:
+            self._cleanup()
+            raise
 
     def discard(self) -> None:
         if not self.done:
@@ -78,6 +154,8 @@ class AtomicFile:
     def _cleanup(self) -> None:
         try:
             self.file.close()
+        except OSError:
+            pass  # the buffered rest could not be written: the file is being removed anyway
         finally:
             if os.path.exists(self.tmp):
                 os.unlink(self.tmp)
@@ -88,8 +166,38 @@ class AtomicFile:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.discard()
+            return
+        self.discard()
+        cause = self.file.error or (exc if isinstance(exc, OSError) else None)
+        if cause is not None and isinstance(exc, Exception) and not isinstance(exc, OutputError):
+            raise self._error(cause) from None
+
+
+class _Recording:
+    """A file that remembers the first OSError its writes met: torch.save's zip writer (and other
+    libraries) turn a failed write into an error of their own ("unexpected pos ..."), which does
+    not tell the user that the disk is full."""
+
+    def __init__(self, file: IO):
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data):
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
 
 
 def write_atomic(path: Path, write: Callable[[IO], None], mode: str = "w") -> None:
@@ -106,7 +214,8 @@ class MetricsWriter:
     flattened to one ``grad_norms.NAME`` column per parameter, and one column per ``nested`` key path
     (``activations.layer1.mean``, ``update_ratios.layer1.weight``: the path's keys joined by dots),
     empty where a record has no value. Non-finite numbers are written as null (JSON) or ``nan``/``inf``
-    (CSV). The file appears (atomically) when the writer is closed.
+    (CSV). The file appears (atomically) when the writer is closed. Any failure to write is one
+    OutputError naming the path and the cause; the previous file stays and no temporary file is left.
     """
 
     def __init__(self, path: Path, param_names: list[str], extra: tuple[str, ...] = (),
@@ -116,14 +225,30 @@ class MetricsWriter:
         self.names = list(param_names)
         self.extra = tuple(extra)
         self.nested = tuple(nested)
+        self.failed: OutputError | None = None
         self._out = AtomicFile(self.path)
         if self.csv:
             self._csv = csv.writer(self._out.file, lineterminator="\n")
-            self._csv.writerow(["step", *self.extra, "loss", "grad_norm",
-                                *(f"grad_norms.{n}" for n in self.names), "lr", "time",
-                                *(".".join(keys) for keys in self.nested)])
+            self._guarded(self._csv.writerow, ["step", *self.extra, "loss", "grad_norm",
+                                                *(f"grad_norms.{n}" for n in self.names), "lr", "time",
+                                                *(".".join(keys) for keys in self.nested)])
+
+    def _guarded(self, write: Callable, *args) -> None:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            write(*args)
+        except OSError as e:
+            self._out.discard()
+            self.failed = self._out._error(e)
+            raise self.failed from None
 
     def write(self, record: dict) -> None:
+        """Add one record; a failed write (disk full) discards the file (the previous one stays)
+        and raises OutputError."""
+        self._guarded(self._write, record)
+
+    def _write(self, record: dict) -> None:
         if self.csv:
             norms = record["grad_norms"]
             self._csv.writerow([record["step"], *(record.get(k, "") for k in self.extra),
@@ -134,7 +259,14 @@ class MetricsWriter:
             self._out.file.write(json.dumps(finite(record)) + "\n")
 
     def close(self) -> None:
-        self._out.commit()
+        """Put the file in place (OutputError if it cannot be, or if a write failed before)."""
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self._out.commit()
+        except OutputError as e:
+            self.failed = e
+            raise
 
     def abort(self) -> None:
         self._out.discard()

@@ -126,3 +126,201 @@ def test_an_unreadable_file_is_one_line(tmp_path):
     p = write(tmp_path / "c.yaml", "seed: 1\n")
     p.chmod(0)
     assert _error_of(lambda: read_text_capped(p, 100)) == f"{p}: permission denied"
+
+
+# --------------------------------------------------------------------------- writing: outputs.py
+
+from backprop_cli.outputs import AtomicFile, MetricsWriter, check_outputs, check_writable, write_atomic  # noqa: E402
+
+
+class Full:
+    """A file on a full disk: writes fail with ENOSPC once ``room`` bytes are used up."""
+
+    def __init__(self, file, room):
+        self._file, self.room = file, room
+
+    def write(self, data):
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """disk_full(part, room): files opened by AtomicFile whose temporary name contains ``part`` fail
+    with ENOSPC after ``room`` bytes; other files are written normally."""
+    def arm(part, room=0):
+        real = os.fdopen
+
+        def fdopen(fd, *a, **kw):
+            f = real(fd, *a, **kw)
+            return Full(f, room) if part in os.readlink(f"/proc/self/fd/{fd}") else f
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+    return arm
+
+
+def files_in(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("room", [0, 5000])
+def test_a_full_disk_during_torch_save_names_the_cause_and_keeps_the_old_file(tmp_path, disk_full, room):
+    """torch.save's zip writer turns the failed write into 'unexpected pos ...' (room=5000): the
+    cause the user needs is still the disk."""
+    import torch
+
+    old = write(tmp_path / "c.pt", "old checkpoint")
+    disk_full("c.pt", room)
+    with pytest.raises(OutputError) as e:
+        with AtomicFile(old, "wb") as f:
+            torch.save({"w": torch.zeros(10_000)}, f.file)
+    assert one_line(e.value) == f"{old}: cannot write: No space left on device"
+    assert old.read_text() == "old checkpoint" and files_in(tmp_path) == ["c.pt"]
+
+
+def test_a_full_disk_at_fsync_or_rename_keeps_the_old_file(tmp_path, monkeypatch):
+    old = write(tmp_path / "p.json", "old")
+
+    def no_space(*a):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    for where in ("fsync", "replace"):
+        with monkeypatch.context() as m:
+            m.setattr(os, where, no_space)
+            with pytest.raises(OutputError, match=r"p.json: cannot write: No space left on device$"):
+                write_atomic(old, lambda f: f.write("new"))
+        assert old.read_text() == "old" and files_in(tmp_path) == ["p.json"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_full_disk_during_a_metrics_write_is_one_error_and_keeps_the_old_file(tmp_path, disk_full, suffix):
+    old = write(tmp_path / f"m{suffix}", "previous run\n")
+    disk_full(f"m{suffix}", room=300)
+    writer = MetricsWriter(old, ["w"])
+    record = {"step": 1, "loss": 1.0, "grad_norm": 1.0, "grad_norms": {"w": 1.0}, "lr": 0.1, "time": 0.0}
+    with pytest.raises(OutputError) as e:
+        for step in range(1, 100):
+            writer.write({**record, "step": step})
+    assert one_line(e.value) == f"{old}: cannot write: No space left on device"
+    with pytest.raises(OutputError):  # closing cannot pretend the file was written
+        writer.close()
+    writer.abort()
+    assert old.read_text() == "previous run\n" and files_in(tmp_path) == [old.name]
+
+
+def test_a_train_run_whose_metrics_hit_a_full_disk_ends_with_one_line(cli, tmp_path, disk_full):
+    old = write(tmp_path / "m.jsonl", "previous run\n")
+    disk_full("m.jsonl", room=2000)
+    r = cli("train", "-c", ROOT / "configs" / "regression.yaml", "--steps", 30, "--metrics", old, "-q")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == f"error: {old}: cannot write: No space left on device"
+    assert old.read_text() == "previous run\n" and files_in(tmp_path) == ["m.jsonl"]
+
+
+def test_a_real_write_failure_in_a_subprocess_save_is_one_line_and_keeps_the_old_checkpoint(tmp_path):
+    """RLIMIT_FSIZE makes the kernel refuse writes past 4 KB (EFBIG): a real failure under torch.save."""
+    import resource
+    import signal
+
+    old = tmp_path / "c.pt"
+    old.write_bytes(b"old checkpoint")
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    r = subprocess.run([sys.executable, "-m", "backprop_cli", "train", "-c", ROOT / "configs" / "regression.yaml",
+                        "--steps", "2", "--save", old, "-q"], cwd=ROOT, capture_output=True, text=True,
+                       preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"error: {old}: cannot write: File too large"
+    assert old.read_bytes() == b"old checkpoint" and files_in(tmp_path) == ["c.pt"]
+
+
+def _special_files(tmp_path):
+    """(path, kind) for a FIFO, a socket, a symlink to /dev/null and (where allowed) a device node."""
+    os.mkfifo(tmp_path / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    (tmp_path / "null-link").symlink_to("/dev/null")
+    found = [("fifo", "a FIFO (named pipe)"), ("sock", "a socket"), ("null-link", "a character device")]
+    try:
+        import stat
+
+        os.mknod(tmp_path / "mynull", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        found.append(("mynull", "a character device"))
+    except (PermissionError, OSError):
+        pass
+    return sock, found
+
+
+def test_outputs_onto_a_device_fifo_or_socket_are_refused_and_left_alone(tmp_path):
+    import stat
+
+    sock, specials = _special_files(tmp_path)
+    try:
+        for name, kind in specials:
+            path = tmp_path / name
+            mode = os.stat(path).st_mode
+            for attempt in (lambda: check_writable(path, what="checkpoint"),
+                            lambda: write_atomic(path, lambda f: f.write("x"))):
+                with pytest.raises(OutputError) as e:
+                    attempt()
+                assert one_line(e.value).startswith(f"{path}: is {kind}, not a regular file"), e.value
+            assert stat.S_IFMT(os.stat(path).st_mode) == stat.S_IFMT(mode)
+        assert not [n for n in files_in(tmp_path) if n.endswith(".tmp")]
+    finally:
+        sock.close()
+
+
+def test_a_path_that_becomes_a_fifo_while_writing_is_not_replaced(tmp_path):
+    path = tmp_path / "out.json"
+    f = AtomicFile(path)
+    f.file.write("{}")
+    os.mkfifo(path)
+    with pytest.raises(OutputError, match="is a FIFO"):
+        f.commit()
+    assert os.path.exists(path) and not os.path.isfile(path) and files_in(tmp_path) == ["out.json"]
+
+
+def test_train_save_onto_a_device_node_is_refused(cli, tmp_path):
+    (tmp_path / "mynull").symlink_to("/dev/null")
+    r = cli("train", "-c", ROOT / "configs" / "seed.yaml", "--steps", 2, "--save", tmp_path / "mynull")
+    assert r.exit_code == 2 and "is a character device, not a regular file" in r.stderr
+    assert os.path.islink(tmp_path / "mynull") and os.readlink(tmp_path / "mynull") == "/dev/null"
+
+
+def test_a_symlinked_output_is_written_through_and_the_link_kept(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = write(tmp_path / "real" / "m.json", "old")
+    (tmp_path / "link.json").symlink_to(target)
+    write_atomic(tmp_path / "link.json", lambda f: f.write("new"))
+    assert os.path.islink(tmp_path / "link.json") and target.read_text() == "new"
+    assert files_in(tmp_path / "real") == ["m.json"]
+
+
+def test_check_outputs_refuses_an_output_on_an_input(tmp_path):
+    cfg = write(tmp_path / "s.yaml", "seed: 0\n")
+    data = write(tmp_path / "d.csv", "a,y\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "alias.yaml").symlink_to("s.yaml")
+    os.link(data, tmp_path / "hard.csv")
+    inputs = {"--config": cfg, "data.path": data, "--resume": None}
+    for role, out, same in [("--save", cfg, "--config"), ("--save", tmp_path / "sub" / ".." / "s.yaml", "--config"),
+                            ("--metrics", tmp_path / "alias.yaml", "--config"), ("--save", tmp_path / "hard.csv", "data.path")]:
+        with pytest.raises(OutputError) as e:
+            check_outputs({role: out}, inputs)
+        assert one_line(e.value) == f"{role} {out}: is the same file as {same} {inputs[same]}; choose another path"
+    check_outputs({"--save": tmp_path / "c.pt", "--metrics": tmp_path / "m.jsonl", "--plot": None}, inputs)
+
+
+def test_check_outputs_refuses_two_outputs_on_one_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError) as e:
+        check_outputs({"--metrics": "x.csv", "--save": tmp_path / "x.csv"}, {"--config": tmp_path / "s.yaml"})
+    assert one_line(e.value) == f"--save {tmp_path / 'x.csv'}: is the same file as --metrics x.csv; choose another path"
