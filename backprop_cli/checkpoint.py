@@ -85,6 +85,26 @@ def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, sc
         torch.save(state, f.file)
 
 
+def last_good_path(path: Path) -> Path:
+    """Where a failed run writes its last good state when ``path`` exists: ``<stem>.last-good<suffix>``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.last-good{path.suffix}")
+
+
+def save_last_good(path: Path, **state) -> Path:
+    """Save the last good state of a run that failed (stopped on a non-finite value); returns where.
+
+    A failed run never replaces an existing file with a worse one: when ``path`` exists (say a
+    50-step ``good.pt``), the state goes beside it, to ``good.last-good.pt`` (replacing an older
+    last-good file there); otherwise to ``path`` itself. ``state`` are save_checkpoint's keywords.
+    Tell the user the returned path.
+    """
+    path = Path(path)
+    target = last_good_path(path) if os.path.lexists(path) else path
+    save_checkpoint(target, **state)
+    return target
+
+
 def checkpoint_size_check(path: Path, expected_bytes: int | None = None) -> None:
     """Refuse, before anything is read, an archive that declares more data than a checkpoint can hold.
 

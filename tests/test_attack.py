@@ -333,7 +333,8 @@ import zipfile  # noqa: E402
 
 import torch  # noqa: E402
 
-from backprop_cli.checkpoint import checkpoint_size_check, expected_checkpoint_bytes, load_checkpoint  # noqa: E402
+from backprop_cli.checkpoint import (checkpoint_size_check, expected_checkpoint_bytes, load_checkpoint,  # noqa: E402
+                                     save_last_good)
 
 REGRESSION, CLASSIFICATION = ROOT / "configs" / "regression.yaml", ROOT / "configs" / "classification.yaml"
 
@@ -540,3 +541,26 @@ def test_inputs_that_are_not_checkpoint_archives(tmp_path):
     os.mkfifo(fifo)
     assert _within(10, lambda: _error_of(lambda: load_checkpoint(fifo))) == \
         f"{fifo}: is a FIFO (named pipe), not a regular file; the checkpoint file must be a regular file"
+
+
+# --------------------------------------------------------------------------- a failed run's checkpoint
+
+
+def _run_state():
+    from backprop_cli.build import build_run
+    from backprop_cli.config import load_config
+
+    cfg = load_config(REGRESSION)
+    run = build_run(cfg)
+    return run, dict(model=run.model, optimizer=run.optimizer, config=cfg.plain())
+
+
+def test_a_failed_run_writes_its_last_good_state_beside_an_existing_checkpoint(tmp_path):
+    run, state = _run_state()
+    first = save_last_good(tmp_path / "good.pt", step=3, **state)
+    assert first == tmp_path / "good.pt"  # nothing to protect there: written in place
+    before = first.read_bytes()
+    again = save_last_good(tmp_path / "good.pt", step=1, **state)
+    assert again == tmp_path / "good.last-good.pt"
+    assert first.read_bytes() == before and load_checkpoint(again)["step"] == 1
+    assert files_in(tmp_path) == ["good.last-good.pt", "good.pt"]
