@@ -17,16 +17,29 @@ from typing import Optional
 import torch
 from torch import nn
 
-from backprop_cli.errors import DataError, DeviceError
+from backprop_cli.errors import BackpropError, DataError, DeviceError
 from backprop_cli.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
 
 TIMEOUT = timedelta(seconds=120)
 
 
+THREADS_PER_CORE = 4  # the most --threads may ask for: more only slows torch down, and OpenMP aborts
+
+
 def set_threads(threads: Optional[int]) -> None:
     """``--threads N`` wins; else OMP_NUM_THREADS (torchrun sets 1) is honoured; else torch's default,
-    divided among the processes of this machine under torchrun."""
+    divided among the processes of this machine under torchrun.
+
+    N is at most THREADS_PER_CORE × the cores (``--threads 20000`` aborted in libgomp, 100000
+    segfaulted): more is one BackpropError line.
+    """
     if threads is not None:
+        cores = os.cpu_count() or 1
+        if threads < 1:
+            raise BackpropError(f"--threads {threads}: at least 1")
+        if threads > THREADS_PER_CORE * cores:
+            raise BackpropError(f"--threads {threads}: at most {THREADS_PER_CORE * cores} on this machine "
+                                f"({THREADS_PER_CORE} × {cores} cores)")
         torch.set_num_threads(threads)
     elif "OMP_NUM_THREADS" in os.environ:
         return

@@ -564,3 +564,31 @@ def test_a_failed_run_writes_its_last_good_state_beside_an_existing_checkpoint(t
     assert again == tmp_path / "good.last-good.pt"
     assert first.read_bytes() == before and load_checkpoint(again)["step"] == 1
     assert files_in(tmp_path) == ["good.last-good.pt", "good.pt"]
+
+
+# --------------------------------------------------------------------------- --threads
+
+
+def test_threads_beyond_four_per_core_are_one_line_not_an_abort(cli, monkeypatch):
+    """Issue 16, item 11: 20000 aborted in libgomp, 100000 segfaulted."""
+    import backprop_cli.distributed as distributed
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: pytest.fail(f"torch was asked for {n} threads"))
+    for n in (20000, 100000, 9):
+        with pytest.raises(BackpropError) as e:
+            distributed.set_threads(n)
+        assert one_line(e.value) == f"--threads {n}: at most 8 on this machine (4 × 2 cores)"
+    r = cli("train", "-c", REGRESSION, "--steps", 2, "--threads", 20000)
+    assert r.exit_code == 2 and r.stderr.strip() == "error: --threads 20000: at most 8 on this machine (4 × 2 cores)"
+
+
+def test_threads_within_the_bound_are_set(monkeypatch):
+    import backprop_cli.distributed as distributed
+
+    asked = []
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    distributed.set_threads(8)
+    distributed.set_threads(1)
+    assert asked == [8, 1]
