@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from backprop_cli.errors import DataError, OutputError
+from backprop_cli.errors import BackpropError, ConfigError, DataError, OutputError
 
 TEMPLATE = """\
 # backprop config. Run: backprop train --config {path}
@@ -97,12 +97,25 @@ def _guess(path: Path, target: Optional[str]) -> dict:
             "classes": int(max(distinct)) + 1 if classification else None, "rows": len(values)}
 
 
+def require_printable(path: Path, role: str, error: type[BackpropError] = OutputError) -> None:
+    """Refuse a path with a control or other non-printable character: the starter config quotes its
+    own path and the CSV's, and a line break there would end the comment or string it is in and
+    write YAML of its own (``backprop init $'a\\nmodel: 1\\n#.yaml'``)."""
+    text = str(path)
+    bad = next((i for i, c in enumerate(text) if not c.isprintable()), None)
+    if bad is not None:
+        raise error(f"{role} {text!r}: the path has a control or non-printable character ({text[bad]!r} at "
+                    f"position {bad}); choose a name without one")
+
+
 def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional[str] = None) -> tuple[str, str]:
     """The text of a starter config for ``path``, and a one-line description of what was guessed."""
+    require_printable(path, "init")
     if csv_path is None:
         text = TEMPLATE.format(path=path, input_size=4, hidden_size=16, output_size=1, activation="relu",
                                loss="mse", optimizer="sgd", lr="0.01", data=SYNTHETIC, batch_size=32, steps=200)
         return _align(text), "synthetic regression data"
+    require_printable(csv_path, "--csv", DataError)
     g = _guess(csv_path, target)
     rel = os.path.relpath(csv_path.resolve(), path.resolve().parent)
     import json
@@ -133,6 +146,8 @@ def _align(text: str, column: int = 31) -> str:
 
 
 def write_starter(path: Path, text: str, force: bool) -> None:
+    """Write the starter config, only once it validates: a failed ``init`` leaves no file."""
+    require_printable(path, "init")
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists; use --force to overwrite it")
     if path.is_dir():
@@ -140,4 +155,18 @@ def write_starter(path: Path, text: str, force: bool) -> None:
     from backprop_cli.outputs import check_writable, write_atomic
 
     check_writable(path, (".yaml", ".yml"), "config")
+    validate_text(text, path)
     write_atomic(path, lambda f: f.write(text))
+
+
+def validate_text(text: str, path: Path) -> None:
+    """Check config text with the config loader's rules, as if it were the file ``path`` (ConfigError)."""
+    import yaml
+
+    from backprop_cli.config import validate
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: the starter config is not valid YAML ({str(e).splitlines()[0]})") from None
+    validate(data, source=str(path), base_dir=Path(path).resolve().parent)
