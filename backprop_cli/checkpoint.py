@@ -91,17 +91,19 @@ def last_good_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.last-good{path.suffix}")
 
 
-def save_last_good(path: Path, **state) -> Path:
+def save_last_good(path: Path, *, model, optimizer, step: int, config: dict, scheduler=None,
+                   device: torch.device | None = None) -> Path:
     """Save the last good state of a run that failed (stopped on a non-finite value); returns where.
 
     A failed run never replaces an existing file with a worse one: when ``path`` exists (say a
     50-step ``good.pt``), the state goes beside it, to ``good.last-good.pt`` (replacing an older
-    last-good file there); otherwise to ``path`` itself. ``state`` are save_checkpoint's keywords.
+    last-good file there); otherwise to ``path`` itself. The keywords are save_checkpoint's.
     Tell the user the returned path.
     """
     path = Path(path)
     target = last_good_path(path) if os.path.lexists(path) else path
-    save_checkpoint(target, **state)
+    save_checkpoint(target, model=model, optimizer=optimizer, step=step, config=config, scheduler=scheduler,
+                    device=device)
     return target
 
 
@@ -116,10 +118,10 @@ def checkpoint_size_check(path: Path, expected_bytes: int | None = None) -> None
     """
     path = Path(path)
     with open_regular(path, "checkpoint file", CheckpointError) as f:
-        _check_archive(f, path, expected_bytes or DEFAULT_MAX_BYTES)
+        _check_archive(f, path, expected_bytes)
 
 
-def _check_archive(f: BinaryIO, path: Path, limit: int) -> None:
+def _check_archive(f: BinaryIO, path: Path, expected_bytes: int | None) -> None:
     try:
         size = os.fstat(f.fileno()).st_size
         with zipfile.ZipFile(f) as archive:
@@ -134,10 +136,10 @@ def _check_archive(f: BinaryIO, path: Path, limit: int) -> None:
     if pickled > MAX_PICKLE_BYTES:
         raise CheckpointError(f"{refused} {pickled:,} bytes of structure in data.pkl "
                               f"(a checkpoint needs at most {MAX_PICKLE_BYTES:,})")
-    declared = sum(m.file_size for m in members)
+    declared, limit = sum(m.file_size for m in members), expected_bytes or DEFAULT_MAX_BYTES
     if declared > limit:
-        raise CheckpointError(f"{refused} {declared:,} bytes of data, more than the {limit:,} a checkpoint "
-                              "of this model can hold")
+        raise CheckpointError(f"{refused} {declared:,} bytes of data, more than the {limit:,} "
+                              + ("a checkpoint of this model can hold" if expected_bytes else "a checkpoint may hold"))
     if declared > MAX_COMPRESSION * size:
         raise CheckpointError(f"{refused} {declared:,} bytes of data in a {size:,}-byte file (torch.save "
                               "does not compress: a zip bomb?)")
@@ -151,9 +153,8 @@ def load_checkpoint(path: Path, map_location: Any = "cpu", expected_params: int 
     DEFAULT_MAX_BYTES. The file must be a regular file (a FIFO or device is refused unread).
     """
     path = Path(path)
-    limit = expected_checkpoint_bytes(expected_params) if expected_params is not None else DEFAULT_MAX_BYTES
     with open_regular(path, "checkpoint file", CheckpointError) as f:
-        _check_archive(f, path, limit)
+        _check_archive(f, path, None if expected_params is None else expected_checkpoint_bytes(expected_params))
         f.seek(0)
         try:
             state = torch.load(f, map_location=map_location, weights_only=True)
@@ -199,9 +200,9 @@ def structure_problems(state: dict) -> list[str]:
     else:
         for name, value in model.items():
             if not isinstance(name, str) or not _dense_float(value):
-                bad(f"model.{_REPR.repr(name) if not isinstance(name, str) else name}", "a dense float tensor", value)
+                bad(f"model.{_name(name)}", "a dense float tensor", value)
             elif not bool(torch.isfinite(value).all()):
-                problems.append(f"model.{name}: holds non-finite values (nan or inf)")
+                problems.append(f"model.{_name(name)}: holds non-finite values (nan or inf)")
     opt = state["optimizer"]
     if not isinstance(opt, dict):
         bad("optimizer", "an optimizer state dict", opt)
@@ -316,18 +317,36 @@ def _byte_tensor(value: Any) -> bool:
     return _dense(value) and value.dtype == torch.uint8 and value.dim() == 1
 
 
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 40, 40
+class _Repr(reprlib.Repr):
+    """reprlib's bounded repr (depth, length: safe on deep, recursive or huge values), with tensors
+    described in one line."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 2, 40, 40
+
+    def repr1(self, x: Any, level: int) -> str:
+        return _tensor_words(x) if isinstance(x, torch.Tensor) else " ".join(super().repr1(x, level).split("\n"))
+
+
+_REPR = _Repr()
+
+
+def _tensor_words(value: torch.Tensor) -> str:
+    kind = ("quantized " if value.is_quantized else "nested " if value.is_nested
+            else "" if value.layout == torch.strided else f"{str(value.layout).removeprefix('torch.')} ")
+    kind += "meta " if value.is_meta else ""
+    return f"a {kind}{value.dtype} tensor of shape {list(value.shape)}"
+
+
+def _name(key: Any) -> str:
+    """A key as it can stand in a one-line message: as is if it is a short printable string."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else _REPR.repr(key)
 
 
 def _describe(value: Any) -> str:
-    """A short description of any loaded value (bounded: safe on deep, recursive or huge values)."""
-    if isinstance(value, torch.Tensor):
-        kind = ("quantized " if value.is_quantized else "nested " if value.is_nested
-                else "" if value.layout == torch.strided else f"{str(value.layout).removeprefix('torch.')} ")
-        kind += "meta " if value.is_meta else ""
-        return f"a {kind}{value.dtype} tensor of shape {list(value.shape)}"
-    return f"{type(value).__name__} {_REPR.repr(value)}"
+    """A short one-line description of any loaded value."""
+    return _tensor_words(value) if isinstance(value, torch.Tensor) else f"{type(value).__name__} {_REPR.repr(value)}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -360,7 +379,9 @@ def load_weights(model: torch.nn.Module, state: dict, path: Path) -> None:
     model.load_state_dict(theirs)
 
 
-IMPLEMENTATION_KEYS = ("fused", "foreach")
+# How torch runs the step (kernel, graph capture, autograd through it): this run's choice, never
+# the checkpoint's (capturable=True on a CPU run, say, fails at the first step).
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, path: Path) -> None:
@@ -378,13 +399,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, path: Path) ->
     problem = optimizer_state_problem(optimizer, saved)
     if problem is not None:
         raise CheckpointError(f"{path}: optimizer state does not fit the config's optimizer: {problem}")
-    mine = {k: optimizer.defaults[k] for k in IMPLEMENTATION_KEYS if k in optimizer.defaults}
-    groups = [{**{k: v for k, v in ours.items() if k != "params"}, **g, **mine}
-              for ours, g in zip(optimizer.param_groups, saved["param_groups"])]
     try:
-        optimizer.load_state_dict({**saved, "param_groups": groups})
+        optimizer.load_state_dict({**saved, "param_groups": _merged_groups(optimizer, saved["param_groups"])})
     except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: optimizer state does not fit the config's optimizer ({e})") from None
+
+
+def _merged_groups(optimizer: torch.optim.Optimizer, saved_groups: list[dict]) -> list[dict]:
+    """The param groups the optimizer gets: its own values, the checkpoint's over them, then this
+    run's implementation keys."""
+    mine = {k: optimizer.defaults[k] for k in IMPLEMENTATION_KEYS if k in optimizer.defaults}
+    return [{**{k: v for k, v in ours.items() if k != "params"}, **saved, **mine}
+            for ours, saved in zip(optimizer.param_groups, saved_groups)]
 
 
 def optimizer_state_problem(optimizer: torch.optim.Optimizer, saved: Any) -> str | None:
@@ -392,9 +418,11 @@ def optimizer_state_problem(optimizer: torch.optim.Optimizer, saved: Any) -> str
 
     Parameter groups: as many as the optimizer's, each with as many distinct integer ids, and
     hyperparameters of the kind the optimizer's are (a number for ``lr``, finite, ≥ 0; booleans
-    for flags; as many numbers for ``betas``). State: an entry per parameter holding every key a
-    step of this optimizer keeps (or no state at all); each buffer a dense, contiguous float tensor
-    of its parameter's shape; ``step`` a finite number ≥ 0 or a one-element float tensor.
+    for flags; as many numbers for ``betas``) with which a step runs. State: none at all, or an
+    entry per parameter with every key a step keeps, under the checkpoint's hyperparameters and
+    under the optimizer's own (``--resume`` applies the config's: turning on amsgrad needs
+    ``max_exp_avg_sq``); each buffer a dense, contiguous float tensor of its parameter's shape;
+    ``step`` a finite number ≥ 0 or a one-element float tensor.
     """
     if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict)
             and isinstance(saved.get("param_groups"), list)):
@@ -414,12 +442,17 @@ def optimizer_state_problem(optimizer: torch.optim.Optimizer, saved: Any) -> str
             params[pid] = param
         for key, value in group.items():
             if key != "params" and (problem := _hyperparameter_problem(key, value, mine)) is not None:
-                return f"param_groups[{i}].{_REPR.repr(key) if not isinstance(key, str) else key}: {problem}"
+                return f"param_groups[{i}].{_name(key)}: {problem}"
+    try:  # the keys a step needs, with the checkpoint's hyperparameters and with the config's
+        needs = [a | b for a, b in zip(_state_keys(optimizer, _merged_groups(optimizer, groups)),
+                                       _state_keys(optimizer, optimizer.param_groups))]
+    except Exception as e:  # noqa: BLE001 - torch's own check of a combination of values
+        return f"its hyperparameters cannot run a step ({_first_line(e)})"
     entries = saved["state"]
     for pid in entries:
         if not (_is_int(pid) and pid in params):
             return f"state has an entry {_REPR.repr(pid)}, which is no parameter's id"
-    for (pid, param), needed in zip(params.items(), _state_keys(optimizer)):
+    for (pid, param), needed in zip(params.items(), needs):
         if pid not in entries:
             if entries and needed:
                 return f"state has no entry for parameter {pid} (shape {list(param.shape)})"
@@ -433,7 +466,7 @@ def optimizer_state_problem(optimizer: torch.optim.Optimizer, saved: Any) -> str
         for key, value in entry.items():
             problem = _step_problem(value) if key == "step" else _buffer_problem(value, param)
             if problem is not None:
-                return f"state[{pid}].{_REPR.repr(key) if not isinstance(key, str) else key}: {problem}"
+                return f"state[{pid}].{_name(key)}: {problem}"
     return None
 
 
@@ -478,13 +511,13 @@ def _buffer_problem(value: Any, param: torch.Tensor) -> str | None:
     return None
 
 
-def _state_keys(optimizer: torch.optim.Optimizer) -> list[set]:
-    """The state keys one step of this optimizer, as configured, keeps for each parameter (in the
-    order of its param_groups): learnt from a probe on one-element parameters."""
-    groups = [{**{k: v for k, v in g.items() if k != "params"},
-               "params": [torch.zeros(1, dtype=p.dtype, device=p.device, requires_grad=True) for p in g["params"]]}
-              for g in optimizer.param_groups]
-    probe = type(optimizer)(groups)
+def _state_keys(optimizer: torch.optim.Optimizer, groups: list[dict]) -> list[set]:
+    """The state keys one step of this optimizer with the hyperparameters of ``groups`` keeps for
+    each parameter (in param_groups order): learnt from a probe on one-element parameters."""
+    probe = type(optimizer)([
+        {**{k: v for k, v in group.items() if k != "params"},
+         "params": [torch.zeros(1, dtype=p.dtype, device=p.device, requires_grad=True) for p in ours["params"]]}
+        for group, ours in zip(groups, optimizer.param_groups)])
     for group in probe.param_groups:
         for p in group["params"]:
             p.grad = torch.zeros_like(p)

@@ -1,0 +1,301 @@
+"""Crafted checkpoints (issue 16): real checkpoints of every optimizer with mutated shapes, dtypes,
+layouts (sparse, meta, complex, quantized, overlapping, non-contiguous), nesting and types.
+
+Each either loads, and then a training step runs on what was loaded (the fused kernels crashed on
+wrong-shaped state), or is refused with one CheckpointError line: never another exception, never a
+crash. A few representative cases also run through ``train --resume`` in a subprocess, where a
+segfault shows as a negative return code instead of killing the suite.
+"""
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, reject, settings
+from hypothesis import strategies as st
+
+from backprop_cli.build import build_run
+from backprop_cli.checkpoint import load_checkpoint, load_optimizer, load_weights, restore_rng, save_checkpoint
+from backprop_cli.config import load_config
+from backprop_cli.errors import CheckpointError
+from conftest import ROOT
+
+REGRESSION = ROOT / "configs" / "regression.yaml"
+OPTIMIZERS = {  # regression.yaml with each optimizer whose state differs
+    "sgd": [],  # momentum 0.9: momentum_buffer
+    "adam": ["optimizer={name: adam, lr: 0.01, amsgrad: true}"],  # step, exp_avg, exp_avg_sq, max_exp_avg_sq
+    "rmsprop": ["optimizer={name: rmsprop, lr: 0.01, momentum: 0.5, centered: true}"],
+    "adagrad": ["optimizer={name: adagrad, lr: 0.01}"],  # step, sum
+}
+
+
+def fresh_run(name):
+    return build_run(load_config(REGRESSION, OPTIMIZERS[name]))
+
+
+def train_step(run, index):
+    x, y = run.batches(index)
+    run.optimizer.zero_grad()
+    run.loss_fn(run.model(x), y).backward()
+    run.optimizer.step()
+
+
+@pytest.fixture(scope="module")
+def goods(tmp_path_factory):
+    """name → a real checkpoint after 3 steps, loaded back (what the mutations start from)."""
+    folder = tmp_path_factory.mktemp("goods")
+    out = {}
+    for name in OPTIMIZERS:
+        run = fresh_run(name)
+        for i in range(3):
+            train_step(run, i)
+        path = folder / f"{name}.pt"
+        save_checkpoint(path, model=run.model, optimizer=run.optimizer, step=3, config=run.cfg.plain(),
+                        scheduler=run.scheduler)
+        out[name] = torch.load(path, weights_only=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+# --------------------------------------------------------------------------- strategies
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool,
+          torch.complex64]
+
+
+def _overlapping(t):  # every element one memory location (stride 0): in-place kernels corrupt the heap
+    return t.flatten()[:1].reshape([1] * t.dim()).expand(t.shape) if t.numel() else t
+
+
+LAYOUTS = {
+    "dense": lambda t: t,
+    "transposed": lambda t: t.mT if t.dim() >= 2 else t,
+    "every other": lambda t: torch.cat([t, t])[::2] if t.dim() >= 1 else t,
+    "overlapping": _overlapping,
+    "sparse": lambda t: t.to_sparse(),
+    "meta": lambda t: t.to("meta"),
+    "quantized": lambda t: torch.quantize_per_tensor(t.float(), 0.1, 0, torch.qint8),
+}
+
+
+def _bump(shape, i, by):
+    shape = list(shape)
+    if shape:
+        shape[i % len(shape)] = max(0, shape[i % len(shape)] + by)
+    return shape
+
+
+@st.composite
+def tensors(draw, like=None):
+    """A tensor of the shape of ``like`` (or one near it, or any small one), any dtype, any layout."""
+    shapes = [st.lists(st.integers(0, 4), max_size=3)]
+    if like is not None:
+        shape = list(like.shape)
+        shapes += [st.just(shape), st.just(shape[1:]), st.just(shape + [1]),
+                   st.tuples(st.integers(0, 3), st.sampled_from([-1, 1])).map(lambda a: _bump(shape, *a))]
+    shape = draw(st.one_of(*shapes))
+    fill = draw(st.sampled_from([0.0, 1.0, -2.5, float("nan"), float("inf"), 3e38]))
+    t = torch.full(shape, fill).to(draw(st.sampled_from(DTYPES)))
+    try:
+        return LAYOUTS[draw(st.sampled_from(sorted(LAYOUTS)))](t)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return t  # a layout torch has not for this dtype
+
+
+def _deep(depth):
+    root = node = []
+    for _ in range(depth):
+        node.append([])
+        node = node[0]
+    return root
+
+
+def _cycle(kind):
+    x = [] if kind == "list" else {}
+    x.append(x) if kind == "list" else x.update(me=x)
+    return x
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=6))
+VALUES = st.recursive(
+    SCALARS | tensors(),
+    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4) | st.integers(-1, 5), inner, max_size=3),
+    max_leaves=6)
+SPECIAL = st.one_of(st.sampled_from([33, 200, 5000]).map(_deep), st.sampled_from(["list", "dict"]).map(_cycle))
+
+
+def slots(state):
+    """Every place a mutation can hit: the paths of all values down to four levels."""
+    found = []
+
+    def walk(node, path):
+        if path:
+            found.append(path)
+        if len(path) < 4 and isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, path + (k,))
+        elif len(path) < 4 and isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, path + (i,))
+
+    walk(state, ())
+    return found
+
+
+@st.composite
+def mutations(draw, good):
+    """(path, operation, value): replace with a tensor like the one there, with any value, with a
+    deep or recursive structure; delete; add an unknown key or element."""
+    path = draw(st.sampled_from(slots(good)))
+    op = draw(st.sampled_from(["tensor", "tensor", "value", "special", "delete", "add"]))
+    here = _get(good, path)
+    value = {"tensor": lambda: draw(tensors(here if isinstance(here, torch.Tensor) else None)),
+             "value": lambda: draw(VALUES), "special": lambda: draw(SPECIAL),
+             "add": lambda: (draw(st.text(max_size=5) | st.integers(-1, 9)), draw(VALUES | tensors())),
+             "delete": lambda: None}[op]()
+    return path, op, value
+
+
+def _get(node, path):
+    for key in path:
+        node = node[key]
+    return node
+
+
+def apply(state, mutation):
+    path, op, value = mutation
+    try:
+        parent = _get(state, path[:-1])
+        if op == "delete":
+            del parent[path[-1]]
+        elif op == "add":
+            target, (key, value) = _get(state, path), value
+            if isinstance(target, dict):
+                target[key] = value
+            elif isinstance(target, list):
+                target.append(value)
+            else:
+                parent[path[-1]] = value
+        else:
+            parent[path[-1]] = value
+    except (KeyError, IndexError, TypeError):
+        pass  # an earlier mutation removed or replaced the way there
+
+
+def save_deep(state, path):
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # pickling a 5000-level nest recurses (loading it does not)
+    try:
+        torch.save(state, path)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+# --------------------------------------------------------------------------- the property
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # quantized tensors are deprecated; complex casts
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_a_mutated_checkpoint_loads_and_trains_or_is_refused_in_one_line(goods, folder, data):
+    name = data.draw(st.sampled_from(sorted(OPTIMIZERS)), label="optimizer")
+    state = copy.deepcopy(goods[name])
+    for mutation in data.draw(st.lists(mutations(goods[name]), min_size=1, max_size=3), label="mutations"):
+        apply(state, mutation)
+    path = folder / "bad.pt"
+    try:
+        save_deep(state, path)
+    except Exception:  # noqa: BLE001 - a value torch.save cannot write is no test case
+        reject()
+    run = fresh_run(name)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            loaded = load_checkpoint(path)
+            load_weights(run.model, loaded, path)
+            load_optimizer(run.optimizer, loaded, path)
+            restore_rng(loaded)
+        except CheckpointError as e:
+            assert str(e).startswith(f"{path}: ") and "\n" not in str(e), str(e)
+            event(f"refused: {str(e)[len(str(path)) + 2:].split(':')[0]}")
+            return
+        event("loaded and trained")
+        train_step(run, 0)  # the kernels run on the state that loaded
+        train_step(run, 1)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_strategies_reach_both_outcomes(goods, folder):
+    """The property above is not vacuous: unmutated checkpoints load and train, and the layouts and
+    dtypes the strategies draw are refused where they must be."""
+    for name in OPTIMIZERS:
+        path = folder / f"plain-{name}.pt"
+        torch.save(goods[name], path)
+        run = fresh_run(name)
+        state = load_checkpoint(path)
+        load_weights(run.model, state, path)
+        load_optimizer(run.optimizer, state, path)
+        train_step(run, 0)
+    weight = goods["sgd"]["model"]["layer1.weight"]
+    for layout in ("sparse", "meta", "quantized", "overlapping"):
+        state = copy.deepcopy(goods["sgd"])
+        state["optimizer"]["state"][0]["momentum_buffer"] = LAYOUTS[layout](weight.clone())
+        path = folder / f"{layout}.pt"
+        torch.save(state, path)
+        with pytest.raises(CheckpointError, match="state\\[0\\].momentum_buffer: expected a"):
+            load_optimizer(fresh_run("sgd").optimizer, load_checkpoint(path), path)
+
+
+# --------------------------------------------------------------------------- through train --resume
+
+
+def _sgd_state(state):
+    state["optimizer"]["state"] = {i: {"momentum_buffer": torch.zeros(3)} for i in range(4)}
+
+
+def _overlapping_buffer(state):
+    state["optimizer"]["state"][0]["momentum_buffer"] = torch.zeros(1, 8).expand(64, 8)
+
+
+def _sparse_weight(state):
+    state["model"]["layer1.weight"] = state["model"]["layer1.weight"].to_sparse()
+
+
+RESUMES = [(_sgd_state, "state[0].momentum_buffer: has shape [3]"),
+           (_overlapping_buffer, "state[0].momentum_buffer: expected a contiguous tensor"),
+           (_sparse_weight, "model.layer1.weight: expected a dense float tensor")]
+
+
+def test_crashing_checkpoints_exit_2_with_one_line_through_resume(tmp_path):
+    """The segfaults of issue 16 (wrong-shaped and overlapping buffers under the fused kernels) and
+    a traceback, each resumed in its own process: exit 2, one error line, no signal."""
+    from typer.testing import CliRunner
+
+    from backprop_cli.cli import app
+
+    good = tmp_path / "good.pt"
+    made = CliRunner().invoke(app, ["train", "-c", str(REGRESSION), "--steps", "10", "--save", str(good), "-q"])
+    assert made.exit_code == 0, made.output
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = []
+    for i, (change, fragment) in enumerate(RESUMES):
+        state = torch.load(good, weights_only=True)
+        change(state)
+        bad = tmp_path / f"bad{i}.pt"
+        torch.save(state, bad)
+        procs.append((subprocess.Popen([sys.executable, "-m", "backprop_cli", "train", "-c", str(REGRESSION),
+                                        "--steps", "12", "--resume", str(bad), "-q"], cwd=ROOT, env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), bad, fragment))
+    for proc, bad, fragment in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (bad, proc.returncode, err[-2000:])
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and fragment in lines[0], lines
