@@ -319,6 +319,52 @@ def test_check_outputs_refuses_an_output_on_an_input(tmp_path):
     check_outputs({"--save": tmp_path / "c.pt", "--metrics": tmp_path / "m.jsonl", "--plot": None}, inputs)
 
 
+SPELLINGS = {  # ways to name a file: name -> a function of the folder
+    "a": lambda d: d / "a", "./a": lambda d: d / "." / "a", "sub/../a": lambda d: d / "sub" / ".." / "a",
+    "link-to-a": lambda d: d / "la", "hard-link-to-a": lambda d: d / "ha", "dirlink/../a": lambda d: d / "ld" / ".." / "a",
+    "new-in-dirlink": lambda d: d / "ld" / "n", "sub/n": lambda d: d / "sub" / "n", "b": lambda d: d / "b",
+    "link-to-b": lambda d: d / "lb", "new": lambda d: d / "n",
+}
+
+
+@pytest.fixture(scope="module")
+def spelled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("spell")
+    write(d / "a", "a")
+    write(d / "b", "b")
+    (d / "sub").mkdir()
+    (d / "la").symlink_to("a")
+    (d / "lb").symlink_to(d / "b")
+    os.link(d / "a", d / "ha")
+    (d / "ld").symlink_to("sub")
+    return d
+
+
+def _identity(path):
+    """What a path really names: the inode of an existing file, else the resolved path."""
+    return (os.stat(path).st_dev, os.stat(path).st_ino) if os.path.exists(path) else os.path.realpath(path)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None)
+@given(out=st.sampled_from(sorted(SPELLINGS)), other=st.sampled_from(sorted(SPELLINGS)), as_input=st.booleans())
+def test_check_outputs_refuses_exactly_the_spellings_of_one_file(spelled, out, other, as_input):
+    """Path collisions however spelled (symlinks to files or folders, '..', hard links, new paths):
+    refused exactly when the two name one file."""
+    a, b = SPELLINGS[out](spelled), SPELLINGS[other](spelled)
+    outputs, inputs = ({"--save": a}, {"--config": b}) if as_input else ({"--metrics": b, "--save": a}, {})
+    same = _identity(a) == _identity(b)
+    try:
+        check_outputs(outputs, inputs)
+    except OutputError as e:
+        assert same, (out, other, str(e))
+        assert one_line(e).endswith("; choose another path")
+    else:
+        assert not same, (out, other)
+
+
 def test_check_outputs_refuses_two_outputs_on_one_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OutputError) as e:
@@ -515,6 +561,18 @@ def test_declared_sizes_are_held_to_what_the_model_needs(good, tmp_path):
     assert f"more than the {expected_checkpoint_bytes(params):,} a checkpoint of this model can hold" in str(e.value)
 
 
+def test_without_the_models_size_the_default_cap_holds(good, tmp_path, monkeypatch):
+    import backprop_cli.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "DEFAULT_MAX_BYTES", 2**20)
+    big = tmp_path / "big.pt"
+    big.write_bytes(good.read_bytes())
+    _add_member(big, "good/data/99", 2 * 2**20, zipfile.ZIP_STORED)
+    with pytest.raises(CheckpointError, match=r"declares 2,1\d\d,\d{3} bytes of data, more than the 1,048,576 a "
+                                              r"checkpoint may hold$"):
+        load_checkpoint(big)
+
+
 def test_archives_with_too_many_members_or_too_much_structure_are_refused(good, tmp_path):
     many = tmp_path / "many.pt"
     many.write_bytes(good.read_bytes())
@@ -558,6 +616,7 @@ def _run_state():
 def test_a_failed_run_writes_its_last_good_state_beside_an_existing_checkpoint(tmp_path):
     run, state = _run_state()
     first = save_last_good(tmp_path / "good.pt", step=3, **state)
+    assert load_checkpoint(first)["step"] == 3
     assert first == tmp_path / "good.pt"  # nothing to protect there: written in place
     before = first.read_bytes()
     again = save_last_good(tmp_path / "good.pt", step=1, **state)
