@@ -91,22 +91,6 @@ def last_good_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.last-good{path.suffix}")
 
 
-def save_last_good(path: Path, *, model, optimizer, step: int, config: dict, scheduler=None,
-                   device: torch.device | None = None) -> Path:
-    """Save the last good state of a run that failed (stopped on a non-finite value); returns where.
-
-    A failed run never replaces an existing file with a worse one: when ``path`` exists (say a
-    50-step ``good.pt``), the state goes beside it, to ``good.last-good.pt`` (replacing an older
-    last-good file there); otherwise to ``path`` itself. The keywords are save_checkpoint's.
-    Tell the user the returned path.
-    """
-    path = Path(path)
-    target = last_good_path(path) if os.path.lexists(path) else path
-    save_checkpoint(target, model=model, optimizer=optimizer, step=step, config=config, scheduler=scheduler,
-                    device=device)
-    return target
-
-
 def checkpoint_size_check(path: Path, expected_bytes: int | None = None) -> None:
     """Refuse, before anything is read, an archive that declares more data than a checkpoint can hold.
 
@@ -568,7 +552,7 @@ def resume_from(run, path: Path) -> tuple[int, list[str]]:
     """
     from backprop_cli.config import optimizer_hyperparams
 
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, expected_params=sum(p.numel() for p in run.model.parameters()))
     saved, current = state["config"], run.cfg.plain()
     for head, key, what in (("model", None, "model"), ("optimizer", "name", "optimizer"),
                             ("scheduler", "name", "scheduler")):

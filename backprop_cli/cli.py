@@ -182,7 +182,10 @@ def train(
 def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
                 detect_anomaly, threads, no_zero_grad, plot, format) -> None:
     cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad))
-    _check_outputs({"--metrics": metrics, "--save": save, "--plot": plot})
+    # --save may name the --resume checkpoint: it is read whole at the start and replaced atomically
+    _check_outputs(cfg, config, {"--metrics": metrics, "--save": save, "--plot": plot, "--tensorboard": tensorboard})
+    _check_outputs(cfg, config, {"--metrics": metrics, "--plot": plot, "--tensorboard": tensorboard},
+                   {"--resume": resume})
     table = _read_data(cfg)  # every data error before torch is imported
 
     from backprop_cli.distributed import set_threads
@@ -201,18 +204,26 @@ def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, sa
                  reporter, table)
 
 
-def _check_outputs(outputs: dict) -> None:
-    """Output paths are checked before any work: a bad one costs nothing and writes nothing."""
-    from backprop_cli.outputs import METRICS_SUFFIXES, check_writable
+def _check_outputs(cfg, config: Path, outputs: dict, inputs: Optional[dict] = None) -> None:
+    """Output paths are checked before any work: a bad one costs nothing and writes nothing. An output
+    is never one of the command's inputs (the config, its data files, a checkpoint) nor another output."""
+    from backprop_cli.outputs import OUTPUT_KINDS, check_outputs, check_writable
 
     for option, path in outputs.items():
-        if path is not None:
-            if option == "--metrics":
-                check_writable(path, METRICS_SUFFIXES, "metrics")
-            elif option == "--save":
-                check_writable(path, what="checkpoint")
-            elif option == "--plot":
-                check_writable(path, (".png", ".svg"), "plot")
+        if path is not None and option in OUTPUT_KINDS:
+            suffixes, what = OUTPUT_KINDS[option]
+            check_writable(path, suffixes, what)
+    check_outputs(outputs, {**_inputs_of(cfg, config), **(inputs or {})})
+
+
+def _inputs_of(cfg, config: Path) -> dict:
+    """The files a config makes a command read, by the name the user knows them by."""
+    from backprop_cli.config import CsvData
+
+    inputs = {"--config": config}
+    if isinstance(cfg.data, CsvData):
+        inputs["data.path"] = cfg.data_path()
+    return inputs
 
 
 def _read_data(cfg):
@@ -303,10 +314,7 @@ def inspect_grads(
     """
     _single_process("inspect-grads")
     cfg = _load(config, set_, _training_overrides(None, device, no_zero_grad))
-    from backprop_cli.outputs import DUMP_SUFFIXES, check_writable
-
-    if out is not None:
-        check_writable(out, DUMP_SUFFIXES, "gradient dump")
+    _check_outputs(cfg, config, {"--out": out}, {"--checkpoint": checkpoint})
     table = _read_data(cfg)
     from backprop_cli.distributed import set_threads
     from backprop_cli.documents import inspect_document
@@ -448,14 +456,9 @@ def compare_optimizers(
     size = _plot_size(plot_size)
     cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad))
     specs = _optimizer_specs(optimizer)
-    from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
-    from backprop_cli.plots import PLOT_SUFFIXES
-
-    if plot is not None:
-        check_writable(plot, PLOT_SUFFIXES, "plot")
-    if metrics is not None:
-        check_writable(metrics, METRICS_SUFFIXES, "metrics")
+    _check_outputs(cfg, config, {"--plot": plot, "--metrics": metrics})
     table = _read_data(cfg)
+    from backprop_cli.outputs import MetricsWriter
 
     from backprop_cli import compare as cmp
     from backprop_cli.distributed import set_threads
@@ -533,11 +536,12 @@ def plot(
     warning naming the line.
     """
     dims = _plot_size(size)
-    from backprop_cli.outputs import check_writable, load_metrics
-    from backprop_cli.plots import PLOT_SUFFIXES, dashboard, runs_of
+    from backprop_cli.outputs import PLOT_SUFFIXES, check_outputs, check_writable, load_metrics
+    from backprop_cli.plots import dashboard, runs_of
 
     out = out if out is not None else metrics.with_suffix(".png")
     check_writable(out, PLOT_SUFFIXES, "plot")
+    check_outputs({"--out": out}, {"METRICS": metrics})
     got = load_metrics(metrics)
     if got.stopped:
         typer.echo(f"warning: {got.stopped}; plotting the {len(got.records)} record(s) before it", err=True)
@@ -586,11 +590,7 @@ def find_lr(
     if problems:
         raise ConfigError(problems)
     cfg = _load(config, set_, _training_overrides(None, device))
-    from backprop_cli.outputs import check_writable
-    from backprop_cli.plots import PLOT_SUFFIXES
-
-    if plot is not None:
-        check_writable(plot, PLOT_SUFFIXES, "plot")
+    _check_outputs(cfg, config, {"--plot": plot})
     table = _read_data(cfg)
     from backprop_cli.config import optimizer_label
     from backprop_cli.distributed import set_threads
@@ -626,12 +626,12 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config: every key with its default and the values it takes."""
-    from backprop_cli.config import load_config
+    from backprop_cli.outputs import check_outputs
     from backprop_cli.starter import starter_config, write_starter
 
+    check_outputs({"PATH": path}, {"--csv": csv})
     text, what = starter_config(path, csv, target)
-    write_starter(path, text, force)
-    load_config(path)  # what we write must validate
+    write_starter(path, text, force)  # validated before it is written
     typer.echo(f"wrote {path} ({what}); run: backprop train --config {path}")
 
 

@@ -45,7 +45,7 @@ def prepare(cfg: Config, checkpoint: Optional[Path] = None, train_steps: int = 0
     run = build_run(cfg, dataset=table)
     done = 0
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, expected_params=sum(p.numel() for p in run.model.parameters()))
         load_weights(run.model, state, checkpoint)
         load_optimizer(run.optimizer, state, checkpoint)
         if run.scheduler is not None and isinstance(state.get("scheduler"), dict):

@@ -19,6 +19,11 @@ from backprop_cli.files import file_kind
 
 METRICS_SUFFIXES = (".jsonl", ".csv")
 DUMP_SUFFIXES = (".pt", ".npz", ".json")  # inspect-grads --out
+PLOT_SUFFIXES = (".png", ".svg")
+# Each file option of the CLI: (the suffixes it may end in, or None; what it is called in messages)
+OUTPUT_KINDS = {"--metrics": (METRICS_SUFFIXES, "metrics"), "--save": (None, "checkpoint"),
+                "--save-best": (None, "checkpoint"), "--plot": (PLOT_SUFFIXES, "plot"),
+                "--out": (DUMP_SUFFIXES, "gradient dump")}
 
 
 def check_writable(path: Path, suffixes: tuple[str, ...] | None = None, what: str = "output") -> Path:

@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from backprop_cli.health import layer_norms
-from backprop_cli.outputs import AtomicFile, check_writable
-
-PLOT_SUFFIXES = (".png", ".svg")
+from backprop_cli.outputs import PLOT_SUFFIXES, AtomicFile, check_writable  # noqa: F401 - PLOT_SUFFIXES re-exported
 DPI = 100
 
 

@@ -10,10 +10,12 @@ A new output (a plot, validation rows) is a new sink, not a new branch in the tr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
+from backprop_cli.checkpoint import last_good_path
 from backprop_cli.errors import OutputError
 from backprop_cli.health import HealthMonitor
 from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
@@ -161,24 +163,35 @@ class TensorBoardSink:
 
 
 class CheckpointSink:
-    """``--save PATH``: every ``save_every`` steps, and at the end (also after Ctrl-C, and the last good
-    state after a non-finite stop, when the weights are still at it)."""
+    """``--save PATH``: every ``save_every`` steps, and at the end (also after Ctrl-C).
+
+    A run that failed (a non-finite value) saves its last good state only while the weights are still
+    at it, and never over a file this run did not write: an existing ``good.pt`` stays as it was and the
+    state goes beside it, to ``good.last-good.pt`` (:func:`backprop_cli.checkpoint.last_good_path`).
+    """
 
     def __init__(self, path: Path, save: Callable[[Path, int], None], save_every: Optional[int], total_steps: int,
                  is_finite: Callable[[], bool]):
         self.path = check_writable(path, what="checkpoint")
         self.save, self.save_every, self.total, self.is_finite = save, save_every, total_steps, is_finite
+        self.wrote = False  # this run has written self.path already (--save-every)
 
     def record(self, rec: StepRecord) -> None:
         if self.save_every and rec.step % self.save_every == 0 and rec.step != self.total:
             self.save(self.path, rec.step)
+            self.wrote = True
 
     def close(self, outcome: Outcome) -> dict[str, str]:
         step = outcome.last_step
-        if outcome.failed and not (outcome.model_is_last_good and self.is_finite()):
+        if not outcome.failed:
+            self.save(self.path, step)
+            return {"checkpoint": f"{self.path} (step {step})"}
+        if not (outcome.model_is_last_good and self.is_finite()):
             return {"checkpoint": f"not written: the model is past its last good step {step}"}
-        self.save(self.path, step)
-        return {"checkpoint": f"{self.path} (step {step})"}
+        target = self.path if self.wrote or not os.path.lexists(self.path) else last_good_path(self.path)
+        self.save(target, step)
+        kept = "" if target == self.path else f"; {self.path} is kept as it was"
+        return {"checkpoint": f"{target} (step {step}): the last good state{kept}"}
 
     def abort(self) -> None:
         pass

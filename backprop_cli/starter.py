@@ -160,13 +160,7 @@ def write_starter(path: Path, text: str, force: bool) -> None:
 
 
 def validate_text(text: str, path: Path) -> None:
-    """Check config text with the config loader's rules, as if it were the file ``path`` (ConfigError)."""
-    import yaml
+    """Check config text with the config loader's own rules, as if it were the file ``path`` (ConfigError)."""
+    from backprop_cli.config import load_text
 
-    from backprop_cli.config import validate
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: the starter config is not valid YAML ({str(e).splitlines()[0]})") from None
-    validate(data, source=str(path), base_dir=Path(path).resolve().parent)
+    load_text(text, path)

@@ -112,7 +112,7 @@ def test_each_broken_input_is_one_line_and_exit_2(cli, tmp_path, monkeypatch, na
 @pytest.mark.parametrize("make,fragment", [
     (lambda p: p.mkdir(), "is a directory"),
     (lambda p: p.write_bytes(b"model: \xff\xfe\n"), "not a UTF-8 text file"),
-    (lambda p: open(p, "wb").truncate(100 * 1024 * 1024), "file is too large for a config"),
+    (lambda p: open(p, "wb").truncate(100 * 1024 * 1024), "file is too large (more than 1,000,000 bytes)"),
 ])
 def test_files_that_are_not_configs(cli, tmp_path, make, fragment):
     path = tmp_path / "c.yaml"

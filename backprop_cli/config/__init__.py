@@ -8,7 +8,7 @@
 - ``values``: what is derived from a config (steps, log interval, optimizer arguments and labels)
 """
 
-from backprop_cli.config.load import load_config, parse_optimizer, validate
+from backprop_cli.config.load import load_config, load_text, parse_optimizer, validate
 from backprop_cli.config.schema import (ACTIVATIONS, CLASSIFICATION_LOSSES, DATA_KINDS, LOSSES, OPTIMIZERS,
                                         PRECISIONS, SCHEDULERS, SGD, Adam, Config, CsvData, ModelConfig,
                                         SyntheticData)
@@ -18,5 +18,5 @@ from backprop_cli.config.yamlfile import parse_value
 
 __all__ = ["ACTIVATIONS", "CLASSIFICATION_LOSSES", "DATA_KINDS", "LOSSES", "OPTIMIZERS", "PRECISIONS", "SCHEDULERS",
            "SGD", "Adam", "Config", "CsvData", "ModelConfig", "SyntheticData", "DEFAULT_STEPS", "default_log_every",
-           "load_config", "optimizer_hyperparams", "optimizer_label", "parse_optimizer", "parse_value",
+           "load_config", "load_text", "optimizer_hyperparams", "optimizer_label", "parse_optimizer", "parse_value",
            "resolved_steps", "to_yaml", "validate"]

@@ -45,8 +45,13 @@ def validate(data: Any, *, source: str = "<config>", base_dir: Optional[Path] = 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:
     """Read, parse and validate a config file; every problem is reported in one ConfigError."""
+    return load_text(read_text(Path(path)), path, overrides)
+
+
+def load_text(text: str, path: str | Path, overrides: Optional[list[str]] = None) -> Config:
+    """Parse and validate config text as if it were the file ``path`` (relative paths from its folder)."""
     path = Path(path)
-    doc = parse_yaml(read_text(path), str(path))
+    doc = parse_yaml(text, str(path))
     if doc.data is None:
         raise ConfigError(f"{path}: the file is empty; expected config sections such as model and data")
     try:

@@ -117,18 +117,7 @@ def parse_value(text: str, where: str = "--set") -> Any:
 
 
 def read_text(path: Path) -> str:
-    """The config file's text: a UTF-8 file of at most MAX_CONFIG_BYTES."""
-    where = str(path)
-    if not path.exists():
-        raise ConfigError(f"{where}: no such file")
-    if path.is_dir():
-        raise ConfigError(f"{where}: is a directory, not a config file")
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{where}: file is too large for a config ({size} bytes; limit {MAX_CONFIG_BYTES})")
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{where}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
+    """The config file's text: a regular UTF-8 file, of which at most MAX_CONFIG_BYTES are read."""
+    from backprop_cli.files import read_text_capped
+
+    return read_text_capped(path, MAX_CONFIG_BYTES, "file", ConfigError)
