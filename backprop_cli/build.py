@@ -64,16 +64,25 @@ def guard_of(cfg: Config) -> Guard:
 
 
 def kernel_options(specs, device: Optional[torch.device]) -> dict:
-    """The kernel options of a set of optimizers that must share them (``train``: one; compare: all).
+    """The kernel options of a set of optimizers that must share them (``train``: one; compare: all),
+    chosen by measurement (``benchmarks/bench_optimizers.py``, table in the README).
 
     ``fused`` when every one of them has a fused kernel on the device (torch has them for SGD, Adam,
-    AdamW and Adagrad on the CPU, most of them on CUDA): one kernel per step, several times faster
-    than the alternatives, even on tiny nets. Otherwise torch's own defaults for all of them: the
-    multi-tensor (foreach) kernels on CUDA, the for-loop ones elsewhere.
+    AdamW and Adagrad on the CPU, most of them on CUDA): one kernel per step, 1.2-10× faster than the
+    alternatives at every size from the seed net to 8.4 M parameters. The exception is plain SGD (no
+    momentum, no weight decay) on the CPU, whose for-loop step (one ``add_`` per tensor) is as fast
+    or faster at every size: a set of plain SGD runs only gets the for-loop kernel. Otherwise torch's
+    own defaults for all of them: the multi-tensor (foreach) kernels on CUDA, the for-loop ones elsewhere.
     """
-    if specs and all(has_fused_kernel(spec, device) for spec in specs):
+    cuda = device is not None and device.type == "cuda"
+    plain_sgd_only = not cuda and all(_plain_sgd(spec) for spec in specs)
+    if specs and not plain_sgd_only and all(has_fused_kernel(spec, device) for spec in specs):
         return {"fused": True}
-    return {"foreach": device is not None and device.type == "cuda"}
+    return {"foreach": cuda}
+
+
+def _plain_sgd(spec) -> bool:
+    return spec.name == "sgd" and spec.momentum == 0 and spec.weight_decay == 0
 
 
 def has_fused_kernel(spec, device: Optional[torch.device]) -> bool:

@@ -241,7 +241,14 @@ class Batches:
     Each epoch is one pass over the data in order (``shuffle: false``: batch k is rows k·B … (k+1)·B−1,
     the last batch may be smaller) or in a seeded permutation that depends only on (seed, epoch), so any
     step's batch can be recomputed, e.g. on resume.
+
+    When one batch holds the whole data set, every step is an epoch: the permutations of the next
+    epochs are drawn together and their rows gathered in one go (8 epochs first, twice as many each
+    time after, up to :data:`PREFETCH_ELEMENTS` gathered elements), so a step only takes a view. The
+    order is exactly the one epoch by epoch would give.
     """
+
+    PREFETCH_ELEMENTS = 1 << 18  # gathered elements (x and y) per prefetch of whole-data epochs
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int):
         self.x, self.y = x, y
@@ -250,21 +257,46 @@ class Batches:
         self.per_epoch = math.ceil(self.samples / batch_size)
         self._epoch = -1
         self._ex, self._ey = x, y
+        row = max(1, x[:1].numel() + y[:1].numel())
+        self._most = max(1, self.PREFETCH_ELEMENTS // (row * self.samples))  # epochs per prefetch, at most
+        self._ahead = 4
+        self._first, self._xs, self._ys = 0, (), ()  # prefetched whole-data epochs _first, _first + 1, ...
+        self._generator = None
 
     def order(self, epoch: int):
         import torch
 
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        return torch.randperm(self.samples, generator=g)
+        if self._generator is None:
+            self._generator = torch.Generator()
+        return torch.randperm(self.samples, generator=self._generator.manual_seed(epoch_seed(self.seed, epoch)))
 
     def __call__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch used by step ``index + 1`` (index counts from 0)."""
+        if self.per_epoch == 1:
+            if not self.shuffle:
+                return self.x, self.y
+            j = index - self._first
+            if not 0 <= j < len(self._xs):
+                self._prefetch(index)
+                j = 0
+            return self._xs[j], self._ys[j]
         epoch, k = divmod(index, self.per_epoch)
         if self.shuffle and epoch != self._epoch:
             perm = _to_device(self.order(epoch), self.x.device)
             self._ex, self._ey, self._epoch = self.x[perm], self.y[perm], epoch
         lo = k * self.batch_size
         return self._ex[lo:lo + self.batch_size], self._ey[lo:lo + self.batch_size]
+
+    def _prefetch(self, first: int) -> None:
+        """Whole-data epochs ``first … first + _ahead − 1``: one gather of x and y for all of them."""
+        import torch
+
+        self._ahead = min(2 * self._ahead, self._most)
+        perms = torch.cat([self.order(e) for e in range(first, first + self._ahead)])
+        perms = _to_device(perms, self.x.device)
+        xs = self.x[perms].view(self._ahead, self.samples, *self.x.shape[1:])
+        ys = self.y[perms].view(self._ahead, self.samples, *self.y.shape[1:])
+        self._first, self._xs, self._ys = first, xs.unbind(0), ys.unbind(0)
 
 
 def _to_device(t, device):

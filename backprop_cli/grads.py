@@ -10,6 +10,13 @@ import torch
 from backprop_cli.components import ACTIVATIONS, LOSSES
 
 
+def zero_grads(params: Iterable[torch.Tensor]) -> None:
+    """``p.grad = None`` for each parameter: what ``optimizer.zero_grad(set_to_none=True)`` does for the
+    optimizer's parameters, without its per-call profiler and dynamo wrappers (about 10 µs a step)."""
+    for p in params:
+        p.grad = None
+
+
 def grads_of(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """Each parameter's .grad (a zero scalar for a parameter that got none)."""
     out = []

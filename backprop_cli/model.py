@@ -28,15 +28,17 @@ class Net(nn.Module):
         for k, (n_in, n_out) in enumerate(zip(widths, widths[1:]), start=1):
             setattr(self, f"layer{k}", nn.Linear(n_in, n_out, bias=bias))
         self.activation = activation if activation is not None else nn.ReLU()
+        # the same modules in order, looked up once (a tuple is no submodule: it changes no state_dict)
+        self._layers = tuple(getattr(self, f"layer{k}") for k in range(1, len(self.widths)))
 
     @property
     def layers(self) -> list[nn.Linear]:
-        return [getattr(self, f"layer{k}") for k in range(1, len(self.widths))]
+        return list(self._layers)
 
     def forward(self, x: torch.Tensor, keep_hidden: bool = False):
         """The output; with ``keep_hidden``, ``(output, [each hidden layer's activation output])`` (train's
         diagnostics on logging steps: a flag, not a hook, so DDP and torch.compile pass it through)."""
-        *hidden, last = self.layers
+        *hidden, last = self._layers
         kept = []
         for layer in hidden:
             x = self.activation(layer(x))

@@ -203,9 +203,10 @@ def test_a_full_disk_during_a_metrics_write_is_one_error_and_keeps_the_old_file(
     disk_full(f"m{suffix}", room=300)
     writer = MetricsWriter(old, ["w"])
     record = {"step": 1, "loss": 1.0, "grad_norm": 1.0, "grad_norms": {"w": 1.0}, "lr": 0.1, "time": 0.0}
-    with pytest.raises(OutputError) as e:
+    with pytest.raises(OutputError) as e:  # records are written in batches: at the latest when closing
         for step in range(1, 100):
             writer.write({**record, "step": step})
+        writer.close()
     assert one_line(e.value) == f"{old}: cannot write: No space left on device"
     with pytest.raises(OutputError):  # closing cannot pretend the file was written
         writer.close()

@@ -117,3 +117,30 @@ def test_shuffled_batches_cover_every_row_each_epoch_in_a_new_order():
     assert torch.equal(yb, xb * 2)  # inputs and targets stay paired
     again = Batches(x, x * 2, batch_size=4, shuffle=True, seed=3)
     assert torch.equal(again(4)[0], xb)  # any step's batch can be recomputed
+
+
+def _epoch_by_epoch(x, y, batch_size, shuffle, seed, index):
+    """The order as it is defined: epoch e is a randperm from a generator seeded with epoch_seed(seed, e)."""
+    from backprop_cli.data import epoch_seed
+
+    per_epoch = -(-x.shape[0] // batch_size)
+    epoch, k = divmod(index, per_epoch)
+    if shuffle:
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+        x, y = x[perm], y[perm]
+    return x[k * batch_size:(k + 1) * batch_size], y[k * batch_size:(k + 1) * batch_size]
+
+
+@pytest.mark.parametrize("samples, batch_size", [(5, 5), (5, 8), (7, 3), (1, 1), (60, 60)])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_batch_is_the_epoch_by_epoch_order_bitwise(samples, batch_size, shuffle, monkeypatch):
+    """Whole-data batches are prefetched several epochs at a time; any step, in any order (a resume
+    starts anywhere), gets exactly the rows the definition gives, labels included."""
+    monkeypatch.setattr(Batches, "PREFETCH_ELEMENTS", 300)  # cross many prefetch boundaries
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(samples, 3, generator=g), torch.randint(0, 4, (samples,), generator=g)
+    b = Batches(x, y, batch_size, shuffle, seed=11)
+    for index in [*range(40), 1000, 999, 3, 12345, 12346, 7]:
+        xb, yb = b(index)
+        want_x, want_y = _epoch_by_epoch(x, y, batch_size, shuffle, 11, index)
+        assert torch.equal(xb, want_x) and torch.equal(yb, want_y), index

@@ -173,3 +173,21 @@ def test_an_optimizer_without_a_fused_kernel_gets_torchs_default(cli):
     assert r.exit_code == 0 and "for-loop implementation" in r.stdout
     r = cli("train", "-c", CONFIGS / "regression.yaml", "--set", "device=cpu", "--steps", 1)
     assert r.exit_code == 0 and "fused implementation" in r.stdout
+
+
+def test_the_kernel_is_chosen_by_measurement_and_shared_by_a_comparison():
+    """benchmarks/bench_optimizers.py: fused wherever torch has it, except plain SGD on the CPU (its
+    for-loop step is as fast or faster at every size); a comparison shares one kernel across its runs."""
+    from backprop_cli.build import kernel_options
+    from backprop_cli.config import parse_optimizer
+
+    cpu = torch.device("cpu")
+    spec = parse_optimizer
+    assert kernel_options([spec("sgd:lr=0.1")], cpu) == {"foreach": False}
+    assert kernel_options([spec("sgd:lr=0.1"), spec("sgd:lr=0.5")], cpu) == {"foreach": False}
+    for fused in ("sgd:lr=0.1,momentum=0.9", "sgd:lr=0.1,weight_decay=0.01", "adam", "adamw", "adagrad"):
+        assert kernel_options([spec(fused)], cpu) == {"fused": True}, fused
+        assert kernel_options([spec("sgd:lr=0.1"), spec(fused)], cpu) == {"fused": True}, fused
+    assert kernel_options([spec("rmsprop")], cpu) == {"foreach": False}
+    assert kernel_options([spec("adam"), spec("rmsprop")], cpu) == {"foreach": False}
+    assert build_run(load_config(CONFIGS / "seed.yaml", ["device=cpu"])).optimizer.defaults["foreach"] is False

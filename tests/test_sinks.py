@@ -52,3 +52,74 @@ def test_tensorboard_missing_is_a_clear_error(cli, monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", fake)
     r = cli("train", "-c", REG, "--steps", 2, "--tensorboard", tmp_path / "tb")
     assert r.exit_code == 2 and "pip install 'backprop-cli[tensorboard]'" in r.stderr
+
+
+def _json_oracle(v):
+    """What the metrics writer promises: json.dumps, with non-finite numbers as null."""
+    import math
+
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_oracle(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_oracle(x) for x in v]
+    return v
+
+
+def test_metrics_lines_are_what_json_dumps_writes():
+    """The metrics writer's encoder (a template per record shape) against json.dumps itself, on every
+    record shape train and compare write, with non-finite numbers in each place, and on arbitrary
+    records (hypothesis)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from backprop_cli.outputs import JsonLines
+
+    enc = JsonLines()
+    base = {"step": 7, "loss": 0.1234567890123, "grad_norm": 3e-9,
+            "grad_norms": {"layer1.weight": 1.5, "layer1.bias": 2.0000000000000004, "layer2.weight": 1e300},
+            "lr": 0.01, "time": 12.75}
+    variants = [base, {**base, "update_ratio": 1e-4}, {**base, "clipped": True, "skipped": True, "loss_scale": 65536.0},
+                {**base, "optimizer": 'sgd lr=0.1 "x" %r', "seed": 3}, {**base, "grad_norms": {}}]
+    for rec in variants:
+        for key in ("loss", "grad_norm", "lr", "time"):
+            for bad in (float("nan"), float("inf"), -float("inf")):
+                odd = {**rec, key: bad}
+                assert enc.line(odd) == json.dumps(_json_oracle(odd)) + "\n"
+        odd = {**rec, "grad_norms": {**rec["grad_norms"], "layer1.bias": float("nan")}}
+        for r in (rec, odd, rec):
+            assert enc.line(r) == json.dumps(_json_oracle(r)) + "\n"
+
+    scalar = st.one_of(st.floats(), st.integers(-10**15, 10**15), st.booleans(), st.none(), st.text(max_size=5))
+    value = st.recursive(scalar, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=3), c,
+                                                                                                max_size=3)),
+                         max_leaves=6)
+    record = st.dictionaries(st.sampled_from(["step", "loss", "grad_norms", "lr", "x%s", 'q"']),
+                             st.one_of(value, st.dictionaries(st.text(max_size=4), st.floats(), max_size=3)))
+
+    @settings(max_examples=400, deadline=None)
+    @given(record)
+    def check(rec):
+        assert enc.line(rec) == json.dumps(_json_oracle(rec)) + "\n"
+
+    check()
+
+
+def test_metrics_files_round_trip_in_batches(tmp_path, monkeypatch):
+    """Records are written a batch at a time; the file holds every record once, in order, in both formats."""
+    from backprop_cli.outputs import MetricsWriter, read_metrics
+
+    monkeypatch.setattr(MetricsWriter, "BATCH", 3)
+    names = ["layer1.weight", "layer1.bias"]
+    recs = [{"step": i, "loss": 1.0 / i, "grad_norm": float(i), "grad_norms": {"layer1.weight": 0.5 * i, "layer1.bias": 0.25},
+             "lr": 0.01, "time": 0.001 * i} for i in range(1, 11)]
+    for suffix in (".jsonl", ".csv"):
+        w = MetricsWriter(tmp_path / f"m{suffix}", names)
+        for r in recs:
+            w.write(r)
+        assert not (tmp_path / f"m{suffix}").exists()  # the file appears when closed
+        w.close()
+        assert read_metrics(tmp_path / f"m{suffix}") == recs
+    text = (tmp_path / "m.jsonl").read_text()
+    assert text == "".join(json.dumps(r) + "\n" for r in recs)
