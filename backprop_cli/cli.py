@@ -186,22 +186,25 @@ def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, sa
     _check_outputs(cfg, config, {"--metrics": metrics, "--save": save, "--plot": plot, "--tensorboard": tensorboard})
     _check_outputs(cfg, config, {"--metrics": metrics, "--plot": plot, "--tensorboard": tensorboard},
                    {"--resume": resume})
-    table = _read_data(cfg)  # every data error before torch is imported
-
-    from backprop_cli.distributed import set_threads
+    from backprop_cli.config import start_summary
     from backprop_cli.report import TrainReport, make_console, plain_output
-    from backprop_cli.training import TrainOptions, run_training
 
-    set_threads(threads)
     if format == Format.json:
         reporter = TrainReport(make_console(sys.stderr), plain=plain_output(sys.stderr), quiet=quiet,
                                json_out=sys.stdout)
     else:
         reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
-    run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
-                                   log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard,
-                                   plot=plot),
-                 reporter, table)
+    with reporter.starting(start_summary(cfg)):  # on a terminal, until the start panel replaces it
+        table = _read_data(cfg)  # every data error before torch is imported
+
+        from backprop_cli.distributed import set_threads
+        from backprop_cli.training import TrainOptions, run_training
+
+        threads_why = set_threads(threads, _flops(cfg))
+        run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
+                                       log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard,
+                                       plot=plot, threads=threads_why),
+                     reporter, table)
 
 
 def _check_outputs(cfg, config: Path, outputs: dict, inputs: Optional[dict] = None) -> None:
@@ -224,6 +227,12 @@ def _inputs_of(cfg, config: Path) -> dict:
     if isinstance(cfg.data, CsvData):
         inputs["data.path"] = cfg.data_path()
     return inputs
+
+
+def _flops(cfg) -> float:
+    from backprop_cli.config import flops_per_step
+
+    return flops_per_step(cfg)
 
 
 def _read_data(cfg):
@@ -320,7 +329,7 @@ def inspect_grads(
     from backprop_cli.documents import inspect_document
     from backprop_cli.inspection import dump_gradients, inspect_gradients, prepare
 
-    set_threads(threads)
+    set_threads(threads, _flops(cfg))
     run, done = prepare(cfg, checkpoint, train_steps, table)
     result = inspect_gradients(run, done if batch is None else batch, clip, full)
     if out is not None:
@@ -358,7 +367,7 @@ def check_grads(
     from backprop_cli.documents import check_document
     from backprop_cli.inspection import check_gradients, prepare
 
-    set_threads(threads)
+    set_threads(threads, _flops(cfg))
     run, done = prepare(cfg, checkpoint, table=table)
     result = check_gradients(run, done if batch is None else batch, samples, seed=cfg.seed)
     _emit(format, check_document(result), lambda con, plain: _render("render_check", con, plain, result))
@@ -467,7 +476,7 @@ def compare_optimizers(
     from backprop_cli.plots import compare_figure
     from backprop_cli.report import CompareProgress, make_console, plain_output
 
-    set_threads(threads)
+    set_threads(threads, _flops(cfg))
     specs = specs or cmp.default_optimizers(cfg)
     stream = sys.stderr if format == Format.json else sys.stdout
     console = make_console(stream)
@@ -597,7 +606,7 @@ def find_lr(
     from backprop_cli.documents import find_lr_document
     from backprop_cli.lrfind import find_lr as sweep
 
-    set_threads(threads)
+    set_threads(threads, _flops(cfg))
     result = sweep(cfg, start=start, end=end, steps=steps, table=table)
     result["config"] = str(config)
     result["optimizer"] = " ".join(w for w in optimizer_label(cfg.optimizer).split() if not w.startswith("lr="))

@@ -24,11 +24,20 @@ TIMEOUT = timedelta(seconds=120)
 
 
 THREADS_PER_CORE = 4  # the most --threads may ask for: more only slows torch down, and OpenMP aborts
+# Below this much work per step (6 · batch · parameters) one thread is faster than all cores: the
+# threads of a tiny step spend more time meeting than working, and on a busy machine a second thread
+# that waits for a core can make each step 10-50× slower. Measured by benchmarks/bench_threads.py on
+# the README's machine (table under Performance).
+THREADS_THRESHOLD_FLOPS = 5e7
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it: the cores, or OMP_NUM_THREADS
 
 
-def set_threads(threads: Optional[int]) -> None:
-    """``--threads N`` wins; else OMP_NUM_THREADS (torchrun sets 1) is honoured; else torch's default,
-    divided among the processes of this machine under torchrun.
+def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
+    """Set torch's intra-op threads and say how many and why (the start panel shows it).
+
+    ``--threads N`` wins; else OMP_NUM_THREADS (torchrun sets 1) is honoured; else under torchrun
+    torch's default divided among the processes of this machine; else by the work per step
+    (``flops``): 1 thread below :data:`THREADS_THRESHOLD_FLOPS`, torch's default (all cores) from it.
 
     N is at most THREADS_PER_CORE × the cores (``--threads 20000`` aborted in libgomp, 100000
     segfaulted): more is one BackpropError line.
@@ -41,11 +50,30 @@ def set_threads(threads: Optional[int]) -> None:
             raise BackpropError(f"--threads {threads}: at most {THREADS_PER_CORE * cores} on this machine "
                                 f"({THREADS_PER_CORE} × {cores} cores)")
         torch.set_num_threads(threads)
-    elif "OMP_NUM_THREADS" in os.environ:
-        return
-    elif under_torchrun():
+        return f"{threads} (--threads)"
+    if "OMP_NUM_THREADS" in os.environ:
+        return f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+    if under_torchrun():
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
+        n = max(1, (os.cpu_count() or 1) // max(1, local))
+        torch.set_num_threads(n)
+        return f"{n} ({os.cpu_count()} cores / {local} processes)"
+    if flops is None:
+        return f"{torch.get_num_threads()}"
+    cores = TORCH_DEFAULT_THREADS
+    if cores > 1 and flops < THREADS_THRESHOLD_FLOPS:
+        torch.set_num_threads(1)
+        return f"1 (small step: {si(flops)}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP)"
+    torch.set_num_threads(cores)
+    return f"{cores} (all cores: {si(flops)}FLOP per step)" if cores > 1 else "1 (one core)"
+
+
+def si(x: float) -> str:
+    """``7.2 k``, ``50 M``, ``26 G``: a number with an SI prefix and a trailing space."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= factor:
+            return f"{x / factor:.3g} {prefix}"
+    return f"{x:.3g} "
 
 
 @dataclass

@@ -313,7 +313,8 @@ class JsonLines:
     def line(self, record: dict) -> str:
         values = list(record.values())
         inner = record.get("grad_norms")
-        shape = (tuple(record), tuple(map(type, values)), tuple(inner) if type(inner) is dict else None)
+        shape = (tuple(record), tuple(map(type, values)),
+                 (tuple(inner), tuple(map(type, inner.values()))) if type(inner) is dict else None)
         plan = self._templates.get(shape, False)
         if plan is False:
             plan = self._templates[shape] = _template(record)

@@ -101,6 +101,7 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         ("optimizer", f"{opt['name']} ({fmt_options(opt['options'])})"
                       + (f", {opt['implementation']} implementation" if opt.get("implementation") else "")),
         ("device", info["device"]),
+        *([("threads", info["threads_why"])] if info.get("threads_why") else []),
         ("data", f"{d['source']}, {d['samples']} samples, batch {d['batch_size']}, "
                  f"{d['batches_per_epoch']} batch(es)/epoch, shuffle {'on' if d['shuffle'] else 'off'}"),
         ("steps", f"{info['steps']} (seed {info['seed']})"),
@@ -185,6 +186,32 @@ def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Opt
     return lines
 
 
+class Starting:
+    """A transient line on a terminal from the moment the config is read until the first real output:
+    loading torch and building the run take seconds, and the terminal is never blank meanwhile.
+    Nothing on plain output (pipes, files, NO_COLOR terminals keep their exact text)."""
+
+    def __init__(self, console: Console, text: str, enabled: bool = True):
+        self.status = None
+        if enabled:
+            line = text
+            room = max(10, console.width - 3)  # one line beside the spinner: cut with an ellipsis
+            line = line if len(line) <= room else line[:room - 1] + "…"
+            self.status = console.status(Text(line, style="dim"), spinner="dots")
+            self.status.start()
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def __enter__(self) -> "Starting":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 class TrainReport:
     """Start panel, a row every ``log_every`` steps (plus the first and last), summary at the end."""
 
@@ -195,8 +222,19 @@ class TrainReport:
         self.json_out = json_out  # --format json: the summary document goes here, everything else to console
         self.progress = None
         self.task = None
+        self.waiting: Optional[Starting] = None
+
+    def starting(self, text: str) -> Starting:
+        """Show ``text`` (transient, terminal only) until :meth:`start`; use as a context manager."""
+        from backprop_cli.torchrun import rank
+
+        self.waiting = Starting(self.console, f"backprop train: loading torch … {text}",
+                                enabled=not (self.plain or self.quiet) and rank() == 0)
+        return self.waiting
 
     def start(self, info: dict, log_every: int) -> None:
+        if self.waiting is not None:
+            self.waiting.stop()
         self.log_every = log_every
         self.total = info["steps"]
         self.first = info.get("start_step", 0) + 1

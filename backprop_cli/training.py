@@ -46,6 +46,7 @@ class TrainOptions:
     tensorboard: Optional[Path] = None
     plot: Optional[Path] = None  # the dashboard of the run (plots.dashboard), drawn at the end
     read_every: Optional[int] = None  # read the scalars back every N steps (default: engine.read_interval)
+    threads: Optional[str] = None  # how many CPU threads torch uses and why (distributed.set_threads)
 
 
 class Interrupted(BackpropError):
@@ -161,6 +162,8 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnosti
 def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str]) -> dict:
     info = describe_run(run)
     info["start_step"] = start
+    if opts.threads:
+        info["threads_why"] = opts.threads
     if opts.detect_anomaly:
         info["detect_anomaly"] = True
     if ctx is not None:

@@ -225,3 +225,33 @@ def test_output_files_get_ordinary_permissions(cli, seed_cfg, tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_terminal_sees_a_line_while_torch_loads_and_plain_output_does_not(monkeypatch):
+    """On a terminal, `train` shows a transient line (the run in a few words) from the moment the
+    config is read until the start panel replaces it; plain output never gets it."""
+    import io
+
+    from rich.console import Console
+
+    from backprop_cli.config import load_config, start_summary
+    from backprop_cli.report import TrainReport
+
+    text = start_summary(load_config(CONFIGS / "seed.yaml"))  # no torch needed
+    assert text == "10 → 20 → 1 relu · mse · sgd lr=0.01 · 5 samples · 1 step"
+    started = []
+    monkeypatch.setattr("rich.status.Status.start", lambda self: started.append(self))
+    terminal = TrainReport(Console(file=io.StringIO(), force_terminal=True, width=80), plain=False)
+    with terminal.starting(text) as waiting:
+        assert started and waiting.status is started[0]
+        assert str(started[0].renderable.text).startswith("backprop train: loading torch … 10 → 20 → 1 relu")
+        from backprop_cli.build import build_run, describe_run
+
+        terminal.start(describe_run(build_run(load_config(CONFIGS / "seed.yaml", ["device=cpu"]))), 1)
+        assert waiting.status is None  # the start panel replaced it
+        assert "backprop train" in terminal.console.file.getvalue()
+    for plain, quiet in ((True, False), (False, True)):
+        report = TrainReport(Console(file=io.StringIO(), force_terminal=not plain), plain=plain, quiet=quiet)
+        with report.starting(text) as waiting:
+            assert waiting.status is None
+    assert len(started) == 1

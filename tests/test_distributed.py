@@ -91,3 +91,59 @@ def test_the_backprop_script_under_torchrun(tmp_path):
              exe, "train", "-c", str(CONFIGS / "regression.yaml"), "--steps", "5", "--metrics", str(m), "-q"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert [json.loads(line)["step"] for line in m.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+def keep_threads(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_follow_the_work_per_step(keep_threads, monkeypatch):
+    """No --threads and no OMP_NUM_THREADS: 1 thread below the measured threshold (6 · batch ·
+    parameters FLOP per step), torch's default (all cores) from it; --threads and OMP_NUM_THREADS win."""
+    import torch
+
+    from backprop_cli import distributed
+    from backprop_cli.config import flops_per_step, load_config
+
+    seed = load_config(CONFIGS / "seed.yaml")
+    assert flops_per_step(seed) == 6 * 5 * (10 * 20 + 20 + 20 * 1 + 1)
+    big = load_config(CONFIGS / "seed.yaml", ["model.input_size=1024", "model.hidden_size=4096",
+                                              "model.output_size=1024", "data.samples=512", "data.batch_size=512"])
+    assert flops_per_step(big) == 6 * 512 * (1025 * 4096 + 4097 * 1024)
+    monkeypatch.setattr(distributed, "TORCH_DEFAULT_THREADS", 2)
+    assert distributed.set_threads(None, flops_per_step(seed)) == "1 (small step: 7.23 kFLOP < 50 MFLOP)"
+    assert torch.get_num_threads() == 1
+    assert distributed.set_threads(None, flops_per_step(big)) == "2 (all cores: 25.8 GFLOP per step)"
+    assert torch.get_num_threads() == 2
+    assert distributed.set_threads(None, distributed.THREADS_THRESHOLD_FLOPS) .startswith("2 (all cores")
+    assert distributed.set_threads(3, flops_per_step(seed)) == "3 (--threads)" and torch.get_num_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert distributed.set_threads(None, flops_per_step(seed)) == "3 (OMP_NUM_THREADS=3)"
+    assert torch.get_num_threads() == 3  # left as it is
+    monkeypatch.setattr(distributed, "TORCH_DEFAULT_THREADS", 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert distributed.set_threads(None, flops_per_step(big)) == "1 (one core)"
+
+
+@pytest.mark.parametrize("command", ["train", "compare-optimizers", "inspect-grads", "check-grads"])
+def test_every_command_that_trains_picks_threads_the_same_way(cli, keep_threads, monkeypatch, command):
+    import torch
+
+    from backprop_cli import distributed
+
+    monkeypatch.setattr(distributed, "TORCH_DEFAULT_THREADS", 2)
+    torch.set_num_threads(2)
+    r = cli(command, "-c", CONFIGS / "seed.yaml", *(["--steps", 2] if command == "compare-optimizers" else []))
+    assert r.exit_code == 0, r.output
+    assert torch.get_num_threads() == 1
+    r = cli(command, "-c", CONFIGS / "seed.yaml", "--threads", 2)
+    assert r.exit_code == 0 and torch.get_num_threads() == 2
+    if command == "train":  # the start panel says how many and why
+        r = cli(command, "-c", CONFIGS / "seed.yaml")
+        assert "threads:    1 (small step: 7.23 kFLOP < 50 MFLOP)" in r.stdout

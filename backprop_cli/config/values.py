@@ -21,6 +21,13 @@ def resolved_steps(cfg: Config, batches_per_epoch: int) -> int:
     return DEFAULT_STEPS
 
 
+def flops_per_step(cfg: Config) -> float:
+    """The work of one training step: 6 · batch · parameters (forward 2, backward 4 per weight and row)."""
+    widths, bias = cfg.model.widths, cfg.model.bias
+    params = sum((n_in + bias) * n_out for n_in, n_out in zip(widths, widths[1:]))
+    return 6.0 * cfg.data.batch_size * params
+
+
 def default_log_every(steps: int) -> int:
     """A round logging interval that prints about 20-50 rows."""
     for every in (1, 2, 5, 10, 20, 25, 50):
@@ -58,6 +65,17 @@ def optimizer_label(spec: BaseModel) -> str:
                 text = f"{value:g}"
             parts.append(f"{key}={text}")
     return " ".join(parts)
+
+
+def start_summary(cfg: Config) -> str:
+    """One line about the run that needs no torch: shown while torch loads and the run is built."""
+    m, d = cfg.model, cfg.data
+    data = d.path if d.kind == "csv" else f"{d.samples} samples"
+    count, unit = ((cfg.train.steps, "step") if cfg.train.steps is not None
+                   else (cfg.train.epochs, "epoch") if cfg.train.epochs is not None else (DEFAULT_STEPS, "step"))
+    steps = f"{count} {unit}{'s' if count != 1 else ''}"
+    return (f"{' → '.join(map(str, m.widths))} {m.activation.name} · {cfg.loss.name} · {optimizer_label(cfg.optimizer)}"
+            f" · {data} · {steps}")
 
 
 def to_yaml(cfg: Config) -> str:
