@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Optional
 
-from backprop_cli.documents import finite
 from backprop_cli.errors import DataError, OutputError
 from backprop_cli.files import file_kind
 
