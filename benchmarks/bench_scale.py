@@ -215,6 +215,10 @@ def main() -> None:
         name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
         print(f"machine: {name}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}; "
               f"large net 1024→4096→1024, batch {BATCH}, {args.steps} steps, best of {args.repeats}")
+        runs_total = args.repeats * 2 * (1 if args.skip_ddp else 2)
+        per_run = 5 + args.steps * (0.15 if args.device == "cpu" else 0.01)
+        print(f"expected running time: about {runs_total * per_run:.0f} s on the README's machine "
+              f"({runs_total} processes; a line per process as it goes)", flush=True)
         rows = []
         cases = [("1 process", "plain", "engine", 1)]
         if not args.skip_ddp:
@@ -226,6 +230,8 @@ def main() -> None:
                 order = [(plain_runs, plain_kind), (engine_runs, engine_kind)]
                 for runs, kind in (order if k % 2 == 0 else order[::-1]):
                     runs.append(measure(kind, args.steps, args.device, str(cfg), procs))
+                    print(f"  {label}, {kind} #{k + 1}: {runs[-1]['steps_per_s']:.2f} steps/s", file=sys.stderr,
+                          flush=True)
             p = max(plain_runs, key=lambda r: r["steps_per_s"])
             e = max(engine_runs, key=lambda r: r["steps_per_s"])
             results[label] = (p, e)

@@ -5,6 +5,9 @@
 Both loops run in this one process, alternating run after run; the table shows the best of the
 repeats for each. The plain loop reads loss.item() and the total grad norm every step; the engine
 yields a full record (loss, total and per-parameter norms, lr, time) every step, all kept in memory.
+Each case runs with the threads `backprop train` picks for it (distributed.set_threads). About a
+minute on the README's machine (a line per run as it goes); benchmarks/bench_command.py times the
+whole `backprop train` process.
 """
 
 from __future__ import annotations
@@ -24,16 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backprop_cli.build import build_run  # noqa: E402
-from backprop_cli.config import load_config  # noqa: E402
+from backprop_cli.config import flops_per_step, load_config  # noqa: E402
+from backprop_cli.distributed import set_threads  # noqa: E402
 from backprop_cli.engine import run_steps  # noqa: E402
 
 
-def make_run(sizes, batch, steps):
+def config(sizes, batch, steps):
     i, h, o = sizes
-    cfg = load_config(ROOT / "configs" / "seed.yaml", [
+    return load_config(ROOT / "configs" / "seed.yaml", [
         "device=cpu", f"model.input_size={i}", f"model.hidden_size={h}", f"model.output_size={o}",
         f"data.samples={batch}", f"data.batch_size={batch}", f"train.steps={steps}"])
-    return build_run(cfg)
+
+
+def make_run(sizes, batch, steps):
+    return build_run(config(sizes, batch, steps))
 
 
 def engine_loop(run) -> float:
@@ -62,12 +69,17 @@ def plain_loop(run) -> float:
 
 
 def compare(name, sizes, batch, steps, repeats):
+    threads = set_threads(None, flops_per_step(config(sizes, batch, steps)))
     ours, theirs = [], []
-    for _ in range(repeats):
-        theirs.append(plain_loop(make_run(sizes, batch, steps)))
-        ours.append(engine_loop(make_run(sizes, batch, steps)))
+    for k in range(repeats):
+        order = [(theirs, plain_loop), (ours, engine_loop)]
+        for rates, loop in (order if k % 2 == 0 else order[::-1]):
+            rates.append(loop(make_run(sizes, batch, steps)))
+        print(f"  {name} #{k + 1}: plain {theirs[-1]:,.1f} steps/s, engine {ours[-1]:,.1f} steps/s "
+              f"(threads {threads})", file=sys.stderr, flush=True)
     best_ours, best_theirs = max(ours), max(theirs)
-    return (name, f"{steps}", f"{best_theirs:,.1f}", f"{best_ours:,.1f}", f"{best_ours / best_theirs:.3f}")
+    return (name, f"{steps}", threads.split()[0], f"{best_theirs:,.1f}", f"{best_ours:,.1f}",
+            f"{best_ours / best_theirs:.3f}")
 
 
 def help_time(repeats=7) -> float:
@@ -89,13 +101,15 @@ def main() -> None:
     ap.add_argument("--skip-large", action="store_true")
     args = ap.parse_args()
 
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, Python {platform.python_version()}")
+    print(f"machine: {platform.machine()}, torch {torch.__version__}, Python {platform.python_version()}")
+    estimate = 2 * args.repeats * (args.small_steps / 3000 + (0 if args.skip_large else args.large_steps / 6)) + 2
+    print(f"expected running time: about {estimate:.0f} s on the README's machine (a line per run as it goes)",
+          flush=True)
     rows = [compare("seed net 10→20→1, batch 5", (10, 20, 1), 5, args.small_steps, args.repeats)]
     if not args.skip_large:
         rows.append(compare("large 1024→4096→1024, batch 512", (1024, 4096, 1024), 512,
                             args.large_steps, args.repeats))
-    head = ("case", "steps", "plain loop steps/s", "engine steps/s", "engine / plain")
+    head = ("case", "steps", "threads", "plain loop steps/s", "engine steps/s", "engine / plain")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -50,6 +50,10 @@ def main() -> None:
               file=sys.stderr)
         raise SystemExit(2)
 
+    runs = len(args.precision) * (1 + 2 * 3)
+    print(f"expected running time: about {runs * (args.steps + args.warmup) * (0.004 if cuda else 0.15):.0f} s plus "
+          f"set-up ({len(args.precision)} precision(s); a line per check as it goes)", flush=True)
+
     def run(precision, *sets):
         return build_run(load_config(ROOT / "configs" / "seed.yaml",
                                      [f"device={args.device}", *LARGE, f"precision={precision}", *sets]))
