@@ -36,6 +36,8 @@ def main() -> None:
     from backprop_cli import engine
     from backprop_cli.build import build_run
     from backprop_cli.config import load_config
+    from backprop_cli.diagnostics import Diagnostics
+    from backprop_cli.records import is_logging_step
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=500)
@@ -62,6 +64,11 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
 
+    def probe(r):
+        """train's per-layer diagnostics on its logging steps, as train runs them."""
+        return Diagnostics.of(r.model, r.cfg.model.activation.name,
+                              lambda s: is_logging_step(s, 1, args.log_every, r.steps))
+
     # 1. no sync outside the read-backs
     if cuda:
         real_read = engine.read_back
@@ -75,7 +82,8 @@ def main() -> None:
 
         for precision in args.precision:
             r = run(precision, "data.samples=2048", "data.shuffle=true", f"train.steps={args.steps}")
-            kw = dict(read_every=args.log_every, guard=engine.Guard(precision=precision, clip_grad_norm=1.0))
+            kw = dict(read_every=args.log_every, guard=engine.Guard(precision=precision, clip_grad_norm=1.0),
+                      probe=probe(r))
             for _ in engine.run_steps(r.loop(), 3, **kw):
                 pass  # warm-up (kernels, allocator, the scaler's first scale) outside the check
             sync()
@@ -88,12 +96,13 @@ def main() -> None:
                 engine.read_back = real_read
             reads = -(-(args.steps - 3) // args.log_every)
             print(f"sync check, {precision}: {n} steps ({r.batches.per_epoch} per epoch, shuffled, clipped, "
-                  f"{type(r.optimizer).__name__}), no host sync outside the {reads} read-backs: OK")
+                  f"{type(r.optimizer).__name__}, per-layer diagnostics every {args.log_every}), no host sync "
+                  f"outside the {reads} read-backs: OK")
 
     # 2. speed, engine vs plain loop, alternating, best of 3
     def engine_rate(precision):
         r = run(precision, "data.samples=512", "data.shuffle=false", f"train.steps={args.steps + args.warmup}")
-        kw = dict(read_every=args.log_every, guard=engine.Guard(precision=precision))
+        kw = dict(read_every=args.log_every, guard=engine.Guard(precision=precision), probe=probe(r))
         for _ in engine.run_steps(r.loop(), args.warmup, **kw):
             pass
         sync()

@@ -40,26 +40,41 @@ def test_train_on_the_device_follows_the_cpu(cli, tmp_path):
     assert [x["step"] for x in records(dev)] == list(range(1, 41))
 
 
-def test_deferred_read_backs_give_the_records_of_one_read_per_step():
-    """The accelerator policy (one read per 10 steps) changes when numbers arrive, not what they are."""
-    def run(sync_every):
-        cfg = load_config(REG, [f"device={DEVICE}", "train.steps=35", "train.clip_grad_norm=0.5"])
-        r = build_run(cfg)
-        return [x.as_dict() | {"time": 0} for x in engine_records(r.model, r.loss_fn, r.optimizer, r.batches, r.steps, sync_every=sync_every, clip_grad_norm=0.5)]
+def diagnostics(r, first, every):
+    """train's per-layer diagnostics on its logging steps."""
+    from backprop_cli.diagnostics import Diagnostics
+    from backprop_cli.records import is_logging_step
 
-    assert run(10) == run(1)
+    return Diagnostics.of(r.model, r.cfg.model.activation.name, lambda s: is_logging_step(s, first, every, r.steps))
+
+
+def test_deferred_read_backs_give_the_records_of_one_read_per_step():
+    """The accelerator policy (one read per 10 steps) changes when numbers arrive, not what they are,
+    the diagnostics of the logging steps included."""
+    def run(sync_every):
+        cfg = load_config(REG, [f"device={DEVICE}", "train.steps=35", "train.clip_grad_norm=0.5",
+                                "model.hidden_size=null", "model.hidden_sizes=[32, 32]"])
+        r = build_run(cfg)
+        return [x.as_dict() | {"time": 0} for x in engine_records(r.model, r.loss_fn, r.optimizer, r.batches, r.steps, sync_every=sync_every, clip_grad_norm=0.5,
+                                                                  probe=diagnostics(r, 1, 10))]
+
+    deferred = run(10)
+    assert deferred == run(1)
+    assert [x["step"] for x in deferred if "activations" in x] == [1, 10, 20, 30, 35]
 
 
 @cuda_only
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_no_host_sync_between_read_backs(monkeypatch, precision):
     """torch.cuda.set_sync_debug_mode("error") outside the engine's read-backs: shuffled epochs (the
-    permutation goes to the GPU from pinned memory), clipping, a schedule, Adam (fused) and fp16's scaler."""
+    permutation goes to the GPU from pinned memory), clipping, a schedule, Adam (fused), fp16's scaler and
+    the per-layer diagnostics of the logging steps (riding on the same read-backs)."""
     cfg = load_config(REG, ["device=cuda", "data.samples=256", "train.steps=40", "train.clip_grad_norm=1.0",
                             "optimizer={name: adam, lr: 0.01}", "scheduler={name: step, step_size: 5}",
-                            f"precision={precision}"])
+                            f"precision={precision}", "model.hidden_size=null", "model.hidden_sizes=[64, 64, 64]"])
     r = build_run(cfg)
-    kw = dict(sync_every=10, clip_grad_norm=1.0, scheduler=r.scheduler, precision=precision)
+    kw = dict(sync_every=10, clip_grad_norm=1.0, scheduler=r.scheduler, precision=precision,
+              probe=diagnostics(r, 1, 10))
     for _ in engine_records(r.model, r.loss_fn, r.optimizer, r.batches, 2, **kw):
         pass  # first-call work (allocator, the scaler's first scale) outside the check
     torch.cuda.synchronize()
@@ -82,6 +97,7 @@ def test_no_host_sync_between_read_backs(monkeypatch, precision):
     assert [x.step for x in recs] == list(range(3, 41))
     assert reads == [10, 10, 10, 8]
     assert all(math.isfinite(x.loss) for x in recs)
+    assert [x.step for x in recs if x.activations is not None] == [10, 20, 30, 40]
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "adagrad", "rmsprop"])
