@@ -110,71 +110,78 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
     Six panels: the loss (and ``val_loss`` where recorded; log scale); the gradient norm of each layer
     (log); the update-to-data ratio ‖Δw‖/‖w‖ of each parameter (log10, with the 1e-3 guide line; the
     overall ratio where only that was recorded); the learning rate; the dead or saturated fraction of each
-    hidden layer; the std of each hidden layer's activations. ``runs``: label → records (label "" for a
-    single run); a panel with nothing recorded says so.
+    hidden layer; the std of each hidden layer's outputs. ``runs``: label → records (label "" for a
+    single run). One run: a colour per layer or parameter. Several: a colour per run (the legend under
+    the title) and a line style per layer. A panel with nothing recorded says so.
     """
     path = check_writable(Path(path), PLOT_SUFFIXES, "plot")
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     fig, axes = plt.subplots(2, 3, figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     (ax_loss, ax_grad, ax_update), (ax_lr, ax_units, ax_act) = axes
+    multi = len(runs) > 1
     styles = ["-", "--", ":", "-."]
-    cmap = plt.get_cmap("viridis")
+    viridis, tab10 = plt.get_cmap("viridis"), plt.get_cmap("tab10")
+    run_color = {label: tab10(i % 10) for i, label in enumerate(runs)}
     try:
-        drawn = {ax: False for ax in axes.flat}
+        names: dict = {ax: [] for ax in axes.flat}  # the per-layer (or per-parameter) series of each panel
 
-        def draw(ax, series: dict, style: str, prefix: str, marker: Optional[str] = None, colors: bool = True):
-            names = sorted(series, key=_natural)
-            for k, name in enumerate(names):
+        def draw(ax, series: dict, run: str, marker: Optional[str] = None, label: Optional[str] = None):
+            ordered = sorted(series, key=_natural)
+            for k, name in enumerate(ordered):
                 steps, values = series[name]
-                color = cmap(k / max(1, len(names) - 1) * 0.9) if colors and len(names) > 1 else None
-                label = " ".join(x for x in (prefix, name) if x)
+                if name not in names[ax]:
+                    names[ax].append(name)
+                k = names[ax].index(name)
+                if multi:
+                    color, style, text = run_color[run], styles[k % len(styles)] if label is None else "-", None
+                else:
+                    color = viridis(k / max(1, len(ordered) - 1) * 0.9) if label is None and len(ordered) > 1 else None
+                    style, text = "-", label if label is not None else name
                 ax.plot(steps, values, linestyle=style, marker=marker, markersize=3 if marker else None,
-                        linewidth=1.3, color=color, label=label or None)
-                drawn[ax] = True
+                        linewidth=1.3, color=color, label=text)
 
-        for i, (label, records) in enumerate(runs.items()):
-            style = styles[i % len(styles)]
-            losses = _series(records, lambda r: {"loss": _num(r.get("loss"))} if "loss" in r else None)
-            val = _series(records, lambda r: {"val_loss": _num(r["val_loss"])} if "val_loss" in r else None)
-            draw(ax_loss, losses, style, label, colors=False)
-            if val:
-                draw(ax_loss, val, style, label, marker="o", colors=False)
-            draw(ax_grad, _series(records, lambda r: layer_norms(r.get("grad_norms") or {})), style, label)
+        def one(key):
+            return lambda r: {key: _num(r[key])} if key in r else None
+
+        for run, records in runs.items():
+            draw(ax_loss, _series(records, one("loss")), run, label="loss")
+            if any("val_loss" in r for r in records):
+                draw(ax_loss, _series(records, one("val_loss")), run, marker="o", label="val_loss")
+            draw(ax_grad, _series(records, lambda r: layer_norms(r.get("grad_norms") or {})), run)
             per_param = _series(records, lambda r: {n: _log10(v) for n, v in (r.get("update_ratios") or {}).items()})
             if per_param:
-                draw(ax_update, per_param, style, label, marker=".")
+                draw(ax_update, per_param, run, marker=".")
             else:
                 draw(ax_update, _series(records, lambda r: {"all parameters": _log10(r["update_ratio"])}
-                                        if "update_ratio" in r else None), style, label, colors=False)
-            draw(ax_lr, _series(records, lambda r: {"lr": _num(r.get("lr"))} if "lr" in r else None), style, label,
-                 colors=False)
+                                        if "update_ratio" in r else None), run, label="all parameters")
+            draw(ax_lr, _series(records, one("lr")), run, label="lr")
             draw(ax_units, _series(records, lambda r: {layer: _num(s.get("dead_fraction", s.get("saturated_fraction")))
                                                        for layer, s in (r.get("activations") or {}).items()
                                                        if "dead_fraction" in s or "saturated_fraction" in s}),
-                 style, label, marker=".")
+                 run, marker=".")
             draw(ax_act, _series(records, lambda r: {layer: _num(s.get("std"))
                                                      for layer, s in (r.get("activations") or {}).items()}),
-                 style, label, marker=".")
+                 run, marker=".")
 
-        saturated = any("saturated_fraction" in s for recs in runs.values() for r in recs
-                        for s in (r.get("activations") or {}).values())
+        every = [r for rs in runs.values() for r in rs]
+        saturated = any("saturated_fraction" in s for r in every for s in (r.get("activations") or {}).values())
         panels = [
-            (ax_loss, "loss" + (" and val_loss (dots)" if any("val_loss" in r for rs in runs.values() for r in rs)
-                                else ""), "loss (log scale)", True, "no loss in this file"),
+            (ax_loss, "loss", "loss (log scale)", True, "no loss in this file"),
             (ax_grad, "gradient norm per layer", "‖grad‖ of the layer (log scale)", True, "no gradient norms"),
             (ax_update, "update-to-data ratio ‖Δw‖/‖w‖", "log10 ratio", False,
-             "no update ratios (train records them on logging steps)"),
+             "no update ratios\n(train records them on logging steps)"),
             (ax_lr, "learning rate", "lr", None, "no learning rate"),
             (ax_units, "saturated units per layer" if saturated else "dead units per layer", "fraction of units",
-             False, "no dead or saturated fractions (ReLU, GELU, tanh and sigmoid nets record them)"),
+             False, "no dead or saturated fractions\n(train records them for ReLU,\nGELU, tanh and sigmoid nets)"),
             (ax_act, "activation std per layer", "std of the layer's outputs", False,
-             "no activation statistics (train records them on logging steps)"),
+             "no activation statistics\n(train records them on logging steps)"),
         ]
         for ax, name, ylabel, log, empty in panels:
             ax.set_title(name)
-            if not drawn[ax]:
-                ax.text(0.5, 0.5, empty, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=9,
-                        color="gray")
+            if not ax.lines:
+                ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="gray")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
@@ -185,18 +192,28 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
             if log:
                 ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
-        if drawn[ax_update]:
+        if ax_update.lines:
             ax_update.axhline(math.log10(HEALTHY_UPDATE), color="red", linestyle="--", linewidth=1, label="1e-3")
-        if drawn[ax_units]:
+        if ax_units.lines:
             ax_units.set_ylim(-0.03, 1.03)
             ax_units.axhline(0.5, color="red", linestyle="--", linewidth=1, label="warning above 0.5")
         for ax in axes.flat:
             handles, labels = ax.get_legend_handles_labels()
-            if labels:
-                ax.legend(fontsize=7, ncol=2 if len(labels) > 6 else 1, loc="best")
+            if multi and names[ax] and len(names[ax]) > 1:  # the line style of each layer or parameter
+                handles += [Line2D([], [], color="black", linestyle=styles[k % len(styles)], linewidth=1.3)
+                            for k in range(len(names[ax]))]
+                labels += names[ax]
+            if labels and (len(labels) > 1 or multi or ax is ax_update or ax is ax_units):
+                ax.legend(handles, labels, fontsize=7, ncol=2 if len(labels) > 6 else 1, loc="best")
+        top = 1.0
+        if multi:
+            fig.legend([Line2D([], [], color=run_color[run], linewidth=2) for run in runs], list(runs),
+                       loc="upper center", ncol=min(len(runs), 4), fontsize=8, frameon=False,
+                       bbox_to_anchor=(0.5, 0.965 if title else 1.0))
+            top = 0.92 if title else 0.94
         if title:
             fig.suptitle(title)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, top if multi else 1))
         _save(fig, path)
     finally:
         plt.close(fig)
