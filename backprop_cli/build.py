@@ -150,7 +150,7 @@ def build_run(cfg: Config, *, dataset: Dataset | Table | None = None, device: Op
     model = build_model(cfg.model, cfg.seed).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, kernel)
     x, y = dataset.on(device)
-    batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, cfg.seed)
+    batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, cfg.seed, cfg.data.drop_last)
     steps = resolved_steps(cfg, batches.per_epoch)
     scheduler = make_scheduler(cfg.scheduler, optimizer, steps)
     return Run(cfg, device, model, make_loss(cfg.loss), optimizer, dataset, batches, steps, scheduler, guard_of(cfg))
@@ -176,13 +176,7 @@ def describe_run(run: Run) -> dict:
         "optimizer": {"name": opt_spec.name, "options": optimizer_hyperparams(opt_spec),
                       "implementation": implementation_name(run.optimizer)},
         "device": str(run.device),
-        "data": {
-            "source": run.dataset.source,
-            "samples": run.dataset.samples,
-            "batch_size": run.batches.batch_size,
-            "batches_per_epoch": run.batches.per_epoch,
-            "shuffle": run.batches.shuffle,
-        },
+        "data": _describe_data(run),
         "steps": run.steps,
         "seed": cfg.seed,
         "scheduler": cfg.scheduler.model_dump(),
@@ -193,3 +187,24 @@ def describe_run(run: Run) -> dict:
         "compile": cfg.compile,
         "threads": torch.get_num_threads(),
     }
+
+
+def _describe_data(run: Run) -> dict:
+    table = run.dataset.table
+    cfg = run.cfg.data
+    out = {
+        "source": run.dataset.source,
+        "samples": run.dataset.samples,
+        "batch_size": run.batches.batch_size,
+        "batches_per_epoch": run.batches.per_epoch,
+        "shuffle": run.batches.shuffle,
+        "drop_last": run.batches.drop_last,
+        "validation": None,
+        "dropped": table.dropped if table is not None else 0,
+        "standardize": cfg.standardize,
+        "standardize_target": cfg.standardize_target,
+        "classes": list(table.classes) if table is not None and table.classes is not None else None,
+    }
+    if run.dataset.val_samples:
+        out["validation"] = {"rows": run.dataset.val_samples, "source": table.val_source if table else None}
+    return out

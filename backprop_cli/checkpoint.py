@@ -27,7 +27,7 @@ from backprop_cli.outputs import AtomicFile, check_writable
 
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "step", "config")
-KNOWN_KEYS = (*REQUIRED_KEYS, "scheduler", "rng", "version")
+KNOWN_KEYS = (*REQUIRED_KEYS, "scheduler", "rng", "version", "data")  # data: since validation and scaling
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # What an archive may declare before torch.load reads it (torch.save stores, never compresses).
@@ -72,14 +72,17 @@ def restore_rng(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, scheduler=None,
-                    device: torch.device | None = None) -> None:
+                    device: torch.device | None = None, data: dict | None = None) -> None:
     """Write ``{"model", "optimizer", "scheduler", "step", "config", "rng", "version"}`` atomically
     (temp file in the same folder, flush, fsync, ``os.replace``); a failure (disk full) is one
-    OutputError and leaves the previous file."""
+    OutputError and leaves the previous file. ``data`` (data.Table.info(): the columns, class names,
+    scaling and split) is written too when given."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "step": int(step), "config": config,
              "rng": rng_state(device or torch.device("cpu"), step), "version": CHECKPOINT_VERSION}
+    if data is not None:
+        state["data"] = data
     check_writable(Path(path), what="checkpoint")
     with AtomicFile(Path(path), "wb") as f:
         torch.save(state, f.file)
@@ -219,6 +222,8 @@ def structure_problems(state: dict) -> list[str]:
         problems.append(f"config: {problem}")
     else:
         problems += _config_problems(config)
+    if state.get("data") is not None:
+        problems += data_problems(state["data"])
     rng = state.get("rng")
     if rng is not None:
         if not isinstance(rng, dict):
@@ -230,6 +235,56 @@ def structure_problems(state: dict) -> list[str]:
                 bad("rng.cuda", "a list of uint8 tensors", rng["cuda"])
             if (problem := _plain_problem(rng.get("data"))) is not None:
                 problems.append(f"rng.data: {problem}")
+    return problems
+
+
+def data_problems(data: Any) -> list[str]:
+    """The ``data`` entry (written since checkpoints carry scaling and class names; older ones have none):
+    ``features`` and ``targets`` lists of names, ``classes`` a list of names or null, ``x_scaling`` and
+    ``y_scaling`` null or ``{"mean", "std"}`` lists of finite numbers (std > 0) as long as the columns,
+    ``split`` null or a mapping of plain values."""
+    import math
+
+    if not isinstance(data, dict):
+        return [f"data: expected a mapping (got {_describe(data)})"]
+    if (problem := _plain_problem(data)) is not None:
+        return [f"data: {problem}"]
+    problems = []
+    names = {}
+    for key in ("features", "targets"):
+        v = data.get(key)
+        if not (isinstance(v, list) and v and all(isinstance(n, str) for n in v)):
+            problems.append(f"data.{key}: expected a list of column names (got {_describe(v)})")
+        else:
+            names[key] = v
+    classes = data.get("classes")
+    if classes is not None and not (isinstance(classes, list) and len(classes) >= 2
+                                    and all(isinstance(n, str) for n in classes)
+                                    and len(set(classes)) == len(classes)):
+        problems.append(f"data.classes: expected null or a list of distinct class names (got {_describe(classes)})")
+    for key, cols in (("x_scaling", "features"), ("y_scaling", "targets")):
+        sc = data.get(key)
+        if sc is None:
+            continue
+        width = len(names.get(cols, []))
+        ok = isinstance(sc, dict) and all(
+            isinstance(sc.get(k), list) and len(sc[k]) == width
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in sc[k])
+            for k in ("mean", "std"))
+        if ok and any(v <= 0 for v in sc["std"]):
+            ok = False
+        if not ok:
+            problems.append(f"data.{key}: expected null or {{mean, std}}: lists of {width} finite numbers, std > 0 "
+                            f"(got {_describe(sc)})")
+    split = data.get("split")
+    if split is not None and not isinstance(split, dict):
+        problems.append(f"data.split: expected null or a mapping of plain values (got {_describe(split)})")
+    if data.get("base_dir") is not None and not isinstance(data["base_dir"], str):
+        problems.append(f"data.base_dir: expected a folder name (got {_describe(data['base_dir'])})")
+    extra = sorted(k for k in data if k not in ("features", "targets", "classes", "x_scaling", "y_scaling", "split",
+                                                "base_dir"))
+    if extra:
+        problems.append(f"data: unknown key {extra[0]!r}")
     return problems
 
 
@@ -590,12 +645,27 @@ def resume_from(run, path: Path) -> tuple[int, list[str]]:
                 group["initial_lr"] = hyper["lr"]
     if run.scheduler is not None and new_lr:
         run.scheduler.base_lrs = [hyper["lr"] for _ in run.scheduler.base_lrs]
+    _same_split(state, run, path)
     restore_rng(state)
     step = int(state["step"])
     if step >= run.steps:
         raise CheckpointError(f"{path}: the checkpoint is at step {step} and the run has {run.steps} steps: "
                               f"nothing to resume; raise train.steps (e.g. --steps {step + run.steps})")
     return step, changes
+
+
+def _same_split(state: dict, run, path: Path) -> None:
+    """A resumed run must hold out the rows the checkpoint's run held out (data.validation as a fraction)."""
+    saved = (state.get("data") or {}).get("split")
+    table = getattr(run.dataset, "table", None)
+    mine = table.split if table is not None else None
+    if not isinstance(saved, dict) or saved.get("digest") is None:
+        return
+    if mine is None or mine.get("digest") != saved.get("digest"):
+        raise CheckpointError(f"{path}: --resume would hold out other validation rows than the checkpoint's run "
+                              f"(it held out {saved.get('validation_rows')} of {saved.get('rows')} rows with seed "
+                              f"{saved.get('seed')}, fraction {saved.get('validation')}); keep seed, data and "
+                              "data.validation as they were")
 
 
 def _lr_from_schedule(scheduler) -> None:

@@ -43,6 +43,9 @@ SetOpt = Annotated[
 
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Total optimizer steps; same as --set "
                                                  "train.steps=N.", rich_help_panel="Config")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training rows; same as "
+                                                   "--set train.epochs=N (instead of train.steps).",
+                                                   rich_help_panel="Config")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Same as --set device=DEV (auto, cpu, cuda, "
                                                   "cuda:N, mps).", rich_help_panel="Config")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: "
@@ -65,11 +68,16 @@ FormatOpt = Annotated[Format, typer.Option("--format", help="table (human) or js
                                            rich_help_panel="Output")]
 
 
-def _training_overrides(steps: Optional[int], device: Optional[str], no_zero_grad: bool = False) -> list[str]:
+def _training_overrides(steps: Optional[int], device: Optional[str], no_zero_grad: bool = False,
+                        epochs: Optional[int] = None) -> list[str]:
     """The common options of every command that trains, as the config overrides they stand for."""
+    if steps is not None and epochs is not None:
+        raise ConfigError("give --steps or --epochs, not both")
     extra = []
     if steps is not None:
         extra += [f"train.steps={steps}", "train.epochs=null"]
+    if epochs is not None:
+        extra += [f"train.epochs={epochs}", "train.steps=null"]
     if device is not None:
         extra.append(f"device={device}")
     if no_zero_grad:
@@ -137,6 +145,7 @@ def train(
     config: ConfigOpt,
     set_: SetOpt = None,
     steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
     device: DeviceOpt = None,
     log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Print a row every N steps "
                                                      "(default: train.log_every, else about 20-50 rows).",
@@ -147,6 +156,9 @@ def train(
                                                  "Ctrl-C, or the last good state on a non-finite stop).",
                                                  rich_help_panel="Checkpoints")] = None,
     save_every: Annotated[Optional[int], typer.Option("--save-every", min=1, help="Also write --save every N steps.",
+                                                      rich_help_panel="Checkpoints")] = None,
+    save_best: Annotated[Optional[Path], typer.Option("--save-best", help="Write the checkpoint of the evaluation "
+                                                      "with the lowest val_loss (needs data.validation).",
                                                       rich_help_panel="Checkpoints")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from a checkpoint up to train.steps "
                                                    "(same model; lr and steps may change).",
@@ -179,13 +191,17 @@ def train(
     _train_body(**options)
 
 
-def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, save_every, resume, tensorboard,
-                detect_anomaly, threads, no_zero_grad, plot, format) -> None:
-    cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad))
+def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, save, save_every, save_best, resume,
+                tensorboard, detect_anomaly, threads, no_zero_grad, plot, format) -> None:
+    cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad, epochs))
+    if save_best is not None and getattr(cfg.data, "validation", None) is None:
+        raise ConfigError("--save-best needs validation data: set data.validation to a fraction (e.g. 0.2) "
+                          "or a CSV file")
     # --save may name the --resume checkpoint: it is read whole at the start and replaced atomically
-    _check_outputs(cfg, config, {"--metrics": metrics, "--save": save, "--plot": plot, "--tensorboard": tensorboard})
-    _check_outputs(cfg, config, {"--metrics": metrics, "--plot": plot, "--tensorboard": tensorboard},
-                   {"--resume": resume})
+    _check_outputs(cfg, config, {"--metrics": metrics, "--save": save, "--save-best": save_best, "--plot": plot,
+                                 "--tensorboard": tensorboard})
+    _check_outputs(cfg, config, {"--metrics": metrics, "--save-best": save_best, "--plot": plot,
+                                 "--tensorboard": tensorboard}, {"--resume": resume})
     from backprop_cli.config import start_summary
     from backprop_cli.report import TrainReport, make_console, plain_output
 
@@ -201,7 +217,8 @@ def _train_body(config, set_, steps, device, log_every, quiet, metrics, save, sa
         from backprop_cli.training import TrainOptions, run_training
 
         threads_why = set_threads(threads, _flops(cfg))
-        run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, resume=resume,
+        run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best,
+                                       resume=resume,
                                        log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard,
                                        plot=plot, threads=threads_why),
                      reporter, table)
@@ -226,6 +243,8 @@ def _inputs_of(cfg, config: Path) -> dict:
     inputs = {"--config": config}
     if isinstance(cfg.data, CsvData):
         inputs["data.path"] = cfg.data_path()
+    if cfg.validation_path() is not None:
+        inputs["data.validation"] = cfg.validation_path()
     return inputs
 
 
@@ -418,6 +437,102 @@ def _emit(format: "Format", doc: dict, render: Callable) -> None:
     render(make_console(), plain_output())
 
 
+# --------------------------------------------------------------------------- evaluate and predict
+
+TrainedOpt = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by train --save or "
+                                          "--save-best.", show_default=False)]
+
+
+def _input_file(path: Optional[Path], option: str) -> None:
+    """A data file given on the command line is a regular file: checked before torch is imported."""
+    if path is not None:
+        from backprop_cli.errors import DataError
+        from backprop_cli.files import open_regular
+
+        try:
+            open_regular(path, "file", DataError).close()
+        except DataError as e:
+            raise DataError(f"{e} ({option})") from None
+
+
+@app.command(epilog="Examples:\n\n  backprop evaluate --checkpoint best.pt\n\n"
+             "  backprop evaluate --checkpoint best.pt --data holdout.csv --format json")
+@handle_errors
+def evaluate(
+    checkpoint: TrainedOpt,
+    data: Annotated[Optional[Path], typer.Option("--data", help="A CSV with the training columns (default: the "
+                                                 "validation rows of the checkpoint's own config).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Use this config's data section "
+                                                   "(and model, which must be the checkpoint's) instead of the "
+                                                   "checkpoint's own.")] = None,
+    set_: SetOpt = None,
+    threads: ThreadsOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Loss and metrics of a trained model on a CSV, with the checkpoint's own scaling and class names.
+
+    Classification: accuracy, per-class precision, recall, F1 and support, and the confusion matrix;
+    regression: MAE and R² (in the original units).
+    """
+    _single_process("evaluate")
+    cfg = _load(config, set_) if config is not None else None
+    _input_file(data, "--data")
+    from backprop_cli.distributed import set_threads
+    from backprop_cli.documents import evaluate_document
+    from backprop_cli.prediction import evaluate as work
+    from backprop_cli.prediction import load_trained
+
+    set_threads(threads)
+    result = work(load_trained(checkpoint, cfg), data)
+    _emit(format, evaluate_document(result), lambda con, plain: _render("render_evaluate", con, plain, result))
+
+
+class PredictFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+@app.command(epilog="Examples:\n\n  backprop predict --checkpoint best.pt --data new.csv\n\n"
+             "  backprop predict --checkpoint best.pt --data new.csv --keep id --out predictions.csv")
+@handle_errors
+def predict(
+    checkpoint: TrainedOpt,
+    data: Annotated[Path, typer.Option("--data", help="A CSV with the model's feature columns (a target column "
+                                       "is ignored).", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the predictions here (atomically); default: "
+                                                "stdout.")] = None,
+    keep: Annotated[Optional[str], typer.Option("--keep", metavar="COLUMN", help="Copy this input column (an id) "
+                                                "into the output, first.")] = None,
+    threads: ThreadsOpt = None,
+    format: Annotated[PredictFormat, typer.Option("--format", help="csv, or json: {\"columns\", \"predictions\": "
+                                                  "[{column: value}, ...]}.")] = PredictFormat.csv,
+) -> None:
+    """One prediction per input row, in input order: the class and its probabilities, or the target values
+    in their original units."""
+    _single_process("predict")
+    _input_file(data, "--data")
+    if out is not None:
+        from backprop_cli.outputs import check_outputs, check_writable
+
+        check_writable(out, (".csv",) if format == PredictFormat.csv else (".json",), "predictions")
+        check_outputs({"--out": out}, {"--data": data, "--checkpoint": checkpoint})
+    from backprop_cli.distributed import set_threads
+    from backprop_cli.documents import predictions_text
+    from backprop_cli.prediction import load_trained
+    from backprop_cli.prediction import predict as work
+
+    set_threads(threads)
+    header, rows = work(load_trained(checkpoint), data, keep)
+    text = predictions_text(header, rows, format.value)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    from backprop_cli.outputs import write_atomic
+
+    write_atomic(out, lambda f: f.write(text))
+    typer.echo(f"wrote {out} ({len(rows)} predictions)", err=True)
+
+
 # --------------------------------------------------------------------------- compare
 
 
@@ -441,6 +556,7 @@ def compare_optimizers(
                                                            "repeatable (default: the config's compare.optimizers, "
                                                            "else SGD vs Adam).", rich_help_panel="Config")] = None,
     steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     no_zero_grad: NoZeroGradOpt = False,
@@ -463,7 +579,7 @@ def compare_optimizers(
     """
     _single_process("compare-optimizers")
     size = _plot_size(plot_size)
-    cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad))
+    cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad, epochs))
     specs = _optimizer_specs(optimizer)
     _check_outputs(cfg, config, {"--plot": plot, "--metrics": metrics})
     table = _read_data(cfg)

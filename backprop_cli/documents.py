@@ -92,3 +92,32 @@ def find_lr_document(result: dict) -> dict:
     return finite({"suggested_lr": result["suggested_lr"], "min_loss_lr": result["min_loss_lr"],
                    "lrs": list(result["lrs"]), "losses": list(result["losses"]),
                    "smoothed_losses": list(result["smoothed_losses"]), "stopped_early": result["stopped_early"]})
+
+
+def evaluate_document(result: dict) -> dict:
+    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "loss", "accuracy" | "mae", "r2",
+    and for classification "classes", "confusion", "per_class"}."""
+    keys = ("checkpoint", "step", "data", "rows", "loss", "accuracy", "mae", "r2", "classes", "confusion", "per_class")
+    return finite({k: result[k] for k in keys if k in result})
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.7g}" if math.isfinite(v) else ""
+    return str(v)
+
+
+def predictions_text(header: list[str], rows: list[list], fmt: str) -> str:
+    """``predict``'s output: CSV (a header row, then one row per input row; numbers with 7 significant
+    digits), or JSON ``{"columns": [...], "predictions": [{column: value}, ...]}``."""
+    if fmt == "json":
+        return json_text({"columns": list(header), "predictions": [dict(zip(header, r)) for r in rows]}) + "\n"
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([_cell(v) for v in r])
+    return buf.getvalue()

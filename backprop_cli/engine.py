@@ -72,13 +72,16 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
               flush_every: tuple[int, ...] = (), measure_updates: bool = False,
               should_stop: Optional[Callable[[], bool]] = None,
               reduce_stats: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-              probe: Optional["Diagnostics"] = None) -> Iterator[StepRecord]:
+              probe: Optional["Diagnostics"] = None,
+              stop_after_records: Optional[Callable[[], bool]] = None) -> Iterator[StepRecord]:
     """Run steps ``start_step+1 … steps`` and yield a record for each, in order.
 
     ``read_every``: read the scalars back every N steps (1 on the CPU); ``flush_every``: also at every
     multiple of these, so that while such a step's record is handled the model is exactly at that step
     (checkpoints, evaluation). ``measure_updates``: also measure ‖Δw‖/‖w‖ of every update.
     ``should_stop()`` is asked after every step: True ends the run cleanly after it.
+    ``stop_after_records()`` is asked once the records read back have been handled (the consumer's own
+    decision, e.g. early stopping on an evaluation at that step): True ends the run there.
     ``reduce_stats`` combines the scalars of several processes (DDP: the mean loss) before a read.
     ``probe``: per-layer diagnostics on the steps it says are due (:mod:`backprop_cli.diagnostics`).
     A non-finite loss or gradient: ``guard.on_nonfinite`` decides (see :class:`NonFiniteCheck`).
@@ -124,6 +127,8 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
         stopping = should_stop is not None and should_stop()
         if reads.due(i + 1, steps, stopping):
             yield from reads.flush()
+            if stop_after_records is not None and stop_after_records():
+                return
         if stopping:
             return
 

@@ -81,6 +81,25 @@ def backward_at(run: Run, index: int, zero_grad: bool = True) -> Probe:
 
 # --------------------------------------------------------------------------- inspect-grads
 
+SCALE_RATIO_WARNING = 100.0
+
+
+def scale_warnings(run: Run) -> list[str]:
+    """Raw input columns whose spreads differ by more than 100× (when the inputs are not standardized)."""
+    table = getattr(run.dataset, "table", None)
+    if table is None or table.raw_std is None or run.cfg.data.standardize:
+        return []
+    std = {n: float(s) for n, s in zip(table.feature_names, table.raw_std) if s > 0}
+    if len(std) < 2:
+        return []
+    lo, hi = min(std, key=std.get), max(std, key=std.get)
+    ratio = std[hi] / std[lo]
+    if ratio <= SCALE_RATIO_WARNING:
+        return []
+    return [f"input columns differ in scale by {ratio:.3g}× (std of {hi!r} {std[hi]:.4g}, of {lo!r} {std[lo]:.4g}): "
+            "the larger ones dominate the first layer's gradients; set data.standardize: true"]
+
+
 
 def grad_warnings(probe: Probe, stats: dict[str, dict]) -> list[str]:
     """Things a user should see: unused parameters, all-zero or non-finite grads, dead ReLUs, norm gaps."""
@@ -105,6 +124,7 @@ def grad_warnings(probe: Probe, stats: dict[str, dict]) -> list[str]:
                 where = f" in {layer}" if deep else ""
                 out.append(f"dead ReLU units{where}: {dead} of {width} hidden units ({100 * dead / width:.0f}%) "
                            "output 0 for every sample in this batch, so their weights get no gradient")
+    out += scale_warnings(probe.run)
     layer_norms = {}
     for layer in [f"layer{k}" for k in range(1, len(probe.run.model.layers) + 1)]:
         parts = [stats[n]["norm"] for n in stats if n.startswith(layer + ".")

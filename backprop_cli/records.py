@@ -29,6 +29,9 @@ class StepRecord:
     activations: Optional[dict[str, dict[str, float]]] = None  # hidden layer → mean, std, dead/saturated_fraction
     grad_to_weight: Optional[dict[str, float]] = None  # parameter → ‖grad‖/‖w‖
     update_ratios: Optional[dict[str, float]] = None  # parameter → ‖Δw‖/‖w‖ of this step's update
+    epoch: Optional[int] = None  # the epoch this step belongs to (from 1)
+    epoch_loss: Optional[float] = None  # at the last step of a complete epoch: the mean loss over its rows
+    evaluation: Optional[dict] = None  # at evaluation steps: val_loss, val_accuracy | val_mae, val_r2, train_...
 
     def as_dict(self) -> dict:
         out = {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
@@ -47,6 +50,12 @@ class StepRecord:
             out["grad_to_weight"] = dict(self.grad_to_weight)
         if self.update_ratios is not None:
             out["update_ratios"] = dict(self.update_ratios)
+        if self.epoch is not None:
+            out["epoch"] = self.epoch
+        if self.epoch_loss is not None:
+            out["epoch_loss"] = self.epoch_loss
+        if self.evaluation:
+            out.update(self.evaluation)
         return out
 
 
@@ -67,16 +76,23 @@ class Summary:
     skipped: int = 0
     clipped: int = 0
     warnings: list[str] = field(default_factory=list)  # train's diagnostics warnings (backprop_cli.health)
+    epochs: int = 0  # the epoch of the last step
+    epoch_loss: float = math.nan  # the mean loss over the rows of the last complete epoch
+    validation: Optional[dict] = None  # the last evaluation: loss, accuracy | r2 and mae, best_step, best_loss
+    evaluation: Optional[dict] = None  # its detail: classes, confusion matrix, per-class precision/recall/F1
 
     @property
     def steps_per_s(self) -> float:
         return self.steps / self.wall_time if self.wall_time > 0 else math.nan
 
     def as_dict(self) -> dict:
-        return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
-                "best_loss": self.best_loss, "best_step": self.best_step, "wall_time": self.wall_time,
-                "steps_per_s": self.steps_per_s, "skipped": self.skipped, "clipped": self.clipped,
-                "warnings": list(self.warnings)}
+        out = {"steps": self.steps, "epochs": self.epochs, "first_loss": self.first_loss,
+               "last_loss": self.last_loss, "best_loss": self.best_loss, "best_step": self.best_step,
+               "epoch_loss": self.epoch_loss, "wall_time": self.wall_time, "steps_per_s": self.steps_per_s,
+               "skipped": self.skipped, "clipped": self.clipped, "warnings": list(self.warnings)}
+        if self.validation is not None:
+            out["validation"] = {**self.validation, **(self.evaluation or {})}
+        return out
 
 
 @dataclass
@@ -91,6 +107,10 @@ class Tracker:
         if s.steps == 0:
             s.first_loss = rec.loss
         s.steps += 1
+        if rec.epoch is not None:
+            s.epochs = rec.epoch
+        if rec.epoch_loss is not None:
+            s.epoch_loss = rec.epoch_loss
         s.skipped += rec.skipped
         s.clipped += bool(rec.clipped)
         if rec.skipped:

@@ -102,10 +102,31 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
                       + (f", {opt['implementation']} implementation" if opt.get("implementation") else "")),
         ("device", info["device"]),
         *([("threads", info["threads_why"])] if info.get("threads_why") else []),
-        ("data", f"{d['source']}, {d['samples']} samples, batch {d['batch_size']}, "
-                 f"{d['batches_per_epoch']} batch(es)/epoch, shuffle {'on' if d['shuffle'] else 'off'}"),
+        ("data", f"{d['source']}, {d['samples']} {'training rows' if d.get('validation') else 'samples'}, "
+                 f"batch {d['batch_size']}, {d['batches_per_epoch']} batch(es)/epoch, "
+                 f"shuffle {'on' if d['shuffle'] else 'off'}" + (", drop_last" if d.get("drop_last") else "")
+                 + (f"; {d['dropped']} row(s) with missing cells left out" if d.get("dropped") else "")),
         ("steps", f"{info['steps']} (seed {info['seed']})"),
     ]
+    if d.get("classes"):
+        shown = ", ".join(d["classes"][:10]) + (", …" if len(d["classes"]) > 10 else "")
+        lines.append(("classes", f"{len(d['classes'])}: {shown}"))
+    if d.get("validation"):
+        lines.append(("validation", d["validation"]["source"] or f"{d['validation']['rows']} rows"))
+    if d.get("standardize") or d.get("standardize_target"):
+        what = " and ".join(w for w, on in (("features", d.get("standardize")), ("targets", d.get("standardize_target")))
+                            if on)
+        lines.append(("scaling", f"{what} standardized with the training rows' mean and std"))
+    ev = info.get("evaluation")
+    if ev:
+        every = f"every {ev['every']} steps" + (" (each epoch)" if ev["every"] == ev["per_epoch"] else "")
+        text = f"{every} and at the end, on all validation and all training rows"
+        if ev.get("early_stopping"):
+            es = ev["early_stopping"]
+            text += f"; early stopping: patience {es['patience']}, min_delta {fmt(es['min_delta'])}"
+        if ev.get("save_best"):
+            text += f"; best model → {ev['save_best']}"
+        lines.append(("evaluate", text))
     sched = dict(info.get("scheduler") or {"name": "none"})
     if sched.get("name", "none") != "none":
         name = sched.pop("name")
@@ -136,43 +157,67 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
     return lines
 
 
-class _Columns:
-    """Fixed-width step rows: step, loss, grad_norm, one column per parameter, lr."""
+EVAL_COLUMNS = {"classification": ("train_loss", "val_loss", "train_accuracy", "val_accuracy"),
+                "regression": ("train_loss", "val_loss", "val_mae", "val_r2")}
 
-    def __init__(self, names: list[str], total_steps: int, scale: bool = False):
+
+class _Columns:
+    """Fixed-width step rows: step, epoch, loss, grad_norm, one column per parameter, lr, epoch_loss, and the
+    evaluation's columns when there is validation data."""
+
+    def __init__(self, names: list[str], total_steps: int, scale: bool = False, epochs: int = 1,
+                 evaluation: tuple[str, ...] = ()):
         self.names = names
         self.step_w = max(4, len(str(total_steps)))
+        self.epoch_w = max(5, len(str(epochs)))
         self.widths = [max(10, len(n)) for n in names]
         self.scale = scale
+        self.evaluation = evaluation
 
     def header(self) -> str:
-        cells = [f"{'step':>{self.step_w}}", f"{'loss':>11}", f"{'grad_norm':>11}"]
+        cells = [f"{'step':>{self.step_w}}", f"{'epoch':>{self.epoch_w}}", f"{'loss':>11}", f"{'grad_norm':>11}"]
         cells += [f"{n:>{w}}" for n, w in zip(self.names, self.widths)]
         cells.append(f"{'lr':>10}")
         if self.scale:
             cells.append(f"{'loss scale':>10}")
+        cells.append(f"{'epoch_loss':>11}")
+        cells += [f"{k:>{max(11, len(k))}}" for k in self.evaluation]
         return "  ".join(cells)
 
     def row(self, r: StepRecord) -> str:
-        cells = [f"{r.step:>{self.step_w}}", f"{fmt(r.loss):>11}", f"{fmt(r.grad_norm):>11}"]
+        cells = [f"{r.step:>{self.step_w}}", f"{r.epoch if r.epoch is not None else '':>{self.epoch_w}}",
+                 f"{fmt(r.loss):>11}", f"{fmt(r.grad_norm):>11}"]
         cells += [f"{fmt(r.grad_norms.get(n, math.nan)):>{w}}" for n, w in zip(self.names, self.widths)]
         cells.append(f"{fmt(r.lr):>10}")
         if self.scale:
             cells.append(f"{fmt(r.loss_scale):>10}")
+        cells.append(f"{fmt(r.epoch_loss) if r.epoch_loss is not None else '':>11}")
+        ev = r.evaluation or {}
+        cells += [f"{fmt(ev[k]) if k in ev else '':>{max(11, len(k))}}" for k in self.evaluation]
         if r.skipped:
             cells.append("  skipped")
-        return "  ".join(cells)
+        return "  ".join(cells).rstrip()
 
 
 def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Optional[str],
                    quiet: bool = False) -> list[tuple[str, str]]:
     rate = fmt(s.steps_per_s) if not math.isnan(s.steps_per_s) else "-"
     why = f" ({reason})" if reason and status != "done" else ""
+    epochs = f", epoch {s.epochs}" if s.epochs else ""
     lines = [
-        (status, f"{s.steps} step(s) in {s.wall_time:.3g} s ({rate} steps/s){why}"),
-        ("loss", f"first {fmt(s.first_loss)}, last {fmt(s.last_loss)}, best {fmt(s.best_loss)} (step {s.best_step})"
+        (status, f"{s.steps} step(s){epochs} in {s.wall_time:.3g} s ({rate} steps/s){why}"),
+        ("batch loss", f"first {fmt(s.first_loss)}, last {fmt(s.last_loss)}, best {fmt(s.best_loss)} "
+                       f"(step {s.best_step}): each the loss of one batch"
          if s.steps else "no step completed"),
     ]
+    if not math.isnan(s.epoch_loss):
+        lines.append(("epoch loss", f"{fmt(s.epoch_loss)}: the mean over every row of the last complete epoch"))
+    v = s.validation
+    if v:
+        metrics = ", ".join(f"{k} {fmt(v[k])}" for k in ("accuracy", "mae", "r2") if k in v)
+        lines.append(("validation", f"loss {fmt(v['loss'])}" + (f", {metrics}" if metrics else "")
+                      + f" (all validation rows, last evaluation); best loss {fmt(v['best_loss'])} at step "
+                      f"{v['best_step']}"))
     if s.clipped:
         lines.append(("clipped", f"{s.clipped} of {s.steps} step(s)"))
     if s.skipped:
@@ -212,6 +257,28 @@ class Starting:
         self.stop()
 
 
+def _evaluation_tables(detail: Optional[dict], plain: bool) -> list:
+    """Per-class precision, recall, F1 and support, and the confusion matrix (classification)."""
+    if not detail or not detail.get("per_class"):
+        return []
+    t = _table("validation rows, per class",
+               [("class", "left"), ("precision", "right"), ("recall", "right"), ("f1", "right"),
+                ("support", "right")], plain)
+    for row in detail["per_class"]:
+        t.add_row(row["class"], fmt(row["precision"]), fmt(row["recall"]), fmt(row["f1"]), str(row["support"]))
+    blocks: list = [t]
+    conf = detail.get("confusion")
+    if conf:
+        names = detail["classes"]
+        c = _table("confusion matrix",
+                   [("true \\ predicted", "left")]
+                   + [(n, "right") for n in names], plain)
+        for name, row in zip(names, conf):
+            c.add_row(name, *(str(v) for v in row))
+        blocks.append(c)
+    return blocks
+
+
 class TrainReport:
     """Start panel, a row every ``log_every`` steps (plus the first and last), summary at the end."""
 
@@ -238,7 +305,11 @@ class TrainReport:
         self.log_every = log_every
         self.total = info["steps"]
         self.first = info.get("start_step", 0) + 1
-        self.cols = _Columns(list(info["model"]["params"]), self.total, scale=info.get("precision") == "fp16")
+        per_epoch = max(1, info["data"].get("batches_per_epoch", 1))
+        kind = "classification" if info["loss"]["name"] in ("cross_entropy", "bce_with_logits") else "regression"
+        self.cols = _Columns(list(info["model"]["params"]), self.total, scale=info.get("precision") == "fp16",
+                             epochs=-(-self.total // per_epoch),
+                             evaluation=EVAL_COLUMNS[kind] if info.get("evaluation") else ())
         if self.quiet:
             return
         lines = _run_lines(info) + [("log every", f"{log_every} step(s)")]
@@ -266,14 +337,19 @@ class TrainReport:
     def step(self, r: StepRecord) -> None:
         if self.quiet:
             return
+        self.last = r
         if is_logging_step(r.step, self.first, self.log_every, self.total) or r.skipped:
-            line = self.cols.row(r)
-            if self.plain:
-                self.console.print(line, markup=False)
-            else:
-                self.console.print(Text(line))
+            self._print_row(r)
         if self.progress is not None:
             self.progress.update(self.task, completed=r.step)
+
+    def _print_row(self, r: StepRecord) -> None:
+        self.printed = r.step
+        line = self.cols.row(r)
+        if self.plain:
+            self.console.print(line, markup=False)
+        else:
+            self.console.print(Text(line))
 
     def warn(self, text: str) -> None:
         """A diagnostics warning, once, where it arose in the table (quiet: in the summary only)."""
@@ -287,6 +363,9 @@ class TrainReport:
     def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None:
         if self.progress is not None:
             self.progress.stop()
+        last = getattr(self, "last", None)
+        if last is not None and not self.quiet and getattr(self, "printed", None) != last.step:
+            self._print_row(last)  # a run that stopped early (or was interrupted) shows where it stopped
         if self.json_out is not None:
             self.json_out.write(json_text(train_document(summary.as_dict(), outputs, status, reason)) + "\n")
             self.json_out.flush()
@@ -303,6 +382,10 @@ class TrainReport:
             for k, v in lines:
                 grid.add_row(k, v)
             self.console.print(grid)
+        if not self.quiet:
+            for block in _evaluation_tables(summary.evaluation, self.plain):
+                self.console.print()
+                self.console.print(block)
 
 
 # --------------------------------------------------------------------------- tables
@@ -393,6 +476,19 @@ def render_check(console: Console, plain: bool, result: dict) -> None:
                 f"{fmt(tol['rtol'])}·|g| per element; finite-difference step {fmt(tol['finite_diff_step'])}\n"
                 + ("all gradients agree: PASS" if result["pass"] else "some gradients disagree: FAIL"))
     _print_blocks(console, [head, t, foot])
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def render_evaluate(console: Console, plain: bool, r: dict) -> None:
+    head = Text(f"{r['checkpoint']} (step {r['step']}) on {r['data']}: {r['rows']} rows")
+    t = _table("", [("metric", "left"), ("value", "right")], plain)
+    t.add_row("loss", fmt(r["loss"]))
+    for key in ("accuracy", "mae", "r2"):
+        if key in r:
+            t.add_row(key, fmt(r[key]))
+    _print_blocks(console, [head, t, *_evaluation_tables(r, plain)])
 
 
 # --------------------------------------------------------------------------- explain

@@ -10,6 +10,7 @@ A new output (a plot, validation rows) is a new sink, not a new branch in the tr
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,96 @@ class Sink(Protocol):
     def record(self, rec: StepRecord) -> None: ...
     def close(self, outcome: Outcome) -> dict[str, str]: ...
     def abort(self) -> None: ...
+
+
+class EpochSink:
+    """Tags each record with its epoch and, at the last step of an epoch whose every step this run took,
+    with ``epoch_loss``: the mean of the batch losses weighted by the rows in each batch, i.e. the mean
+    loss over the epoch's rows (skipped steps left out). Goes before the sinks that read records."""
+
+    def __init__(self, per_epoch: int, rows_of: Callable[[int], int]):
+        self.per_epoch, self.rows_of = per_epoch, rows_of
+        self.epoch, self.seen, self.total, self.rows = 0, 0, 0.0, 0
+
+    def record(self, rec: StepRecord) -> None:
+        epoch, k = divmod(rec.step - 1, self.per_epoch)
+        if epoch + 1 != self.epoch:
+            self.epoch, self.seen, self.total, self.rows = epoch + 1, 0, 0.0, 0
+        rec.epoch = self.epoch
+        self.seen += 1
+        if not rec.skipped:
+            rows = self.rows_of(k)
+            self.total += rec.loss * rows
+            self.rows += rows
+        if k == self.per_epoch - 1 and self.seen == self.per_epoch and self.rows:
+            rec.epoch_loss = self.total / self.rows
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        return {}
+
+    def abort(self) -> None:
+        pass
+
+
+class EvaluationSink:
+    """Every ``every`` steps (and at the last step) measures the model, exactly at that step, on the
+    validation rows and the training rows, and puts the numbers in the step's record (``val_loss``, ...).
+    Keeps the best ``val_loss`` (``--save-best`` writes the model there) and stops the run early when
+    ``val_loss`` has not improved by more than ``min_delta`` for ``patience`` evaluations.
+    ``measure()`` returns ``(record keys, validation detail)``."""
+
+    def __init__(self, measure: Callable[[], tuple[dict, dict]], every: int, total: int, *,
+                 patience: Optional[int] = None, min_delta: float = 0.0,
+                 save_best: Optional[Callable[[int], str]] = None):
+        self.measure, self.every, self.total = measure, every, total
+        self.patience, self.min_delta, self.save_best = patience, min_delta, save_best
+        self.best_loss, self.best_step = math.inf, 0
+        self.reference = math.inf  # the val_loss that early stopping counts improvements against
+        self.waited = 0
+        self.stop_requested = False
+        self.last: Optional[dict] = None
+        self.detail: Optional[dict] = None
+        self.best_written: Optional[str] = None
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.total
+
+    def record(self, rec: StepRecord) -> None:
+        if not self.due(rec.step) or rec.skipped:
+            return
+        keys, self.detail = self.measure()
+        rec.evaluation = keys
+        self.last = keys
+        loss = keys["val_loss"]
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, rec.step
+            if self.save_best is not None:
+                self.best_written = self.save_best(rec.step)
+        if self.patience is not None:
+            if loss < self.reference - self.min_delta:
+                self.reference, self.waited = loss, 0
+            else:
+                self.waited += 1
+                if self.waited >= self.patience:
+                    self.stop_requested = True
+
+    def summary(self) -> Optional[dict]:
+        """``validation`` of the summary: the last evaluation's numbers, and the best val_loss and its step."""
+        if self.last is None:
+            return None
+        out = {k[len("val_"):]: v for k, v in self.last.items() if k.startswith("val_")}
+        out.update(best_step=self.best_step, best_loss=self.best_loss)
+        return out
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        if self.save_best is None:
+            return {}
+        if self.best_written is None:
+            return {"best checkpoint": "not written: no evaluation finished"}
+        return {"best checkpoint": self.best_written}
+
+    def abort(self) -> None:
+        pass
 
 
 class TrackerSink:
@@ -147,6 +238,10 @@ class TensorBoardSink:
             w.add_scalar(f"grad_to_weight/{name}", value, rec.step)
         for name, value in (rec.update_ratios or {}).items():
             w.add_scalar(f"update_ratio/{name}", value, rec.step)
+        if rec.epoch_loss is not None:
+            w.add_scalar("epoch_loss", rec.epoch_loss, rec.step)
+        for key, value in (rec.evaluation or {}).items():
+            w.add_scalar(key, value, rec.step)
         if rec.step % self.log_every == 0 or rec.step == 1:
             for name, p in self.model.named_parameters():
                 w.add_histogram(f"weight/{name}", p.detach().cpu(), rec.step)

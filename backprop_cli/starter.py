@@ -42,9 +42,14 @@ data:
 {data}
   batch_size: {batch_size}               # rows per step (global batch under torchrun)
   shuffle: true                # false: batch k is rows k*B ... (k+1)*B-1
+  drop_last: false             # true: leave out each epoch's last, smaller batch
+  standardize: {standardize}           # z-score the features with the training rows' mean and std
 
 train:
-  steps: {steps}                   # total optimizer steps (or give epochs: N instead)
+  steps: {steps}                   # total optimizer steps (or give epochs instead)
+  epochs: {epochs}                   # passes over the training rows (or give steps instead)
+  eval_every: null             # evaluate on the validation rows every N steps (null: every epoch)
+  early_stopping: null         # {{patience: N, min_delta: 0.0}}: stop when val_loss stops improving
   log_every: null              # a row every N steps (null: about 20-50 rows)
   clip_grad_norm: null         # a number: clip the total gradient norm
   on_nonfinite: stop           # stop (exit 3) | skip (skip the update, at most max_skips times)
@@ -58,43 +63,54 @@ SYNTHETIC = """\
   kind: synthetic              # synthetic | csv
   samples: 256                 # rows of random inputs
   targets: teacher             # random (randn) | teacher (a fixed random net + noise) | classes
-  noise: 0.1                   # std of the noise on teacher targets"""
+  noise: 0.1                   # std of the noise on teacher targets
+  validation: null             # a share of the samples held out for evaluation (e.g. 0.2)"""
 
 CSV = """\
   kind: csv                    # synthetic | csv
   path: {path}     # relative to this file's folder
   target: {target}              # the column to predict (or a list of columns)
-  features: [{features}]"""
+  features: [{features}]
+  missing: {missing}              # error | drop_rows: rows with an empty or NA cell
+  validation: {validation}              # a share of the rows held out (or a CSV file with the same columns)"""
 
 
 def _guess(path: Path, target: Optional[str]) -> dict:
-    """Read a CSV's header and target column: sizes, and regression vs classification."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file (--csv)")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read it as CSV ({e})") from None
-    if len(rows) < 2:
+    """Survey a CSV: the numeric feature columns, the target, regression vs classification, the classes
+    (the distinct values of the target), and the rows with missing cells."""
+    from backprop_cli.data import display_path, order_classes, survey
+
+    chosen: dict = {}
+
+    def target_index(header: list[str]) -> int:
+        name = target or header[-1]
+        if name not in header:
+            raise DataError(f"{path}: --target {name!r} is not in the header (columns: {', '.join(header)})")
+        chosen["target"] = name
+        return header.index(name)
+
+    s = survey(Path(path), target_index)
+    name = chosen["target"]
+    if s.rows == 0:
         raise DataError(f"{path}: needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    target = target or header[-1]
-    if target not in header:
-        raise DataError(f"{path}: --target {target!r} is not in the header (columns: {', '.join(header)})")
-    col = header.index(target)
-    values = []
-    for line, row in enumerate(rows[1:], start=2):
-        try:
-            values.append(float(row[col]))
-        except (ValueError, IndexError):
-            raise DataError(f"{path}:{line}: column {target!r}: not a number (got {row[col] if col < len(row) else ''!r})") from None
-    features = [h for h in header if h != target]
-    distinct = sorted(set(values))
-    integral = all(v == int(v) and v >= 0 for v in values)
-    classification = integral and 2 <= len(distinct) <= 20 and len(distinct) < len(values)
-    return {"features": features, "target": target, "classification": classification,
-            "classes": int(max(distinct)) + 1 if classification else None, "rows": len(values)}
+    features = [h for h in s.header if h != name and h in s.numeric]
+    skipped = [h for h in s.header if h != name and h not in s.numeric]
+    if not features:
+        raise DataError(f"{path}: no numeric feature columns besides {name!r}")
+    numeric_target = name in s.numeric
+    many = len(s.distinct) > 20
+    if numeric_target:
+        integral = all(float(v) == int(float(v)) for v in s.distinct) if not many else False
+        classification = integral and 2 <= len(s.distinct) < s.rows
+    else:
+        classification = True
+        if len(s.distinct) < 2 or len(s.distinct) > 1000:
+            raise DataError(f"{display_path(path)}: column {name!r} holds text with {len(s.distinct)}"
+                            f"{'+' if len(s.distinct) > 1000 else ''} distinct values: not a class column; "
+                            "choose another with --target")
+    classes = order_classes(s.distinct)[0] if classification else None
+    return {"features": features, "target": name, "classification": classification, "classes": classes,
+            "rows": s.rows, "missing": s.missing_by_row([*features, name]), "skipped": skipped}
 
 
 def require_printable(path: Path, role: str, error: type[BackpropError] = OutputError) -> None:
@@ -113,23 +129,36 @@ def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional
     require_printable(path, "init")
     if csv_path is None:
         text = TEMPLATE.format(path=path, input_size=4, hidden_size=16, output_size=1, activation="relu",
-                               loss="mse", optimizer="sgd", lr="0.01", data=SYNTHETIC, batch_size=32, steps=200)
+                               loss="mse", optimizer="sgd", lr="0.01", data=SYNTHETIC, batch_size=32, steps=200,
+                               epochs="null", standardize="false")
         return _align(text), "synthetic regression data"
     require_printable(csv_path, "--csv", DataError)
     g = _guess(csv_path, target)
     rel = os.path.relpath(csv_path.resolve(), path.resolve().parent)
     import json
 
+    rows = g["rows"] - g["missing"]
+    validation = "0.2" if rows >= 50 else "null"
     data = CSV.format(path=json.dumps(rel), target=json.dumps(g["target"]),
-                      features=", ".join(json.dumps(f) for f in g["features"]))
+                      features=", ".join(json.dumps(f) for f in g["features"]),
+                      missing="drop_rows" if g["missing"] else "error", validation=validation)
     cls = g["classification"]
+    train_rows = rows - round(0.2 * rows) if validation != "null" else rows
     text = TEMPLATE.format(
-        path=path, input_size=len(g["features"]), hidden_size=32, output_size=g["classes"] if cls else 1,
+        path=path, input_size=len(g["features"]), hidden_size=32, output_size=len(g["classes"]) if cls else 1,
         activation="relu", loss="cross_entropy" if cls else "mse", optimizer="adam", lr="0.001", data=data,
-        batch_size=min(32, g["rows"]), steps=500)
-    what = (f"classification: {g['classes']} classes in {g['target']!r}" if cls
-            else f"regression on {g['target']!r}")
-    return _align(text), f"{what}, {len(g['features'])} features, {g['rows']} rows"
+        batch_size=max(1, min(32, train_rows)), steps="null", epochs=50, standardize="true")
+    if cls:
+        shown = ", ".join(g["classes"][:6]) + (", …" if len(g["classes"]) > 6 else "")
+        what = f"classification: {len(g['classes'])} classes in {g['target']!r} ({shown})"
+    else:
+        what = f"regression on {g['target']!r}"
+    what += f", {len(g['features'])} features, {g['rows']} rows"
+    if g["missing"]:
+        what += f", {g['missing']} with missing cells (data.missing: drop_rows skips them)"
+    if g["skipped"]:
+        what += f"; not numeric, left out: {', '.join(g['skipped'])}"
+    return _align(text), what
 
 
 def _align(text: str, column: int = 31) -> str:

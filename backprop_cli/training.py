@@ -24,7 +24,8 @@ from backprop_cli.engine import Loop, NonFiniteError, read_interval, run_steps
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputError
 from backprop_cli.records import StepRecord, Summary, is_logging_step
 from backprop_cli.signals import StopRequest, stop_on_signals
-from backprop_cli.sinks import (CheckpointSink, HealthSink, MetricsSink, Outcome, PlotSink, ReporterSink,
+from backprop_cli.sinks import (CheckpointSink, EpochSink, EvaluationSink, HealthSink, MetricsSink, Outcome,
+                                PlotSink, ReporterSink,
                                 TensorBoardSink, TrackerSink)
 
 
@@ -47,15 +48,23 @@ class TrainOptions:
     plot: Optional[Path] = None  # the dashboard of the run (plots.dashboard), drawn at the end
     read_every: Optional[int] = None  # read the scalars back every N steps (default: engine.read_interval)
     threads: Optional[str] = None  # how many CPU threads torch uses and why (distributed.set_threads)
+    save_best: Optional[Path] = None  # the checkpoint of the evaluation with the lowest val_loss
 
 
 class Interrupted(BackpropError):
     exit_code = EXIT_INTERRUPTED
 
 
-def metric_columns(cfg: Config) -> tuple[str, ...]:
+def metric_columns(cfg: Config, validation: bool = False) -> tuple[str, ...]:
     """The optional columns of this run's metrics records."""
-    return ((("clipped",) if cfg.train.clip_grad_norm is not None else ())
+    from backprop_cli.config import CLASSIFICATION_LOSSES
+
+    evaluation: tuple[str, ...] = ()
+    if validation:
+        keys = ("loss", "accuracy") if cfg.loss.name in CLASSIFICATION_LOSSES else ("loss", "mae", "r2")
+        evaluation = tuple(f"{part}_{k}" for part in ("val", "train") for k in keys)
+    return (("epoch", "epoch_loss") + evaluation
+            + (("clipped",) if cfg.train.clip_grad_norm is not None else ())
             + (("skipped",) if cfg.train.on_nonfinite == "skip" or cfg.precision == "fp16" else ())
             + (("loss_scale",) if cfg.precision == "fp16" else ()))
 
@@ -63,11 +72,12 @@ def metric_columns(cfg: Config) -> tuple[str, ...]:
 def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Optional[Table] = None) -> Summary:
     if opts.save_every is not None and opts.save is None:
         raise OutputError("--save-every needs --save PATH (where to write the checkpoints)")
+    if opts.save_best is not None and getattr(cfg.data, "validation", None) is None:
+        raise OutputError("--save-best needs validation data: set data.validation to a fraction (e.g. 0.2) or a CSV file")
     ctx = distributed.start(cfg.distributed.backend, cfg.device) if distributed.under_torchrun() else None
     main = ctx is None or ctx.is_main
     run = build_run(cfg, dataset=table, device=ctx.device if ctx is not None else None)
     start, changes = resume_from(run, opts.resume) if opts.resume is not None else (0, [])
-    log_every = opts.log_every or cfg.train.log_every or default_log_every(run.steps)
 
     stop = StopRequest()
     loop, reduce, should_stop = run.loop(), None, stop
@@ -78,20 +88,28 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
 
         loop.model = torch.compile(loop.model)
 
+    evaluator = _evaluation_sink(run, opts if main else TrainOptions())
+    log_every = opts.log_every or cfg.train.log_every or (
+        default_log_every(run.steps) if evaluator is None
+        else evaluator.every * default_log_every(-(-run.steps // evaluator.every)))  # rows at evaluations
     probe = Diagnostics.of(loop.model, cfg.model.activation.name,
                            lambda step: is_logging_step(step, start + 1, log_every, run.steps))
     tracker = TrackerSink()
     health = HealthSink(reporter if main else _Silent(), cfg.model.activation.name, cfg.model.init)
-    sinks = [tracker, ReporterSink(reporter if main else _Silent()), health]
+    sinks = [EpochSink(run.batches.per_epoch, run.batches.rows), *([evaluator] if evaluator else []),
+             tracker, ReporterSink(reporter if main else _Silent()), health]
     if main:
         sinks += _output_sinks(run, opts, log_every, probe)
-        reporter.start(_start_info(run, opts, ctx, start, changes), log_every)
+        reporter.start(_start_info(run, opts, ctx, start, changes, evaluator), log_every)
 
-    outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop, probe)
+    outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop, probe, evaluator)
     outputs: dict[str, str] = {}
     for sink in sinks:
         outputs.update(sink.close(outcome))
     tracker.summary.warnings = health.warnings
+    if evaluator is not None:
+        tracker.summary.validation = evaluator.summary()
+        tracker.summary.evaluation = evaluator.detail
     if main:
         reporter.finish(tracker.summary, outputs, outcome.status, outcome.reason)
     if failure is not None:
@@ -102,15 +120,17 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
 
 
 def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: TrainOptions, reduce,
-           should_stop, stop: StopRequest, probe: Diagnostics) -> tuple[Outcome, Optional[BaseException]]:
+           should_stop, stop: StopRequest, probe: Diagnostics, evaluator: Optional[EvaluationSink] = None
+           ) -> tuple[Outcome, Optional[BaseException]]:
     """Feed every record to every sink. Returns how the run ended and the error to raise once the sinks
     are closed; an unexpected error aborts every sink and propagates."""
     last, current = start, None
     anomaly = AnomalyMode() if opts.detect_anomaly else None
     steps = run_steps(loop, run.steps, start_step=start, guard=run.guard,
                       read_every=opts.read_every or read_interval(run.device, log_every),
-                      flush_every=(opts.save_every or 0,),
-                      should_stop=should_stop, reduce_stats=reduce, probe=probe)
+                      flush_every=(opts.save_every or 0, evaluator.every if evaluator else 0),
+                      should_stop=should_stop, reduce_stats=reduce, probe=probe,
+                      stop_after_records=(lambda: evaluator.stop_requested) if evaluator is not None else None)
     try:
         with stop_on_signals(stop), (anomaly or nullcontext()):
             for rec in steps:
@@ -131,9 +151,62 @@ def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: 
             raise
         failure = NonFiniteError(f"autograd anomaly at step {last + 1}: {described}", last + 1, last)
         return Outcome("stopped", last, last, "non-finite value (autograd anomaly)", failed=True), failure
+    if evaluator is not None and evaluator.stop_requested:
+        return Outcome("stopped", last, last, "early stopping"), None
     if should_stop():
         return Outcome("interrupted", last, last, f"signal ({stop.name})"), None
     return Outcome("done", last, last), None
+
+
+def _evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
+    """Evaluation on the validation rows (and the training rows), when the run has validation data."""
+    from backprop_cli.evaluation import evaluation_record, measure
+
+    cfg = run.cfg
+    val = run.dataset.validation_on(run.device)
+    if val is None:
+        return None
+    table = run.dataset.table
+    classes = table.classes if table is not None else None
+    y_scaling = table.y_scaling if table is not None else None
+    train_x, train_y = run.dataset.on(run.device)
+    loss_name = cfg.loss.name
+
+    def measure_now() -> tuple[dict, dict]:
+        v = measure(run.model, run.loss_fn, loss_name, *val, classes=classes, y_scaling=y_scaling, detail=True)
+        t = measure(run.model, run.loss_fn, loss_name, train_x, train_y, classes=classes, y_scaling=y_scaling)
+        detail = {k: v[k] for k in ("classes", "confusion", "per_class") if k in v}
+        return evaluation_record(v, t, loss_name), detail
+
+    early = cfg.train.early_stopping
+    save_best = None
+    if opts.save_best is not None:
+        write = _checkpoint_writer(run)
+
+        def save_best(step: int) -> str:
+            write(opts.save_best, step)
+            return f"{opts.save_best} (step {step}, val_loss {_short(evaluator.best_loss)})"
+
+    evaluator = EvaluationSink(measure_now, cfg.train.eval_every or run.batches.per_epoch, run.steps,
+                               patience=early.patience if early else None,
+                               min_delta=early.min_delta if early else 0.0, save_best=save_best)
+    return evaluator
+
+
+def _short(v: float) -> str:
+    return f"{v:.5g}"
+
+
+def _checkpoint_writer(run: Run):
+    table = run.dataset.table
+    # the config's folder too: `evaluate` finds the data paths of the config inside the checkpoint from it
+    data = {**table.info(), "base_dir": str(run.cfg.base_dir)} if table is not None else None
+
+    def save(path: Path, step: int) -> None:
+        save_checkpoint(path, model=run.model, optimizer=run.optimizer, step=step, config=run.cfg.plain(),
+                        scheduler=run.scheduler, device=run.device, data=data)
+
+    return save
 
 
 def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> list:
@@ -142,13 +215,12 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnosti
 
     sinks: list = []
     if opts.metrics is not None:
-        sinks.append(MetricsSink(opts.metrics, run.param_names, metric_columns(run.cfg), probe.columns()))
+        sinks.append(MetricsSink(opts.metrics, run.param_names,
+                                 metric_columns(run.cfg, run.dataset.val_samples > 0), probe.columns()))
     if opts.tensorboard is not None:
         sinks.append(TensorBoardSink(opts.tensorboard, run.model, log_every))
     if opts.save is not None:
-        def save(path: Path, step: int) -> None:
-            save_checkpoint(path, model=run.model, optimizer=run.optimizer, step=step, config=run.cfg.plain(),
-                            scheduler=run.scheduler, device=run.device)
+        save = _checkpoint_writer(run)
 
         def finite() -> bool:
             return all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
@@ -159,11 +231,17 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnosti
     return sinks
 
 
-def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str]) -> dict:
+def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str],
+                evaluator: Optional[EvaluationSink] = None) -> dict:
     info = describe_run(run)
     info["start_step"] = start
     if opts.threads:
         info["threads_why"] = opts.threads
+    if evaluator is not None:
+        early = run.cfg.train.early_stopping
+        info["evaluation"] = {"every": evaluator.every, "per_epoch": run.batches.per_epoch,
+                              "early_stopping": early.model_dump() if early else None,
+                              "save_best": str(opts.save_best) if opts.save_best else None}
     if opts.detect_anomaly:
         info["detect_anomaly"] = True
     if ctx is not None:

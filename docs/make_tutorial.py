@@ -99,22 +99,54 @@ weights (SGD's lr·g against Adam's normalised step). `--plot` draws the loss an
     ("cmd", "backprop compare-optimizers --config configs/compare.yaml --plot docs/compare.png"),
     ("md", """\
 ![loss and gradient norm per step, SGD, SGD with momentum and Adam](compare.png)
-
+"""),
+    ("md", """\
 ## 5. Your own data
 
-`backprop init --csv` writes a commented config fitted to a CSV file: the feature and target columns,
-the sizes, and a guess of regression or classification from the target column. Here with the small
-house-price table shipped in `configs/data/`:
-"""),
-    ("cmd", "backprop init my.yaml --csv configs/data/houses.csv"),
-    ("cmd", "backprop config validate --config my.yaml"),
-    ("cmd", "backprop train --config my.yaml --steps 300 --log-every 50"),
-    ("md", """\
-The prices are in thousands and the features are not scaled, so the loss starts large; try
-`--set loss=huber`, another learning rate, or `compare-optimizers --config my.yaml` to see which
-optimizer copes best. When a run misbehaves, `inspect-grads --config my.yaml --steps 100` shows the
-gradients the 101st step would use, and `check-grads` tells you whether to trust them.
+From a CSV file to a trained model you can trust and use: `init`, `train` with held-out rows and
+early stopping, `evaluate`, `predict`. The data is the Palmer penguins table shipped in
+`configs/data/penguins.csv` (344 penguins of three species; CC0, see `configs/data/README.md`): bill
+length and depth, flipper length, body mass, island, sex and year, and two birds with no measurements
+at all (`NA`).
 
+`backprop init --csv` reads the file once and writes a commented config fitted to it. The target
+column holds text, so this is classification with one class per distinct value; the text columns
+`island` and `sex` cannot be inputs and are left out; the rows with missing cells are counted, and the
+config drops them (`data.missing: drop_rows`). `year` holds numbers, so it is a feature too (delete
+it from `data.features` and set `model.input_size: 4` if you think it should not be). It also holds
+out 20% of the rows for validation (`data.validation: 0.2`, the same share of each species) and
+standardizes the features with the training rows' mean and standard deviation (`data.standardize:
+true`: body mass in grams is a thousand times larger than bill depth in millimetres):
+"""),
+    ("cmd", "backprop init my.yaml --csv configs/data/penguins.csv --target species"),
+    ("md", """\
+Train it for up to 300 epochs with early stopping: the model is evaluated after every epoch on all
+69 held-out rows and all 273 training rows (`train_loss`, `val_loss`, `train_accuracy`,
+`val_accuracy`; a row is printed every tenth evaluation), and training stops once five evaluations in
+a row fail to lower `val_loss` by more than 0.001. `--save-best` keeps the checkpoint of the lowest
+`val_loss`. `epoch_loss` is the mean loss over every row of an epoch, while `loss` is one batch's:
+"""),
+    ("cmd", "backprop train --config my.yaml --epochs 300 --set train.early_stopping='{patience: 5, min_delta: 0.001}' "
+            "--save-best best.pt"),
+    ("md", """\
+The run stopped by itself (exit code 0, reason `early stopping`), and the per-class table and the
+confusion matrix show where the mistakes are, if any: rows are the true species, columns the predicted
+one. `evaluate` measures a checkpoint again, with the scaling and class names stored in it; on its own
+validation rows it gives exactly the numbers `train` printed for that step:
+"""),
+    ("cmd", "backprop evaluate --checkpoint best.pt"),
+    ("md", """\
+`predict` gives one row per input row, in order: the predicted species and the probability of each.
+Columns the model does not read (`island`, and the `id` we copy to the output with `--keep`) are ignored:
+"""),
+    ("cmd", "backprop predict --checkpoint best.pt --data configs/data/penguins_new.csv --keep id"),
+    ("md", """\
+Add `--out predictions.csv` to write them to a file (atomically), or `--format json`. Next: try
+`--set data.standardize=false` and watch training slow down (`inspect-grads --config my.yaml` warns
+that the raw columns differ in scale by about 1000×), compare optimizers on your data with
+`compare-optimizers --config my.yaml`, or use `data.validation: FILE.csv` for a held-out file of your own.
+"""),
+    ("md", """\
 ## 6. Vanishing and exploding gradients
 
 Backpropagation multiplies: the gradient that reaches `layer1` is the loss's gradient passed back

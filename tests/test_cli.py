@@ -32,13 +32,13 @@ def test_train_seed_prints_the_run_the_step_row_and_the_summary(cli, seed_cfg):
     assert "TwoLayerNet 10 → 20 → 1, relu" in out and "241" in out
     assert "sgd (lr=0.01" in out and "device:     cpu" in out
     header = next(line for line in out.splitlines() if line.lstrip().startswith("step "))
-    assert header.split() == ["step", "loss", "grad_norm", *PARAMS, "lr"]
+    assert header.split() == ["step", "epoch", "loss", "grad_norm", *PARAMS, "lr", "epoch_loss"]
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("1 ")]
     from test_engine import plain_classic_run
 
     _, [(loss, grads)] = plain_classic_run()
-    assert rows[0][1] == f"{loss:.5g}"
-    assert rows[0][3] == f"{grads['layer1.weight'].norm().item():.5g}"
+    assert rows[0][1] == "1" and rows[0][2] == f"{loss:.5g}" and rows[0][-1] == f"{loss:.5g}"  # one-batch epoch
+    assert rows[0][4] == f"{grads['layer1.weight'].norm().item():.5g}"
     assert "done:       1 step(s)" in out and f"first {loss:.5g}" in out
 
 
@@ -54,7 +54,7 @@ def test_rows_every_log_every_steps_plus_first_and_last(cli, seed_cfg):
 def test_quiet_prints_only_the_summary(cli, seed_cfg):
     r = cli("train", "-c", seed_cfg, "-q", "--steps", 5)
     assert r.exit_code == 0
-    assert r.stdout.splitlines()[0].startswith("done:") and len(r.stdout.splitlines()) == 2
+    assert r.stdout.splitlines()[0].startswith("done:") and len(r.stdout.splitlines()) == 3
 
 
 def test_metrics_jsonl_has_every_step(cli, seed_cfg, tmp_path):
@@ -63,11 +63,12 @@ def test_metrics_jsonl_has_every_step(cli, seed_cfg, tmp_path):
     assert r.exit_code == 0, r.output
     recs = [json.loads(line) for line in path.read_text().splitlines()]
     assert [rec["step"] for rec in recs] == [1, 2, 3, 4]
-    assert set(recs[2]) == {"step", "loss", "grad_norm", "grad_norms", "lr", "time"}
+    assert set(recs[2]) == {"step", "epoch", "epoch_loss", "loss", "grad_norm", "grad_norms", "lr", "time"}
+    assert recs[0]["epoch_loss"] == recs[0]["loss"]  # the seed data is one batch: each step is an epoch
     # logging steps (the first, every 2nd, the last) also carry the diagnostics
     for rec in (recs[0], recs[1], recs[3]):
-        assert set(rec) == {"step", "loss", "grad_norm", "grad_norms", "lr", "time", "activations",
-                            "grad_to_weight", "update_ratios"}
+        assert set(rec) == {"step", "epoch", "epoch_loss", "loss", "grad_norm", "grad_norms", "lr", "time",
+                            "activations", "grad_to_weight", "update_ratios"}
     assert list(recs[0]["grad_norms"]) == PARAMS
     from test_engine import plain_classic_run
 
@@ -81,7 +82,8 @@ def test_metrics_csv_one_column_per_parameter(cli, seed_cfg, tmp_path):
     path = tmp_path / "m.csv"
     assert cli("train", "-c", seed_cfg, "--steps", 3, "--metrics", path, "-q").exit_code == 0
     lines = path.read_text().splitlines()
-    assert lines[0].split(",") == ["step", "loss", "grad_norm", *(f"grad_norms.{p}" for p in PARAMS), "lr", "time",
+    assert lines[0].split(",") == ["step", "epoch", "epoch_loss", "loss", "grad_norm",
+                                   *(f"grad_norms.{p}" for p in PARAMS), "lr", "time",
                                    "activations.layer1.mean", "activations.layer1.std",
                                    "activations.layer1.dead_fraction", *(f"grad_to_weight.{p}" for p in PARAMS),
                                    *(f"update_ratios.{p}" for p in PARAMS)]

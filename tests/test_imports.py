@@ -39,6 +39,8 @@ CASES = {
     "a bad optimizer spec": ["compare-optimizers", "-c", CONFIGS / "seed.yaml", "-o", "adam:lr=0"],
     "explain with a bad number": ["explain", "--w1", "nan"],
     "init from a missing CSV": ["init", "x.yaml", "--csv", "missing.csv"],
+    "predict on a missing CSV": ["predict", "--checkpoint", "c.pt", "--data", "missing.csv"],
+    "evaluate on a directory": ["evaluate", "--checkpoint", "c.pt", "--data", "."],
 }
 
 

@@ -55,7 +55,7 @@ def test_init_from_a_classification_csv(cli, tmp_path):
 @pytest.mark.parametrize("args,fragment", [
     (["--csv", "nope.csv"], "nope.csv: no such file"),
     (["--csv", "d.csv", "--target", "zz"], "--target 'zz' is not in the header"),
-    (["--csv", "d.csv", "--target", "a"], "d.csv:2: column 'a': not a number"),
+    (["--csv", "d.csv", "--target", "a"], "d.csv: column 'a' holds text with 1 distinct values: not a class column"),
 ])
 def test_init_bad_csv(cli, tmp_path, monkeypatch, args, fragment):
     monkeypatch.chdir(tmp_path)
@@ -69,8 +69,8 @@ def test_train_json_is_alone_on_stdout(cli, seed_cfg, tmp_path):
     assert r.exit_code == 0
     doc = json.loads(r.stdout)
     assert doc["status"] == "done" and doc["summary"]["steps"] == 4
-    assert set(doc["summary"]) == {"steps", "first_loss", "last_loss", "best_loss", "best_step", "wall_time",
-                                   "steps_per_s", "skipped", "clipped", "warnings"}
+    assert set(doc["summary"]) == {"steps", "epochs", "first_loss", "last_loss", "best_loss", "best_step",
+                                   "epoch_loss", "wall_time", "steps_per_s", "skipped", "clipped", "warnings"}
     assert doc["outputs"] == {"metrics": str(tmp_path / "m.jsonl")}
     assert "step" in r.stderr and "done:" in r.stderr  # the rows went to stderr
 
@@ -104,3 +104,26 @@ def test_every_command_has_help_with_examples(cli, command):
                                      ["compare-optimizers"], ["config", "validate"]])
 def test_every_result_command_takes_format_json(cli, command):
     assert "--format" in cli(*command, "--help").stdout
+
+
+def test_init_counts_classes_as_distinct_values_and_rows_with_missing_cells(cli, tmp_path):
+    from backprop_cli.config import load_config
+    from backprop_cli.data import read_table
+
+    csv = write(tmp_path / "d.csv", "\ufeffa,b,label\n" + "".join(f"{i},{'NA' if i % 10 == 0 else i * 2},{1 + i % 3}\n"
+                                                               for i in range(60)))
+    r = cli("init", tmp_path / "c.yaml", "--csv", csv)
+    assert r.exit_code == 0, r.output
+    assert "3 classes in 'label' (1, 2, 3)" in r.stdout and "60 rows, 6 with missing cells" in r.stdout
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.model.output_size == 3 and cfg.data.standardize and cfg.data.missing == "drop_rows"
+    assert cfg.data.validation == 0.2 and cfg.loss.name == "cross_entropy"
+    t = read_table(cfg)
+    assert t.classes == ["1", "2", "3"] and t.samples + t.val_samples == 54
+
+
+def test_init_on_penguins_leaves_text_columns_out(cli, tmp_path):
+    r = cli("init", tmp_path / "p.yaml", "--csv", CONFIGS / "data" / "penguins.csv", "--target", "species")
+    assert r.exit_code == 0, r.output
+    assert "3 classes in 'species' (Adelie, Chinstrap, Gentoo), 5 features, 344 rows, 2 with missing cells" in r.stdout
+    assert "not numeric, left out: island, sex" in r.stdout

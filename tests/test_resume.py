@@ -95,7 +95,8 @@ def test_checkpoint_keys(cli, tmp_path):
     ck = tmp_path / "c.pt"
     cli("train", "-c", cfg, "--steps", 3, "--save", ck, "-q")
     state = torch.load(ck, weights_only=True)
-    assert set(state) == {"model", "optimizer", "scheduler", "step", "config", "rng", "version"}
+    assert set(state) == {"model", "optimizer", "scheduler", "step", "config", "rng", "version", "data"}
+    assert state["data"]["x_scaling"] is None and state["data"]["classes"] is None
     assert state["version"] == 1 and state["step"] == 3
     assert state["scheduler"]["last_epoch"] == 3
     assert torch.equal(state["rng"]["torch"], torch.get_rng_state()) or state["rng"]["torch"].dtype == torch.uint8

@@ -284,30 +284,64 @@ OPTIMIZERS = tags(OptimizerSpec)
 # --------------------------------------------------------------------------- data
 
 
-class SyntheticData(Strict):
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+MISSING_POLICIES = ("error", "drop_rows")
+
+
+def _fraction_or_path(v: Any, path_ok: bool) -> Any:
+    if v is None or (path_ok and isinstance(v, str) and v):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1:
+        return float(v)
+    raise ValueError("expected a fraction between 0 and 1 (exclusive), e.g. 0.2"
+                     + (", or the path of a CSV file" if path_ok else ""))
+
+
+class _DataCommon(Strict):
+    """Keys every kind of data takes: batching, held-out rows and scaling."""
+
+    batch_size: Size = 32
+    shuffle: bool = True
+    drop_last: bool = False  # true: every batch has batch_size rows; the last partial batch of an epoch is unused
+    standardize: bool = False  # z-score the features with the training rows' mean and std
+    standardize_target: bool = False  # regression: z-score the targets too (metrics stay in the original units)
+
+
+class SyntheticData(_DataCommon):
     kind: Literal["synthetic"]
     samples: Size = 256
     targets: Literal["random", "teacher", "classes"] = "teacher"
     noise: NonNegFloat = 0.1
-    batch_size: Size = 32
-    shuffle: bool = True
+    validation: Optional[Fraction] = None  # a seeded share of the samples held out
 
-    @field_validator("batch_size")
+    @field_validator("validation", mode="before")
     @classmethod
-    def _fits(cls, v: int, info: ValidationInfo) -> int:
-        samples = info.data.get("samples")
-        if samples is not None and v > samples:
-            raise ValueError(f"batch_size is larger than data.samples ({samples})")
-        return v
+    def _fraction(cls, v: Any) -> Any:
+        return _fraction_or_path(v, path_ok=False)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SyntheticData":
+        if self.batch_size > self.samples:
+            raise LocatedError([(("batch_size",), f"batch_size is larger than data.samples ({self.samples})",
+                                 self.batch_size)])
+        return self
 
 
-class CsvData(Strict):
+class CsvData(_DataCommon):
     kind: Literal["csv"]
     path: Annotated[str, Field(min_length=1)]
     target: Union[str, Annotated[list[str], Field(min_length=1)]]
     features: Optional[Annotated[list[str], Field(min_length=1)]] = None
-    batch_size: Size = 32
-    shuffle: bool = True
+    # a share of the rows (seeded; stratified by class for classification losses), or a second CSV with
+    # the same columns (relative to the config file's folder)
+    validation: Optional[Union[Fraction, Annotated[str, Field(min_length=1)]]] = None
+    missing: Literal["error", "drop_rows"] = "error"  # rows with an empty or NA cell in a used column
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _fraction_or_path(cls, v: Any) -> Any:
+        """One message for a bad value, not one per member of the union."""
+        return _fraction_or_path(v, path_ok=True)
 
     @property
     def target_columns(self) -> list[str]:
@@ -320,6 +354,13 @@ DATA_KINDS = tags(DataSpec)
 # --------------------------------------------------------------------------- training
 
 
+class EarlyStopping(Strict):
+    """Stop when val_loss has not improved by more than ``min_delta`` for ``patience`` evaluations."""
+
+    patience: Size
+    min_delta: NonNegFloat = 0.0
+
+
 class TrainConfig(Strict):
     steps: Optional[Size] = None
     epochs: Optional[Size] = None
@@ -328,6 +369,8 @@ class TrainConfig(Strict):
     on_nonfinite: Literal["stop", "skip"] = "stop"
     max_skips: Size = 10
     zero_grad: bool = True  # false: skip optimizer.zero_grad(), gradients accumulate (teaching)
+    eval_every: Optional[Size] = None  # evaluate every N steps (default: every epoch, with validation data)
+    early_stopping: Optional[EarlyStopping] = None
 
     @field_validator("epochs")
     @classmethod
@@ -417,6 +460,15 @@ class Config(Strict):
             if loss not in CLASSIFICATION_LOSSES and data.targets == "classes":
                 found.append((("data", "targets"),
                               f"class targets need loss cross_entropy or bce_with_logits, not {loss}", data.targets))
+        if self.train.eval_every is not None and data.validation is None:
+            found.append((("train", "eval_every"), "evaluation needs validation data: set data.validation to a "
+                          "fraction (e.g. 0.2) or a CSV file", self.train.eval_every))
+        if self.train.early_stopping is not None and data.validation is None:
+            found.append((("train", "early_stopping"), "early stopping needs validation data: set data.validation "
+                          "to a fraction (e.g. 0.2) or a CSV file", NO_VALUE))
+        if data.standardize_target and loss in CLASSIFICATION_LOSSES:
+            found.append((("data", "standardize_target"), f"standardize_target is for regression, not {loss}",
+                          data.standardize_target))
         if loss == "cross_entropy" and self.model.output_size < 2:
             found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",
                           self.model.output_size))
@@ -436,6 +488,14 @@ class Config(Strict):
     def data_path(self) -> Path:
         assert isinstance(self.data, CsvData)
         p = Path(self.data.path).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    def validation_path(self) -> Optional[Path]:
+        """``data.validation`` when it names a CSV file, resolved like ``data.path``."""
+        v = getattr(self.data, "validation", None)
+        if not isinstance(v, str):
+            return None
+        p = Path(v).expanduser()
         return p if p.is_absolute() else self._base_dir / p
 
     def plain(self) -> dict[str, Any]:

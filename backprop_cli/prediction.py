@@ -1,0 +1,176 @@
+"""`evaluate` and `predict`: a trained model from its checkpoint, applied to a CSV with the checkpoint's own
+columns, scaling and class names. Nothing here prints.
+
+A checkpoint written since validation and scaling exist carries ``data`` (see checkpoint.save_checkpoint):
+the feature and target columns, the class names, the scaling statistics and the split. An older one has
+none: its features and targets come from its config, no scaling, classes named 0 … K−1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from backprop_cli.build import make_loss
+from backprop_cli.checkpoint import load_checkpoint, load_weights
+from backprop_cli.config import Config, CsvData, validate
+from backprop_cli.data import Scaling, display_path, labels_to_classes, read_columns, read_table
+from backprop_cli.errors import CheckpointError, ConfigError, DataError
+from backprop_cli.evaluation import measure, outputs
+from backprop_cli.model import Net, build_model
+
+
+@dataclass
+class Trained:
+    """A model as its checkpoint left it, and how it reads data."""
+
+    path: Path
+    step: int
+    cfg: Config
+    model: Net
+    features: list[str]
+    targets: list[str]
+    classes: Optional[list[str]]
+    x_scaling: Optional[Scaling]
+    y_scaling: Optional[Scaling]
+    split: Optional[dict]
+
+    @property
+    def loss_name(self) -> str:
+        return self.cfg.loss.name
+
+
+def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
+    """The checkpoint's model (weights loaded, eval mode). ``cfg``: a config to use instead of the
+    checkpoint's own (``evaluate --config``: its data section; the model must be the checkpoint's)."""
+    state = load_checkpoint(path)
+    data = state.get("data") or {}
+    if cfg is None:
+        base = data.get("base_dir")
+        try:
+            cfg = validate(dict(state["config"]), source=f"{path} (its config)",
+                           base_dir=Path(base) if isinstance(base, str) else None)
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: the config inside the checkpoint is not valid: {e.problems[0]}") from None
+    model = build_model(cfg.model, cfg.seed)
+    load_weights(model, state, path)
+    model.eval()
+    features = data.get("features")
+    targets = data.get("targets")
+    if features is None:
+        if isinstance(cfg.data, CsvData) and cfg.data.features is not None:
+            features = list(cfg.data.features)
+        else:
+            raise CheckpointError(f"{path}: the checkpoint does not name its feature columns (it was written "
+                                  "before checkpoints kept them, without data.features): give --config with "
+                                  "data.features")
+    if targets is None:
+        targets = cfg.data.target_columns if isinstance(cfg.data, CsvData) else [f"y{i}" for i in
+                                                                                 range(cfg.model.output_size)]
+    classes = data.get("classes")
+    if classes is None and cfg.loss.name == "cross_entropy":
+        classes = [str(k) for k in range(cfg.model.output_size)]
+    if len(features) != cfg.model.input_size:
+        raise CheckpointError(f"{path}: data.features names {len(features)} columns but the model takes "
+                              f"{cfg.model.input_size}")
+    if classes is not None and len(classes) != cfg.model.output_size:
+        raise CheckpointError(f"{path}: data.classes names {len(classes)} classes but the model has "
+                              f"{cfg.model.output_size} outputs")
+    return Trained(Path(path), int(state["step"]), cfg, model, list(features), list(targets), classes,
+                   Scaling.from_plain(data.get("x_scaling")), Scaling.from_plain(data.get("y_scaling")),
+                   data.get("split"))
+
+
+def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str] = None,
+              key: str = "--data") -> tuple[np.ndarray, Optional[np.ndarray], Optional[list[str]], str]:
+    """(x scaled as in training, y (scaled targets or class indices) or None, the kept column, source) of a CSV
+    with the checkpoint's columns. A missing cell, a missing column or an unknown class is an error."""
+    where = display_path(path)
+    classification = trained.loss_name == "cross_entropy"
+    label = trained.targets[0] if targets and classification else None
+    numeric = list(trained.features) + (list(trained.targets) if targets and not classification else [])
+    cols = read_columns(path, key=key, numeric=numeric, label=label, keep=keep, missing="error")
+    if cols.numbers.shape[0] == 0:
+        raise DataError(f"{where}: no data rows after the header")
+    nf = len(trained.features)
+    x = np.ascontiguousarray(cols.numbers[:, :nf])
+    if trained.x_scaling is not None:
+        trained.x_scaling.apply(x)
+    y = None
+    if targets:
+        if classification:
+            y, _ = labels_to_classes(cols, where, path, label, trained.classes, key)
+        else:
+            y = np.ascontiguousarray(cols.numbers[:, nf:])
+            if trained.y_scaling is not None:
+                trained.y_scaling.apply(y)
+    return x, y, cols.kept, where
+
+
+def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
+    """The checkpoint's own validation rows: its config's data.validation (a file, or the same share of the
+    training file, split as in training), scaled with the checkpoint's statistics."""
+    cfg = trained.cfg
+    validation = getattr(cfg.data, "validation", None)
+    if validation is None:
+        raise DataError(f"{trained.path}: its run had no validation data; give --data CSV")
+    raw = cfg.model_copy(update={"data": cfg.data.model_copy(update={"standardize": False,
+                                                                       "standardize_target": False})})
+    raw._base_dir, raw._source = cfg.base_dir, cfg.source
+    table = read_table(raw)
+    saved = trained.split or {}
+    if saved.get("digest") is not None and (table.split or {}).get("digest") != saved["digest"]:
+        raise DataError(f"{table.source}: the data no longer gives the validation rows the checkpoint's run held "
+                        "out (the file changed); give --data CSV")
+    x, y = table.val_x, table.val_y
+    if trained.x_scaling is not None:
+        trained.x_scaling.apply(x)
+    if trained.y_scaling is not None:
+        trained.y_scaling.apply(y)
+    return x, y, table.val_source or table.source
+
+
+def evaluate(trained: Trained, data: Optional[Path] = None) -> dict:
+    """Loss and metrics on a CSV (default: the checkpoint's own validation rows), as ``train`` computes them."""
+    if data is not None:
+        x, y, _, source = read_rows(trained, data, targets=True)
+    else:
+        x, y, source = own_validation(trained)
+    loss_fn = make_loss(trained.cfg.loss)
+    result = measure(trained.model, loss_fn, trained.loss_name, torch.from_numpy(x), torch.from_numpy(y),
+                     classes=trained.classes, y_scaling=trained.y_scaling, detail=True)
+    return {"checkpoint": str(trained.path), "step": trained.step, "data": source, "rows": int(x.shape[0]),
+            **result}
+
+
+def predict(trained: Trained, data: Path, keep: Optional[str] = None) -> tuple[list[str], list[list]]:
+    """One prediction per row of ``data``, in order: (column names, rows). Regression: one column per target,
+    in the original units; cross_entropy: ``prediction`` (the class name) and ``p_<class>``; bce_with_logits:
+    each target column's 0/1 prediction and ``p_<target>``. ``keep``: a column of the input passed through
+    first (an id)."""
+    x, _, kept, _ = read_rows(trained, data, targets=False, keep=keep)
+    out = outputs(trained.model, torch.from_numpy(x)).float()
+    name = trained.loss_name
+    if name == "cross_entropy":
+        probs = torch.softmax(out, dim=1).numpy()
+        best = probs.argmax(axis=1)
+        header = ["prediction"] + [f"p_{c}" for c in trained.classes]
+        rows = [[trained.classes[k], *p.tolist()] for k, p in zip(best, probs)]
+    elif name == "bce_with_logits":
+        probs = torch.sigmoid(out).numpy()
+        header = [*trained.targets, *(f"p_{t}" for t in trained.targets)]
+        rows = [[*(int(v > 0.5) for v in p), *p.tolist()] for p in probs]
+    else:
+        values = out.numpy().astype(np.float64)
+        if trained.y_scaling is not None:
+            values = values * np.asarray(trained.y_scaling.std) + np.asarray(trained.y_scaling.mean)
+        header = list(trained.targets)
+        rows = [r.tolist() for r in values]
+    if keep is not None:
+        header = [keep, *header]
+        rows = [[k, *r] for k, r in zip(kept, rows)]
+    return header, rows

@@ -1,0 +1,195 @@
+"""Class labels as written, missing cells, the validation split, standardization, and both CSV readers."""
+
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from backprop_cli.config import load_config
+from backprop_cli.data import read_columns, read_table, split_rows
+from backprop_cli.errors import DataError
+
+
+def setup(tmp_path, csv_text, data_extra="", loss="mse", sizes=(2, 4, 1), batch=2, top=""):
+    (tmp_path / "d.csv").write_text(textwrap.dedent(csv_text))
+    (tmp_path / "c.yaml").write_text(textwrap.dedent(f"""\
+        model: {{input_size: {sizes[0]}, hidden_size: {sizes[1]}, output_size: {sizes[2]}}}
+        loss: {loss}
+        data: {{kind: csv, path: d.csv, target: y, batch_size: {batch}{data_extra}}}
+        """) + top)
+    return load_config(tmp_path / "c.yaml")
+
+
+@pytest.fixture(params=["exact", "pyarrow"])
+def reader(request, monkeypatch):
+    """Run the test with each CSV reader: the exact one (small files) and pyarrow (large files)."""
+    monkeypatch.setattr("backprop_cli.data.FAST_READER_BYTES", 0 if request.param == "pyarrow" else 1 << 40)
+    return request.param
+
+
+def test_text_labels_are_sorted_distinct_values(tmp_path, reader):
+    text = "a,b,y\n1,2,setosa\n3,4,virginica\n5,6, setosa\n7,8,versicolor\n"
+    t = read_table(setup(tmp_path, text, loss="cross_entropy", sizes=(2, 4, 3)))
+    assert t.classes == ["setosa", "versicolor", "virginica"]
+    assert t.y.dtype == np.int64 and t.y.tolist() == [0, 2, 0, 1]
+    assert t.x.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]]
+
+
+def test_integer_labels_keep_their_values_as_names(tmp_path, reader):
+    text = "a,b,y\n1,2,3\n3,4,1\n5,6,2\n7,8,1.0\n9,9,10\n"
+    t = read_table(setup(tmp_path, text, loss="cross_entropy", sizes=(2, 4, 4)))
+    assert t.classes == ["1", "2", "3", "10"]  # by value, not as text; 1.0 is the class 1
+    assert t.y.tolist() == [2, 0, 1, 0, 3]
+
+
+def test_a_huge_numeric_label_is_just_a_class(tmp_path, reader):
+    t = read_table(setup(tmp_path, "a,b,y\n1,2,1e20\n3,4,-5\n", loss="cross_entropy", sizes=(2, 4, 2), batch=1))
+    assert t.classes == ["-5", "100000000000000000000"] and t.y.tolist() == [1, 0]
+
+
+def test_missing_cells_error_names_line_or_drop_rows(tmp_path, reader):
+    text = "a,b,y\n1,2,x\n3,NA,y\n\n5,6,\n7,8,z\n9,10,x\n"
+    with pytest.raises(DataError, match=r"d.csv:3: column 'b': missing value \(got 'NA'\); set data.missing: "
+                                        "drop_rows"):
+        read_table(setup(tmp_path, text, loss="cross_entropy", sizes=(2, 4, 3)))
+    t = read_table(setup(tmp_path, text, ", missing: drop_rows", loss="cross_entropy", sizes=(2, 4, 2)))
+    assert t.dropped == 2 and t.x.tolist() == [[1, 2], [7, 8], [9, 10]] and t.classes == ["x", "z"]
+    assert t.y.tolist() == [0, 1, 0]
+
+
+def test_readers_agree_on_a_mixed_file(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    lines = ["\ufeffid,f1,f2,f3,label"]
+    for i in range(500):
+        a, b, c = rng.standard_normal(3)
+        f2 = "NA" if i % 37 == 0 else f"{b:.6g}"
+        lines.append(f"r{i},{a:.6g}, {f2} ,\"{c:.3e}\",{['cat', 'dog', 'emu'][i % 3]}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    out = {}
+    for fast in (False, True):
+        out[fast] = read_columns(tmp_path / "m.csv", key="data.path", numeric=["f1", "f2", "f3"], label="label",
+                                 keep="id", missing="drop_rows", fast=fast)
+    a, b = out[False], out[True]
+    assert a.dropped == b.dropped == 14
+    assert np.array_equal(a.numbers, b.numbers)
+    assert [a.label_values[i] for i in a.labels] == [b.label_values[i] for i in b.labels]
+    assert a.kept == b.kept and a.kept[:2] == ["r1", "r2"]
+
+
+def test_split_is_seeded_stratified_and_the_size_of_each_class():
+    y = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    rows = split_rows(100, 0.2, seed=7, strata=y)
+    assert np.array_equal(rows, split_rows(100, 0.2, seed=7, strata=y))  # seeded
+    assert not np.array_equal(rows, split_rows(100, 0.2, seed=8, strata=y))
+    assert [int((y[rows] == k).sum()) for k in range(3)] == [10, 6, 4]  # round(0.2 × each class)
+    assert len(split_rows(101, 0.3, seed=0)) == 30 and len(set(split_rows(101, 0.3, seed=0))) == 30
+
+
+def test_validation_fraction_holds_rows_out_and_standardizes_on_training_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [f"{a:.5f},{100 + 50 * b:.5f},{7},{c:.5f}" for a, b, c in rng.standard_normal((40, 3))]
+    text = "a,b,k,y\n" + "\n".join(rows) + "\n"
+    plain = read_table(setup(tmp_path, text, sizes=(3, 4, 1), batch=4))
+    cfg = setup(tmp_path, text, ", validation: 0.25, standardize: true, standardize_target: true",
+                sizes=(3, 4, 1), batch=4)
+    t = read_table(cfg)
+    held = split_rows(40, 0.25, seed=0)
+    train = np.setdiff1d(np.arange(40), held)
+    assert t.samples == 30 and t.val_samples == 10 and t.split["validation_rows"] == 10
+    raw_x, raw_y = plain.x.astype(np.float64), plain.y.astype(np.float64)
+    mean, std = raw_x[train].mean(axis=0), raw_x[train].std(axis=0)
+    std[2] = 1.0  # the constant column k is centred, not divided
+    np.testing.assert_allclose(t.x, (raw_x[train] - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(t.val_x, (raw_x[held] - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(t.y, (raw_y[train] - raw_y[train].mean()) / raw_y[train].std(), atol=1e-5)
+    np.testing.assert_allclose(t.raw_std, raw_x[train].std(axis=0), rtol=1e-5)
+    assert t.x_scaling.std[2] == 1.0 and abs(t.x_scaling.mean[2] - 7) < 1e-9
+    again = read_table(cfg)
+    assert np.array_equal(again.val_x, t.val_x) and again.split == t.split  # depends only on seed and data
+
+
+def test_validation_file_must_have_the_same_columns_and_classes(tmp_path):
+    train = "a,b,y\n1,2,x\n3,4,y\n5,6,x\n"
+    (tmp_path / "v.csv").write_text("a,b,y\n1,1,y\n2,2,x\n")
+    t = read_table(setup(tmp_path, train, ", validation: v.csv", loss="cross_entropy", sizes=(2, 4, 2)))
+    assert t.val_y.tolist() == [1, 0] and t.val_x.tolist() == [[1, 1], [2, 2]] and t.split["validation"] == "file"
+    (tmp_path / "v.csv").write_text("a,c,y\n1,1,y\n")
+    with pytest.raises(DataError, match=r"v.csv: data.validation: column 'b' is not in the header"):
+        read_table(setup(tmp_path, train, ", validation: v.csv", loss="cross_entropy", sizes=(2, 4, 2)))
+    (tmp_path / "v.csv").write_text("a,b,y\n1,1,y\n2,2,zebra\n")
+    with pytest.raises(DataError, match=r"v.csv:3: column 'y': class 'zebra' is not one the model was trained on"):
+        read_table(setup(tmp_path, train, ", validation: v.csv", loss="cross_entropy", sizes=(2, 4, 2)))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (", validation: 0.01", "0.01 of 6 rows leaves no validation rows"),
+    (", validation: 0.5", r"data.batch_size \(4\) is larger than the 3 training rows after holding out 3"),
+])
+def test_bad_validation_fractions(tmp_path, extra, message):
+    text = "a,b,y\n" + "".join(f"{i},{i},{i}\n" for i in range(6))
+    with pytest.raises(DataError, match=message):
+        read_table(setup(tmp_path, text, extra, batch=4))
+
+
+@pytest.mark.parametrize("kind", ["dir", "fifo", "loop", "dangling"])
+def test_data_path_must_be_a_regular_file(tmp_path, kind):
+    cfg = setup(tmp_path, "a,b,y\n1,2,3\n")
+    target = tmp_path / "d.csv"
+    target.unlink()
+    if kind == "dir":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "loop":
+        os.symlink(tmp_path / "d.csv", target)
+    else:
+        os.symlink(tmp_path / "gone.csv", target)
+    with pytest.raises(DataError) as e:
+        read_table(cfg)
+    text = str(e.value)
+    assert "d.csv" in text and "(data.path)" in text and "\n" not in text
+    assert {"dir": "directory", "fifo": "FIFO", "loop": "symlink loop", "dangling": "gone.csv"}[kind] in text
+
+
+def test_reading_a_large_csv_stays_within_a_fixed_multiple_of_the_file(tmp_path):
+    """Issue: 5M rows once peaked at 22-28× the file. The pyarrow path stays near the file's size."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.csv"
+    with open(path, "w") as f:
+        f.write(",".join([f"f{i}" for i in range(10)] + ["y"]) + "\n")
+        np.savetxt(f, rng.standard_normal((200_000, 11)).astype(np.float32), fmt="%.6g", delimiter=",")
+    size = path.stat().st_size
+    code = textwrap.dedent(f"""
+        import resource, numpy, pyarrow.csv
+        from pathlib import Path
+        from backprop_cli.data import read_columns
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096
+        base = rss()
+        open("/proc/self/clear_refs", "w").write("5")
+        cols = read_columns(Path({str(path)!r}), key="data.path", numeric=[f"f{{i}}" for i in range(10)] + ["y"])
+        peak = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+        print(peak - base, cols.numbers.nbytes)
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ},
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr
+    grew, result = map(int, r.stdout.split())
+    assert result == 200_000 * 11 * 4
+    # file 20 MB; pyarrow holds about 50 MiB of its own (thread pools, allocator) whatever the size; the old
+    # reader grew by about 25× the file
+    assert grew < 2 * size + 64 * 2**20, (grew, size)
+
+
+def test_dev_zero_is_refused_as_data_and_by_init(tmp_path, cli):
+    cfg = setup(tmp_path, "a,b,y\n1,2,3\n")
+    (tmp_path / "d.csv").unlink()
+    os.symlink("/dev/zero", tmp_path / "d.csv")
+    with pytest.raises(DataError, match="is a character device, not a regular file"):
+        read_table(cfg)
+    r = cli("init", tmp_path / "x.yaml", "--csv", "/dev/zero")
+    assert r.exit_code == 2 and "character device" in r.stderr and not (tmp_path / "x.yaml").exists()

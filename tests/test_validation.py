@@ -1,0 +1,223 @@
+"""Held-out data during training: metrics against formulas, evaluation records, epoch_loss, early stopping,
+--save-best, --epochs, and the bad inputs around them."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from backprop_cli.config import load_config
+from backprop_cli.data import Scaling, split_rows
+from backprop_cli.evaluation import measure
+from backprop_cli.outputs import read_metrics
+from conftest import CONFIGS, write
+
+PENGUINS = CONFIGS / "data" / "penguins.csv"
+FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+
+
+def penguins_yaml(tmp_path, train="epochs: 6", data_extra="", seed=0):
+    return write(tmp_path / "p.yaml", f"""\
+seed: {seed}
+model: {{input_size: 4, hidden_size: 8, output_size: 3}}
+loss: cross_entropy
+optimizer: {{name: adam, lr: 0.01}}
+data: {{kind: csv, path: {PENGUINS}, target: species, features: {FEATURES}, missing: drop_rows,
+        validation: 0.2, standardize: true, batch_size: 32{data_extra}}}
+train: {{{train}}}
+""")
+
+
+class Fixed(nn.Module):
+    """A 'model' whose outputs are given: row i of x holds its own output."""
+
+    def forward(self, x):
+        return x
+
+
+def test_classification_metrics_match_their_formulas():
+    logits = torch.tensor([[2.0, 0, 0], [0, 3, 0], [0, 0, 1], [1, 0, 0], [0, 2, 0], [0, 0, 5], [0, 1, 0]])
+    y = torch.tensor([0, 1, 2, 1, 1, 0, 2])
+    r = measure(Fixed(), nn.CrossEntropyLoss(), "cross_entropy", logits, y, classes=["a", "b", "c"], detail=True,
+                batch_rows=3)
+    pred = logits.argmax(1)
+    expect_loss = float(torch.mean(-torch.log_softmax(logits, 1)[torch.arange(7), y]))
+    assert r["loss"] == pytest.approx(expect_loss, rel=1e-6)
+    assert r["accuracy"] == pytest.approx(float((pred == y).float().mean()))
+    conf = [[int(((y == i) & (pred == j)).sum()) for j in range(3)] for i in range(3)]
+    assert r["confusion"] == conf
+    for i, row in enumerate(r["per_class"]):
+        tp = conf[i][i]
+        precision = tp / sum(conf[k][i] for k in range(3)) if sum(conf[k][i] for k in range(3)) else 0.0
+        recall = tp / sum(conf[i])
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert (row["class"], row["support"]) == ("abc"[i], sum(conf[i]))
+        assert row["precision"] == pytest.approx(precision) and row["recall"] == pytest.approx(recall)
+        assert row["f1"] == pytest.approx(f1)
+
+
+def test_regression_metrics_in_original_units():
+    rng = np.random.default_rng(0)
+    y = rng.normal(5, 3, size=(50, 2)).astype(np.float32)
+    pred = (y + rng.normal(0, 1, size=y.shape)).astype(np.float32)
+    pred[:, 1] = y[:, 1] * 0.5
+    sc = Scaling([5.0, 5.0], [3.0, 3.0])
+    scaled_y, scaled_pred = (y - 5) / 3, (pred - 5) / 3
+    r = measure(Fixed(), nn.MSELoss(), "mse", torch.tensor(scaled_pred), torch.tensor(scaled_y), y_scaling=sc,
+                batch_rows=7)
+    y64, p64 = y.astype(np.float64), pred.astype(np.float64)
+    assert r["loss"] == pytest.approx(np.mean((p64 - y64) ** 2), rel=1e-5)
+    assert r["mae"] == pytest.approx(np.mean(np.abs(p64 - y64)), rel=1e-5)
+    r2 = [1 - np.sum((p64[:, j] - y64[:, j]) ** 2) / np.sum((y64[:, j] - y64[:, j].mean()) ** 2) for j in range(2)]
+    assert r["r2"] == pytest.approx(np.mean(r2), rel=1e-5)
+
+
+def test_binary_accuracy_counts_every_element():
+    logits = torch.tensor([[1.0], [-1], [2], [-3]])
+    y = torch.tensor([[1.0], [1], [0], [0]])
+    r = measure(Fixed(), nn.BCEWithLogitsLoss(), "bce_with_logits", logits, y, detail=True)
+    assert r["accuracy"] == 0.5 and r["confusion"] == [[1, 1], [1, 1]]
+    assert r["loss"] == pytest.approx(float(nn.functional.binary_cross_entropy_with_logits(logits, y)))
+
+
+def held_out(cfg):
+    """The validation rows and the standardized features, recomputed here from the CSV by hand."""
+    import csv
+
+    rows = [r for r in csv.DictReader(open(PENGUINS)) if all(r[f] != "NA" for f in FEATURES)]
+    x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
+    names = sorted({r["species"] for r in rows})
+    y = np.array([names.index(r["species"]) for r in rows])
+    val = split_rows(len(rows), 0.2, cfg.seed, y)
+    train = np.setdiff1d(np.arange(len(rows)), val)
+    mean, std = x[train].mean(0), x[train].std(0)
+    return (torch.tensor((x[val] - mean) / std, dtype=torch.float32), torch.tensor(y[val]),
+            torch.tensor((x[train] - mean) / std, dtype=torch.float32), torch.tensor(y[train]), names)
+
+
+def test_train_with_validation_records_evaluations_and_the_truth_about_loss(cli, tmp_path):
+    cfg_path = penguins_yaml(tmp_path)
+    r = cli("train", "-c", cfg_path, "--metrics", tmp_path / "m.jsonl", "--save", tmp_path / "c.pt",
+            "--format", "json", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    recs = read_metrics(tmp_path / "m.jsonl")
+    vx, vy, tx, ty, names = held_out(load_config(cfg_path))
+    per_epoch = math.ceil(len(ty) / 32)
+    assert len(recs) == 6 * per_epoch and doc["summary"]["epochs"] == 6
+    evals = [rec for rec in recs if "val_loss" in rec]
+    assert [rec["step"] for rec in evals] == [per_epoch * e for e in range(1, 7)]  # every epoch
+    assert set(evals[0]) >= {"val_loss", "val_accuracy", "train_loss", "train_accuracy", "epoch", "epoch_loss"}
+    # epoch_loss: the batch losses weighted by their rows
+    for e in range(6):
+        batch = recs[e * per_epoch:(e + 1) * per_epoch]
+        rows = [min(32, len(ty) - 32 * k) for k in range(per_epoch)]
+        expect = sum(b["loss"] * n for b, n in zip(batch, rows)) / sum(rows)
+        assert batch[-1]["epoch_loss"] == pytest.approx(expect, rel=1e-6) and "epoch_loss" not in batch[0]
+    # the last evaluation, recomputed from the checkpoint on rows chosen and scaled by hand
+    from backprop_cli.checkpoint import load_checkpoint
+    from backprop_cli.model import build_model
+
+    state = load_checkpoint(tmp_path / "c.pt")
+    model = build_model(load_config(cfg_path).model, 0)
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        v_out, t_out = model(vx), model(tx)
+    assert evals[-1]["val_loss"] == pytest.approx(float(nn.functional.cross_entropy(v_out, vy)), rel=1e-5)
+    assert evals[-1]["val_accuracy"] == pytest.approx(float((v_out.argmax(1) == vy).float().mean()))
+    assert evals[-1]["train_loss"] == pytest.approx(float(nn.functional.cross_entropy(t_out, ty)), rel=1e-5)
+    v = doc["summary"]["validation"]
+    assert v["loss"] == evals[-1]["val_loss"] and v["accuracy"] == evals[-1]["val_accuracy"]
+    best = min(evals, key=lambda rec: rec["val_loss"])
+    assert (v["best_step"], v["best_loss"]) == (best["step"], best["val_loss"])
+    assert v["classes"] == names and sum(map(sum, v["confusion"])) == len(vy)
+    assert doc["summary"]["epoch_loss"] == recs[-1]["epoch_loss"]
+    assert state["data"]["classes"] == names and state["data"]["split"]["validation_rows"] == len(vy)
+
+
+def test_the_table_shows_epochs_evaluations_and_the_class_tables(cli, tmp_path):
+    r = cli("train", "-c", penguins_yaml(tmp_path), "--threads", "1")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["step"])
+    assert header.split()[:3] == ["step", "epoch", "loss"]
+    assert header.split()[-5:] == ["epoch_loss", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
+    for fragment in ("validation: 69 of 342 rows of", "stratified by class", "scaling:    features standardized",
+                     "epoch loss:", "validation: loss", "confusion matrix", "Adelie", "precision",
+                     "each the loss of one batch", "2 row(s) with missing cells left out"):
+        assert fragment in out, fragment
+
+
+def test_early_stopping_stops_with_a_reason_and_exit_0(cli, tmp_path):
+    cfg = penguins_yaml(tmp_path, "epochs: 30, early_stopping: {patience: 2, min_delta: 1.0e9}")
+    r = cli("train", "-c", cfg, "--format", "json", "--metrics", tmp_path / "m.jsonl", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "stopped" and doc["reason"] == "early stopping"
+    evals = [rec for rec in read_metrics(tmp_path / "m.jsonl") if "val_loss" in rec]
+    assert len(evals) == 3 and doc["summary"]["steps"] == evals[-1]["step"]  # the first sets the mark, 2 more
+    r = cli("train", "-c", cfg, "--threads", "1")
+    assert r.exit_code == 0 and "stopped:" in r.stdout and "(early stopping)" in r.stdout
+
+
+def test_save_best_writes_the_best_evaluation(cli, tmp_path):
+    cfg_path = penguins_yaml(tmp_path, "epochs: 8", ", shuffle: true")
+    r = cli("train", "-c", cfg_path, "--save-best", tmp_path / "best.pt", "--format", "json", "--threads", "1",
+            "--set", "optimizer.lr=0.2")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    from backprop_cli.checkpoint import load_checkpoint
+    from backprop_cli.model import build_model
+
+    state = load_checkpoint(tmp_path / "best.pt")
+    v = doc["summary"]["validation"]
+    assert state["step"] == v["best_step"] and f"step {v['best_step']}" in doc["outputs"]["best checkpoint"]
+    model = build_model(load_config(cfg_path).model, 0)
+    model.load_state_dict(state["model"])
+    vx, vy, *_ = held_out(load_config(cfg_path))
+    with torch.no_grad():
+        assert float(nn.functional.cross_entropy(model(vx), vy)) == pytest.approx(v["best_loss"], rel=1e-5)
+
+
+def test_epochs_option_is_train_epochs(cli, tmp_path):
+    cfg = penguins_yaml(tmp_path)
+    a = json.loads(cli("train", "-c", cfg, "--epochs", "2", "--format", "json", "--threads", "1").stdout)
+    b = json.loads(cli("train", "-c", cfg, "--set", "train.epochs=2", "--format", "json", "--threads", "1").stdout)
+    assert a["summary"]["steps"] == b["summary"]["steps"] == 2 * 9 and a["summary"]["last_loss"] == b["summary"]["last_loss"]
+    r = cli("train", "-c", cfg, "--epochs", "2", "--steps", "3")
+    assert r.exit_code == 2 and "give --steps or --epochs, not both" in r.stderr
+
+
+def test_drop_last_makes_every_batch_full(cli, tmp_path):
+    cfg = penguins_yaml(tmp_path, "epochs: 2", ", drop_last: true")
+    doc = json.loads(cli("train", "-c", cfg, "--format", "json", "--threads", "1").stdout)
+    assert doc["summary"]["steps"] == 2 * (273 // 32)
+
+
+def test_resume_keeps_the_split(cli, tmp_path):
+    cfg = penguins_yaml(tmp_path, "steps: 20")
+    assert cli("train", "-c", cfg, "--save", tmp_path / "a.pt", "--steps", "10", "--threads", "1").exit_code == 0
+    assert cli("train", "-c", cfg, "--resume", tmp_path / "a.pt", "--threads", "1").exit_code == 0
+    r = cli("train", "-c", cfg, "--resume", tmp_path / "a.pt", "--set", "seed=5")
+    assert r.exit_code == 2 and "--resume would hold out other validation rows" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "train.early_stopping={patience: 2}", "--set", "data.validation=null"],
+     "train.early_stopping: early stopping needs validation data"),
+    (["--set", "train.eval_every=5", "--set", "data.validation=null"], "train.eval_every: evaluation needs validation"),
+    (["--save-best", "b.pt", "--set", "data.validation=null"], "--save-best needs validation data"),
+    (["--set", "data.validation=1.5"], "data.validation"),
+    (["--set", "data.validation=0.95"], "training rows after holding out 325 validation rows; lower data.batch_size"),
+    (["--set", "data.validation=other.csv"], "other.csv: no such file (data.validation)"),
+    (["--set", "data.standardize_target=true"], "standardize_target is for regression"),
+])
+def test_bad_validation_inputs_are_one_line_exit_2_nothing_written(cli, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = cli("train", "-c", penguins_yaml(tmp_path), "--save", "out.pt", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "out.pt").exists() and not (tmp_path / "b.pt").exists()
