@@ -310,6 +310,10 @@ class TrainReport:
         self.cols = _Columns(list(info["model"]["params"]), self.total, scale=info.get("precision") == "fp16",
                              epochs=-(-self.total // per_epoch),
                              evaluation=EVAL_COLUMNS[kind] if info.get("evaluation") else ())
+        self.hidden_norms = False
+        if not self.plain and self.cols.evaluation and len(self.cols.header()) > self.console.width:
+            # the evaluation's columns matter more on a narrow terminal than each parameter's gradient norm
+            self.cols.names, self.cols.widths, self.hidden_norms = [], [], True
         if self.quiet:
             return
         lines = _run_lines(info) + [("log every", f"{log_every} step(s)")]
@@ -325,6 +329,9 @@ class TrainReport:
             for k, v in lines:
                 grid.add_row(k, v)
             self.console.print(Panel(grid, title="backprop train", title_align="left", expand=False))
+            if self.hidden_norms:
+                self.console.print(Text("(each parameter's gradient norm is left out to fit the terminal; "
+                                        "--metrics keeps them)", style="dim"))
             self.console.print(Text(self.cols.header(), style="bold"))
             if self.total > log_every and self.show_progress:
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
