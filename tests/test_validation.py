@@ -221,3 +221,20 @@ def test_bad_validation_inputs_are_one_line_exit_2_nothing_written(cli, tmp_path
     assert r.exit_code == 2, r.output
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert not (tmp_path / "out.pt").exists() and not (tmp_path / "b.pt").exists()
+
+
+def test_inspect_grads_warns_about_raw_columns_of_very_different_scales(cli, tmp_path):
+    cfg = penguins_yaml(tmp_path)
+    r = cli("inspect-grads", "-c", cfg, "--set", "data.standardize=false", "--format", "json")
+    import csv
+
+    rows = [r for r in csv.DictReader(open(PENGUINS)) if r["bill_length_mm"] != "NA"]
+    x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
+    train = np.setdiff1d(np.arange(len(rows)), split_rows(len(rows), 0.2, 0, np.array(
+        [sorted({q["species"] for q in rows}).index(q["species"]) for q in rows])))
+    std = x[train].std(0)
+    ratio = std.max() / std.min()  # body mass (g) against bill depth (mm)
+    warning = next(w for w in json.loads(r.stdout)["warnings"] if "differ in scale" in w)
+    assert f"{ratio:.3g}×" in warning and "'body_mass_g'" in warning and "set data.standardize: true" in warning
+    r = cli("inspect-grads", "-c", cfg, "--format", "json")
+    assert not any("differ in scale" in w for w in json.loads(r.stdout)["warnings"])
