@@ -260,6 +260,9 @@ def _read_data(cfg):
     return read_table(cfg)
 
 
+SHARED_ERROR_GRACE_S = 10.0  # under torchrun, how long other ranks wait for rank 0 to report a shared error
+
+
 def _train_distributed(options: dict) -> None:
     """One rank under torchrun. Problems every rank meets alike (config, data) are printed by rank 0;
     others name their rank. The process leaves through distributed.finish (os._exit)."""
@@ -280,6 +283,10 @@ def _train_distributed(options: dict) -> None:
             print_errors(lines)
         elif not isinstance(e, (ConfigError, DataError)):
             print_errors([f"[rank {rank}] {line}" for line in lines])
+        else:  # rank 0 says it: leave it time to, before torchrun stops the ranks left when this one exits
+            import time
+
+            time.sleep(SHARED_ERROR_GRACE_S)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BaseException as e:  # noqa: BLE001 - report, then leave all ranks
