@@ -17,6 +17,7 @@ import typer
 from backprop_cli import __version__
 from backprop_cli.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, BackpropError, ConfigError,
                                  known_error)
+from backprop_cli.limits import MAX_COUNT, MAX_EXPLAIN_UPDATES, MAX_SEEDS
 
 app = typer.Typer(
     name="backprop",
@@ -41,7 +42,7 @@ SetOpt = Annotated[
 ]
 
 
-StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Total optimizer steps; same as --set "
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, max=MAX_COUNT, help="Total optimizer steps; same as --set "
                                                  "train.steps=N.", rich_help_panel="Config")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training rows; same as "
                                                    "--set train.epochs=N (instead of train.steps).",
@@ -147,7 +148,7 @@ def train(
     steps: StepsOpt = None,
     epochs: EpochsOpt = None,
     device: DeviceOpt = None,
-    log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Print a row every N steps "
+    log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, max=MAX_COUNT, help="Print a row every N steps "
                                                      "(default: train.log_every, else about 20-50 rows).",
                                                      rich_help_panel="Output")] = None,
     quiet: QuietOpt = False,
@@ -155,7 +156,7 @@ def train(
     save: Annotated[Optional[Path], typer.Option("--save", help="Write a checkpoint (.pt) at the end (and on "
                                                  "Ctrl-C, or the last good state on a non-finite stop).",
                                                  rich_help_panel="Checkpoints")] = None,
-    save_every: Annotated[Optional[int], typer.Option("--save-every", min=1, help="Also write --save every N steps.",
+    save_every: Annotated[Optional[int], typer.Option("--save-every", min=1, max=MAX_COUNT, help="Also write --save every N steps.",
                                                       rich_help_panel="Checkpoints")] = None,
     save_best: Annotated[Optional[Path], typer.Option("--save-best", help="Write the checkpoint of the evaluation "
                                                       "with the lowest val_loss (needs data.validation).",
@@ -313,7 +314,7 @@ def _single_process(command: str) -> None:
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Take the weights (and step) from "
                                                        "this checkpoint instead of the seeded init.",
                                                        rich_help_panel="Config")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch", min=0, help="Which batch of the data order, from 0 "
+BatchOpt = Annotated[Optional[int], typer.Option("--batch", min=0, max=MAX_COUNT, help="Which batch of the data order, from 0 "
                                                  "(default: the one the next step would use).",
                                                  rich_help_panel="Config")]
 
@@ -327,10 +328,10 @@ def inspect_grads(
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
     batch: BatchOpt = None,
-    train_steps: Annotated[int, typer.Option("--train-steps", "--steps", min=0, help="Train N steps first (with the "
+    train_steps: Annotated[int, typer.Option("--train-steps", "--steps", min=0, max=MAX_COUNT, help="Train N steps first (with the "
                                              "config's own options, as train would), then inspect the next batch. "
                                              "(--steps is the old spelling.)", rich_help_panel="Config")] = 0,
-    clip: Annotated[Optional[float], typer.Option("--clip", min=1e-12, metavar="MAX_NORM",
+    clip: Annotated[Optional[float], typer.Option("--clip", metavar="MAX_NORM",
                                                   help="Also show the gradients after clip_grad_norm_(MAX_NORM).",
                                                   rich_help_panel="Output")] = None,
     full: Annotated[bool, typer.Option("--full", help="Print every gradient value, however large the tensor.",
@@ -348,6 +349,8 @@ def inspect_grads(
     gradients the next step would use.
     """
     _single_process("inspect-grads")
+    if clip is not None and not (clip > 0 and math.isfinite(clip)):  # as train.clip_grad_norm
+        raise ConfigError(f"--clip: must be a finite number greater than 0 (got {clip:g})")
     cfg = _load(config, set_, _training_overrides(None, device, no_zero_grad))
     _check_outputs(cfg, config, {"--out": out}, {"--checkpoint": checkpoint})
     table = _read_data(cfg)
@@ -374,7 +377,7 @@ def check_grads(
     set_: SetOpt = None,
     checkpoint: CheckpointOpt = None,
     batch: BatchOpt = None,
-    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Finite differences on N random "
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, max=MAX_COUNT, help="Finite differences on N random "
                                                    "elements per parameter (default: every element when the model "
                                                    "has at most 20,000 parameters, else 256).",
                                                    rich_help_panel="Config")] = None,
@@ -410,7 +413,7 @@ def explain(
     w1: Annotated[float, typer.Option("--w1", help="First weight (input → hidden).")] = 0.5,
     w2: Annotated[float, typer.Option("--w2", help="Second weight (hidden → output).")] = 0.3,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate η of the SGD update.")] = 0.1,
-    updates: Annotated[int, typer.Option("--updates", "--steps", min=1, help="Repeat the SGD update N times and "
+    updates: Annotated[int, typer.Option("--updates", "--steps", min=1, max=MAX_EXPLAIN_UPDATES, help="Repeat the SGD update N times and "
                                          "show the loss falling (--steps is the old spelling).")] = 1,
     format: FormatOpt = Format.table,
 ) -> None:
@@ -567,7 +570,7 @@ def compare_optimizers(
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     no_zero_grad: NoZeroGradOpt = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Repeat for K seeds (init and data order) and "
+    seeds: Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for K seeds (init and data order) and "
                                        "report mean ± std.", rich_help_panel="Config")] = 1,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a .png or .svg figure of loss and grad "
                                                  "norm per step.", rich_help_panel="Output")] = None,
@@ -719,6 +722,8 @@ def find_lr(
         problems.append(f"--start must be below --end (got --start {start:g}, --end {end:g})")
     if steps < 3:
         problems.append(f"--steps: the sweep needs at least 3 steps (got {steps})")
+    elif steps > MAX_COUNT:
+        problems.append(f"--steps: must be at most {MAX_COUNT} (got {steps})")
     if problems:
         raise ConfigError(problems)
     cfg = _load(config, set_, _training_overrides(None, device))

@@ -65,7 +65,8 @@ def check_document(result: dict) -> dict:
 
 def explain_document(result: dict) -> dict:
     """``explain --format json``."""
-    return finite({k: result[k] for k in ("inputs", "forward", "chain_rule", "autograd", "update", "history")})
+    return finite({k: result[k] for k in ("inputs", "forward", "chain_rule", "autograd", "update", "history",
+                                          "diverged_at")})
 
 
 def validate_document(config: str, problems: list[str]) -> dict:

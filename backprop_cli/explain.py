@@ -18,7 +18,8 @@ from backprop_cli.errors import BackpropError
 def forward(x: float, y: float, w1: float, w2: float) -> dict:
     z1 = w1 * x
     y_hat = w2 * z1
-    return {"z1": z1, "y_hat": y_hat, "loss": 0.5 * (y - y_hat) ** 2}
+    r = y - y_hat
+    return {"z1": z1, "y_hat": y_hat, "loss": 0.5 * r * r}  # r * r overflows to inf; r ** 2 would raise
 
 
 def chain_rule(x: float, y: float, w1: float, w2: float) -> dict:
@@ -38,7 +39,11 @@ def autograd(x: float, y: float, w1: float, w2: float) -> dict:
 
 
 def explain(x: float, y: float, w1: float, w2: float, lr: float, steps: int = 1) -> dict:
-    """One worked step in full, plus the loss over ``steps`` SGD updates (w ← w − η·∂L/∂w)."""
+    """One worked step in full, plus the loss over ``steps`` SGD updates (w ← w − η·∂L/∂w).
+
+    Too large a learning rate makes the updates grow without bound: the history then ends with the
+    first update that is not a finite number, and ``diverged_at`` names it (else None).
+    """
     bad = [f"--{name} must be a finite number (got {value})"
            for name, value in (("x", x), ("y", y), ("w1", w1), ("w2", w2), ("lr", lr)) if not math.isfinite(value)]
     if bad:
@@ -48,13 +53,18 @@ def explain(x: float, y: float, w1: float, w2: float, lr: float, steps: int = 1)
     auto = autograd(x, y, w1, w2)
     new_w1, new_w2 = w1 - lr * grads["w1"], w2 - lr * grads["w2"]
     history = []
+    diverged_at = None
     a, b = w1, w2
     for step in range(1, steps + 1):
         g = chain_rule(x, y, a, b)
         loss = forward(x, y, a, b)["loss"]
         a, b = a - lr * g["w1"], b - lr * g["w2"]
-        history.append({"step": step, "loss": loss, "grad_w1": g["w1"], "grad_w2": g["w2"], "w1": a, "w2": b,
-                        "loss_after": forward(x, y, a, b)["loss"]})
+        row = {"step": step, "loss": loss, "grad_w1": g["w1"], "grad_w2": g["w2"], "w1": a, "w2": b,
+               "loss_after": forward(x, y, a, b)["loss"]}
+        history.append(row)
+        if not all(math.isfinite(v) for v in row.values()):
+            diverged_at = step
+            break
     return {
         "inputs": {"x": x, "y": y, "w1": w1, "w2": w2, "lr": lr},
         "forward": fwd,
@@ -63,4 +73,5 @@ def explain(x: float, y: float, w1: float, w2: float, lr: float, steps: int = 1)
         "autograd": auto,
         "update": {"w1": new_w1, "w2": new_w2, "loss_after": forward(x, y, new_w1, new_w2)["loss"]},
         "history": history,
+        "diverged_at": diverged_at,
     }

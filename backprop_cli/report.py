@@ -532,6 +532,11 @@ def render_explain(console: Console, plain: bool, r: dict) -> None:
         for h in r["history"]:
             ht.add_row(str(h["step"]), fmt(h["loss"]), fmt(h["grad_w1"]), fmt(h["grad_w2"]), fmt(h["w1"]), fmt(h["w2"]))
         blocks += [ht, Text(f"loss after {len(r['history'])} steps: {fmt(r['history'][-1]['loss_after'])}")]
+    if r.get("diverged_at") is not None and not math.isfinite(f["loss"]):
+        blocks.append(Text("the loss of these numbers is not finite: ŷ = w2·w1·x is past what a float holds"))
+    elif r.get("diverged_at") is not None:
+        blocks.append(Text(f"diverged at step {r['diverged_at']}: the updates grew past what a float holds; "
+                           "η is too large for this example (lower --lr)"))
     _print_blocks(console, blocks)
 
 

@@ -148,7 +148,8 @@ def test_warnings_for_unused_nonfinite_and_norm_gaps():
 def test_explain_matches_the_formulas_and_autograd(cli):
     r = cli("explain", "--x", 1.5, "--y", 0.5, "--w1", 0.8, "--w2", -0.4, "--lr", 0.1, "--format", "json")
     doc = json.loads(r.stdout)
-    assert set(doc) == {"inputs", "forward", "chain_rule", "autograd", "update", "history"}
+    assert set(doc) == {"inputs", "forward", "chain_rule", "autograd", "update", "history", "diverged_at"}
+    assert doc["diverged_at"] is None
     x, y, w1, w2 = 1.5, 0.5, 0.8, -0.4
     z1 = w1 * x
     y_hat = w2 * z1

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from backprop_cli.config.messages import Where, messages
 from backprop_cli.config.overrides import apply_override, split_top_level
 from backprop_cli.config.schema import Config, OptimizerOnly
-from backprop_cli.config.yamlfile import parse_value, parse_yaml, read_text
+from backprop_cli.config.yamlfile import parse_value, parse_yaml, read_text, short
 from backprop_cli.errors import ConfigError
 
 
@@ -69,7 +69,7 @@ def parse_optimizer(text: str) -> BaseModel:
 
     Values are parsed as YAML; problems read like the config's (``optimizer.lr: must be ...``).
     """
-    where = f"--optimizer {text}"
+    where = f"--optimizer {short(text)}"
     name, _, rest = text.partition(":")
     data: dict[str, Any] = {"name": name.strip()}
     for item in split_top_level(rest):
@@ -78,11 +78,11 @@ def parse_optimizer(text: str) -> BaseModel:
         if not eq or not key:
             raise ConfigError(f"{where}: expected NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. sgd:lr=0.1,momentum=0.9)")
         if key in data:
-            raise ConfigError(f"{where}: optimizer.{key}: given twice")
+            raise ConfigError(f"{where}: optimizer.{short(key, 40)}: given twice")
         try:
             data[key] = parse_value(value, where)
         except ConfigError:
-            raise ConfigError(f"{where}: optimizer.{key}: cannot parse {value.strip()!r} as a YAML value") from None
+            raise ConfigError(f"{where}: optimizer.{short(key, 40)}: cannot parse {short(repr(value.strip()))} as a YAML value") from None
     try:
         return OptimizerOnly.model_validate({"optimizer": data}).optimizer
     except ValidationError as e:

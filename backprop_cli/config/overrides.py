@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from backprop_cli.config.yamlfile import dotted, parse_value
+from backprop_cli.config.yamlfile import dotted, parse_value, short
 from backprop_cli.errors import ConfigError
 
 
 def apply_override(data: dict, spec: str) -> tuple[tuple, str]:
     """Apply one ``key.path=value`` override in place; returns the path and the value's text."""
     if "=" not in spec:
-        raise ConfigError(f"--set {spec}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.1")
+        raise ConfigError(f"--set {short(spec)}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.1")
     key, _, text = spec.partition("=")
     key = key.strip()
+    shown = short(key)
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {spec}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.1")
-    path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        raise ConfigError(f"--set {short(spec)}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.1")
+    path = tuple(int(p) if p.isascii() and p.isdigit() and len(p) <= 18 else p for p in key.split("."))
     try:
         value = parse_value(text)
     except ConfigError as e:
-        raise ConfigError(f"--set {key}: cannot parse value {text!r}: {e.problems[0].split(': ', 1)[-1]}") from None
+        why = e.problems[0].split(": ", 1)[-1].removeprefix("(top level): ")
+        raise ConfigError(f"--set {shown}: cannot parse value {short(repr(text))}: {why}") from None
     node: Any = data
     for i, part in enumerate(path[:-1]):
         nxt = node[part] if _has(node, part) else None
@@ -29,10 +31,10 @@ def apply_override(data: dict, spec: str) -> tuple[tuple, str]:
         elif nxt is None:
             nxt = {}
         elif not isinstance(nxt, (dict, list)):
-            raise ConfigError(f"--set {key}: {dotted(path[: i + 1])} is not a mapping (got {nxt!r})")
-        _put(node, part, nxt, key)
+            raise ConfigError(f"--set {shown}: {dotted(path[: i + 1])} is not a mapping (got {short(repr(nxt))})")
+        _put(node, part, nxt, shown)
         node = nxt
-    _put(node, path[-1], value, key)
+    _put(node, path[-1], value, shown)
     return path, text.strip()
 
 
@@ -51,7 +53,7 @@ def _put(node: Any, part: Any, value: Any, key: str) -> None:
         else:
             node[part] = value
     else:
-        raise ConfigError(f"--set {key}: no list item {part!r} here (the list has {len(node)} items)")
+        raise ConfigError(f"--set {key}: no list item {short(repr(part))} here (the list has {len(node)} items)")
 
 
 def split_top_level(text: str) -> list[str]:

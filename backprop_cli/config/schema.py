@@ -15,6 +15,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_serializer, model_validator)
 from pydantic_core import InitErrorDetails
 
+from backprop_cli.limits import MAX_COUNT, MAX_SEED
+
 
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, types are not coerced."""
@@ -31,9 +33,9 @@ Betas = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2,
 # Sizes and counts that torch's int64 arithmetic can hold: larger integers are refused here with one
 # line instead of failing deep inside torch (a layer of 10^20 units, a seed of 2^64). A model too large
 # for memory is refused before allocation (backprop_cli/model.py).
-MAX_SIZE = 2**50
+MAX_SIZE = MAX_COUNT
 Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 def _name_only(value: Any, default: str) -> Any:

@@ -2,7 +2,8 @@
 
 Aliases are followed as data, never expanded without bound: a document that would expand to more
 than :data:`MAX_NODES` nodes (a "billion laughs"), refers to itself, or nests deeper than
-:data:`MAX_DEPTH` is refused with one line.
+:data:`MAX_DEPTH` is refused with one line; so is an integer literal longer than
+:data:`~backprop_cli.limits.MAX_INT_CHARS` characters, before Python converts it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 import yaml
 
 from backprop_cli.errors import ConfigError
+from backprop_cli.limits import MAX_INT_CHARS
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_DEPTH = 32
-MAX_NODES = 100_000
+MAX_NODES = 10_000  # a config holds a few dozen values; a long list of column names a few hundred
+_INT_TAG = "tag:yaml.org,2002:int"
 
 
 class _Loader(yaml.SafeLoader):
@@ -31,8 +34,14 @@ _Loader.add_implicit_resolver(
 )
 
 
+def short(text: str, limit: int = 60) -> str:
+    """``text`` for an error line: at most ``limit`` characters (a value may be a megabyte long)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def dotted(path: tuple) -> str:
-    return ".".join(str(p) for p in path) if path else "(top level)"
+    """A key path as the user writes it (``optimizer.betas.0``), each key shortened for a message."""
+    return ".".join(short(str(p), 40) for p in path) if path else "(top level)"
 
 
 class Parsed:
@@ -90,6 +99,9 @@ class _Index:
         if id(node) in self.open:
             raise ConfigError(f"{self.where}:{line}: {dotted(path)}: an alias refers to a value that contains it")
         if isinstance(node, yaml.ScalarNode):
+            if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+                raise ConfigError(f"{self.where}:{line}: {dotted(path)}: an integer of {len(node.value):,} characters; "
+                                  f"a config takes integers of at most {MAX_INT_CHARS} (got {node.value[:20]}...)")
             self.raw[path] = f"'{node.value}'" if node.style in ("'", '"') else node.value
             return
         self.open.add(id(node))
