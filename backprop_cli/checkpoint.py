@@ -57,9 +57,9 @@ def rng_state(device: torch.device, next_batch: int) -> dict:
     return state
 
 
-def restore_rng(state: dict) -> None:
+def restore_rng(state: dict, path: Path | str = "checkpoint") -> None:
     """Put back the RNG states of a checkpoint that :func:`load_checkpoint` accepted (which tried
-    ``rng.torch`` on a spare generator, so setting it cannot fail)."""
+    ``rng.torch`` on a spare generator, so setting it cannot fail); ``path`` names it in errors."""
     rng = state.get("rng") or {}
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])
@@ -67,7 +67,7 @@ def restore_rng(state: dict) -> None:
         try:
             torch.cuda.set_rng_state_all(rng["cuda"])
         except (RuntimeError, IndexError) as e:
-            raise CheckpointError(f"checkpoint rng.cuda: not CUDA RNG states this machine can use "
+            raise CheckpointError(f"{path}: rng.cuda: not CUDA RNG states this machine can use "
                                   f"({_first_line(e)})") from None
 
 
@@ -646,7 +646,7 @@ def resume_from(run, path: Path) -> tuple[int, list[str]]:
     if run.scheduler is not None and new_lr:
         run.scheduler.base_lrs = [hyper["lr"] for _ in run.scheduler.base_lrs]
     _same_split(state, run, path)
-    restore_rng(state)
+    restore_rng(state, path)
     step = int(state["step"])
     if step >= run.steps:
         raise CheckpointError(f"{path}: the checkpoint is at step {step} and the run has {run.steps} steps: "

@@ -40,7 +40,7 @@ def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
     (``flops``): 1 thread below :data:`THREADS_THRESHOLD_FLOPS`, torch's default (all cores) from it.
 
     N is at most THREADS_PER_CORE × the cores (``--threads 20000`` aborted in libgomp, 100000
-    segfaulted): more is one BackpropError line.
+    segfaulted): more is one BackpropError line; so is an OMP_NUM_THREADS beyond that bound.
     """
     if threads is not None:
         cores = os.cpu_count() or 1
@@ -52,6 +52,7 @@ def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
         torch.set_num_threads(threads)
         return f"{threads} (--threads)"
     if "OMP_NUM_THREADS" in os.environ:
+        _check_omp_threads(os.environ["OMP_NUM_THREADS"])
         return f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
     if under_torchrun():
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
@@ -66,6 +67,17 @@ def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
         return f"1 (small step: {si(flops)}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP)"
     torch.set_num_threads(cores)
     return f"{cores} (all cores: {si(flops)}FLOP per step)" if cores > 1 else "1 (one core)"
+
+
+def _check_omp_threads(text: str) -> None:
+    """OMP_NUM_THREADS is held to the bound of ``--threads``: libgomp reads it when torch loads and
+    aborts or crashes at the first parallel region far beyond it. One BackpropError line."""
+    cores = os.cpu_count() or 1
+    first = text.split(",")[0].strip()  # OpenMP takes a list, one number per nesting level
+    if first.isascii() and first.isdigit() and (len(first) > 9 or int(first) > THREADS_PER_CORE * cores):
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise BackpropError(f"OMP_NUM_THREADS={shown}: at most {THREADS_PER_CORE * cores} on this machine "
+                            f"({THREADS_PER_CORE} × {cores} cores); lower it or unset it")
 
 
 def si(x: float) -> str:
