@@ -1,6 +1,6 @@
 """Time `backprop train` as a whole process (start-up + steady state) against a plain PyTorch script.
 
-    python benchmarks/bench_command.py [--repeats 5] [--quick] [--large-steps 20]
+    python benchmarks/bench_command.py [--repeats 5] [--quick] [--large-steps 40] [--skip-large]
 
 What a user waits for: each case runs `backprop train` and benchmarks/plain_train.py (the same net,
 data, steps, optimizer and metrics file, written by hand) as new processes, taking turns (the first
@@ -10,8 +10,9 @@ machine's noise). Peak memory is each process's maximum resident set size from /
 The plain script runs with the thread count `backprop train` picks (printed), so that the ratio
 measures backprop's own work, not the thread choice (benchmarks/bench_threads.py measures that).
 
-Cases: the seed net (10→20→1, batch 5) for 20,000 steps with --metrics (target ≥ 0.95×), the large
-net (1024→4096→1024, batch 512) with --metrics (target ≥ 0.98×), a 1-step run of configs/seed.yaml
+Cases: the seed net (10→20→1, batch 5) for 20,000 steps with --metrics and a row every 500 steps
+(target ≥ 0.95×), the large net (1024→4096→1024, batch 512) for 40 steps with --metrics and a row every
+20 (train's per-layer diagnostics run on those logging steps; target ≥ 0.98×), a 1-step run of configs/seed.yaml
 (start-up: target ≤ 0.15 s over the plain script), and commands that never import torch
 (`config validate`, a config error, a data error, `--help`: target < 0.4 s). The in-process engine
 figure is benchmarks/bench_train.py's. About 3 minutes on the README's machine (prints every run).
@@ -76,12 +77,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="runs of each program per case (large net: 3 at most)")
     ap.add_argument("--seed-steps", type=int, default=20000)
-    ap.add_argument("--large-steps", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="3 repeats, 5,000 seed steps, 5 large steps")
+    ap.add_argument("--large-steps", type=int, default=40)
+    ap.add_argument("--quick", action="store_true", help="3 repeats, 5,000 seed steps, 10 large steps")
     ap.add_argument("--skip-large", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.repeats, args.seed_steps, args.large_steps = 3, 5000, 5
+        args.repeats, args.seed_steps, args.large_steps = 3, 5000, 10
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     env.pop("OMP_NUM_THREADS", None)
@@ -111,9 +112,9 @@ def main() -> None:
             probe = run([*bp, "train", "-c", str(SEED), *sets, "--steps", "1"], cwd, env)[2]
             big_threads = threads_of(probe)
             large = pair("large net", [*bp, "train", "-c", str(SEED), *sets, "--steps", str(args.large_steps),
-                                       "--metrics", "b.jsonl", "--log-every", "5"],
+                                       "--metrics", "b.jsonl", "--log-every", "20"],
                          [sys.executable, str(PLAIN), "--sizes", "1024,4096,1024", "--samples", "512", "--batch", "512",
-                          "--steps", str(args.large_steps), "--metrics", "p.jsonl", "--log-every", "5",
+                          "--steps", str(args.large_steps), "--metrics", "p.jsonl", "--log-every", "20",
                           "--threads", str(big_threads)], min(3, args.repeats), cwd, env)
             rows.append((f"large 1024→4096→1024, batch 512, {args.large_steps} steps, --metrics", large, big_threads,
                          "≥ 0.98×"))
