@@ -233,7 +233,8 @@ def main() -> None:
             names = list(cmds)
             for name in names[k % len(names):] + names[:k % len(names)]:
                 wall, out = run(cmds[name], folder, {**env, "OMP_NUM_THREADS": "1"} if "scikit" in name else env)
-                doc = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+                doc = json.loads(out if name == "backprop train" else  # an indented document
+                                 [line for line in out.splitlines() if line.startswith("{")][-1])
                 if name == "backprop train":
                     doc = {"train_loss": doc["summary"]["epoch_loss"] if "summary" in doc else doc["epoch_loss"],
                            "val_accuracy": (doc.get("summary", doc))["validation"]["accuracy"]}
