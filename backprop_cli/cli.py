@@ -6,6 +6,7 @@ Nothing imported at module level here may import torch (or pydantic): `backprop 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 from enum import Enum
@@ -16,12 +17,45 @@ import typer
 
 from backprop_cli import __version__
 from backprop_cli.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, BackpropError, ConfigError,
-                                 known_error)
+                                 OutputClosed, known_error)
 from backprop_cli.limits import MAX_COUNT, MAX_EXPLAIN_UPDATES, MAX_SEEDS
+
+
+def _flags_take_no_value() -> None:
+    """typer shows a `<bool>` placeholder after every flag (--quiet <bool>), as if it took a value; a
+    flag takes none, so its type column stays empty."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_flags_fixed", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._flags_fixed = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
+
+
+def _reflow(fn: Callable) -> Callable:
+    """The docstring as --help shows it: each paragraph on one line, wrapped by the terminal, never
+    broken mid-sentence where the source happens to break it."""
+    paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
+    fn.__doc__ = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+    return fn
+
+
+def _examples(*commands: str) -> str:
+    """An --help epilog: each example on its own line (tests/test_help.py runs every one)."""
+    return "Examples:\n\n" + "\n\n".join(f"  {c}" for c in commands)
+
 
 app = typer.Typer(
     name="backprop",
-    help="See backpropagation at work: train a two-layer network from a YAML file and watch its "
+    help="See backpropagation at work: train a small network from a YAML file and watch its "
     "loss and gradients step by step.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -55,9 +89,12 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU
 NoZeroGradOpt = Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() so "
                                              "gradients accumulate across steps; same as --set train.zero_grad=false.",
                                              rich_help_panel="Teaching")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print the summary only.", rich_help_panel="Output")]
-MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write every step's record to a .jsonl or "
-                                                    ".csv file.", rich_help_panel="Output")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print the final summary only: no start panel, step "
+                                        "rows, progress bars or notes.", rich_help_panel="Output")]
+MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write every step's record (of every run) to "
+                                                    "a .jsonl or .csv file.", rich_help_panel="Output")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column of every table, however wide (a narrow "
+                                       "terminal then wraps the lines).", rich_help_panel="Output")]
 
 
 class Format(str, Enum):
@@ -65,7 +102,8 @@ class Format(str, Enum):
     json = "json"
 
 
-FormatOpt = Annotated[Format, typer.Option("--format", help="table (human) or json (stdout, nothing else).",
+FormatOpt = Annotated[Format, typer.Option("--format", help="table (for people), or json: one JSON document alone "
+                                           "on stdout (progress and step rows go to stderr).",
                                            rich_help_panel="Output")]
 
 
@@ -100,6 +138,8 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (OutputClosed, BrokenPipeError):
+            _output_closed()
         except ConfigError as e:
             _fail(e.problems, e.exit_code)
         except BackpropError as e:
@@ -113,6 +153,20 @@ def handle_errors(fn: Callable) -> Callable:
             _fail([str(known)], known.exit_code)
 
     return wrapper
+
+
+def _output_closed() -> None:
+    """The reader of our output went away (``backprop ... | head``): leave quietly with 141, the code a
+    shell gives a command killed by SIGPIPE. Later writes (and Python's final flush) go to /dev/null."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+    raise typer.Exit(OutputClosed.exit_code)
 
 
 def _load(config: Path, overrides: Optional[list[str]], extra: Optional[list[str]] = None):
@@ -138,10 +192,11 @@ def _main(
 # --------------------------------------------------------------------------- train
 
 
-@app.command(epilog="Examples:\n\n  backprop train --config configs/seed.yaml\n\n"
-             "  backprop train -c configs/regression.yaml --steps 500 --metrics run.jsonl\n\n"
-             "  backprop train -c configs/regression.yaml --set optimizer.lr=0.1 --save final.pt")
+@app.command(epilog=_examples("backprop train --config configs/seed.yaml",
+                             "backprop train -c configs/regression.yaml --steps 500 --metrics run.jsonl",
+                             "backprop train -c configs/regression.yaml -s optimizer.lr=0.05 --save final.pt"))
 @handle_errors
+@_reflow
 def train(
     config: ConfigOpt,
     set_: SetOpt = None,
@@ -176,10 +231,10 @@ def train(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the dashboard of the run (.png or .svg) at "
                                                  "the end, as backprop plot does from --metrics.",
                                                  rich_help_panel="Output")] = None,
-    format: Annotated[Format, typer.Option("--format", help="table, or json: the summary as JSON on stdout, "
-                                           "the step rows on stderr.", rich_help_panel="Output")] = Format.table,
+    wide: WideOpt = False,
+    format: FormatOpt = Format.table,
 ) -> None:
-    """Train the configured two-layer network, printing the loss and gradient norms step by step.
+    """Train the configured network, printing the loss and gradient norms step by step.
 
     Under torchrun (torchrun --standalone --nproc_per_node=N -m backprop_cli train ...) it trains with
     DistributedDataParallel; rank 0 prints and writes the files.
@@ -193,7 +248,7 @@ def train(
 
 
 def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, save, save_every, save_best, resume,
-                tensorboard, detect_anomaly, threads, no_zero_grad, plot, format) -> None:
+                tensorboard, detect_anomaly, threads, no_zero_grad, plot, wide, format) -> None:
     cfg = _load(config, set_, _training_overrides(steps, device, no_zero_grad, epochs))
     if save_best is not None and getattr(cfg.data, "validation", None) is None:
         raise ConfigError("--save-best needs validation data: set data.validation to a fraction (e.g. 0.2) "
@@ -208,9 +263,9 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
 
     if format == Format.json:
         reporter = TrainReport(make_console(sys.stderr), plain=plain_output(sys.stderr), quiet=quiet,
-                               json_out=sys.stdout)
+                               json_out=sys.stdout, wide=wide)
     else:
-        reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet)
+        reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet, wide=wide)
     with reporter.starting(start_summary(cfg)):  # on a terminal, until the start panel replaces it
         table = _read_data(cfg)  # every data error before torch is imported
 
@@ -319,10 +374,12 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch", min=0, max=MAX_COUNT
                                                  rich_help_panel="Config")]
 
 
-@app.command("inspect-grads", epilog="Examples:\n\n  backprop inspect-grads --config configs/seed.yaml\n\n"
-             "  backprop inspect-grads -c configs/regression.yaml --steps 100 --clip 1.0\n\n"
-             "  backprop inspect-grads -c configs/seed.yaml --format json --out grads.npz")
+@app.command("inspect-grads", epilog=_examples(
+    "backprop inspect-grads --config configs/seed.yaml",
+    "backprop inspect-grads -c configs/regression.yaml --train-steps 100 --clip 1",
+    "backprop inspect-grads -c configs/seed.yaml --format json --out grads.npz"))
 @handle_errors
+@_reflow
 def inspect_grads(
     config: ConfigOpt,
     set_: SetOpt = None,
@@ -341,6 +398,7 @@ def inspect_grads(
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     no_zero_grad: NoZeroGradOpt = False,
+    wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """Show every parameter's .grad for one batch: statistics, warnings and the values themselves.
@@ -360,18 +418,20 @@ def inspect_grads(
 
     set_threads(threads, _flops(cfg))
     run, done = prepare(cfg, checkpoint, train_steps, table)
-    result = inspect_gradients(run, done if batch is None else batch, clip, full)
+    result = inspect_gradients(run, done if batch is None else batch, clip, full, _tensor_linewidth(wide))
     if out is not None:
         dump_gradients(out, result)
-    _emit(format, inspect_document(result), lambda con, plain: _render("render_inspect", con, plain, result))
+    _emit(format, inspect_document(result), lambda con, plain: _render("render_inspect", con, plain, result, wide=wide))
     if out is not None:
         typer.echo(f"wrote {out}", err=True)
 
 
-@app.command("check-grads", epilog="Examples:\n\n  backprop check-grads --config configs/seed.yaml\n\n"
-             "  backprop check-grads -c configs/classification.yaml --set model.activation=gelu\n\n"
-             "  backprop check-grads -c big.yaml --samples 100 --format json")
+@app.command("check-grads", epilog=_examples(
+    "backprop check-grads --config configs/seed.yaml",
+    "backprop check-grads -c configs/csv.yaml --set model.activation=gelu",
+    "backprop check-grads -c configs/regression.yaml --samples 100 --format json"))
 @handle_errors
+@_reflow
 def check_grads(
     config: ConfigOpt,
     set_: SetOpt = None,
@@ -383,6 +443,7 @@ def check_grads(
                                                    rich_help_panel="Config")] = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """Check autograd's gradients against a hand-written chain rule and float64 finite differences.
@@ -399,14 +460,15 @@ def check_grads(
     set_threads(threads, _flops(cfg))
     run, done = prepare(cfg, checkpoint, table=table)
     result = check_gradients(run, done if batch is None else batch, samples, seed=cfg.seed)
-    _emit(format, check_document(result), lambda con, plain: _render("render_check", con, plain, result))
+    _emit(format, check_document(result), lambda con, plain: _render("render_check", con, plain, result, wide=wide))
     if not result["pass"]:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@app.command(epilog="Examples:\n\n  backprop explain\n\n  backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4\n\n"
-             "  backprop explain --steps 10 --lr 0.5")
+@app.command(epilog=_examples("backprop explain", "backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4",
+                             "backprop explain --updates 10 --lr 0.5"))
 @handle_errors
+@_reflow
 def explain(
     x: Annotated[float, typer.Option("--x", help="The input.")] = 2.0,
     y: Annotated[float, typer.Option("--y", help="The target.")] = 1.0,
@@ -415,6 +477,7 @@ def explain(
     lr: Annotated[float, typer.Option("--lr", help="Learning rate η of the SGD update.")] = 0.1,
     updates: Annotated[int, typer.Option("--updates", "--steps", min=1, max=MAX_EXPLAIN_UPDATES, help="Repeat the SGD update N times and "
                                          "show the loss falling (--steps is the old spelling).")] = 1,
+    wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """The classic two-weight scalar example, worked step by step: forward, chain rule, autograd, update.
@@ -426,13 +489,20 @@ def explain(
     from backprop_cli.explain import explain as work
 
     result = work(x, y, w1, w2, lr, updates)
-    _emit(format, explain_document(result), lambda con, plain: _render("render_explain", con, plain, result))
+    _emit(format, explain_document(result), lambda con, plain: _render("render_explain", con, plain, result, wide=wide))
 
 
-def _render(name: str, console, plain: bool, *args) -> None:
+def _render(name: str, console, plain: bool, *args, **kwargs) -> None:
     from backprop_cli import report
 
-    getattr(report, name)(console, plain, *args)
+    getattr(report, name)(console, plain, *args, **kwargs)
+
+
+def _tensor_linewidth(wide: bool) -> int:
+    """How wide torch may print tensors: the terminal's width (at most 120; --wide: 120)."""
+    from backprop_cli.report import make_console
+
+    return 120 if wide else max(40, min(120, make_console().width))
 
 
 def _emit(format: "Format", doc: dict, render: Callable) -> None:
@@ -465,9 +535,12 @@ def _input_file(path: Optional[Path], option: str) -> None:
             raise DataError(f"{e} ({option})") from None
 
 
-@app.command(epilog="Examples:\n\n  backprop evaluate --checkpoint best.pt\n\n"
-             "  backprop evaluate --checkpoint best.pt --data holdout.csv --format json")
+@app.command(epilog=_examples("backprop init p.yaml --csv configs/data/penguins.csv --target species",
+                             "backprop train -c p.yaml --epochs 20 --save-best best.pt -q",
+                             "backprop evaluate --checkpoint best.pt",
+                             "backprop evaluate --checkpoint best.pt --format json"))
 @handle_errors
+@_reflow
 def evaluate(
     checkpoint: TrainedOpt,
     data: Annotated[Optional[Path], typer.Option("--data", help="A CSV with the training columns (default: the "
@@ -477,6 +550,7 @@ def evaluate(
                                                    "checkpoint's own.")] = None,
     set_: SetOpt = None,
     threads: ThreadsOpt = None,
+    wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """Loss and metrics of a trained model on a CSV, with the checkpoint's own scaling and class names.
@@ -494,7 +568,7 @@ def evaluate(
 
     set_threads(threads)
     result = work(load_trained(checkpoint, cfg), data)
-    _emit(format, evaluate_document(result), lambda con, plain: _render("render_evaluate", con, plain, result))
+    _emit(format, evaluate_document(result), lambda con, plain: _render("render_evaluate", con, plain, result, wide=wide))
 
 
 class PredictFormat(str, Enum):
@@ -502,9 +576,11 @@ class PredictFormat(str, Enum):
     json = "json"
 
 
-@app.command(epilog="Examples:\n\n  backprop predict --checkpoint best.pt --data new.csv\n\n"
-             "  backprop predict --checkpoint best.pt --data new.csv --keep id --out predictions.csv")
+@app.command(epilog=_examples("backprop init p.yaml --csv configs/data/penguins.csv --target species",
+                             "backprop train -c p.yaml --epochs 20 --save-best best.pt -q",
+                             "backprop predict --checkpoint best.pt --data configs/data/penguins_new.csv"))
 @handle_errors
+@_reflow
 def predict(
     checkpoint: TrainedOpt,
     data: Annotated[Path, typer.Option("--data", help="A CSV with the model's feature columns (a target column "
@@ -553,11 +629,13 @@ def _plot_size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-@app.command("compare-optimizers", epilog="Examples:\n\n  backprop compare-optimizers --config configs/compare.yaml\n\n"
-             "  backprop compare-optimizers -c configs/regression.yaml --optimizer sgd:lr=0.1,momentum=0.9 "
-             "--optimizer adam:lr=1e-2 --plot compare.png\n\n"
-             "  backprop compare-optimizers -c configs/regression.yaml --seeds 3 --format json > runs.json")
+@app.command("compare-optimizers", epilog=_examples(
+    "backprop compare-optimizers --config configs/compare.yaml --plot compare.png",
+    "backprop compare-optimizers -c configs/regression.yaml -o sgd:lr=0.5 -o adam",
+    "backprop compare-optimizers -c configs/compare.yaml --seeds 3 --steps 100",
+    "backprop compare-optimizers -c configs/seed.yaml --format json > runs.json"))
 @handle_errors
+@_reflow
 def compare_optimizers(
     config: ConfigOpt,
     set_: SetOpt = None,
@@ -576,9 +654,9 @@ def compare_optimizers(
                                                  "norm per step.", rich_help_panel="Output")] = None,
     plot_size: Annotated[str, typer.Option("--plot-size", metavar="WxH", help="Figure size in pixels.",
                                            rich_help_panel="Output")] = "1200x500",
-    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write every run's step records "
-                                                    "(.jsonl or .csv).", rich_help_panel="Output")] = None,
+    metrics: MetricsOpt = None,
     quiet: QuietOpt = False,
+    wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """Train several optimizers from the same initial weights on the same batches, side by side.
@@ -606,7 +684,8 @@ def compare_optimizers(
     specs = specs or cmp.default_optimizers(cfg)
     stream = sys.stderr if format == Format.json else sys.stdout
     console = make_console(stream)
-    bars = CompareProgress(console, cmp.unique_labels(specs), 1, enabled=not plain_output(stream) and not quiet)
+    bars = CompareProgress(console, cmp.unique_labels(specs), seeds * cmp.run_length(cfg, table),
+                           enabled=not plain_output(stream) and not quiet)
     try:
         results = cmp.compare_optimizers(cfg, specs, None, seeds, progress=bars, table=table)
     finally:
@@ -614,23 +693,22 @@ def compare_optimizers(
     summary = cmp.summarize(results)
     series = cmp.curves(results)
     if metrics is not None:
-        names = [n for n in results[0].records[0].grad_norms] if results and results[0].records else []
-        writer = MetricsWriter(metrics, names, extra=("optimizer", "seed", "update_ratio"))
-        for r in results:
-            for rec in r.records:
-                writer.write({**rec.as_dict(), "optimizer": r.label, "seed": r.seed})
-        writer.close()
+        cmp.write_metrics(metrics, results)
     if plot is not None:
-        compare_figure(plot, series, size, title=f"{Path(config).name}: same init, same batches")
-    total = max((len(s["steps"]) for s in series), default=0)
+        same = "same initial weights and batches" if seeds == 1 else (
+            f"mean ± std over {seeds} seeds (per seed, one initialisation and data order for every optimizer)")
+        compare_figure(plot, series, size, title=f"{Path(config).name}: {same}")
     _emit(format, compare_document(results, summary),
           lambda con, plain: _render("render_compare", con, plain, summary,
-                                     {s["label"]: s["loss_mean"] for s in series}, total, quiet))
+                                     {s["label"]: s["loss_mean"] for s in series}, results[0].steps, quiet,
+                                     wide=wide))
     for what, path in (("plot", plot), ("metrics", metrics)):
         if path is not None:
             typer.echo(f"wrote {what}: {path}", err=True)
     if results and all(r.status == "diverged" for r in results):
-        raise typer.Exit(EXIT_NONFINITE)
+        raise BackpropError("every run diverged: " + "; ".join(
+            f"{r.label}{f' (seed {r.seed})' if seeds > 1 else ''} at step {r.diverged_at}" for r in results)
+            + "; lower their lr (-o NAME:lr=...) or set train.clip_grad_norm", exit_code=EXIT_NONFINITE)
 
 
 def _optimizer_specs(texts: Optional[list[str]]) -> list:
@@ -653,10 +731,12 @@ def _optimizer_specs(texts: Optional[list[str]]) -> list:
 # --------------------------------------------------------------------------- plot
 
 
-@app.command(epilog="Examples:\n\n  backprop train -c configs/regression.yaml --metrics run.jsonl\n\n"
-             "  backprop plot run.jsonl --out run.png\n\n"
-             "  backprop plot runs.csv --out runs.svg --size 1800x1000")
+@app.command(epilog=_examples("backprop train -c configs/regression.yaml --metrics run.jsonl",
+                             "backprop plot run.jsonl --out run.png",
+                             "backprop compare-optimizers -c configs/compare.yaml --metrics runs.csv",
+                             "backprop plot runs.csv --out runs.svg --size 1800x1000"))
 @handle_errors
+@_reflow
 def plot(
     metrics: Annotated[Path, typer.Argument(help="A metrics file (.jsonl or .csv) from train --metrics or "
                                             "compare-optimizers --metrics.", show_default=False)],
@@ -689,10 +769,12 @@ def plot(
 # --------------------------------------------------------------------------- find-lr
 
 
-@app.command("find-lr", epilog="Examples:\n\n  backprop find-lr --config configs/regression.yaml\n\n"
-             "  backprop find-lr -c configs/regression.yaml --set optimizer=adam --plot lr.png\n\n"
-             "  backprop find-lr -c configs/seed.yaml --start 1e-5 --end 1 --steps 50 --format json")
+@app.command("find-lr", epilog=_examples(
+    "backprop find-lr --config configs/regression.yaml",
+    "backprop find-lr -c configs/regression.yaml --set optimizer=adam --plot lr.png",
+    "backprop find-lr -c configs/seed.yaml --start 1e-5 --end 1 --format json"))
 @handle_errors
+@_reflow
 def find_lr(
     config: ConfigOpt,
     set_: SetOpt = None,
@@ -704,6 +786,7 @@ def find_lr(
                                                  "or .svg).", rich_help_panel="Output")] = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
     """Find a learning rate: train from the initial weights while the lr grows exponentially from --start
@@ -743,7 +826,7 @@ def find_lr(
 
         lr_figure(plot, result["lrs"], result["losses"], result["smoothed_losses"], result["suggested_lr"],
                   result["min_loss_lr"], title=f"{Path(config).name}: {result['optimizer']}, learning-rate range test")
-    _emit(format, find_lr_document(result), lambda con, plain: _render("render_find_lr", con, plain, result))
+    _emit(format, find_lr_document(result), lambda con, plain: _render("render_find_lr", con, plain, result, wide=wide))
     if plot is not None:
         typer.echo(f"wrote plot: {plot}", err=True)
 
@@ -751,9 +834,10 @@ def find_lr(
 # --------------------------------------------------------------------------- init
 
 
-@app.command(epilog="Examples:\n\n  backprop init\n\n  backprop init mine.yaml --csv data/houses.csv\n\n"
-             "  backprop init mine.yaml --csv data.csv --target label --force")
+@app.command(epilog=_examples("backprop init", "backprop init mine.yaml --csv configs/data/houses.csv",
+                             "backprop init mine.yaml --csv configs/data/houses.csv --target price_k --force"))
 @handle_errors
+@_reflow
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("backprop.yaml"),
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Fit the config to this CSV: sizes, target column, "
@@ -780,9 +864,11 @@ class ShowFormat(str, Enum):
     json = "json"
 
 
-@config_app.command("show", epilog="Examples:\n\n  backprop config show -c configs/seed.yaml\n\n"
-                    "  backprop config show -c configs/seed.yaml --set optimizer=adam --format json")
+@config_app.command("show", epilog=_examples("backprop config show -c configs/seed.yaml",
+                                            "backprop config show -c configs/seed.yaml --set optimizer=adam "
+                                            "--format json"))
 @handle_errors
+@_reflow
 def config_show(config: ConfigOpt, set_: SetOpt = None,
                 format: Annotated[ShowFormat, typer.Option("--format", help="yaml or json.")] = ShowFormat.yaml) -> None:
     """Print the resolved config (defaults filled in, overrides applied)."""
@@ -797,9 +883,10 @@ def config_show(config: ConfigOpt, set_: SetOpt = None,
         sys.stdout.write(to_yaml(cfg))
 
 
-@config_app.command("validate", epilog="Examples:\n\n  backprop config validate -c configs/seed.yaml\n\n"
-                    "  backprop config validate -c mine.yaml --format json")
+@config_app.command("validate", epilog=_examples("backprop config validate -c configs/seed.yaml",
+                                                "backprop config validate -c configs/csv.yaml --format json"))
 @handle_errors
+@_reflow
 def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = Format.table) -> None:
     """Check a config file: every problem at once, one per line (exit code 2), or `ok`."""
     if format == Format.json:

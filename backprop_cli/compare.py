@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from backprop_cli.build import build_run, implementation_name, kernel_options, resolve_device
-from backprop_cli.config import SGD, Adam, Config, default_log_every, optimizer_hyperparams, optimizer_label
+from backprop_cli.config import (SGD, Adam, Config, default_log_every, optimizer_hyperparams, optimizer_label,
+                                 optimizer_spec_text, resolved_steps)
 from backprop_cli.data import Table, load_dataset
 from backprop_cli.engine import NonFiniteError, read_interval, run_steps
 from backprop_cli.records import StepRecord
@@ -31,6 +32,18 @@ def default_optimizers(cfg: Config) -> list:
         return list(cfg.compare.optimizers)
     sgd = cfg.optimizer if cfg.optimizer.name == "sgd" else SGD(name="sgd", lr=0.01)
     return [sgd, Adam(name="adam", lr=1e-3)]
+
+
+def run_length(cfg: Config, table: Table) -> int:
+    """The steps each run of the comparison takes (what :func:`build_run` will resolve), known before any
+    run is built: the progress bars show it from the start."""
+    return resolved_steps(cfg, math.ceil(len(table.x) / cfg.data.batch_size))
+
+
+def lower_lr_hint(spec) -> str:
+    """``lower its lr (-o "sgd:lr=0.5,momentum=0.9") or clip the gradients (--set train.clip_grad_norm=1)``."""
+    return (f'lower its lr (-o "{optimizer_spec_text(spec, lr=spec.lr / 10)}") or clip the gradients '
+            "(--set train.clip_grad_norm=1)")
 
 
 def unique_labels(specs: list) -> list[str]:
@@ -63,6 +76,14 @@ class RunResult:
     initial_state: dict = field(default_factory=dict)
     status: str = "done"  # done | diverged
     diverged_at: Optional[int] = None  # the step whose loss or gradients went non-finite
+    cause: str = ""  # what went non-finite at that step (the loss, the first parameter)
+    diverged_record: Optional[StepRecord] = None  # that step's numbers, as measured
+    spec: object = None  # the optimizer's config section
+    steps: int = 0  # the steps the run was to take
+
+    def lower_lr_hint(self) -> str:
+        """How to rerun this optimizer with a ten times smaller learning rate (compare's own syntax)."""
+        return lower_lr_hint(self.spec) if self.spec is not None else ""
 
     @property
     def losses(self) -> list[float]:
@@ -106,12 +127,17 @@ def compare_optimizers(cfg: Config, specs: list, steps: Optional[int] = None, se
     labels = unique_labels(specs)
     kernel = kernel_options(specs, device)
     results = []
+    announced = False
     for offset in range(seeds):
         for spec, label in zip(specs, labels):
             run = build_run(variant(cfg, spec, cfg.seed + offset, steps), dataset=dataset, device=device,
                             kernel=kernel)
+            if progress is not None and not announced:  # every bar shows its run's length from the start
+                for name in labels:
+                    progress(name, 0, seeds * run.steps)
+                announced = True
             result = RunResult(spec.name, label, optimizer_hyperparams(spec), run.cfg.seed, kernel=kernel,
-                               implementation=implementation_name(run.optimizer),
+                               implementation=implementation_name(run.optimizer), spec=spec, steps=run.steps,
                                initial_state={k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()})
             t0 = time.perf_counter()
             try:
@@ -121,10 +147,34 @@ def compare_optimizers(cfg: Config, specs: list, steps: Optional[int] = None, se
                     if progress is not None:
                         progress(label, offset * run.steps + rec.step, seeds * run.steps)
             except NonFiniteError as e:
-                result.status, result.diverged_at = "diverged", e.step
+                result.status, result.diverged_at, result.cause = "diverged", e.step, e.cause
+                result.diverged_record = e.record
             result.time_s = time.perf_counter() - t0
             results.append(result)
     return results
+
+
+def write_metrics(path, results: list[RunResult]) -> None:
+    """Every run's step records in one .jsonl or .csv file, each with its ``optimizer`` (the label),
+    ``seed`` and ``update_ratio``. A run that diverged ends with one more record: the step that went
+    non-finite, its numbers as measured (non-finite ones are null in JSON) and ``"diverged": true``."""
+    from backprop_cli.outputs import MetricsWriter
+
+    names = next((list(r.records[0].grad_norms) for r in results if r.records), None)
+    if names is None:
+        names = next((list(r.diverged_record.grad_norms) for r in results if r.diverged_record), [])
+    diverged = any(r.status == "diverged" for r in results)
+    writer = MetricsWriter(path, names, extra=("optimizer", "seed", "update_ratio") + (("diverged",) if diverged else ()))
+    try:
+        for r in results:
+            for rec in r.records:
+                writer.write({**rec.as_dict(), "optimizer": r.label, "seed": r.seed})
+            if r.diverged_record is not None:
+                writer.write({**r.diverged_record.as_dict(), "optimizer": r.label, "seed": r.seed, "diverged": True})
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
 
 def by_label(results: list[RunResult]) -> dict[str, list[RunResult]]:
@@ -156,7 +206,11 @@ def summarize(results: list[RunResult]) -> list[dict]:
         metrics = [r.metrics() for r in runs]
         entry = {"label": label, "optimizer": runs[0].optimizer, "hyperparams": runs[0].hyperparams,
                  "implementation": runs[0].implementation, "seeds": [r.seed for r in runs],
-                 "diverged": [{"seed": r.seed, "step": r.diverged_at} for r in runs if r.status == "diverged"]}
+                 "diverged": [{"seed": r.seed, "step": r.diverged_at, "cause": r.cause,
+                               "last_finite_loss": r.records[-1].loss if r.records else None}
+                              for r in runs if r.status == "diverged"]}
+        if entry["diverged"]:
+            entry["hint"] = runs[0].lower_lr_hint()
         for key in SUMMARY_KEYS:
             entry[key] = _mean_std([m[key] for m in metrics])
         entry["steps_to_10pct"]["reached"] = sum(m["steps_to_10pct"] is not None for m in metrics)
@@ -178,7 +232,8 @@ def summarize(results: list[RunResult]) -> list[dict]:
 
 def curves(results: list[RunResult]) -> list[dict]:
     """Per optimizer, per step: loss and total grad norm, mean and (several seeds) std over the seeds
-    that reached that step; ``ends`` lists the (step, loss) where a seed's run diverged."""
+    that reached that step; ``ends``: for each seed's run that diverged, its last finite step
+    (``step``, ``loss``, ``grad_norm``) and the step that went non-finite (``diverged_at``)."""
     out = []
     for label, runs in by_label(results).items():
         length = max((len(r.records) for r in runs), default=0)
@@ -199,7 +254,10 @@ def curves(results: list[RunResult]) -> list[dict]:
             "loss_std": loss_std if several else None,
             "grad_mean": grad_mean,
             "grad_std": grad_std if several else None,
-            "ends": [(r.records[-1].step if r.records else 0, r.records[-1].loss if r.records else math.nan)
+            "ends": [{"seed": r.seed, "diverged_at": r.diverged_at,
+                      "step": r.records[-1].step if r.records else 0,
+                      "loss": r.records[-1].loss if r.records else math.nan,
+                      "grad_norm": r.records[-1].grad_norm if r.records else math.nan}
                      for r in runs if r.status == "diverged"],
         })
     return out

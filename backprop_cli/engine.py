@@ -61,11 +61,14 @@ class NonFiniteError(BackpropError):
 
     exit_code = EXIT_NONFINITE
 
-    def __init__(self, message: str, step: int, last_good_step: int, model_step: Optional[int] = None):
+    def __init__(self, message: str, step: int, last_good_step: int, model_step: Optional[int] = None,
+                 cause: str = ""):
         super().__init__(message)
         self.step, self.last_good_step = step, last_good_step
         # the step the model's weights are at (> last_good_step when detection was deferred)
         self.model_step = last_good_step if model_step is None else model_step
+        self.cause = cause  # what went non-finite: "loss inf, first non-finite gradient: layer1.weight"
+        self.record: Optional[StepRecord] = None  # the step's numbers as measured (set by run_steps)
 
 
 def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Guard(), read_every: int = 1,
@@ -111,7 +114,12 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
         stats = step_stats(loss, grads, loss_scale(scaler))
         lr = optimizer.param_groups[0]["lr"]
         values = reads.now(stats) if reads.exact else None  # the CPU: judged before the update
-        update = values is None or check.allows_update(i + 1, values)
+        try:
+            update = values is None or check.allows_update(i + 1, values)
+        except NonFiniteError as e:
+            e.record = reads.record(_Pending(i + 1, stats, values, None, float(lr), time.perf_counter() - t0, True),
+                                    values, None)
+            raise
         before = None
         if update:
             if guard.clip_grad_norm is not None:
@@ -187,21 +195,27 @@ class NonFiniteCheck:
         if self.finite(values) or self.overflow(values):
             return True
         if self.guard.on_nonfinite == "stop" or self.skips >= self.guard.max_skips:
-            raise NonFiniteError(self.message(step, values), step, self.last_good)
+            raise NonFiniteError(self.message(step, values), step, self.last_good, cause=self.cause(values))
         self.skips += 1
         return False
 
     def after_update(self, step: int, values: list[float], model_step: int) -> None:
         if not (self.finite(values) or self.overflow(values)):
-            raise NonFiniteError(self.message(step, values), step, self.last_good, model_step)
+            raise NonFiniteError(self.message(step, values), step, self.last_good, model_step, self.cause(values))
         self.last_good = step
 
-    def message(self, step: int, values: list[float]) -> str:
+    def cause(self, values: list[float]) -> str:
+        """What went non-finite: the loss and the first parameter whose gradient did."""
         core = self.core(values)
         first = next((n for n, v in zip(self.names, core[2:]) if not math.isfinite(v)), None)
         grads = f"first non-finite gradient: {first}" if first else "all gradients finite"
-        extra = f" after skipping {self.skips} step(s)" if self.skips else ""
-        return (f"non-finite value at step {step}{extra}: loss {core[0]:.4g}, {grads}; "
+        extra = f"after skipping {self.skips} step(s): " if self.skips else ""
+        return f"{extra}loss {core[0]:.4g}, {grads}"
+
+    def message(self, step: int, values: list[float]) -> str:
+        cause = self.cause(values)
+        sep = " " if self.skips else ": "
+        return (f"non-finite value at step {step}{sep}{cause}; "
                 "lower optimizer.lr, set train.clip_grad_norm, or run with --detect-anomaly to find the operation")
 
 
@@ -262,7 +276,11 @@ class ReadBack:
         table = read_back(self.reduce(_padded(rows))) if rows else []
         width = len(pending[0].stats) if pending else 0
         for p, row in zip(pending, table):
-            self.check.after_update(p.step, row, pending[-1].step)
+            try:
+                self.check.after_update(p.step, row, pending[-1].step)
+            except NonFiniteError as e:
+                e.record = self.record(p, row[:width], None)
+                raise
             yield self.record(p, row[:width], *self._extras(p, row, width))
 
     def _extras(self, p: "_Pending", row: list[float], at: int) -> tuple[Optional[float], Optional[list[float]]]:

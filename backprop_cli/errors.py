@@ -8,12 +8,18 @@ EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
 
 
 class BackpropError(Exception):
     """A problem the user can fix; the CLI prints it without a traceback."""
 
     exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, *args, exit_code: "int | None" = None):
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class ConfigError(BackpropError):
@@ -38,6 +44,15 @@ class CheckpointError(BackpropError):
 
 class OutputError(BackpropError):
     """An output file cannot be written."""
+
+
+class OutputClosed(BackpropError):
+    """stdout (or stderr) was closed by its reader (``backprop train ... | head``): stop quietly."""
+
+    exit_code = EXIT_OUTPUT_CLOSED
+
+    def __init__(self, message: str = "output closed"):
+        super().__init__(message)
 
 
 class ResourceError(BackpropError):

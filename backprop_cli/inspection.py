@@ -153,9 +153,11 @@ def clip_copy(grads: dict[str, torch.Tensor], max_norm: float) -> tuple[dict[str
     return copies, before, after
 
 
-def inspect_gradients(run: Run, index: int, clip: Optional[float] = None, full: bool = False) -> dict:
+def inspect_gradients(run: Run, index: int, clip: Optional[float] = None, full: bool = False,
+                      linewidth: int = 120) -> dict:
     """Everything inspect-grads shows, as data (tensors under ``grads``/``weights``; the values as
-    torch prints them under ``text``: whole when small or ``full``, corners otherwise)."""
+    torch prints them, in lines of at most ``linewidth`` characters, under ``text``: whole when small
+    or ``full``, corners otherwise)."""
     probe = backward_at(run, index)
     named = list(run.model.named_parameters())
     stats = grad_statistics(named)
@@ -167,21 +169,21 @@ def inspect_gradients(run: Run, index: int, clip: Optional[float] = None, full: 
         "grads": grads,
         "weights": {n: p.detach().cpu().clone() for n, p in named},
         "warnings": grad_warnings(probe, stats),
-        "text": {n: tensor_text(g, full) for n, g in grads.items()},
+        "text": {n: tensor_text(g, full, linewidth) for n, g in grads.items()},
     }
     if clip is not None:
         clipped, before, after = clip_copy(grads, clip)
         result["clip"] = {"max_norm": clip, "total_norm_before": before, "total_norm_after": after,
                           "clipped": before > clip,
                           "norms": {n: float(torch.linalg.vector_norm(g)) for n, g in clipped.items()},
-                          "grads": clipped, "text": {n: tensor_text(g, full) for n, g in clipped.items()}}
+                          "grads": clipped, "text": {n: tensor_text(g, full, linewidth) for n, g in clipped.items()}}
     return result
 
 
-def tensor_text(t: torch.Tensor, full: bool) -> str:
+def tensor_text(t: torch.Tensor, full: bool, linewidth: int = 120) -> str:
     """A gradient's values, as torch prints them: whole when small (or ``full``), corners otherwise."""
     with torch._tensor_str.printoptions(threshold=math.inf if full else 64, edgeitems=3, precision=4,
-                                        linewidth=120, sci_mode=None):
+                                        linewidth=linewidth, sci_mode=None):
         return repr(t)
 
 

@@ -14,20 +14,34 @@ DPI = 100
 def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200, 500), title: str = "") -> None:
     """Two panels: loss per step (log y) and total grad norm per step, one line per optimizer.
 
-    ``series``: ``[{"label", "steps", "loss_mean", "loss_std", "grad_mean", "grad_std"}]``; the std
-    lists are None for a single seed, else drawn as ± std bands. ``size`` is in pixels.
+    ``series``: ``[{"label", "steps", "loss_mean", "loss_std", "grad_mean", "grad_std", "ends"}]``
+    (:func:`backprop_cli.compare.curves`); the std lists are None for a single seed, else drawn as
+    ± std bands, clipped to the range of the curves (a band wider than its mean would otherwise
+    stretch the log axis down to nothing). A run that diverged ends with an ``x`` at its last finite
+    step, and its legend entry says where it diverged. ``size`` is in pixels.
     """
     path = check_writable(Path(path), PLOT_SUFFIXES, "plot")
     plt = _pyplot()
     fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     try:
-        for s in series:
-            for ax, mean, std in ((ax_loss, s["loss_mean"], s["loss_std"]), (ax_grad, s["grad_mean"], s["grad_std"])):
-                (line,) = ax.plot(s["steps"], mean, label=s["label"], linewidth=1.5)
+        for ax, mean_key, std_key, end_key in ((ax_loss, "loss_mean", "loss_std", "loss"),
+                                               (ax_grad, "grad_mean", "grad_std", "grad_norm")):
+            shown = [v for s in series for v in s[mean_key] if math.isfinite(v) and v > 0]
+            floor, ceiling = (min(shown), max(shown)) if shown else (1e-12, math.inf)
+            for s in series:
+                ends = s.get("ends") or []
+                label = s["label"] + (f" (diverged at step {', '.join(str(e['diverged_at']) for e in ends)})"
+                                      if ends else "")
+                (line,) = ax.plot(s["steps"], s[mean_key], label=label, linewidth=1.5)
+                std = s[std_key]
                 if std is not None:
-                    lo = [max(m - d, 1e-12) for m, d in zip(mean, std)]
-                    hi = [m + d for m, d in zip(mean, std)]
+                    lo = [min(max(m - d, floor), m) for m, d in zip(s[mean_key], std)]
+                    hi = [max(min(m + d, ceiling), m) for m, d in zip(s[mean_key], std)]
                     ax.fill_between(s["steps"], lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+                marks = [(e["step"], e[end_key]) for e in ends if e["step"] and math.isfinite(e[end_key])]
+                if marks:
+                    ax.plot([m[0] for m in marks], [m[1] for m in marks], linestyle="none", marker="x",
+                            markersize=9, markeredgewidth=2, color=line.get_color())
         ax_loss.set_yscale("log")
         ax_loss.set(xlabel="step", ylabel="loss (log scale)", title="loss")
         ax_grad.set_yscale("log")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from backprop_cli.checkpoint import last_good_path
-from backprop_cli.errors import OutputError
+from backprop_cli.errors import OutputClosed, OutputError
 from backprop_cli.health import HealthMonitor
 from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
 from backprop_cli.records import StepRecord, Tracker
@@ -153,13 +153,29 @@ class TrackerSink:
 
 
 class ReporterSink:
-    """Hands each record to the reporter (the table on the terminal)."""
+    """Hands each record to the reporter (the table on the terminal). When the reader of the output
+    goes away (``backprop train ... | head``), ``closed`` is set and the run stops after this step."""
 
     def __init__(self, reporter) -> None:
         self.reporter = reporter
+        self.closed = False
 
     def record(self, rec: StepRecord) -> None:
-        self.reporter.step(rec)
+        if self.closed:
+            return
+        try:
+            self.reporter.step(rec)
+        except (OutputClosed, BrokenPipeError):
+            self.closed = True
+
+    def warn(self, text: str) -> None:
+        """A warning for the reporter (from :class:`HealthSink`), with the same care for a closed output."""
+        if self.closed:
+            return
+        try:
+            self.reporter.warn(text)
+        except (OutputClosed, BrokenPipeError):
+            self.closed = True
 
     def close(self, outcome: Outcome) -> dict[str, str]:
         return {}

@@ -21,7 +21,7 @@ from backprop_cli.config import Config, default_log_every
 from backprop_cli.data import Table
 from backprop_cli.diagnostics import Diagnostics
 from backprop_cli.engine import Loop, NonFiniteError, read_interval, run_steps
-from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputError
+from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputClosed, OutputError
 from backprop_cli.records import StepRecord, Summary, is_logging_step
 from backprop_cli.signals import StopRequest, stop_on_signals
 from backprop_cli.sinks import (CheckpointSink, EpochSink, EvaluationSink, HealthSink, MetricsSink, Outcome,
@@ -80,9 +80,12 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     start, changes = resume_from(run, opts.resume) if opts.resume is not None else (0, [])
 
     stop = StopRequest()
+    shown = ReporterSink(reporter if main else _Silent())
     loop, reduce, should_stop = run.loop(), None, stop
     if ctx is not None:
         loop, reduce, should_stop = ctx.distribute(loop), ctx.reduce_stats, distributed.AgreedStop(stop, ctx)
+    else:
+        should_stop = _StopOrClosed(stop, shown)
     if cfg.compile:
         import torch
 
@@ -95,14 +98,19 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     probe = Diagnostics.of(loop.model, cfg.model.activation.name,
                            lambda step: is_logging_step(step, start + 1, log_every, run.steps))
     tracker = TrackerSink()
-    health = HealthSink(reporter if main else _Silent(), cfg.model.activation.name, cfg.model.init)
+    health = HealthSink(shown, cfg.model.activation.name, cfg.model.init)  # its warnings go through `shown`
     sinks = [EpochSink(run.batches.per_epoch, run.batches.rows), *([evaluator] if evaluator else []),
-             tracker, ReporterSink(reporter if main else _Silent()), health]
+             tracker, shown, health]
     if main:
         sinks += _output_sinks(run, opts, log_every, probe)
-        reporter.start(_start_info(run, opts, ctx, start, changes, evaluator), log_every)
+        try:
+            reporter.start(_start_info(run, opts, ctx, start, changes, evaluator), log_every)
+        except (OutputClosed, BrokenPipeError):
+            shown.closed = True
 
     outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop, probe, evaluator)
+    if shown.closed and failure is None and outcome.status == "interrupted" and not stop():
+        outcome = Outcome("stopped", outcome.last_step, outcome.model_step, "output closed")
     outputs: dict[str, str] = {}
     for sink in sinks:
         outputs.update(sink.close(outcome))
@@ -110,10 +118,15 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     if evaluator is not None:
         tracker.summary.validation = evaluator.summary()
         tracker.summary.evaluation = evaluator.detail
-    if main:
-        reporter.finish(tracker.summary, outputs, outcome.status, outcome.reason)
+    if main:  # after a closed output too: its console prints nothing more, a JSON on stdout still gets out
+        try:
+            reporter.finish(tracker.summary, outputs, outcome.status, outcome.reason)
+        except (OutputClosed, BrokenPipeError):
+            shown.closed = True
     if failure is not None:
         raise failure
+    if shown.closed:
+        raise OutputClosed()
     if outcome.status == "interrupted":
         raise Interrupted(f"interrupted by {stop.name} after step {outcome.last_step}")
     return tracker.summary
@@ -249,6 +262,16 @@ def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str
     if opts.resume is not None:
         info["resume"] = {"path": str(opts.resume), "step": start, "changes": changes}
     return info
+
+
+class _StopOrClosed:
+    """Stop after this step on Ctrl-C / SIGTERM, or when the reader of the output went away."""
+
+    def __init__(self, stop: StopRequest, shown: ReporterSink):
+        self.stop, self.shown = stop, shown
+
+    def __call__(self) -> bool:
+        return self.stop() or self.shown.closed
 
 
 class _Silent:

@@ -1,9 +1,9 @@
 """Regenerate the pictures of real output used by the README: python docs/make_screenshots.py
 
 Each command runs for real, in-process, with its terminal output recorded by rich
-(Console(record=True)) and saved as SVG under docs/img/; the compare plot is docs/compare.png, the
-find-lr plot docs/img/find-lr.png and the dashboard of a run docs/img/dashboard.png (FIGURES: only
-their files are kept).
+(Console(record=True)) 100 columns wide, as on an ordinary terminal, and saved as SVG under
+docs/img/; the compare plot is docs/compare.png, the find-lr plot docs/img/find-lr.png and the
+dashboard of a run docs/img/dashboard.png (FIGURES: only their files are kept).
 Run it from anywhere; it works in the repository root.
 """
 
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+WIDTH = 100  # columns: what the README's pictures show
 sys.path.insert(0, str(ROOT))
 
 SHOTS = [
@@ -43,7 +44,7 @@ def main() -> None:
     report.TrainReport.show_progress = False
     report.CompareProgress.show_progress = False
     for name, args in SHOTS:
-        console = Console(record=True, width=150, force_terminal=True, color_system="truecolor",
+        console = Console(record=True, width=WIDTH, force_terminal=True, color_system="truecolor",
                           file=io.StringIO(), highlight=False)
         report.make_console = lambda stream=None, _c=console: _c
         report.plain_output = lambda stream=None: False

@@ -99,8 +99,18 @@ weights (SGD's lr·g against Adam's normalised step). `--plot` draws the loss an
     ("cmd", "backprop compare-optimizers --config configs/compare.yaml --plot docs/compare.png"),
     ("md", """\
 ![loss and gradient norm per step, SGD, SGD with momentum and Adam](compare.png)
+
+A learning rate that is too large for one optimizer does not end the comparison: that run is marked
+`diverged` at the step its loss or gradients went non-finite, its numbers stop at its last finite
+step, the others go on, and the note under the table says how to retry it with `-o`:
 """),
+    ("cmd", "backprop compare-optimizers --config configs/regression.yaml -o sgd:lr=5 -o adam:lr=0.01 "
+            "--steps 100"),
     ("md", """\
+The tables here were laid out for 100 columns (`COLUMNS=100`). In a narrower terminal they shorten
+their headers, put long labels on their own line and then hide the least important columns, with a
+note saying which; `--wide` shows every column, and `--format json` has every number.
+
 ## 5. Your own data
 
 From a CSV file to a trained model you can trust and use: `init`, `train` with held-out rows and
@@ -210,8 +220,12 @@ def scratch() -> Path:
     return tmp
 
 
+WIDTH = 100  # columns: the plain output is laid out as for COLUMNS=100
+
+
 def run(command: str, cwd: Path) -> tuple[str, int]:
-    """Run `backprop ...` in-process as a user would from a shell (plain output, as when piped)."""
+    """Run `backprop ...` in-process as a user would from a shell (plain output, as when piped, with
+    COLUMNS=100 so that the tables are laid out for a 100-column page)."""
     from typer.testing import CliRunner
 
     from backprop_cli.cli import app
@@ -221,7 +235,7 @@ def run(command: str, cwd: Path) -> tuple[str, int]:
     old = os.getcwd()
     os.chdir(cwd)
     try:
-        result = CliRunner().invoke(app, args[1:])
+        result = CliRunner().invoke(app, args[1:], env={"COLUMNS": str(WIDTH)})
     finally:
         os.chdir(old)
     return result.output, result.exit_code

@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 os.environ.pop("NO_COLOR", None)
+os.environ.pop("COLUMNS", None)  # plain output in tests: no width limit unless a test sets one
 
 
 @pytest.fixture

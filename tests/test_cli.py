@@ -257,3 +257,95 @@ def test_a_terminal_sees_a_line_while_torch_loads_and_plain_output_does_not(monk
         with report.starting(text) as waiting:
             assert waiting.status is None
     assert len(started) == 1
+
+
+def test_a_typo_in_set_is_blamed_on_set_not_on_the_file(cli, seed_cfg):
+    r = cli("train", "-c", seed_cfg, "--set", "optimzer.lr=0.1")
+    line = one_error(r, "--set: optimzer: unknown key; did you mean optimizer?")
+    assert str(seed_cfg) not in line and "seed.yaml" not in line
+    r = cli("train", "-c", seed_cfg, "--set", "optimizer.lrr=0.1")
+    one_error(r, "--set: optimizer.lrr: unknown key; did you mean lr?")
+
+
+@pytest.mark.parametrize("args,status,reason,code", [
+    (["--set", "optimizer.lr=100"], "stopped", "non-finite value", 3),
+    (["--set", "optimizer.lr=100", "--detect-anomaly"], "stopped", "non-finite value (autograd anomaly)", 3),
+    ([], "done", None, 0),
+])
+def test_train_json_says_why_it_stopped(cli, args, status, reason, code):
+    r = cli("train", "-c", CONFIGS / "regression.yaml", "--steps", 20, *args, "--format", "json")
+    assert r.exit_code == code, r.output
+    doc = json.loads(r.stdout)
+    assert doc["status"] == status and doc.get("reason") == reason
+    assert ("reason" in doc) == (status != "done")
+
+
+def test_train_json_reason_for_an_output_that_fails(cli, tmp_path, monkeypatch):
+    from backprop_cli import sinks
+    from backprop_cli.errors import OutputError
+
+    def full(self, rec):
+        if rec.step == 3:
+            raise OutputError("m.jsonl: cannot write: No space left on device")
+        self.writer.write(rec.as_dict())
+
+    monkeypatch.setattr(sinks.MetricsSink, "record", full)
+    r = cli("train", "-c", CONFIGS / "regression.yaml", "--steps", 9, "--metrics", tmp_path / "m.jsonl",
+            "--format", "json")
+    assert r.exit_code == 2
+    doc = json.loads(r.stdout)
+    assert (doc["status"], doc["reason"], doc["summary"]["steps"]) == ("stopped", "output error", 3)
+
+
+def test_train_json_reason_for_a_signal(tmp_path):
+    import os
+    import signal
+
+    cmd = [sys.executable, "-m", "backprop_cli", "train", "-c", str(CONFIGS / "regression.yaml"), "--steps",
+           "1000000", "--log-every", "1", "--format", "json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stderr:  # --format json: the rows go to stderr
+        if line.strip().startswith("20 "):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    doc = json.loads(out)
+    assert doc["status"] == "interrupted" and doc["reason"] == "signal (SIGINT)"
+
+
+@pytest.mark.parametrize("extra", [[], ["--format", "json"]])
+def test_a_closed_stdout_ends_quietly_with_141_and_keeps_the_outputs(tmp_path, extra):
+    """`backprop train ... | head -3`: the reader goes away; the run stops after that step, writes
+    its files, prints nothing more and exits with 141 (128 + SIGPIPE), as a shell reports it."""
+    m = tmp_path / "m.jsonl"
+    stream = "stderr" if extra else "stdout"
+    cmd = ["bash", "-c", f"{sys.executable} -m backprop_cli train -c {CONFIGS / 'regression.yaml'} --steps 1000000 "
+           f"--log-every 1 --metrics {m} {' '.join(extra)} {'2>&1 >/dev/null' if extra else ''} | head -3; "
+           "echo \"exit=${PIPESTATUS[0]}\" >&2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert len(r.stdout.splitlines()) == 3, r.stdout
+    assert r.stderr.strip() == "exit=141", f"{stream}: {r.stderr}"
+    recs = [json.loads(line) for line in m.read_text().splitlines()]
+    assert [x["step"] for x in recs] == list(range(1, len(recs) + 1)) and recs
+
+
+def test_a_closed_stderr_still_gets_the_json_out(tmp_path):
+    """--format json with its rows (stderr) piped into head: the JSON on stdout still says what happened."""
+    out = tmp_path / "out.json"
+    cmd = ["bash", "-c", f"{sys.executable} -m backprop_cli train -c {CONFIGS / 'regression.yaml'} --steps 1000000 "
+           f"--log-every 1 --format json 2>&1 >{out} | head -3 >/dev/null; echo \"exit=${{PIPESTATUS[0]}}\" >&2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.stderr.strip() == "exit=141", r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "stopped" and doc["reason"] == "output closed" and doc["summary"]["steps"] >= 1
+
+
+def test_a_closed_stdout_in_a_command_that_prints_once(tmp_path):
+    # 3000 rows: far more than a pipe holds, so the writes meet the closed pipe
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -m backprop_cli explain --updates 3000 | head -1; "
+                                      "echo \"exit=${PIPESTATUS[0]}\" >&2"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert len(r.stdout.splitlines()) == 1
+    assert r.stderr.strip() == "exit=141", r.stderr

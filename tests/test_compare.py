@@ -1,6 +1,7 @@
 """compare-optimizers: fairness, agreement with `train`, Adam's first step, outputs."""
 
 import json
+import math
 import struct
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 
 from backprop_cli.build import build_run
 from backprop_cli.compare import compare_optimizers, default_optimizers, summarize, variant
-from backprop_cli.engine import run_steps
+from backprop_cli.engine import NonFiniteError, run_steps
+from backprop_cli.report import fmt
 from backprop_cli.config import load_config, parse_optimizer
 from backprop_cli.errors import ConfigError
 from conftest import CONFIGS
@@ -189,3 +191,211 @@ def test_bad_options_are_one_line_exit_2(cli, tmp_path, monkeypatch, args, fragm
 def test_bad_plot_size(cli):
     r = cli("compare-optimizers", "-c", REG, "--plot-size", "big")
     assert r.exit_code == 2 and "WIDTHxHEIGHT" in r.output
+
+
+# --------------------------------------------------------------------------- a diverging optimizer
+
+DIVERGING = ["-c", REG, "--steps", 60, "-o", "sgd:lr=5", "-o", "adam:lr=0.01"]
+
+
+def test_a_diverging_optimizer_is_marked_and_the_others_go_on(cli, tmp_path):
+    m, png = tmp_path / "m.jsonl", tmp_path / "p.png"
+    r = cli("compare-optimizers", *DIVERGING, "--metrics", m, "--plot", png)
+    assert r.exit_code == 0, r.output
+    # the same run, by hand: SGD lr=5 on this config goes non-finite at some step N
+    from backprop_cli.engine import NonFiniteError
+
+    c = cfg("train.steps=60", "optimizer=sgd", "optimizer.lr=5")
+    run = build_run(c)
+    seen = []
+    with pytest.raises(NonFiniteError) as e:
+        for rec in run_steps(run.loop(), run.steps, guard=run.guard):
+            seen.append(rec)
+    n = e.value.step
+    assert 1 < n < 60
+    out = " ".join(r.stdout.split())
+    assert f"diverged at step {n}" in out and "done" in out
+    assert f"sgd lr=5 diverged at step {n} (loss" in out
+    assert f"its numbers stop at its last finite loss, {fmt(seen[-1].loss)}" in out
+    assert 'lower its lr (-o "sgd:lr=0.5") or clip the gradients (--set train.clip_grad_norm=1)' in out
+    recs = [json.loads(line) for line in m.read_text().splitlines()]
+    sgd = [x for x in recs if x["optimizer"] == "sgd lr=5"]
+    assert [x["step"] for x in sgd] == list(range(1, n + 1))
+    assert [x["loss"] for x in sgd[:-1]] == [x.loss for x in seen]
+    assert sgd[-1]["diverged"] is True and all("diverged" not in x for x in sgd[:-1])
+    assert sgd[-1]["loss"] is None or not math.isfinite(e.value.record.loss) or sgd[-1]["loss"] == e.value.record.loss
+    assert len([x for x in recs if x["optimizer"] == "adam lr=0.01"]) == 60
+    assert png.exists()
+    r = cli("compare-optimizers", *DIVERGING, "--format", "json")
+    doc = json.loads(r.stdout)
+    sgd_run, adam_run = doc["runs"]
+    assert (sgd_run["status"], sgd_run["diverged_at"], len(sgd_run["losses"])) == ("diverged", n, n - 1)
+    assert sgd_run["final_loss"] == seen[-1].loss
+    assert (adam_run["status"], adam_run["diverged_at"], len(adam_run["losses"])) == ("done", None, 60)
+    entry = doc["summary"][0]
+    assert entry["diverged"] == [{"seed": 0, "step": n, "cause": e.value.cause, "last_finite_loss": seen[-1].loss}]
+    assert entry["best_in"] == [] and "hint" in entry and "hint" not in doc["summary"][1]
+
+
+def test_the_diverged_record_in_csv_metrics(cli, tmp_path):
+    m = tmp_path / "m.csv"
+    assert cli("compare-optimizers", *DIVERGING, "--metrics", m, "-q").exit_code == 0
+    head, *rows = m.read_text().splitlines()
+    cols = head.split(",")
+    assert "diverged" in cols
+    marked = [row.split(",") for row in rows if row.split(",")[cols.index("diverged")] == "True"]
+    assert len(marked) == 1 and marked[0][cols.index("optimizer")] == "sgd lr=5"
+
+
+def test_every_run_diverging_exits_3_after_the_table(cli, tmp_path):
+    r = cli("compare-optimizers", "-c", REG, "--steps", 60, "-o", "sgd:lr=5", "-o", "sgd:lr=8",
+            "--plot", tmp_path / "p.png")
+    assert r.exit_code == 3, r.output
+    assert "diverged at step" in r.stdout and (tmp_path / "p.png").exists()
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "every run diverged: sgd lr=5 at step" in err[0] and "sgd lr=8 at step" in err[0]
+
+
+def test_the_plot_marks_where_a_run_diverged(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from backprop_cli.compare import curves
+    from backprop_cli.plots import compare_figure
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    c = cfg()
+    results = compare_optimizers(c, [parse_optimizer("sgd:lr=5"), parse_optimizer("adam:lr=0.01")], steps=40)
+    series = curves(results)
+    compare_figure(tmp_path / "p.png", series)
+    ax_loss, ax_grad = figures[0].axes
+    sgd = results[0]
+    last = sgd.records[-1]
+    marks = [line for line in ax_loss.lines if line.get_marker() == "x"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [last.step] and list(marks[0].get_ydata()) == [last.loss]
+    marks = [line for line in ax_grad.lines if line.get_marker() == "x"]
+    assert list(marks[0].get_ydata()) == [last.grad_norm]
+    labels = [t.get_text() for t in ax_loss.get_legend().get_texts()]
+    assert labels == [f"sgd lr=5 (diverged at step {sgd.diverged_at})", "adam lr=0.01"]
+
+
+def test_seed_bands_stay_within_the_curves_on_the_log_axis(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from backprop_cli.plots import compare_figure
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    steps = list(range(1, 11))
+    mean = [1.0 / s for s in steps]
+    series = [{"label": "a", "steps": steps, "loss_mean": mean, "loss_std": [3 * m for m in mean],
+               "grad_mean": mean, "grad_std": [0.0] * 10, "ends": []},
+              {"label": "b", "steps": steps, "loss_mean": [2 * m for m in mean], "loss_std": [0.0] * 10,
+               "grad_mean": mean, "grad_std": [0.0] * 10, "ends": []}]
+    compare_figure(tmp_path / "p.png", series, title="x: mean ± std over 3 seeds")
+    ax_loss = figures[0].axes[0]
+    band = ax_loss.collections[0]  # series a: std 3× its mean
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() >= min(mean) - 1e-12 and ys.max() <= 2 * max(mean) + 1e-12  # the band: within the curves
+    assert ax_loss.get_ylim()[0] > 1e-3  # before: the band reached 1e-12 and flattened the plot
+
+
+def test_a_multi_seed_plot_is_not_titled_same_init(cli, monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert cli("compare-optimizers", "-c", REG, "--steps", 5, "--seeds", 2, "--plot", tmp_path / "p.png").exit_code == 0
+    assert cli("compare-optimizers", "-c", REG, "--steps", 5, "--plot", tmp_path / "q.png").exit_code == 0
+    several, one = (f._suptitle.get_text() for f in figures)
+    assert "same init" not in several and "mean ± std over 2 seeds" in several
+    assert one == "regression.yaml: same initial weights and batches"
+
+
+def test_progress_bars_know_their_length_before_their_run_starts():
+    calls = []
+    c = cfg()
+    compare_optimizers(c, [parse_optimizer("sgd"), parse_optimizer("adam")], steps=4, seeds=2,
+                       progress=lambda label, done, total: calls.append((label, done, total)))
+    assert calls[:2] == [("sgd lr=0.001", 0, 8), ("adam lr=0.001", 0, 8)]  # torch's default lr for both
+    assert all(total == 8 for _, _, total in calls)
+    assert calls[-1] == ("adam lr=0.001", 8, 8)
+    from backprop_cli.compare import run_length
+    from backprop_cli.data import read_table
+
+    for sets in (["train.steps=30"], ["train.steps=null", "train.epochs=3"], ["train.steps=null", "train.epochs=2", "data.batch_size=100"]):
+        c = cfg(*sets)
+        (r,) = compare_optimizers(c, [parse_optimizer("sgd")], seeds=1)
+        assert run_length(c, read_table(c)) == r.steps == len(r.records)
+
+
+# --------------------------------------------------------------------------- compare equals train
+
+
+ALL_OPTIONS = """\
+seed: 3
+device: cpu
+model: {input_size: 8, hidden_sizes: [16, 12], output_size: 2, activation: gelu}
+optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+scheduler: {name: step, step_size: 7, gamma: 0.5}
+precision: bf16
+data: {kind: synthetic, samples: 256, batch_size: 32}
+train: {steps: 40, clip_grad_norm: 0.5, on_nonfinite: skip, max_skips: 3, zero_grad: false}
+"""
+
+
+def _train_records(c):
+    """train's own path (run_training), its records as the reporter gets them."""
+    from backprop_cli.training import TrainOptions, run_training
+
+    class Collect:
+        def __init__(self):
+            self.records = []
+
+        def start(self, info, log_every):
+            pass
+
+        def step(self, rec):
+            self.records.append(rec)
+
+        def warn(self, text):
+            pass
+
+        def finish(self, *args):
+            pass
+
+    collect = Collect()
+    try:
+        run_training(c, TrainOptions(), collect)
+    except NonFiniteError:
+        pass
+    return collect.records
+
+
+@pytest.mark.parametrize("name", ["seed", "regression", "classification", "compare", "csv", "all options",
+                                  "diverging"])
+def test_compares_run_of_the_configs_own_optimizer_equals_train(name, tmp_path):
+    if name == "all options":
+        path = tmp_path / "all.yaml"
+        path.write_text(ALL_OPTIONS)
+        c = load_config(path)
+    elif name == "diverging":
+        c = load_config(REG, ["device=cpu", "optimizer.lr=5", "train.steps=60"])
+    else:
+        c = load_config(CONFIGS / f"{name}.yaml", ["device=cpu", "train.steps=60", "train.epochs=null"])
+    own = c.optimizer
+    specs = [own] + [s for s in default_optimizers(c) if s != own]
+    results = compare_optimizers(c, specs)
+    records = _train_records(c)
+    assert records
+    mine = results[0]
+    assert [r.loss for r in mine.records] == [r.loss for r in records]  # bitwise
+    assert [r.grad_norm for r in mine.records] == [r.grad_norm for r in records]
+    assert [r.lr for r in mine.records] == [r.lr for r in records]
+    assert [r.clipped for r in mine.records] == [r.clipped for r in records]
+    if name == "diverging":
+        assert mine.status == "diverged" and mine.diverged_at == len(records) + 1
+    else:
+        assert mine.status == "done" and len(records) == mine.steps
+    if name == "all options":
+        assert any(r.clipped for r in records) and len({r.lr for r in records}) > 1

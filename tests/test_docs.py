@@ -55,10 +55,14 @@ def run_all(cmds, cwd, cli, monkeypatch):
         assert "Traceback" not in r.output, command
 
 
-def test_the_tutorial_runs_as_written(repo_copy, cli, monkeypatch):
-    cmds = commands((ROOT / "docs" / "tutorial.md").read_text())
-    assert len(cmds) >= 12
-    run_all(cmds, repo_copy, cli, monkeypatch)
+def test_the_readme_then_the_tutorial_run_as_written_in_one_folder(repo_copy, cli, monkeypatch):
+    """A reader who tries the README's examples and then the tutorial's, in the same folder, meets no
+    collision (a file one wrote that the other refuses to overwrite)."""
+    readme = commands((ROOT / "README.md").read_text())
+    tutorial = commands((ROOT / "docs" / "tutorial.md").read_text())
+    assert any(c.startswith("torchrun ") for c, _ in readme)
+    assert len([c for c, _ in readme if c.startswith("backprop ")]) >= 7 and len(tutorial) >= 12
+    run_all(readme + tutorial, repo_copy, cli, monkeypatch)
     assert (repo_copy / "my.yaml").exists() and (repo_copy / "docs" / "compare.png").exists()
     for picture in ("deep_sigmoid.png", "deep_relu.png"):
         assert (repo_copy / "docs" / picture).read_bytes().startswith(b"\x89PNG")
@@ -72,15 +76,9 @@ def test_the_tutorial_covers_the_walkthrough():
                    "[exit code 3]", "$ backprop compare-optimizers", "(compare.png)", "--csv",
                    "## 6. Vanishing and exploding gradients", "$ backprop train --config configs/deep_sigmoid.yaml",
                    "$ backprop train --config configs/deep_relu.yaml", "$ backprop plot ", "$ backprop find-lr ",
-                   "vanishing gradients", "of the units dead", "(deep_sigmoid.png)", "(deep_relu.png)"):
+                   "vanishing gradients", "of the units dead", "(deep_sigmoid.png)", "(deep_relu.png)",
+                   "-o sgd:lr=5", "diverged at step", "--wide"):
         assert needed in text, needed
-
-
-def test_the_readme_examples_run_as_written(repo_copy, cli, monkeypatch):
-    cmds = commands((ROOT / "README.md").read_text())
-    assert any(c.startswith("torchrun ") for c, _ in cmds)
-    assert len([c for c, _ in cmds if c.startswith("backprop ")]) >= 7
-    run_all(cmds, repo_copy, cli, monkeypatch)
 
 
 def test_readme_images_exist():

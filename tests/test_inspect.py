@@ -172,3 +172,24 @@ def test_explain_steps_show_the_loss_falling(cli):
     table = cli("explain", "--steps", 3).stdout
     for s in ("1. forward", "∂L/∂w1", "−(y − ŷ)·w2·x", "−(y − ŷ)·z1", "autograd", "w ← w − η·∂L/∂w", "3 steps of SGD"):
         assert s in table
+
+
+def test_train_steps_trains_with_the_configs_own_options_as_train_does(cli, tmp_path):
+    """inspect-grads --train-steps N == train --steps N --save, then inspect-grads --checkpoint: the same
+    clipping, schedule and precision, so the same weights and the same next gradients, bit for bit."""
+    from conftest import CONFIGS
+
+    sets = ["--set", "train.clip_grad_norm=0.3", "--set", "scheduler={name: step, step_size: 2, gamma: 0.5}",
+            "--set", "precision=bf16", "--set", "train.steps=7"]
+    reg = CONFIGS / "regression.yaml"
+    ck = tmp_path / "c.pt"
+    assert cli("train", "-c", reg, *sets, "--save", ck, "-q").exit_code == 0
+    via_train = json.loads(cli("inspect-grads", "-c", reg, *sets, "--checkpoint", ck, "--format", "json").stdout)
+    for spelling in ("--train-steps", "--steps"):
+        here = json.loads(cli("inspect-grads", "-c", reg, *sets, spelling, 7, "--format", "json").stdout)
+        assert here["batch"] == via_train["batch"] == {"index": 7, "size": 64}
+        assert here["loss"] == via_train["loss"]
+        assert all(here["params"][n]["grad"] == via_train["params"][n]["grad"] for n in here["params"])
+    plain = json.loads(cli("inspect-grads", "-c", reg, "--set", "train.steps=7", "--train-steps", 7,
+                           "--format", "json").stdout)
+    assert plain["loss"] != via_train["loss"]  # the options matter: without them the weights differ

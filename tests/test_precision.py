@@ -38,7 +38,10 @@ def test_fp16_shows_the_loss_scale_and_clips_unscaled_gradients(cli, tmp_path):
     r = cli("train", "-c", REG, "--steps", 10, "--set", "precision=fp16", "--set", "train.clip_grad_norm=0.5",
             "--metrics", m, "--log-every", 5)
     assert r.exit_code == 0, r.output
-    assert "loss scale" in r.stdout
+    header = next(line for line in r.stdout.splitlines() if line.startswith("step "))
+    assert header.split()[-2:] == ["lr", "loss_scale"]  # the name it has in the metrics
+    first = next(line for line in r.stdout.splitlines() if line.split()[:1] == ["1"])
+    assert first.split()[-1] == "65536"  # GradScaler's initial scale
     head, *rows = [line.split(",") for line in m.read_text().splitlines()]
     assert "loss_scale" in head and "clipped" in head
     scale = head.index("loss_scale")

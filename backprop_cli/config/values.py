@@ -78,5 +78,24 @@ def start_summary(cfg: Config) -> str:
             f" · {data} · {steps}")
 
 
+def optimizer_spec_text(spec: BaseModel, **changes: Any) -> str:
+    """The ``--optimizer`` spelling of an optimizer (``sgd:lr=0.5,momentum=0.9``): its name, its lr and
+    every hyperparameter that is not torch's default, with ``changes`` applied."""
+    parts = []
+    for key, field in type(spec).model_fields.items():
+        if key == "name":
+            continue
+        value = changes.get(key, getattr(spec, key))
+        if key == "lr" or value != field.default:
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, (list, tuple)):
+                text = "[" + ",".join(f"{v:g}" for v in value) + "]"
+            else:
+                text = f"{value:g}"
+            parts.append(f"{key}={text}")
+    return f"{spec.name}:" + ",".join(parts) if parts else spec.name
+
+
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.plain(), sort_keys=False, default_flow_style=None)
