@@ -579,7 +579,7 @@ class TrainReport:
     The rows fit the console's width: :func:`train_columns` says which per-parameter columns give way
     first (``wide``: every column)."""
 
-    show_progress = True  # docs/make_screenshots.py turns the live bar off for recorded output
+    show_progress = True  # the live displays (the bar, the line while torch loads); off for recorded output
 
     def __init__(self, console: Console, *, plain: bool, quiet: bool = False, json_out: Optional[IO] = None,
                  wide: bool = False):
@@ -594,7 +594,7 @@ class TrainReport:
         from backprop_cli.torchrun import rank
 
         self.waiting = Starting(self.console, f"backprop train: loading torch … {text}",
-                                enabled=not (self.plain or self.quiet) and rank() == 0)
+                                enabled=not (self.plain or self.quiet) and self.show_progress and rank() == 0)
         return self.waiting
 
     def start(self, info: dict, log_every: int) -> None:

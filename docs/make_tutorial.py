@@ -107,7 +107,7 @@ step, the others go on, and the note under the table says how to retry it with `
     ("cmd", "backprop compare-optimizers --config configs/regression.yaml -o sgd:lr=5 -o adam:lr=0.01 "
             "--steps 100"),
     ("md", """\
-The tables here were laid out for 100 columns (`COLUMNS=100`). In a narrower terminal they shorten
+The tables here were laid out for 120 columns (`COLUMNS=120`). In a narrower terminal they shorten
 their headers, put long labels on their own line and then hide the least important columns, with a
 note saying which; `--wide` shows every column, and `--format json` has every number.
 
@@ -220,12 +220,12 @@ def scratch() -> Path:
     return tmp
 
 
-WIDTH = 100  # columns: the plain output is laid out as for COLUMNS=100
+WIDTH = 120  # columns: the plain output is laid out as for COLUMNS=120 (full headers for the classic net)
 
 
 def run(command: str, cwd: Path) -> tuple[str, int]:
     """Run `backprop ...` in-process as a user would from a shell (plain output, as when piped, with
-    COLUMNS=100 so that the tables are laid out for a 100-column page)."""
+    COLUMNS=120 so that the tables are laid out for a 120-column page)."""
     from typer.testing import CliRunner
 
     from backprop_cli.cli import app

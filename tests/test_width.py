@@ -74,7 +74,8 @@ def record(cli, monkeypatch):
     monkeypatch.setattr(report.TrainReport, "show_progress", False)
     monkeypatch.setattr(report.CompareProgress, "show_progress", False)
     docs: dict = {}
-    for name in ("inspect_document", "check_document", "explain_document", "compare_document", "find_lr_document"):
+    for name in ("inspect_document", "check_document", "explain_document", "compare_document", "find_lr_document",
+                 "evaluate_document"):
         original = getattr(documents, name)
 
         def keep(*args, _name=name, _original=original):
@@ -97,17 +98,32 @@ def record(cli, monkeypatch):
     return run
 
 
+PENGUINS = f"""\
+seed: 0
+device: cpu
+model: {{input_size: 4, hidden_size: 16, output_size: 3}}
+loss: cross_entropy
+optimizer: {{name: adam, lr: 0.01}}
+data: {{kind: csv, path: "{CONFIGS / 'data' / 'penguins.csv'}", target: species, missing: drop_rows,
+        features: [bill_length_mm, bill_depth_mm, flipper_length_mm, body_mass_g], validation: 0.2,
+        standardize: true, batch_size: 64}}
+train: {{epochs: 4}}
+"""
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("config,args", [
     (CONFIGS / "seed.yaml", []),
     (CONFIGS / "regression.yaml", ["--steps", "25", "--log-every", "5", "--set", "train.clip_grad_norm=0.5"]),
     ("deep", []),
-], ids=["seed", "regression", "deep"])
+    ("penguins", []),
+], ids=["seed", "regression", "deep", "validation"])
 def test_train(record, tmp_path, width, mode, config, args):
-    if config == "deep":
-        config = tmp_path / "deep.yaml"
-        config.write_text(DEEP)
+    if config in ("deep", "penguins"):
+        text = DEEP if config == "deep" else PENGUINS
+        config = tmp_path / f"{config}.yaml"
+        config.write_text(text)
     metrics = tmp_path / "m.jsonl"
     run = record(width, mode, "train", "-c", config, *args, "--metrics", metrics, "--format", "json")
     run.check_fits()
@@ -120,9 +136,25 @@ def test_train(record, tmp_path, width, mode, config, args):
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     names = list(records[0]["grad_norms"])
     log_every = 4 if "deep" in str(config) else 5 if args else 1
-    may_hide = set(names) | {"lr"}
+    if "penguins" in str(config):
+        log_every = next(r["step"] for r in records if "val_loss" in r)  # one row per epoch: every evaluation
+    may_hide = set(names) | {"lr", "epoch", "epoch_loss", "train_loss", "train_accuracy", "val_accuracy"}
+    evaluation = [k for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
+                  if any(k in r for r in records) and run.column(k, may_hide)]
+    assert "val_loss" in evaluation or "val_loss" not in records[-1]  # never hidden
+    for key in evaluation:
+        for rec in records:
+            if key in rec:
+                run.shows(rec[key])
+    if "validation" in s and s["validation"]:
+        run.shows(s["validation"]["loss"])
+        run.shows(s["validation"]["accuracy"])
+        for row in s["validation"]["per_class"]:
+            run.shows(row["class"])
+            for k in ("precision", "recall", "f1", "support"):
+                run.shows(row[k])
     shown = [n for n in names if run.column(n, may_hide)]
-    assert shown, "no per-parameter column left"
+    assert shown or evaluation, "no per-parameter column left (only evaluation columns may take their place)"
     lr_shown = run.column("lr", may_hide)
     for rec in records:
         if rec["step"] == 1 or rec["step"] % log_every == 0 or rec["step"] == len(records):
@@ -133,9 +165,9 @@ def test_train(record, tmp_path, width, mode, config, args):
                 run.shows(rec["grad_norms"][n])
             if lr_shown:
                 run.shows(rec["lr"])
-    if width >= 150 and "deep" not in str(config):
+    if width >= 150 and "deep" not in str(config) and "penguins" not in str(config):
         assert not run.hidden  # the classic and the regression net: every column at 150 columns
-    if width >= 100 and "deep" not in str(config):
+    if width >= 100 and "deep" not in str(config) and "penguins" not in str(config):
         assert run.hidden <= {"lr"}  # at 100: all but a constant lr (the start panel shows it)
 
 
@@ -211,6 +243,26 @@ def test_find_lr(record, width, mode):
     run.shows(len(doc["lrs"]))
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_evaluate(record, cli, tmp_path, width, mode):
+    cfg = tmp_path / "penguins.yaml"
+    cfg.write_text(PENGUINS)
+    assert cli("train", "-c", cfg, "--save-best", tmp_path / "best.pt", "-q").exit_code == 0
+    run = record(width, mode, "evaluate", "--checkpoint", tmp_path / "best.pt")
+    run.check_fits()
+    doc = run.docs["evaluate_document"]
+    for key in ("step", "rows", "loss", "accuracy"):
+        run.shows(doc[key])
+    for row in doc["per_class"]:
+        run.shows(row["class"])
+        for k in ("precision", "recall", "f1", "support"):
+            run.shows(row[k])
+    for row in doc["confusion"]:
+        for v in row:
+            run.shows(v)
+
+
 def _steps_to_10pct(m: dict, seeds: int) -> str:
     if m["mean"] is None:
         return "never"
@@ -260,8 +312,8 @@ def test_wide_shows_every_column_however_narrow(record):
     assert cell_len(header) > 60
     run = record(60, "plain", "train", "-c", CONFIGS / "seed.yaml", "--wide")
     header = next(line for line in run.lines if line.startswith("step "))
-    assert header.split() == ["step", "loss", "grad_norm", "layer1.weight", "layer1.bias", "layer2.weight",
-                              "layer2.bias", "lr"]
+    assert header.split() == ["step", "epoch", "loss", "grad_norm", "layer1.weight", "layer1.bias", "layer2.weight",
+                              "layer2.bias", "lr", "epoch_loss"]
 
 
 # --------------------------------------------------------------------------- the mechanism itself
@@ -325,9 +377,10 @@ def test_streamed_rows_take_their_width_from_the_widest_value_a_column_can_hold(
                          scheduled=False, scale=False, skips=False)
     layout = fit(cols, [], 80)
     assert layout.width <= 80
-    assert [c.name for c in cols if c not in layout.hidden][:3] == ["step", "loss", "grad_norm"]
-    shown = [c.name for c in cols if c not in layout.hidden][3:]
-    assert shown == ["layer1.weight", "layer2.weight", "layer5.weight", "layer6.weight"]  # weights, ends first
+    shown = [c.name for c in cols if c not in layout.hidden]
+    # without evaluation the weights' norms stay longest (the first and last layers first), after epoch
+    assert shown == ["step", "loss", "grad_norm", "layer1.weight", "layer2.weight", "layer5.weight", "layer6.weight"]
+    assert {"epoch", "epoch_loss", "lr"} <= {c.name for c in layout.hidden}
     assert "lr" in [c.name for c in layout.hidden]  # constant: first to go
     widest = [fmt(-1.2345e-5), fmt(3.4e38), fmt(float("-inf"))]
     assert max(len(w) for w in widest) <= NUM_WIDTH
