@@ -39,9 +39,10 @@ def test_fp16_shows_the_loss_scale_and_clips_unscaled_gradients(cli, tmp_path):
             "--metrics", m, "--log-every", 5)
     assert r.exit_code == 0, r.output
     header = next(line for line in r.stdout.splitlines() if line.startswith("step "))
-    assert header.split()[-2:] == ["lr", "loss_scale"]  # the name it has in the metrics
+    assert header.split()[-3:] == ["lr", "loss_scale", "epoch_loss"]  # the name it has in the metrics
     first = next(line for line in r.stdout.splitlines() if line.split()[:1] == ["1"])
-    assert first.split()[-1] == "65536"  # GradScaler's initial scale
+    end = header.index("loss_scale") + len("loss_scale")
+    assert first[:end].split()[-1] == "65536"  # GradScaler's initial scale, in its column
     head, *rows = [line.split(",") for line in m.read_text().splitlines()]
     assert "loss_scale" in head and "clipped" in head
     scale = head.index("loss_scale")
