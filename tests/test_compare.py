@@ -372,8 +372,7 @@ def _train_records(c):
     return collect.records
 
 
-@pytest.mark.parametrize("name", ["seed", "regression", "classification", "compare", "csv", "all options",
-                                  "diverging"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")) + ["all options", "diverging"])
 def test_compares_run_of_the_configs_own_optimizer_equals_train(name, tmp_path):
     if name == "all options":
         path = tmp_path / "all.yaml"
