@@ -42,27 +42,29 @@ def backprop_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "backprop_cli"]
 
 
-def run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float | None, str]:
-    """Wall seconds, peak RSS in MB (None without /usr/bin/time), stdout."""
+def run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float | None, str, float | None]:
+    """Wall seconds, peak RSS in MB, stdout, CPU seconds (user + system; None without /usr/bin/time)."""
     wrapped = ["/usr/bin/time", "-v", *cmd] if TIME else cmd
     t = time.perf_counter()
     r = subprocess.run(wrapped, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
+    cpu = [float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", r.stderr)]
     if r.returncode not in (0, 2):
         sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    return wall, int(m.group(1)) / 1024 if m else None, r.stdout
+    return wall, int(m.group(1)) / 1024 if m else None, r.stdout, sum(cpu) if len(cpu) == 2 else None
 
 
 def pair(name: str, ours: list[str], theirs: list[str], repeats: int, cwd: Path, env: dict) -> dict:
     """Run both commands `repeats` times, alternating which goes first."""
-    res = {"ours": [], "theirs": [], "ours_mb": [], "theirs_mb": []}
+    res = {"ours": [], "theirs": [], "ours_mb": [], "theirs_mb": [], "ours_cpu": [], "theirs_cpu": []}
     for k in range(repeats):
         order = [("ours", ours), ("theirs", theirs)]
         for who, cmd in (order if k % 2 == 0 else order[::-1]):
-            wall, mb, _ = run(cmd, cwd, env)
+            wall, mb, _, cpu = run(cmd, cwd, env)
             res[who].append(wall)
             res[f"{who}_mb"].append(mb)
+            res[f"{who}_cpu"].append(cpu)
         print(f"  {name} #{k + 1}: backprop {res['ours'][-1]:.2f} s, plain {res['theirs'][-1]:.2f} s "
               f"(ratio {res['theirs'][-1] / res['ours'][-1]:.3f})", file=sys.stderr, flush=True)
     return res
@@ -124,6 +126,8 @@ def main() -> None:
         rows.append(("start-up: 1 step of configs/seed.yaml", start, threads, "≤ +0.15 s"))
         torch_only = statistics.median(run([sys.executable, "-c", "import torch"], cwd, env)[0]
                                        for _ in range(args.repeats))
+        dynamo = statistics.median(run([sys.executable, "-c", "import torch, torch._dynamo"], cwd, env)[0]
+                                   for _ in range(args.repeats))
 
         # commands that never import torch
         (cwd / "bad.csv").write_text("a,b,y\n1,2,3\n4,x,6\n")
@@ -140,23 +144,33 @@ def main() -> None:
     def mb(values):
         return f"{max(v for v in values if v is not None):,.0f}" if any(v is not None for v in values) else "—"
 
-    head = ("case", "threads", "plain script", "backprop train", "plain / backprop", "pair ratios", "peak MB plain / ours",
-            "target")
+    head = ("case", "threads", "plain script", "backprop train", "plain / backprop", "pair ratios",
+            "CPU s plain / ours", "CPU ratio", "peak MB plain / ours", "target")
     table = []
     for name, r, th, target in rows:
         o, t = statistics.median(r["ours"]), statistics.median(r["theirs"])
         ratios = [b / a for a, b in zip(r["ours"], r["theirs"])]
-        ratio = f"{t / o:.3f}×" if "start-up" not in name else f"+{o - t:.3f} s"
-        table.append((name, str(th), f"{t:.2f} s", f"{o:.2f} s", ratio, f"{min(ratios):.2f}-{max(ratios):.2f}",
+        startup = "start-up" in name
+        ratio = f"{t / o:.3f}×" if not startup else f"{o - t:+.3f} s"
+        spread = (f"{min(ratios):.2f}-{max(ratios):.2f}" if not startup else
+                  f"{min(a - b for a, b in zip(r['ours'], r['theirs'])):+.2f} to "
+                  f"{max(a - b for a, b in zip(r['ours'], r['theirs'])):+.2f} s")
+        cpu = "—", "—"
+        if None not in r["ours_cpu"] + r["theirs_cpu"]:
+            oc, tc = statistics.median(r["ours_cpu"]), statistics.median(r["theirs_cpu"])
+            cpu = f"{tc:.2f} / {oc:.2f}", (f"{tc / oc:.3f}×" if not startup else f"{oc - tc:+.3f} s")
+        table.append((name, str(th), f"{t:.2f} s", f"{o:.2f} s", ratio, spread, *cpu,
                       f"{mb(r['theirs_mb'])} / {mb(r['ours_mb'])}", target))
     widths = [max(len(str(row[i])) for row in table + [head]) for i in range(len(head))]
     print(f"\nwhole process, median of {args.repeats} alternating runs each (large net: {min(3, args.repeats)}); "
-          f"load average {os.getloadavg()[0]:.2f} at the end")
+          f"load average {os.getloadavg()[0]:.2f} at the end. Wall time is what a user waits for; CPU time (user +"
+          " system, from /usr/bin/time) is the work done, which other programs on a shared machine disturb less")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in table:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
-    print(f"\n`python -c 'import torch'` alone: {torch_only:.2f} s")
+    print(f"\n`python -c 'import torch'` alone: {torch_only:.2f} s; with `torch._dynamo` (which the first optimizer "
+          f"imports, in both programs): {dynamo:.2f} s")
     print("commands that never import torch (median, target < 0.4 s): "
           + ", ".join(f"{k} {v:.3f} s" for k, v in light_times.items()))
 
