@@ -28,7 +28,7 @@ THREADS_PER_CORE = 4  # the most --threads may ask for: more only slows torch do
 # threads of a tiny step spend more time meeting than working, and on a busy machine a second thread
 # that waits for a core can make each step 10-50× slower. Measured by benchmarks/bench_threads.py on
 # the README's machine (table under Performance).
-THREADS_THRESHOLD_FLOPS = 5e7
+THREADS_THRESHOLD_FLOPS = 1e10
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it: the cores, or OMP_NUM_THREADS
 
 
