@@ -24,6 +24,7 @@ import torch
 from backprop_cli.errors import CheckpointError
 from backprop_cli.files import open_regular
 from backprop_cli.outputs import AtomicFile, check_writable
+from backprop_cli.signals import deferred
 
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "step", "config")
@@ -84,7 +85,7 @@ def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, sc
     if data is not None:
         state["data"] = data
     check_writable(Path(path), what="checkpoint")
-    with AtomicFile(Path(path), "wb") as f:
+    with deferred(), AtomicFile(Path(path), "wb") as f:  # Ctrl-C waits until the checkpoint is in place
         torch.save(state, f.file)
 
 

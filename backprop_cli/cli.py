@@ -78,7 +78,7 @@ SetOpt = Annotated[
 
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, max=MAX_COUNT, help="Total optimizer steps; same as --set "
                                                  "train.steps=N.", rich_help_panel="Config")]
-EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training rows; same as "
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, max=MAX_COUNT, help="Passes over the training rows; same as "
                                                    "--set train.epochs=N (instead of train.steps).",
                                                    rich_help_panel="Config")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Same as --set device=DEV (auto, cpu, cuda, "
@@ -258,6 +258,10 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
                                  "--tensorboard": tensorboard})
     _check_outputs(cfg, config, {"--metrics": metrics, "--save-best": save_best, "--plot": plot,
                                  "--tensorboard": tensorboard}, {"--resume": resume})
+    if tensorboard is not None:
+        from backprop_cli.outputs import check_folder
+
+        check_folder(tensorboard, "TensorBoard folder")
     from backprop_cli.config import start_summary
     from backprop_cli.report import TrainReport, make_console, plain_output
 
@@ -624,8 +628,10 @@ def predict(
 
 def _plot_size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit() or not (100 <= int(w) <= 10000 and 100 <= int(h) <= 10000):
-        raise typer.BadParameter(f"expected WIDTHxHEIGHT in pixels, each 100-10000 (got {text!r})")
+    digits = all(v.isascii() and v.isdigit() and len(v) <= 5 for v in (w, h))  # not '²', not 5,000 digits
+    if not sep or not digits or not (100 <= int(w) <= 10000 and 100 <= int(h) <= 10000):
+        shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+        raise typer.BadParameter(f"expected WIDTHxHEIGHT in pixels, each 100-10000 (got {shown})")
     return int(w), int(h)
 
 
@@ -906,10 +912,15 @@ def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = 
 
 
 def main() -> None:
+    from backprop_cli.signals import install, leaving
+
+    install()  # again, for callers of this function: SIGINT/SIGTERM end the command with one line
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - raised outside a command
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        leaving()  # the command is over: a signal now would only cut Python's shutdown short (exit -2)
 
 
 __all__ = ["app", "main", "EXIT_BAD_INPUT"]

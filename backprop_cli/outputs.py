@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import IO, Callable, Optional
 
 from backprop_cli.errors import DataError, OutputError
-from backprop_cli.files import file_kind
+from backprop_cli.files import file_kind, read_bytes_capped
+from backprop_cli.limits import MAX_COUNT
+from backprop_cli.signals import deferred, forget, remove_on_interrupt
 
 METRICS_SUFFIXES = (".jsonl", ".csv")
 DUMP_SUFFIXES = (".pt", ".npz", ".json")  # inspect-grads --out
@@ -41,6 +43,27 @@ def check_writable(path: Path, suffixes: tuple[str, ...] | None = None, what: st
         raise OutputError(f"{path}: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{path}: folder {str(parent)!r} is not writable")
+    return path
+
+
+def check_folder(path: Path, what: str = "output folder") -> Path:
+    """Fail early if ``path`` cannot be the folder of an output: an existing file (or device), or a
+    path whose nearest existing folder cannot be written."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
+    if mode is not None and not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+        raise OutputError(f"{path}: is {kind}, not a folder; the {what} must be a folder or a new path")
+    existing = path if mode is not None else next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise OutputError(f"{path}: cannot create the {what} under {str(existing)!r}")
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"{path}: folder {str(existing)!r} is not writable")
     return path
 
 
@@ -115,19 +138,22 @@ class AtomicFile:
         self.done = False
         self.target = _target(self.path)
         refuse_special(self.path)
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp",
-                                            dir=self.target.parent)
-        except OSError as e:
-            raise self._error(e) from None
-        try:
-            os.chmod(self.tmp, _mode_for(self.target))
-            raw = os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {}))
-        except OSError as e:
-            os.close(fd)
-            os.unlink(self.tmp)
-            raise self._error(e) from None
-        self.file: IO = _Recording(raw)
+        with deferred():  # an interrupted process removes the temporary file (signals.py)
+            try:
+                fd, self.tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp",
+                                                dir=self.target.parent)
+            except OSError as e:
+                raise self._error(e) from None
+            remove_on_interrupt(self.tmp)
+            try:
+                os.chmod(self.tmp, _mode_for(self.target))
+                raw = os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {}))
+            except OSError as e:
+                os.close(fd)
+                os.unlink(self.tmp)
+                forget(self.tmp)
+                raise self._error(e) from None
+            self.file: IO = _Recording(raw)
 
     def _error(self, e: OSError) -> OutputError:
         return OutputError(f"{self.path}: cannot write: {e.strerror or e}")
@@ -136,18 +162,20 @@ class AtomicFile:
         if self.done:
             return
         self.done = True
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            refuse_special(self.path)  # it may have become one while we wrote
-            os.replace(self.tmp, self.target)
-        except OSError as e:
-            self._cleanup()
-            raise self._error(e) from None
-        except BaseException:
-            self._cleanup()
-            raise
+        with deferred():  # a signal now waits until the file is in place, or removed
+            try:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+                refuse_special(self.path)  # it may have become one while we wrote
+                os.replace(self.tmp, self.target)
+                forget(self.tmp)
+            except OSError as e:
+                self._cleanup()
+                raise self._error(e) from None
+            except BaseException:
+                self._cleanup()
+                raise
 
     def discard(self) -> None:
         if not self.done:
@@ -155,13 +183,15 @@ class AtomicFile:
             self._cleanup()
 
     def _cleanup(self) -> None:
-        try:
-            self.file.close()
-        except OSError:
-            pass  # the buffered rest could not be written: the file is being removed anyway
-        finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
+        with deferred():
+            try:
+                self.file.close()
+            except OSError:
+                pass  # the buffered rest could not be written: the file is being removed anyway
+            finally:
+                if os.path.exists(self.tmp):
+                    os.unlink(self.tmp)
+                forget(self.tmp)
 
     def __enter__(self) -> "AtomicFile":
         return self
@@ -388,6 +418,8 @@ def _cell(v) -> str:
 
 # --------------------------------------------------------------------------- reading metrics back
 
+MAX_METRICS_BYTES = 256 * 2**20  # plot reads at most this much of a metrics file (about a million records)
+MAX_TEXT = 200  # the longest text value of a record (an optimizer's label)
 PER_PARAMETER = ("grad_norms", "grad_to_weight", "update_ratios")  # CSV: KEY.<parameter name>
 PER_LAYER = ("activations",)  # CSV: KEY.<layer>.<statistic>
 STEP_NUMBERS = ("loss", "val_loss")  # a record of ours has a step and at least one of these
@@ -409,15 +441,8 @@ def load_metrics(path: Path) -> MetricsFile:
     path = Path(path)
     if path.suffix.lower() not in METRICS_SUFFIXES:
         raise DataError(f"{path}: a metrics file ends in .jsonl or .csv (got {path.suffix or 'no extension'!r})")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a metrics file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    text = raw.decode("utf-8", errors="replace")
+    # a regular file (not a FIFO, not /dev/zero), of which at most MAX_METRICS_BYTES are read
+    text = read_bytes_capped(path, MAX_METRICS_BYTES, "metrics file", DataError).decode("utf-8", errors="replace")
     records, stopped = (_jsonl_records if path.suffix.lower() == ".jsonl" else _csv_records)(text)
     if not records:
         why = stopped or "no records"
@@ -437,12 +462,34 @@ def _is_number(v) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
+def _value_problem(key: str, v, depth: int = 0) -> Optional[str]:
+    """What makes a record's value unusable: an integer past int64 (no float holds it for a plot), a
+    text longer than MAX_TEXT, a list, or mappings nested deeper than ours."""
+    if v is None or isinstance(v, (bool, float)):
+        return None
+    if isinstance(v, int):
+        return None if abs(v) <= 2**63 else f"'{key}' is a number out of range"
+    if isinstance(v, str):
+        return None if len(v) <= MAX_TEXT else f"'{key}' is a text of {len(v):,} characters"
+    if isinstance(v, dict) and depth < 2:
+        for k, x in v.items():
+            problem = _value_problem(f"{key}.{_shown(k)}", x, depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"'{key}' is not a number, a short text or a mapping of them"
+
+
+def _shown(key: str) -> str:
+    return key if len(key) <= 40 else key[:37] + "..."
+
+
 def _record_problem(rec) -> Optional[str]:
     if not isinstance(rec, dict):
         return f"not a JSON object (got {type(rec).__name__})"
     step = rec.get("step")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        return f"no integer 'step' (got {step!r})"[:120]
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_COUNT:
+        return f"no integer 'step' from 0 to {MAX_COUNT} (got {_shown(repr(step))})"
     if not any(k in rec and _is_number(rec[k]) for k in STEP_NUMBERS):
         return "no 'loss' number"
     for key in PER_PARAMETER:
@@ -451,6 +498,10 @@ def _record_problem(rec) -> Optional[str]:
     if "activations" in rec and not (isinstance(rec["activations"], dict) and all(
             isinstance(v, dict) and all(map(_is_number, v.values())) for v in rec["activations"].values())):
         return "'activations' is not a mapping of layers to numbers"
+    for key, value in rec.items():
+        problem = _value_problem(_shown(key), value)
+        if problem:
+            return problem
     return None
 
 
@@ -461,8 +512,12 @@ def _jsonl_records(text: str) -> tuple[list[dict], Optional[str]]:
             continue
         try:
             rec = json.loads(line)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             return records, f"{number}: not valid JSON ({e.msg}{', truncated?' if 'Unterminated' in e.msg or 'Expecting' in e.msg else ''})"
+        except ValueError:  # an integer of over 4,300 digits: Python will not convert it
+            return records, f"{number}: not a metrics record: a number too long to read"
+        except RecursionError:
+            return records, f"{number}: not a metrics record: nested too deeply"
         problem = _record_problem(rec)
         if problem:
             return records, f"{number}: not a metrics record: {problem}"

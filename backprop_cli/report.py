@@ -54,6 +54,7 @@ from rich.text import Text
 from backprop_cli.documents import json_text, train_document
 from backprop_cli.errors import OutputClosed
 from backprop_cli.records import StepRecord, Summary, is_logging_step
+from backprop_cli.signals import on_interrupt
 
 UNLIMITED = 100_000  # the width of plain output without COLUMNS: tables never fold
 PLAIN_WIDTH = UNLIMITED  # the older name
@@ -560,11 +561,13 @@ class Starting:
             line = line if len(line) <= room else line[:room - 1] + "…"
             self.status = console.status(Text(line, style="dim"), spinner="dots")
             self.status.start()
+            self._forget = on_interrupt(self.stop)  # Ctrl-C while torch loads: the cursor comes back
 
     def stop(self) -> None:
         if self.status is not None:
             self.status.stop()
             self.status = None
+            self._forget()
 
     def __enter__(self) -> "Starting":
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol
@@ -19,7 +20,7 @@ from typing import Callable, Optional, Protocol
 from backprop_cli.checkpoint import last_good_path
 from backprop_cli.errors import OutputClosed, OutputError
 from backprop_cli.health import HealthMonitor
-from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_writable
+from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_folder, check_writable
 from backprop_cli.records import StepRecord, Tracker
 
 
@@ -227,20 +228,34 @@ class MetricsSink:
 
 
 class TensorBoardSink:
-    """Scalars every step; gradient and weight histograms every ``log_every`` steps."""
+    """Scalars every step; gradient and weight histograms every ``log_every`` steps.
+
+    TensorBoard writes from a thread of its own and raises its OSError (disk full, a read-only folder)
+    at a later call: any of them is one OutputError naming the folder and the cause, at the start or
+    at the step whose write failed (the run then closes its other outputs, exit 2).
+    """
 
     def __init__(self, folder: Path, model, log_every: int):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise OutputError("--tensorboard needs the tensorboard package: pip install 'backprop-cli[tensorboard]'") from None
-        if Path(folder).exists() and not Path(folder).is_dir():
-            raise OutputError(f"{folder}: --tensorboard needs a folder, and this is a file")
+        check_folder(folder, "TensorBoard folder")
         self.folder = folder
-        self.writer = SummaryWriter(log_dir=str(folder))
+        _quiet_writer_threads()
+        self.writer = self._guarded(lambda: SummaryWriter(log_dir=str(folder)))
         self.model, self.log_every = model, log_every
 
+    def _guarded(self, call):
+        try:
+            return call()
+        except OSError as e:
+            raise OutputError(f"{self.folder}: cannot write: {e.strerror or e}") from None
+
     def record(self, rec: StepRecord) -> None:
+        self._guarded(lambda: self._record(rec))
+
+    def _record(self, rec: StepRecord) -> None:
         w = self.writer
         w.add_scalar("loss", rec.loss, rec.step)
         w.add_scalar("grad_norm/total", rec.grad_norm, rec.step)
@@ -254,10 +269,6 @@ class TensorBoardSink:
             w.add_scalar(f"grad_to_weight/{name}", value, rec.step)
         for name, value in (rec.update_ratios or {}).items():
             w.add_scalar(f"update_ratio/{name}", value, rec.step)
-        if rec.epoch_loss is not None:
-            w.add_scalar("epoch_loss", rec.epoch_loss, rec.step)
-        for key, value in (rec.evaluation or {}).items():
-            w.add_scalar(key, value, rec.step)
         if rec.step % self.log_every == 0 or rec.step == 1:
             for name, p in self.model.named_parameters():
                 w.add_histogram(f"weight/{name}", p.detach().cpu(), rec.step)
@@ -265,12 +276,30 @@ class TensorBoardSink:
                     w.add_histogram(f"grad/{name}", p.grad.detach().cpu(), rec.step)
 
     def close(self, outcome: Outcome) -> dict[str, str]:
-        self.writer.flush()
-        self.writer.close()
+        self._guarded(self.writer.flush)
+        self._guarded(self.writer.close)
         return {"tensorboard": str(self.folder)}
 
     def abort(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError:
+            pass  # the write that failed was reported already
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises its OSError after storing it for the main thread (where
+    it becomes one OutputError line): its own traceback ("Exception in thread ...") is not printed."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.quiet_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class CheckpointSink:

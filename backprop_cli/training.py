@@ -111,9 +111,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop, probe, evaluator)
     if shown.closed and failure is None and outcome.status == "interrupted" and not stop():
         outcome = Outcome("stopped", outcome.last_step, outcome.model_step, "output closed")
-    outputs: dict[str, str] = {}
-    for sink in sinks:
-        outputs.update(sink.close(outcome))
+    outputs, failure = _close(sinks, outcome, failure)
     tracker.summary.warnings = health.warnings
     if evaluator is not None:
         tracker.summary.validation = evaluator.summary()
@@ -130,6 +128,25 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     if outcome.status == "interrupted":
         raise Interrupted(f"interrupted by {stop.name} after step {outcome.last_step}")
     return tracker.summary
+
+
+def _close(sinks: list, outcome: Outcome, failure: Optional[BaseException]) -> tuple[dict[str, str],
+                                                                                   Optional[BaseException]]:
+    """Close every sink: one output that cannot be written (a full disk) loses only itself, the others
+    are still written; its OutputError is the run's failure unless the run failed already. Anything
+    else stops the closing: the sinks not closed yet are aborted (no temporary file stays)."""
+    outputs: dict[str, str] = {}
+    for i, sink in enumerate(sinks):
+        try:
+            outputs.update(sink.close(outcome))
+        except OutputError as e:
+            sink.abort()
+            failure = failure or e
+        except BaseException:
+            for other in sinks[i:]:
+                other.abort()
+            raise
+    return outputs, failure
 
 
 def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: TrainOptions, reduce,
@@ -223,10 +240,21 @@ def _checkpoint_writer(run: Run):
 
 
 def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> list:
-    """The sinks of the outputs asked for on the command line."""
+    """The sinks of the outputs asked for on the command line. If one cannot start (a folder that
+    cannot be written), those already started are aborted: no temporary file stays."""
+    sinks: list = []
+    try:
+        _add_output_sinks(sinks, run, opts, log_every, probe)
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    return sinks
+
+
+def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> None:
     import torch
 
-    sinks: list = []
     if opts.metrics is not None:
         sinks.append(MetricsSink(opts.metrics, run.param_names,
                                  metric_columns(run.cfg, run.dataset.val_samples > 0), probe.columns()))
@@ -241,7 +269,6 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnosti
         sinks.append(CheckpointSink(opts.save, save, opts.save_every, run.steps, finite))
     if opts.plot is not None:
         sinks.append(PlotSink(opts.plot, title=Path(run.cfg.source).name))
-    return sinks
 
 
 def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str],

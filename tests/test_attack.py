@@ -931,7 +931,7 @@ def test_every_integer_key_refuses_a_huge_value_in_one_line(cli, key, tags, huge
 
 
 COUNT_OPTIONS = [
-    ["train", "-c", SEED, "--steps"], ["train", "-c", SEED, "--log-every"], ["train", "-c", SEED, "--save-every"],
+    ["train", "-c", SEED, "--steps"], ["train", "-c", SEED, "--epochs"], ["train", "-c", SEED, "--log-every"], ["train", "-c", SEED, "--save-every"],
     ["compare-optimizers", "-c", SEED, "--steps"], ["compare-optimizers", "-c", SEED, "--seeds"],
     ["inspect-grads", "-c", SEED, "--batch"], ["inspect-grads", "-c", SEED, "--train-steps"],
     ["check-grads", "-c", SEED, "--samples"], ["explain", "--updates"], ["find-lr", "-c", SEED, "--steps"],
@@ -1107,3 +1107,185 @@ def test_inspect_grads_clip_takes_a_finite_positive_number_as_the_config_does(cl
     r = cli("inspect-grads", "-c", SEED, "--clip", clip, "--format", "json")
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.strip() == f"error: --clip: must be a finite number greater than 0 (got {float(clip):g})"
+
+
+# --------------------------------------------------------------------------- outputs that fail: every kind, one line
+
+ENOSPC = os.strerror(errno.ENOSPC)
+
+
+def _no_space(*a, **kw):
+    raise OSError(errno.ENOSPC, ENOSPC)
+
+
+@pytest.fixture
+def tb_full(monkeypatch):
+    """TensorBoard's event writer (a thread of its own) on a disk that is full after 60 events."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer import record_writer
+
+    real, written = record_writer.RecordWriter.write, []
+
+    def write(self, data):
+        written.append(len(data))
+        if len(written) > 60:
+            _no_space()
+        return real(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+
+
+def test_tensorboard_on_a_full_disk_is_one_line_and_the_other_outputs_are_written(cli, tmp_path, tb_full):
+    """Issue 16, item 14: a traceback from TensorBoard's writer thread; now one line, and --metrics and
+    --save are still written (up to the step whose TensorBoard write failed)."""
+    tb, m, ck = tmp_path / "tb", tmp_path / "m.jsonl", tmp_path / "c.pt"
+    r = cli("train", "-c", REGRESSION, "--steps", 30, "-q", "--tensorboard", tb, "--metrics", m, "--save", ck)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines() == [f"error: {tb}: cannot write: {ENOSPC}"]
+    assert "Exception in thread" not in r.output and "Traceback" not in r.output
+    steps = [json.loads(line)["step"] for line in m.read_text().splitlines()]
+    assert steps and steps == list(range(1, len(steps) + 1)) and steps[-1] < 30
+    assert load_checkpoint(ck)["step"] == steps[-1]
+
+
+def _read_only(folder: str) -> bool:
+    """Whether even root cannot create a folder in ``folder`` (a read-only or virtual file system)."""
+    try:
+        os.mkdir(os.path.join(folder, "backprop-probe"))
+    except OSError:
+        return os.path.isdir(folder)
+    os.rmdir(os.path.join(folder, "backprop-probe"))
+    return False
+
+
+@pytest.mark.skipif(not _read_only("/sys"), reason="needs a folder nobody can write: /sys")
+def test_tensorboard_in_a_read_only_folder_is_one_line(cli, tmp_path):
+    """A real read-only folder (root ignores permissions, not a read-only file system): /sys."""
+    pytest.importorskip("tensorboard")
+    m = tmp_path / "m.jsonl"
+    r = cli("train", "-c", SEED, "--steps", 2, "--tensorboard", "/sys/backprop-tb", "--metrics", m)
+    assert r.exit_code == 2, r.output
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: /sys/backprop-tb: ") and "Traceback" not in r.output
+    assert not os.path.exists("/sys/backprop-tb") and files_in(tmp_path) == []  # no temporary metrics file
+
+
+@pytest.mark.parametrize("make,kind", [(lambda p: write(p, "x"), "a file"), (None, "a character device")])
+def test_tensorboard_onto_a_file_or_device_is_refused_before_any_work(cli, tmp_path, monkeypatch, make, kind):
+    path = tmp_path / "tb"
+    if make is None:
+        path.symlink_to("/dev/null")
+    else:
+        make(path)
+    import backprop_cli.training as training
+
+    monkeypatch.setattr(training, "run_training", lambda *a, **k: pytest.fail("the run started"))
+    r = cli("train", "-c", SEED, "--tensorboard", path)
+    assert r.exit_code == 2
+    assert r.stderr.strip() == f"error: {path}: is {kind}, not a folder; the TensorBoard folder must be a folder or a new path"
+
+
+def test_an_output_that_fails_at_the_end_loses_only_itself(cli, tmp_path, monkeypatch):
+    """--metrics fails as it is put in place (fsync: disk full): --save and --plot are still written."""
+    m, ck, png = tmp_path / "m.jsonl", tmp_path / "c.pt", tmp_path / "p.png"
+    real = os.fsync
+
+    def fsync(fd):
+        if "m.jsonl" in os.readlink(f"/proc/self/fd/{fd}"):
+            _no_space()
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    r = cli("train", "-c", SEED, "--steps", 3, "-q", "--metrics", m, "--save", ck, "--plot", png)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines() == [f"error: {m}: cannot write: {ENOSPC}"]
+    assert load_checkpoint(ck)["step"] == 3 and png.read_bytes().startswith(b"\x89PNG")
+    assert files_in(tmp_path) == ["c.pt", "p.png"]  # no metrics file, no temporary file
+
+
+def test_outputs_started_before_one_that_cannot_start_leave_nothing(cli, tmp_path, monkeypatch):
+    import backprop_cli.training as training
+
+    def refuse(*a, **k):
+        raise OutputError("tb: cannot write: Permission denied")
+
+    monkeypatch.setattr(training, "TensorBoardSink", refuse)
+    r = cli("train", "-c", SEED, "--steps", 2, "--metrics", tmp_path / "m.jsonl", "--tensorboard", tmp_path / "tb")
+    assert r.exit_code == 2 and r.stderr.strip() == "error: tb: cannot write: Permission denied"
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("args,name", [
+    (["compare-optimizers", "-c", SEED, "--steps", 3, "--plot"], "p.png"),
+    (["compare-optimizers", "-c", SEED, "--steps", 3, "--metrics"], "m.csv"),
+    (["find-lr", "-c", SEED, "--steps", 5, "--plot"], "p.svg"),
+    (["inspect-grads", "-c", SEED, "--out"], "g.npz"),
+    (["init"], "new.yaml"),
+], ids=["compare --plot", "compare --metrics", "find-lr --plot", "inspect-grads --out", "init"])
+def test_every_writer_on_a_full_disk_is_one_line_and_keeps_the_old_file(cli, tmp_path, disk_full, monkeypatch,
+                                                                         args, name):
+    monkeypatch.chdir(tmp_path)
+    old = write(tmp_path / name, "the user's file")
+    disk_full(name, room=0)
+    r = cli(*args, old, *(["--force"] if args == ["init"] else []))
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines()[-1] == f"error: {old}: cannot write: {ENOSPC}", r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and old.read_text() == "the user's file"
+    assert files_in(tmp_path) == [name]
+
+
+# --------------------------------------------------------------------------- plot: the metrics file is an input
+
+def _plot(cli, tmp_path, metrics):
+    return cli("plot", metrics, "--out", tmp_path / "out.png")
+
+
+def test_plot_reads_only_a_regular_file(cli, tmp_path):
+    """Issue 16, item 9: `plot` read its METRICS file whole, whatever it was (a FIFO waited for ever)."""
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "zero.jsonl").symlink_to("/dev/zero")
+    for name, kind in (("fifo.jsonl", "a FIFO (named pipe)"), ("zero.jsonl", "a character device")):
+        r = _within(20, lambda: _plot(cli, tmp_path, tmp_path / name))
+        assert r.exit_code == 2 and r.stderr.strip() == (
+            f"error: {tmp_path / name}: is {kind}, not a regular file; the metrics file must be a regular file")
+
+
+def test_plot_reads_at_most_its_cap(cli, tmp_path, monkeypatch):
+    import backprop_cli.outputs as outputs
+
+    monkeypatch.setattr(outputs, "MAX_METRICS_BYTES", 1000)
+    m = write(tmp_path / "m.jsonl", '{"step": 1, "loss": 0.5}\n' * 100)
+    r = _plot(cli, tmp_path, m)
+    assert r.exit_code == 2 and r.stderr.strip() == f"error: {m}: metrics file is too large (more than 1,000 bytes)"
+
+
+GOOD = '{"step": 1, "loss": 0.5, "lr": 0.1}\n'
+
+
+@pytest.mark.parametrize("line,why", [
+    ('{"step": %s, "loss": 0.5}' % ("1" * 5000), "a number too long to read"),
+    ('{"step": 2, "loss": %s}' % ("1" * 5000), "a number too long to read"),
+    ('{"step": 2, "loss": %s}' % ("[" * 100_000 + "]" * 100_000), "nested too deeply"),
+    ('{"step": %s, "loss": 0.5}' % ("1" * 400), "no integer 'step' from 0 to"),
+    ('{"step": 2, "loss": 0.5, "lr": %s}' % ("1" * 400), "'lr' is a number out of range"),
+    ('{"step": 2, "loss": 0.5, "optimizer": "%s"}' % ("x" * 100_000), "'optimizer' is a text of 100,000 characters"),
+    ('{"step": 2, "loss": 0.5, "grad_norms": {"w": %s}}' % ("9" * 400), "'grad_norms.w' is a number out of range"),
+    ('{"step": 2, "loss": 0.5, "lr": [1, 2]}', "'lr' is not a number, a short text or a mapping of them"),
+], ids=["5000-digit step", "5000-digit loss", "deep", "400-digit step", "400-digit lr", "long label",
+        "huge grad norm", "a list"])
+def test_plot_stops_at_a_record_it_cannot_draw(cli, tmp_path, line, why):
+    """Each was a traceback (AttributeError, RecursionError, OverflowError in matplotlib)."""
+    m = tmp_path / "m.jsonl"
+    m.write_text(GOOD + line + "\n")
+    r = _plot(cli, tmp_path, m)
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith(f"warning: {m}:2: not ") and why in r.stderr and "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and len(r.stderr) < 400
+
+
+@pytest.mark.parametrize("size", ["²x200", "1" * 5000 + "x200", "200x٣٠٠"])
+def test_plot_sizes_are_ascii_digits(cli, tmp_path, size):
+    m = write(tmp_path / "m.jsonl", GOOD)
+    r = cli("plot", m, "--out", tmp_path / "out.png", "--size", size)
+    text = " ".join(r.output.replace("│", " ").split())
+    assert r.exit_code == 2 and "expected WIDTHxHEIGHT in pixels" in text and "Traceback" not in text

@@ -142,7 +142,7 @@ def test_a_file_that_is_not_ours_is_one_line_exit_2(cli, tmp_path, content, why)
     ("x.csv", "step,loss\nfoo,1\n", "column 'step': not a number"),
     ("x.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00", "not valid JSON"),
     ("x.txt", "step,loss\n1,2\n", "a metrics file ends in .jsonl or .csv"),
-    ("missing.jsonl", None, "no such file"),
+    ("missing.jsonl", None, "no such metrics file"),
 ])
 def test_bad_metrics_inputs(cli, tmp_path, name, content, why):
     m = tmp_path / name

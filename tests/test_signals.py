@@ -34,3 +34,101 @@ def test_a_signal_finishes_the_step_flushes_saves_and_exits_130(tmp_path, sig):
     assert torch.load(ck, weights_only=True)["step"] == steps[-1]
     assert png.read_bytes().startswith(b"\x89PNG") and f"plot:       wrote {png}" in out
     assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- start-up, a second Ctrl-C, saves
+
+import re  # noqa: E402
+import time  # noqa: E402
+
+ONE_LINE = re.compile(r"error: interrupted( by SIG(INT|TERM))?( after step \d+)?")
+
+
+def launch(*args):
+    return subprocess.Popen([sys.executable, "-m", "backprop_cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_at_any_moment_of_start_up_is_one_line_and_exit_130(sig):
+    """Issue 16, item 18: SIGINT 0.5-1.3 s after launch interrupted `import torch` ("partially
+    initialized module" traceback, or a pybind11 abort); SIGTERM in the first 2 s killed silently (143).
+    A sweep from interpreter start to the first steps: always exit 130 and one line."""
+    for delay in (0.05, 0.3, 0.7, 1.2, 2.0):
+        proc = launch("train", "-c", REG, "--steps", 300, "-q")
+        time.sleep(delay)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        lines = err.strip().splitlines()
+        assert proc.returncode == 130, (delay, proc.returncode, err[-2000:])
+        assert len(lines) == 1 and ONE_LINE.fullmatch(lines[0]), (delay, err[-2000:])
+        assert ("SIGTERM" in lines[0]) == (sig == signal.SIGTERM)
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once_and_leaves_no_temporary_file(tmp_path):
+    ck, m = tmp_path / "c.pt", tmp_path / "m.jsonl"
+    proc = launch("train", "-c", REG, "--steps", 1_000_000, "--log-every", 1, "--save", ck, "--metrics", m)
+    for line in proc.stdout:
+        if line.strip().startswith("5 "):
+            break
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and ONE_LINE.fullmatch(err.strip()), err
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    if ck.exists():  # the first Ctrl-C's save finished before the second came: a whole checkpoint
+        assert torch.load(ck, weights_only=True)["step"] >= 5
+
+
+SAVE_INTERRUPTED = """
+import os, signal, sys, torch
+from backprop_cli import signals
+from backprop_cli.checkpoint import save_checkpoint
+
+signals.install()
+real = torch.save
+
+def save(obj, f, *a, **kw):  # Ctrl-C arrives while the checkpoint is being written
+    os.kill(os.getpid(), signal.SIGINT)
+    real(obj, f, *a, **kw)
+
+torch.save = save
+model = torch.nn.Linear(200, 200)
+save_checkpoint(sys.argv[1], model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), step=3, config={})
+print("not reached")
+"""
+
+
+def test_a_signal_during_a_save_waits_until_the_checkpoint_is_in_place(tmp_path):
+    ck = tmp_path / "c.pt"
+    ck.write_bytes(b"the previous checkpoint")
+    r = subprocess.run([sys.executable, "-c", SAVE_INTERRUPTED, str(ck)], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 130 and r.stderr == "error: interrupted\n" and "not reached" not in r.stdout, r.stderr
+    assert torch.load(ck, weights_only=True)["step"] == 3 and os.listdir(tmp_path) == ["c.pt"]
+
+
+WRITE_INTERRUPTED = """
+import os, signal, sys, time
+from backprop_cli import signals
+from backprop_cli.outputs import AtomicFile
+
+signals.install()
+out = AtomicFile(sys.argv[1])
+out.file.write("half of the new file")
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+print("not reached")
+"""
+
+
+def test_a_signal_while_an_output_is_written_removes_its_temporary_file(tmp_path):
+    old = tmp_path / "m.jsonl"
+    old.write_text("the previous run\n")
+    r = subprocess.run([sys.executable, "-c", WRITE_INTERRUPTED, str(old)], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert r.returncode == 130 and r.stderr == "error: interrupted by SIGTERM\n", r.stderr
+    assert os.listdir(tmp_path) == ["m.jsonl"] and old.read_text() == "the previous run\n"
