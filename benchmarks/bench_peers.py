@@ -11,7 +11,8 @@ every peer reads. Each peer trains the same net (4 → 16 → 3, ReLU), the same
 the same optimizer (Adam, lr 0.01, betas 0.9/0.999, eps 1e-8, no weight decay), the same batch size
 (32, reshuffled every epoch) for the same number of epochs, as a whole new process:
 
-- ``backprop train`` on a config written here (``data.validation`` names the validation CSV);
+- ``backprop train`` on a config written here (``data.validation`` names the validation CSV; one
+  evaluation at the end, ``train.eval_every`` = the run's steps, as the peers evaluate once);
 - a plain PyTorch script (the ``--peer plain`` mode of this file: a hand-written loop);
 - PyTorch Lightning's ``Trainer`` (``--peer lightning``: a LightningModule and a DataLoader);
 - scikit-learn's ``MLPClassifier`` (``--peer sklearn``: alpha 0, no early stopping).
@@ -167,6 +168,9 @@ PEERS = {"plain": plain, "lightning": lightning, "sklearn": sklearn}
 
 
 def backprop_config(folder: Path, epochs: int, classes: int) -> Path:
+    """The same run as the peers: one evaluation (training and validation rows) at the end, as they do."""
+    rows = sum(1 for _ in open(folder / "train.csv")) - 1
+    steps = epochs * -(-rows // BATCH)
     path = folder / "penguins_bench.yaml"
     path.write_text(f"""seed: 0
 device: cpu
@@ -174,7 +178,7 @@ model: {{input_size: {len(FEATURES)}, hidden_size: {HIDDEN}, output_size: {class
 loss: cross_entropy
 optimizer: {{name: adam, lr: {LR}}}
 data: {{kind: csv, path: train.csv, target: {TARGET}, validation: val.csv, batch_size: {BATCH}, shuffle: true}}
-train: {{epochs: {epochs}}}
+train: {{epochs: {epochs}, eval_every: {steps}}}
 """)
     return path
 
