@@ -109,6 +109,9 @@ def main() -> None:
 
     print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, Python "
           f"{platform.python_version()}, OMP_NUM_THREADS={args.threads}")
+    estimate = args.repeats * 2 * (3 + args.steps / 2000) + args.repeats * 2 * 4
+    print(f"expected running time: about {estimate:.0f} s on the README's machine (a line per round as it goes)",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "depth4.yaml"
         cfg.write_text(CONFIG.format(steps=args.steps))
