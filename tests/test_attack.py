@@ -359,6 +359,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
     (["compare-optimizers", "-c", "s.yaml", "--plot", "s.png", "--metrics", "m.csv"], None),
     (["inspect-grads", "-c", "s.yaml", "--checkpoint", "ck.pt", "--out", "ck.pt"], "--out ck.pt: is the same file as --checkpoint"),
     (["inspect-grads", "-c", "s.yaml", "--out", "link.json"], "is the same file as --config"),
+    (["plot", "m.jsonl", "--out", "m-link.png"], "--out m-link.png: is the same file as METRICS m.jsonl"),
+    (["find-lr", "-c", "c.yaml", "--plot", "houses-link.png"], "--plot houses-link.png: is the same file as data.path"),
+    (["predict", "--checkpoint", "ck.pt", "--data", "data/houses.csv", "--out", "./data/houses.csv"],
+     "--out data/houses.csv: is the same file as --data"),
+    (["predict", "--checkpoint", "ck.pt", "--data", "data/houses.csv", "--out", "ck-link.csv"],
+     "--out ck-link.csv: is the same file as --checkpoint"),
 ])
 def test_no_command_writes_onto_its_inputs(cli, tmp_path, monkeypatch, args, fragment):
     """Issue 16, item 4: refused before any work, exit 2, every file as it was (symlinks and .. too)."""
@@ -371,6 +377,9 @@ def test_no_command_writes_onto_its_inputs(cli, tmp_path, monkeypatch, args, fra
     shutil.copy(ROOT / "configs" / "data" / "houses.csv", "data/houses.csv")
     assert cli("train", "-c", "s.yaml", "--save", "ck.pt", "-q").exit_code == 0
     os.symlink("s.yaml", "link.json")
+    write(tmp_path / "m.jsonl", '{"step": 1, "loss": 1.0}\n')
+    for link, target in (("m-link.png", "m.jsonl"), ("houses-link.png", "data/houses.csv"), ("ck-link.csv", "ck.pt")):
+        os.symlink(target, link)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     r = cli(*args)
     if fragment is None:  # distinct outputs: the run is fine
