@@ -557,7 +557,9 @@ class Starting:
         self.status = None
         if enabled:
             line = text
-            room = max(10, console.width - 3)  # one line beside the spinner: cut with an ellipsis
+            # one line beside the spinner, cut with an ellipsis; room is left for the terminal's own "^C"
+            # echo, which would otherwise wrap and leave the line behind when the spinner erases itself
+            room = max(10, console.width - 5)
             line = line if len(line) <= room else line[:room - 1] + "…"
             self.status = console.status(Text(line, style="dim"), spinner="dots")
             self.status.start()
