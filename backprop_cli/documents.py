@@ -60,7 +60,8 @@ def check_document(result: dict) -> dict:
     """``check-grads --format json``."""
     return finite({"loss": result["loss"], "pass": result["pass"],
                    "params": {n: {k: p[k] for k in ("chain_rule", "finite_diff", "pass")}
-                              for n, p in result["params"].items()}})
+                              for n, p in result["params"].items()},
+                   "problems": list(result.get("problems", []))})
 
 
 def explain_document(result: dict) -> dict:

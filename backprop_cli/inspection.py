@@ -224,22 +224,37 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
             k = min(p.numel(), samples if samples is not None else 256)
             picks[n] = torch.randperm(p.numel(), generator=gen)[:k].sort().values
     fd = finite_differences(loss_of, {n: t.data for n, t in params64.items()}, picks, h)
-    fd_atol = 10 * torch.finfo(torch.float64).eps * max(1.0, abs(probe.loss)) / h
+    with torch.no_grad():
+        loss64 = float(loss_of())
+    # central differences carry round-off of about eps·|L|/h: below that they resolve nothing
+    fd_atol = 10 * torch.finfo(torch.float64).eps * max(1.0, abs(loss64)) / h
 
+    problems = []
+    if not math.isfinite(probe.loss):
+        problems.append(f"the loss is {probe.loss} in {str(dtype).replace('torch.', '')}: the model's numbers "
+                        "overflow, so its gradients cannot be trusted; scale the data (data.standardize: true, "
+                        "data.standardize_target: true) or lower the weights")
     params = {}
     for n, _ in named:
         a = autograd[n].reshape(-1)
         a_sel = a if picks[n] is None else a[picks[n]]
         c = compare(a, chain[n], dtype)
         f = compare(a_sel, fd[n], dtype, atol=fd_atol)
+        largest = float(a.abs().max()) if a.numel() else 0.0
+        resolved = math.isfinite(fd_atol) and not (largest > 0 and fd_atol >= largest)
+        if not resolved:
+            problems.append(f"{n}: finite differences cannot resolve its gradients (largest {largest:.3g}) next "
+                            f"to a loss of {loss64:.3g}: their round-off is about {fd_atol:.3g}")
         params[n] = {
             "chain_rule": {"max_abs": c["max_abs"], "max_rel": c["max_rel"]},
-            "finite_diff": {"max_abs": f["max_abs"], "max_rel": f["max_rel"], "checked": int(fd[n].numel())},
-            "pass": c["pass"] and f["pass"],
+            "finite_diff": {"max_abs": f["max_abs"], "max_rel": f["max_rel"], "checked": int(fd[n].numel()),
+                            "resolved": resolved},
+            "pass": c["pass"] and f["pass"] and resolved and math.isfinite(probe.loss),
             "elements": int(a.numel()),
         }
     rtol, atol_frac = tolerance(dtype)
     return {"loss": probe.loss, "pass": all(p["pass"] for p in params.values()), "params": params,
+            "problems": problems,
             "batch": {"index": index, "size": int(probe.x.shape[0])},
             "tolerance": {"dtype": str(dtype).replace("torch.", ""), "rtol": rtol, "atol_fraction_of_max": atol_frac,
                           "finite_diff_step": h}}

@@ -836,8 +836,13 @@ def render_check(console: Console, plain: bool, result: dict, wide: bool = False
     head = Text(f"loss {fmt(result['loss'])} on batch {b['index']} ({b['size']} samples)")
     foot = Text(f"tolerance ({tol['dtype']}): |autograd − other| ≤ {fmt(tol['atol_fraction_of_max'])}·max|g| + "
                 f"{fmt(tol['rtol'])}·|g| per element; finite-difference step {fmt(tol['finite_diff_step'])}\n"
-                + ("all gradients agree: PASS" if result["pass"] else "some gradients disagree: FAIL"))
-    print_blocks(console, [head, t, foot])
+                + ("all gradients agree: PASS" if result["pass"] else
+                   "some gradients disagree or cannot be checked (below): FAIL" if result.get("problems")
+                   else "some gradients disagree: FAIL"))
+    blocks = [head, t, foot]
+    if result.get("problems"):
+        blocks.append(Text("\n".join(f"! {p}" for p in result["problems"]), style="" if plain else "bold yellow"))
+    print_blocks(console, blocks)
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -143,3 +143,18 @@ def test_compare_uses_the_dtype_tolerance():
     assert not G.compare(a, a.double() * (1 + 1e-5), torch.float64)["pass"]
     r = G.compare(a, torch.tensor([1.0, 2.5]), torch.float32)
     assert r["max_abs"] == pytest.approx(0.5) and r["max_rel"] == pytest.approx(0.2)
+
+
+def test_a_check_that_cannot_resolve_the_gradients_fails_and_says_why(cli):
+    """Targets of 1e30: the float32 loss overflows, and float64 differences of a 1e60 loss cannot
+    resolve gradients of 1e28. Neither may pass (it did: the round-off bound came from an inf loss)."""
+    r = cli("check-grads", "-c", CONFIGS / "regression.yaml", "--set", "data.noise=1e30", "--format", "json")
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.stdout)
+    assert doc["pass"] is False and doc["loss"] is None
+    assert any(p.startswith("the loss is inf in float32") for p in doc["problems"])
+    assert all(not p["pass"] and p["finite_diff"]["resolved"] is False for p in doc["params"].values())
+    ok = json.loads(cli("check-grads", "-c", CONFIGS / "regression.yaml", "--format", "json").stdout)
+    assert set(ok) == {"loss", "pass", "params", "problems"}
+    assert set(ok["params"]["layer1.weight"]["finite_diff"]) == {"max_abs", "max_rel", "checked", "resolved"}
+    assert ok["pass"] and ok["problems"] == [] and all(p["finite_diff"]["resolved"] for p in ok["params"].values())
