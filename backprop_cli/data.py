@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -34,6 +34,7 @@ TEACHER_HIDDEN = 32
 # Cells that mean "no value" (pyarrow's defaults, less the exotic ones), compared after stripping spaces.
 MISSING_TOKENS = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "#N/A")
 FAST_READER_BYTES = 1 << 20  # files at least this large go through pyarrow; smaller ones through the exact reader
+EXACT_BLOCK_ROWS = 1 << 16  # the exact reader turns its numbers into float32 this many rows at a time
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -235,24 +236,28 @@ def _missing_column(where: str, key: str, name: str, header: list[str]) -> DataE
 class Columns:
     """The used columns of a CSV, rows with missing cells already dropped (when asked to)."""
 
-    numbers: np.ndarray  # (rows, len(numeric)) float32
+    numbers: np.ndarray  # (rows, len(numeric)) float32, C-contiguous
     labels: Optional[np.ndarray]  # (rows,) int64 index into ``label_values`` (the label column, when asked)
     label_values: list[str]  # the distinct label texts (stripped)
     kept: Optional[list[str]]  # the ``keep`` column's texts (when asked)
     dropped: int  # rows dropped for missing cells
     source: str
+    targets: Optional[np.ndarray] = None  # (rows, len(targets)) float32, C-contiguous (when asked)
 
 
-def read_columns(path: Path, *, key: str, numeric: list[str], label: Optional[str] = None,
-                 keep: Optional[str] = None, missing: str = "error", header: Optional[list[str]] = None,
-                 fast: Optional[bool] = None) -> Columns:
-    """Read the named columns of a CSV with a header row. ``numeric``: float32 columns (finite in float32);
-    ``label``: a column of class labels, read as text; ``keep``: a column passed through as text.
+def read_columns(path: Path, *, key: str, numeric: list[str], targets: Sequence[str] = (),
+                 label: Optional[str] = None, keep: Optional[str] = None, missing: str = "error",
+                 header: Optional[list[str]] = None, fast: Optional[bool] = None) -> Columns:
+    """Read the named columns of a CSV with a header row. ``numeric``: float32 columns (finite in float32),
+    in ``Columns.numbers``; ``targets``: more float32 columns, in their own array ``Columns.targets`` (so
+    that neither needs a copy to be contiguous); ``label``: a column of class labels, read as text;
+    ``keep``: a column passed through as text.
     ``missing``: ``error`` (name the first missing cell) or ``drop_rows``. Every problem names the file,
     the line and the column. ``fast``: force (True) or avoid (False) the pyarrow reader (default: by size)."""
     where = display_path(path)
     header = header if header is not None else _header(path, where, key)
-    for name in [*numeric, *([label] if label else []), *([keep] if keep else [])]:
+    targets = list(targets)
+    for name in [*numeric, *targets, *([label] if label else []), *([keep] if keep else [])]:
         if name not in header:
             raise _missing_column(where, key, name, header)
     if fast is None:
@@ -261,30 +266,38 @@ def read_columns(path: Path, *, key: str, numeric: list[str], label: Optional[st
         except OSError:
             fast = False
     if fast:
-        cols = _read_fast(path, where, key, header, numeric, label, keep, missing)
+        cols = _read_fast(path, where, key, header, numeric, targets, label, keep, missing)
         if cols is not None:
             return cols
-    return _read_exact(path, where, key, header, numeric, label, keep, missing)
+    return _read_exact(path, where, key, header, numeric, targets, label, keep, missing)
 
 
-def _read_fast(path, where, key, header, numeric, label, keep, missing) -> Optional[Columns]:
-    """pyarrow's reader; None when the file has a problem for the exact reader to name."""
+def _read_fast(path, where, key, header, numeric, targets, label, keep, missing) -> Optional[Columns]:
+    """pyarrow's reader; None when the file has a problem for the exact reader to name.
+
+    Numbers are parsed straight to float32, only the used columns, and copied record batch by record batch
+    into the (rows, columns) arrays (a small block transposed in cache), each block checked for non-finite
+    values on the way. With ``missing: error`` pyarrow looks for no null tokens (a missing number fails
+    the parse, or is NaN, and the exact reader names it); text columns are checked for them here. Arrow
+    data reaches numpy through its buffers (:func:`_arrow_floats`), not ``to_numpy``, which imports pandas
+    when it is installed."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    types = {n: pa.float32() for n in numeric}
-    for name in (label, keep):
-        if name:
-            types[name] = pa.string()  # a kept column that is also a feature is cast to numbers below
-    used = list(dict.fromkeys([*numeric, *([label] if label else []), *([keep] if keep else [])]))
+    texts = [n for n in dict.fromkeys([label, keep]) if n]
+    names = [*numeric, *targets]
+    types = {n: pa.float32() for n in names}
+    types.update({n: pa.string() for n in texts})  # a kept column that is also a feature is cast below
+    used = list(dict.fromkeys([*names, *texts]))
+    drop = missing == "drop_rows"
     try:
         with _open(path, key) as f:
             table = pacsv.read_csv(
                 _native(f, path), read_options=pacsv.ReadOptions(use_threads=True),
                 parse_options=pacsv.ParseOptions(delimiter=","),
                 convert_options=pacsv.ConvertOptions(column_types=types, include_columns=used,
-                                                     null_values=list(MISSING_TOKENS), strings_can_be_null=True,
-                                                     quoted_strings_can_be_null=True))
+                                                     null_values=list(MISSING_TOKENS) if drop else [],
+                                                     strings_can_be_null=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
         return None  # the exact reader names the line and the column
     except MemoryError:
@@ -292,53 +305,93 @@ def _read_fast(path, where, key, header, numeric, label, keep, missing) -> Optio
     except OSError as e:
         raise DataError(f"{where}: cannot read: {e.strerror or e}") from None
     rows = table.num_rows
-    label_col = table.column(label).combine_chunks() if label else None
-    if label:
-        label_col = pa.compute.utf8_trim_whitespace(label_col)
-    has_null = np.zeros(rows, dtype=bool)
-    for name in used:
-        col = table.column(name)
-        if col.null_count:
-            has_null |= np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    if label_col is not None:
-        empty = pa.compute.equal(label_col, "").fill_null(True)
-        has_null |= np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
-    if has_null.any() and missing == "error":
-        return None
-    numbers = np.empty((rows, len(numeric)), dtype=np.float32)
-    for j, name in enumerate(numeric):  # chunk by chunk into place: no concatenated copy of a column
-        at = 0
-        column = table.column(name)
-        if name == keep:
-            try:
-                column = column.cast(pa.float32())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                return None
-        for chunk in column.chunks:
-            part = chunk.fill_null(0) if chunk.null_count else chunk
-            numbers[at:at + len(part), j] = part.to_numpy(zero_copy_only=False)
-            at += len(part)
-    keep_rows = ~has_null
-    if not bool(np.isfinite(numbers).all()):  # missing cells were filled with 0
-        return None  # inf, or a value beyond float32's range: the exact reader names it
-    kept = None
-    if keep:
-        kept = table.column(keep).to_pylist()
+    gaps = np.zeros(rows, dtype=bool)  # rows with a missing cell in a used column
     labels, values = None, []
-    if label_col is not None:
-        enc = label_col.dictionary_encode()
-        values = [str(v) for v in enc.dictionary.to_pylist()]
-        labels = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    for name in texts:
+        import pyarrow.compute as pc  # its import costs 0.1 s: only for text columns
+
+        enc = pc.utf8_trim_whitespace(table.column(name)).combine_chunks().dictionary_encode()
+        distinct = [str(v) for v in enc.dictionary.to_pylist()]
+        codes = _arrow_values(enc.indices, np.int32).astype(np.int64)
+        gone = [i for i, v in enumerate(distinct) if v in MISSING_TOKENS]
+        if gone:
+            if not drop:
+                return None
+            gaps |= np.isin(codes, gone)
+        if name == label:
+            labels, values = codes, distinct
+    nf = len(numeric)
+    x = np.empty((rows, nf), dtype=np.float32)
+    y = np.empty((rows, len(targets)), dtype=np.float32) if targets else None
+    where_in = {n: i for i, n in enumerate(table.column_names)}
+    block = np.empty((len(names), 0), dtype=np.float32)
+    at = 0
+    for batch in table.to_batches():
+        n = batch.num_rows
+        if block.shape[1] < n:
+            block = np.empty((len(names), n), dtype=np.float32)
+        for j, name in enumerate(names):
+            part = batch.column(where_in[name])
+            if name in texts:
+                try:
+                    part = part.cast(pa.float32())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    return None
+            numbers, absent = _arrow_floats(part)
+            if absent is not None:
+                if not drop:
+                    return None
+                numbers = np.where(absent, np.float32(0), numbers)  # its row is dropped below
+                gaps[at:at + n] |= absent
+            block[j, :n] = numbers
+        b = block[:, :n]
+        if not np.isfinite(b).all():
+            return None  # inf, NaN, or a value beyond float32's range: the exact reader names it
+        x[at:at + n] = b[:nf].T
+        if y is not None:
+            y[at:at + n] = b[nf:].T
+        at += n
+    kept = table.column(keep).to_pylist() if keep else None
     del table
-    dropped = int(has_null.sum())
+    dropped = int(gaps.sum())
     if dropped:
-        numbers = numbers[keep_rows]
+        keep_rows = ~gaps
+        x = x[keep_rows]
+        y = y[keep_rows] if y is not None else None
         labels = labels[keep_rows] if labels is not None else None
         kept = [k for k, ok in zip(kept, keep_rows) if ok] if kept is not None else None
         if labels is not None:  # only the labels of the rows kept
-            used = np.unique(labels)
-            values, labels = [values[i] for i in used], np.searchsorted(used, labels)
-    return Columns(numbers, labels, values, kept, dropped, where)
+            present = np.unique(labels)
+            values, labels = [values[i] for i in present], np.searchsorted(present, labels)
+    return Columns(x, labels, values, kept, dropped, where, targets=y)
+
+
+def _arrow_values(arr, dtype) -> np.ndarray:
+    """The values of a primitive arrow array as a numpy view of its data buffer (null slots hold anything)."""
+    dtype = np.dtype(dtype)
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
+def _arrow_floats(arr) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """A float32 arrow array's values and, when it has any, its missing cells (a bool mask), read from its
+    buffers."""
+    values = _arrow_values(arr, np.float32)
+    if not arr.null_count:
+        return values, None
+    bits = np.unpackbits(np.frombuffer(arr.buffers()[0], dtype=np.uint8), bitorder="little")
+    return values, bits[arr.offset:arr.offset + len(arr)] == 0
+
+
+def _arrow_missing(col) -> np.ndarray:
+    """The missing cells of a chunked arrow column of any type, as a bool mask (from its validity bitmaps)."""
+    parts = []
+    for chunk in col.chunks:
+        if chunk.null_count:
+            bits = np.unpackbits(np.frombuffer(chunk.buffers()[0], dtype=np.uint8), bitorder="little")
+            parts.append(bits[chunk.offset:chunk.offset + len(chunk)] == 0)
+        else:
+            parts.append(np.zeros(len(chunk), dtype=bool))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def _native(f, path: Path) -> str:
@@ -366,15 +419,21 @@ def _number(cell: str, where: str, line: int, column: str) -> float:
     return v
 
 
-def _read_exact(path, where, key, header, numeric, label, keep, missing) -> Columns:
-    """Python's csv module, streaming: every cell checked, every problem named by line and column."""
+def _read_exact(path, where, key, header, numeric, targets, label, keep, missing) -> Columns:
+    """Python's csv module, streaming: every cell checked, every problem named by line and column. The
+    numbers go into float32 blocks of :data:`EXACT_BLOCK_ROWS` rows as they come, the labels into codes, so
+    that memory stays near the result's size whatever the file's (this reader also runs on a large file
+    that pyarrow refused, to name its problem)."""
     col = {name: i for i, name in enumerate(header)}
-    nidx = [col[n] for n in numeric]
+    nidx = [col[n] for n in [*numeric, *targets]]
     lidx = col[label] if label else None
     kidx = col[keep] if keep else None
+    checked = [*nidx, *([lidx] if lidx is not None else []), *([kidx] if kidx is not None else [])]
     width = len(header)
+    blocks: list[np.ndarray] = []
     values: list[list[float]] = []
-    labels: list[str] = []
+    codes: list[int] = []
+    label_index: dict[str, int] = {}
     kept: list[str] = []
     dropped = 0
     with _open(path, key) as f:
@@ -383,8 +442,7 @@ def _read_exact(path, where, key, header, numeric, label, keep, missing) -> Colu
         for line, cells in records:
             if len(cells) != width:
                 raise DataError(f"{where}:{line}: row has {len(cells)} cells, the header has {width}")
-            gap = next((i for i in [*nidx, *([lidx] if lidx is not None else []), *([kidx] if kidx is not None else [])]
-                        if _is_missing(cells[i])), None)
+            gap = next((i for i in checked if _is_missing(cells[i])), None)
             if gap is not None:
                 if missing == "drop_rows":
                     dropped += 1
@@ -392,18 +450,20 @@ def _read_exact(path, where, key, header, numeric, label, keep, missing) -> Colu
                 raise DataError(f"{where}:{line}: column {header[gap]!r}: missing value (got {cells[gap].strip()!r}); "
                                 "set data.missing: drop_rows to skip rows with missing cells")
             values.append([_number(cells[i], where, line, header[i]) for i in nidx])
+            if len(values) == EXACT_BLOCK_ROWS:
+                blocks.append(np.array(values, dtype=np.float32))
+                values = []
             if lidx is not None:
-                labels.append(cells[lidx].strip())
+                codes.append(label_index.setdefault(cells[lidx].strip(), len(label_index)))
             if kidx is not None:
                 kept.append(cells[kidx])
-    numbers = np.array(values, dtype=np.float32).reshape(len(values), len(nidx))
-    codes, label_values = None, []
-    if lidx is not None:
-        label_values, inverse = np.unique(np.array(labels, dtype=object).astype(str), return_inverse=True) \
-            if labels else (np.array([], dtype=str), np.zeros(0, dtype=np.int64))
-        codes = np.asarray(inverse, dtype=np.int64).reshape(-1)
-        label_values = [str(v) for v in label_values]
-    return Columns(numbers, codes, label_values, kept if kidx is not None else None, dropped, where)
+    blocks.append(np.array(values, dtype=np.float32).reshape(len(values), len(nidx)))
+    del values
+    nf = len(numeric)
+    x, y = np.concatenate([b[:, :nf] for b in blocks]), np.concatenate([b[:, nf:] for b in blocks])
+    labels = np.array(codes, dtype=np.int64) if lidx is not None else None
+    return Columns(x, labels, list(label_index), kept if kidx is not None else None, dropped, where,
+                   targets=y if targets else None)
 
 
 def find_line(path: Path, column: str, test: Callable[[str], bool], key: str = "data.path") -> Optional[int]:
@@ -457,8 +517,7 @@ def survey(path: Path, column_index: Callable[[list[str]], int], key: str = "--c
         else:
             numeric = [n for n, t in zip(table.column_names, table.schema.types)
                        if pa.types.is_integer(t) or pa.types.is_floating(t)]
-            masks = {n: np.asarray(table.column(n).is_null().to_numpy(zero_copy_only=False), dtype=bool)
-                     for n in table.column_names}
+            masks = {n: _arrow_missing(table.column(n)) for n in table.column_names}
             target = table.column(col).cast(pa.string())
             distinct = [str(v).strip() for v in pc.unique(target.drop_null()).to_pylist()[:cap + 1]]
             rows = table.num_rows
@@ -578,17 +637,17 @@ def load_csv(path: Path, spec: CsvData, loss: str = "mse", *, features: Optional
     if loss == "cross_entropy" and len(targets) != 1:
         raise DataError(f"{where}: data.target: cross_entropy takes one column of class labels (got {len(targets)})")
     label = targets[0] if loss == "cross_entropy" else None
-    numeric = list(features) + ([] if label else list(targets))
-    cols = read_columns(path, key=key, numeric=numeric, label=label, missing=spec.missing, header=header, fast=fast)
+    cols = read_columns(path, key=key, numeric=list(features), targets=[] if label else list(targets), label=label,
+                        missing=spec.missing, header=header, fast=fast)
     if cols.numbers.shape[0] == 0:
         why = " (every row has a missing cell)" if cols.dropped else ""
         raise DataError(f"{where}: no data rows after the header{why}")
-    x = np.ascontiguousarray(cols.numbers[:, :len(features)])
+    x = cols.numbers
     names = None
     if label:
         y, names = labels_to_classes(cols, where, path, label, classes, key)
     else:
-        y = np.ascontiguousarray(cols.numbers[:, len(features):])
+        y = cols.targets
     return Table(x, y, where, list(features), list(targets), names, dropped=cols.dropped)
 
 

@@ -92,12 +92,12 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
     where = display_path(path)
     classification = trained.loss_name == "cross_entropy"
     label = trained.targets[0] if targets and classification else None
-    numeric = list(trained.features) + (list(trained.targets) if targets and not classification else [])
-    cols = read_columns(path, key=key, numeric=numeric, label=label, keep=keep, missing="error")
+    numbers = list(trained.targets) if targets and not classification else []
+    cols = read_columns(path, key=key, numeric=list(trained.features), targets=numbers, label=label, keep=keep,
+                        missing="error")
     if cols.numbers.shape[0] == 0:
         raise DataError(f"{where}: no data rows after the header")
-    nf = len(trained.features)
-    x = np.ascontiguousarray(cols.numbers[:, :nf])
+    x = cols.numbers
     if trained.x_scaling is not None:
         trained.x_scaling.apply(x)
     y = None
@@ -105,7 +105,7 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
         if classification:
             y, _ = labels_to_classes(cols, where, path, label, trained.classes, key)
         else:
-            y = np.ascontiguousarray(cols.numbers[:, nf:])
+            y = cols.targets
             if trained.y_scaling is not None:
                 trained.y_scaling.apply(y)
     return x, y, cols.kept, where

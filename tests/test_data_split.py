@@ -77,6 +77,79 @@ def test_readers_agree_on_a_mixed_file(tmp_path, monkeypatch):
     assert a.kept == b.kept and a.kept[:2] == ["r1", "r2"]
 
 
+
+@pytest.mark.parametrize("missing", ["error", "drop_rows"])
+def test_pyarrow_reads_many_record_batches_into_place(tmp_path, monkeypatch, missing):
+    """A 3 MB file reaches pyarrow's reader as several record batches, copied block by block into the
+    feature and target arrays. The oracle: the cells as written, parsed by Python's float, the rows with a
+    missing number or a label written ' NA ' left out. The exact reader must not be needed here; read by
+    itself, it gives the same."""
+    rng = np.random.default_rng(2)
+    n = 60_000
+    cells = [[f"{v:.7g}" for v in row] for row in rng.standard_normal((n, 4))]
+    names = rng.choice(["cat", "dog", "emu"], n)
+    lines = ["id,a,b,c,t,label"]
+    gone = []
+    for i, (a, b, c, t) in enumerate(cells):
+        label = names[i]
+        if missing == "drop_rows" and i % 997 == 3:
+            b = "NA"
+        if missing == "drop_rows" and i % 1231 == 5:
+            label = " NA "
+        gone.append(b == "NA" or label == " NA ")
+        lines.append(f"{i},{a},{b},{c},{t},{label}")
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n")
+    import pyarrow.csv
+
+    assert len(pyarrow.csv.read_csv(path).to_batches()) >= 2
+
+    import backprop_cli.data as data
+
+    exact = data._read_exact
+
+    def no_exact(*args):
+        raise AssertionError("the exact reader was needed")
+
+    monkeypatch.setattr(data, "_read_exact", no_exact)
+    fast = read_columns(path, key="data.path", numeric=["a", "b", "c"], targets=["t"], label="label", keep="id",
+                        missing=missing, fast=True)
+    monkeypatch.setattr(data, "_read_exact", exact)
+    monkeypatch.setattr(data, "EXACT_BLOCK_ROWS", 7_000)  # the exact reader's float32 blocks, across their ends
+    slow = read_columns(path, key="data.path", numeric=["a", "b", "c"], targets=["t"], label="label", keep="id",
+                        missing=missing, fast=False)
+    kept = [i for i in range(n) if not gone[i]]
+    want = np.array([[float(v) for v in cells[i]] for i in kept], dtype=np.float32)
+    for cols in (fast, slow):
+        assert cols.dropped == n - len(kept) == (110 if missing == "drop_rows" else 0)
+        assert cols.numbers.flags.c_contiguous and cols.targets.flags.c_contiguous
+        assert np.array_equal(cols.numbers, want[:, :3]) and np.array_equal(cols.targets, want[:, 3:])
+        assert [cols.label_values[k] for k in cols.labels] == [str(names[i]) for i in kept]
+        assert sorted(cols.label_values) == ["cat", "dog", "emu"] and cols.kept == [str(i) for i in kept]
+
+
+
+def test_survey_agrees_across_readers(tmp_path, monkeypatch):
+    """init --csv's survey: which columns hold numbers, rows with missing cells, the distinct labels; pyarrow
+    (a file in several record batches) and the exact reader against counts made here."""
+    from backprop_cli.data import survey
+
+    rng = np.random.default_rng(3)
+    n = 50_000
+    lines = ["a,b,name,c,label"]
+    for i, (a, c) in enumerate(rng.standard_normal((n, 2))):
+        lines.append(f"{'NA' if i % 101 == 0 else f'{a:.6g}'},{i % 7},{'x' if i % 3 else 'y'}{i},"
+                     f"{'' if i % 103 == 0 else f'{c:.6g}'},{['cat', 'dog'][i % 2]}")
+    (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
+    either = {i for i in range(n) if i % 101 == 0 or i % 103 == 0}
+    for fast in (True, False):
+        monkeypatch.setattr("backprop_cli.data.FAST_READER_BYTES", 0 if fast else 1 << 40)
+        s = survey(tmp_path / "s.csv", lambda header: header.index("label"))
+        assert s.rows == n and s.numeric == ["a", "b", "c"] and s.distinct == ["cat", "dog"]
+        assert s.missing_by_row(["a"]) == len(range(0, n, 101)) and s.missing_by_row(["b"]) == 0
+        assert s.missing_by_row(["a", "c"]) == len(either), fast
+
+
 def test_split_is_seeded_stratified_and_the_size_of_each_class():
     y = np.array([0] * 50 + [1] * 30 + [2] * 20)
     rows = split_rows(100, 0.2, seed=7, strata=y)
