@@ -265,11 +265,19 @@ def read_columns(path: Path, *, key: str, numeric: list[str], targets: Sequence[
             fast = path.stat().st_size >= FAST_READER_BYTES
         except OSError:
             fast = False
+    args = (path, where, key, header, numeric, targets, label, keep, missing)
     if fast:
-        cols = _read_fast(path, where, key, header, numeric, targets, label, keep, missing)
+        cols = _read_fast(*args)
         if cols is not None:
             return cols
-    return _read_exact(path, where, key, header, numeric, targets, label, keep, missing)
+        # pyarrow refused the file: find the batch of rows where (single-threaded, nothing kept), then let the
+        # exact reader check from there, so that a large file's error does not wait for Python to parse
+        # every cell before it; it names the problem. Should it find none (it accepts some cells pyarrow
+        # refuses, such as ' NA ' with spaces under drop_rows), the whole file is read by the exact reader.
+        start = _first_refused_row(*args)
+        if start:
+            _read_exact(*args, start=start)
+    return _read_exact(*args)
 
 
 def _read_fast(path, where, key, header, numeric, targets, label, keep, missing) -> Optional[Columns]:
@@ -284,20 +292,11 @@ def _read_fast(path, where, key, header, numeric, targets, label, keep, missing)
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    texts = [n for n in dict.fromkeys([label, keep]) if n]
-    names = [*numeric, *targets]
-    types = {n: pa.float32() for n in names}
-    types.update({n: pa.string() for n in texts})  # a kept column that is also a feature is cast below
-    used = list(dict.fromkeys([*names, *texts]))
+    texts, names, options = _arrow_options(numeric, targets, label, keep, missing)
     drop = missing == "drop_rows"
     try:
         with _open(path, key) as f:
-            table = pacsv.read_csv(
-                _native(f, path), read_options=pacsv.ReadOptions(use_threads=True),
-                parse_options=pacsv.ParseOptions(delimiter=","),
-                convert_options=pacsv.ConvertOptions(column_types=types, include_columns=used,
-                                                     null_values=list(MISSING_TOKENS) if drop else [],
-                                                     strings_can_be_null=False))
+            table = pacsv.read_csv(_native(f, path), read_options=pacsv.ReadOptions(use_threads=True), **options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
         return None  # the exact reader names the line and the column
     except MemoryError:
@@ -308,16 +307,11 @@ def _read_fast(path, where, key, header, numeric, targets, label, keep, missing)
     gaps = np.zeros(rows, dtype=bool)  # rows with a missing cell in a used column
     labels, values = None, []
     for name in texts:
-        import pyarrow.compute as pc  # its import costs 0.1 s: only for text columns
-
-        enc = pc.utf8_trim_whitespace(table.column(name)).combine_chunks().dictionary_encode()
-        distinct = [str(v) for v in enc.dictionary.to_pylist()]
-        codes = _arrow_values(enc.indices, np.int32).astype(np.int64)
-        gone = [i for i, v in enumerate(distinct) if v in MISSING_TOKENS]
-        if gone:
+        codes, distinct, gone = _text_codes(table.column(name))
+        if gone is not None:
             if not drop:
                 return None
-            gaps |= np.isin(codes, gone)
+            gaps |= gone
         if name == label:
             labels, values = codes, distinct
     nf = len(numeric)
@@ -364,6 +358,69 @@ def _read_fast(path, where, key, header, numeric, targets, label, keep, missing)
             present = np.unique(labels)
             values, labels = [values[i] for i in present], np.searchsorted(present, labels)
     return Columns(x, labels, values, kept, dropped, where, targets=y)
+
+
+def _arrow_options(numeric, targets, label, keep, missing) -> tuple[list[str], list[str], dict]:
+    """(text columns, number columns, pyarrow's parse and convert options) for the used columns: numbers as
+    float32, the label and kept columns as text. With ``missing: error`` pyarrow looks for no null tokens:
+    a missing number fails the parse (or is NaN) and the exact reader names it."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    texts = [n for n in dict.fromkeys([label, keep]) if n]
+    names = [*numeric, *targets]
+    types = {n: pa.float32() for n in names}
+    types.update({n: pa.string() for n in texts})  # a kept column that is also a feature is cast to numbers
+    used = list(dict.fromkeys([*names, *texts]))
+    nulls = list(MISSING_TOKENS) if missing == "drop_rows" else []
+    return texts, names, {"parse_options": pacsv.ParseOptions(delimiter=","),
+                          "convert_options": pacsv.ConvertOptions(column_types=types, include_columns=used,
+                                                                  null_values=nulls, strings_can_be_null=False)}
+
+
+def _text_codes(col) -> tuple[np.ndarray, list[str], Optional[np.ndarray]]:
+    """A text column's cells stripped, as codes (int64) into its distinct texts, and its missing cells (a mask;
+    None when there are none)."""
+    import pyarrow.compute as pc  # its import costs 0.1 s: only for text columns
+
+    stripped = pc.utf8_trim_whitespace(col)
+    if hasattr(stripped, "combine_chunks"):  # a table's column; a record batch's is one array
+        stripped = stripped.combine_chunks()
+    enc = stripped.dictionary_encode()
+    distinct = [str(v) for v in enc.dictionary.to_pylist()]
+    codes = _arrow_values(enc.indices, np.int32).astype(np.int64)
+    gone = [i for i, v in enumerate(distinct) if v in MISSING_TOKENS]
+    return codes, distinct, np.isin(codes, gone) if gone else None
+
+
+def _first_refused_row(path, where, key, header, numeric, targets, label, keep, missing) -> Optional[int]:
+    """The data rows (from 0, empty lines not counted) before the first record batch that holds a cell the
+    exact reader would refuse, found by pyarrow's streaming reader: a batch that fails to parse, a number not
+    finite in float32, or (``missing: error``) a missing text cell. None when it finds none."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    texts, names, options = _arrow_options(numeric, targets, label, keep, missing)
+    at = 0
+    try:
+        with _open(path, key) as f:
+            reader = pacsv.open_csv(_native(f, path), **options)
+            for batch in reader:
+                if missing == "error" and any(_text_codes(batch.column(n))[2] is not None for n in texts):
+                    return at
+                for name in names:
+                    part = batch.column(name)
+                    if name in texts:
+                        part = part.cast(pa.float32())
+                    values, absent = _arrow_floats(part)
+                    if not np.isfinite(values[~absent] if absent is not None else values).all():
+                        return at
+                at += batch.num_rows
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
+        return at
+    except (OSError, MemoryError):
+        return None
+    return None
 
 
 def _arrow_values(arr, dtype) -> np.ndarray:
@@ -419,11 +476,14 @@ def _number(cell: str, where: str, line: int, column: str) -> float:
     return v
 
 
-def _read_exact(path, where, key, header, numeric, targets, label, keep, missing) -> Columns:
+def _read_exact(path, where, key, header, numeric, targets, label, keep, missing, start: int = 0) -> Optional[Columns]:
     """Python's csv module, streaming: every cell checked, every problem named by line and column. The
     numbers go into float32 blocks of :data:`EXACT_BLOCK_ROWS` rows as they come, the labels into codes, so
     that memory stays near the result's size whatever the file's (this reader also runs on a large file
-    that pyarrow refused, to name its problem)."""
+    that pyarrow refused, to name its problem).
+
+    ``start`` > 0: only look for the first problem from that data row on (the rows before it were checked
+    by pyarrow), keep nothing, and return None if there is none."""
     col = {name: i for i, name in enumerate(header)}
     nidx = [col[n] for n in [*numeric, *targets]]
     lidx = col[label] if label else None
@@ -439,7 +499,9 @@ def _read_exact(path, where, key, header, numeric, targets, label, keep, missing
     with _open(path, key) as f:
         records = _records(f, where)
         next(records, None)  # the header
-        for line, cells in records:
+        for row, (line, cells) in enumerate(records):
+            if row < start:
+                continue
             if len(cells) != width:
                 raise DataError(f"{where}:{line}: row has {len(cells)} cells, the header has {width}")
             gap = next((i for i in checked if _is_missing(cells[i])), None)
@@ -449,6 +511,10 @@ def _read_exact(path, where, key, header, numeric, targets, label, keep, missing
                     continue
                 raise DataError(f"{where}:{line}: column {header[gap]!r}: missing value (got {cells[gap].strip()!r}); "
                                 "set data.missing: drop_rows to skip rows with missing cells")
+            if start:
+                for i in nidx:
+                    _number(cells[i], where, line, header[i])
+                continue
             values.append([_number(cells[i], where, line, header[i]) for i in nidx])
             if len(values) == EXACT_BLOCK_ROWS:
                 blocks.append(np.array(values, dtype=np.float32))
@@ -457,6 +523,8 @@ def _read_exact(path, where, key, header, numeric, targets, label, keep, missing
                 codes.append(label_index.setdefault(cells[lidx].strip(), len(label_index)))
             if kidx is not None:
                 kept.append(cells[kidx])
+    if start:
+        return None
     blocks.append(np.array(values, dtype=np.float32).reshape(len(values), len(nidx)))
     del values
     nf = len(numeric)

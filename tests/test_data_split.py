@@ -129,6 +129,79 @@ def test_pyarrow_reads_many_record_batches_into_place(tmp_path, monkeypatch, mis
 
 
 
+
+def _big_csv(path, n=60_000, blank_every=9_973):
+    """A CSV of n rows (a few MB: many of pyarrow's record batches) with a blank line now and then; returns
+    the line number of each data row."""
+    rng = np.random.default_rng(4)
+    lines, line_of = ["a,b,c,label"], []
+    for i, (a, b, c) in enumerate(rng.standard_normal((n, 3))):
+        if i % blank_every == 17:
+            lines.append("")
+        lines.append(f"{a:.6g},{b:.6g},{c:.6g},{['cat', 'dog'][i % 2]}")
+        line_of.append(len(lines))
+    path.write_text("\n".join(lines) + "\n")
+    return lines, line_of
+
+
+@pytest.mark.parametrize("cell, column, expect", [
+    ("x", "b", "column 'b': not a number (got 'x')"),
+    ("1,2", "row", "row has 2 cells, the header has 4"),
+    ("inf", "c", "column 'c': not a finite number (got 'inf')"),
+    ("3.4e39", "a", "column 'a': 3.4e39 is beyond float32's range"),
+    ("", "b", "column 'b': missing value (got '')"),
+    (" NA ", "label", "column 'label': missing value (got 'NA')"),
+    ("nan", "a", "column 'a': missing value (got 'nan')"),
+])
+@pytest.mark.parametrize("at", [5, 45_000])
+def test_a_refused_large_file_names_the_same_line_as_the_exact_reader(tmp_path, monkeypatch, cell, column, expect,
+                                                                     at):
+    """After pyarrow refuses a file, a streaming pass finds the record batch and the exact reader checks from
+    there: the same message as the exact reader alone, the right line across blank lines, and (for a
+    problem deep in the file) the rows before it are not checked twice."""
+    import backprop_cli.data as data
+
+    path = tmp_path / "big.csv"
+    lines, line_of = _big_csv(path)
+    cells = lines[line_of[at] - 1].split(",")
+    if column == "row":
+        cells = cell.split(",")
+    else:
+        cells[["a", "b", "c", "label"].index(column)] = cell
+    lines[line_of[at] - 1] = ",".join(cells)
+    lines[line_of[at + 100] - 1] = "later,1,2,cat"  # a later problem is not the one named
+    path.write_text("\n".join(lines) + "\n")
+    starts = []
+    exact = data._read_exact
+
+    def spy(*args, start=0):
+        starts.append(start)
+        return exact(*args, start=start)
+
+    monkeypatch.setattr(data, "_read_exact", spy)
+    messages = []
+    for fast in (False, True):
+        with pytest.raises(DataError) as e:
+            read_columns(path, key="data.path", numeric=["a", "b", "c"], label="label", fast=fast)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] and messages[1].startswith(f"{path}:{line_of[at]}: {expect}")
+    if at > 10_000:
+        assert starts[1] > 10_000 and starts[1] <= at  # the located pass began in the batch of the problem
+
+
+def test_cells_only_the_exact_reader_accepts_fall_back_to_it(tmp_path):
+    """' NA ' (with spaces) in a number column: pyarrow refuses it, the exact reader drops the row; the
+    located pass finds no error, so the whole file is read the exact way."""
+    path = tmp_path / "big.csv"
+    lines, line_of = _big_csv(path)
+    for at in (3, 50_000):
+        lines[line_of[at] - 1] = "1, NA ,2,cat"
+    path.write_text("\n".join(lines) + "\n")
+    cols = read_columns(path, key="data.path", numeric=["a", "b", "c"], label="label", missing="drop_rows",
+                        fast=True)
+    assert cols.dropped == 2 and cols.numbers.shape == (60_000 - 2, 3)
+
+
 def test_survey_agrees_across_readers(tmp_path, monkeypatch):
     """init --csv's survey: which columns hold numbers, rows with missing cells, the distinct labels; pyarrow
     (a file in several record batches) and the exact reader against counts made here."""
