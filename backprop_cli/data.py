@@ -5,10 +5,12 @@ every data error is reported fast, before torch loads) and returns a :class:`Tab
 validation rows, the column and class names, and the scaling statistics; :func:`load_dataset` turns
 it into tensors.
 
-CSV files are read by ``pyarrow.csv`` (multi-threaded, typed columns, only the columns used). When it
-fails, or meets a missing or non-finite cell, the file is scanned again by the exact reader
-(:func:`_scan`, Python's ``csv`` module, streaming) to name the line and the column; small files are read
-by the exact reader alone (no pyarrow import). Both readers give the same table (tested).
+CSV files are read by ``pyarrow.csv`` (multi-threaded, numbers parsed straight to float32, only the columns
+used, copied into the C-contiguous feature and target arrays that become tensors without a copy). When it
+fails, or meets a missing or non-finite cell, a streaming pyarrow pass finds the record batch where, and
+the exact reader (:func:`_read_exact`, Python's ``csv`` module) checks from there to name the line and the
+column; small files are read by the exact reader alone (no pyarrow import). Both readers give the same
+table (tested).
 """
 
 from __future__ import annotations
@@ -296,7 +298,8 @@ def _read_fast(path, where, key, header, numeric, targets, label, keep, missing)
     drop = missing == "drop_rows"
     try:
         with _open(path, key) as f:
-            table = pacsv.read_csv(_native(f, path), read_options=pacsv.ReadOptions(use_threads=True), **options)
+            table = pacsv.read_csv(_native(f, path), read_options=pacsv.ReadOptions(use_threads=True), **options,
+                                   memory_pool=pa.system_memory_pool())
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
         return None  # the exact reader names the line and the column
     except MemoryError:
@@ -404,7 +407,7 @@ def _first_refused_row(path, where, key, header, numeric, targets, label, keep, 
     at = 0
     try:
         with _open(path, key) as f:
-            reader = pacsv.open_csv(_native(f, path), **options)
+            reader = pacsv.open_csv(_native(f, path), **options, memory_pool=pa.system_memory_pool())
             for batch in reader:
                 if missing == "error" and any(_text_codes(batch.column(n))[2] is not None for n in texts):
                     return at
