@@ -8,7 +8,8 @@
 
 Each size is written once, then read in fresh processes, the readers taking turns (median of --repeats):
 
-- in-process: the wall and CPU time (user + system, all threads) of ``backprop_cli.data.load_csv``, the CSV
+- in-process: the wall and CPU time (user + system, all threads; the system part, mostly page faults of
+  fresh memory, also apart) of ``backprop_cli.data.load_csv``, the CSV
   turned into the C-contiguous float32 feature and target arrays that training wraps as tensors without
   a copy; and the growth of the process's peak resident memory over its resident memory just before the
   call (``/proc/self/clear_refs`` resets the peak, ``VmHWM`` reads it), against those arrays;
@@ -49,7 +50,7 @@ def status(field):
     return [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(field)][0]
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime, r.ru_stime
 def short_rows(path, width):
     # every line has width - 1 commas (no quotes in the file, or it gives up); 16 MiB at a time
     import numpy as np
@@ -100,9 +101,9 @@ else:
     df = pd.read_csv(path, dtype=np.float32, engine="pyarrow" if reader == "pandas-pyarrow" else "c")
     arrays = [np.ascontiguousarray(df[names].to_numpy(np.float32)), np.ascontiguousarray(df[["y"]].to_numpy(np.float32))]
     del df
-dt, dc = time.perf_counter() - t, cpu() - c
+dt, (u, s) = time.perf_counter() - t, cpu()
 assert all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
-print(json.dumps({"time": dt, "cpu": dc, "growth": status("VmHWM") - base, "result": sum(a.nbytes for a in arrays),
+print(json.dumps({"time": dt, "cpu": u + s - sum(c), "sys": s - c[1], "growth": status("VmHWM") - base, "result": sum(a.nbytes for a in arrays),
                   "rows": arrays[0].shape[0]}))
 """
 
@@ -147,9 +148,10 @@ def linearity(results: list[dict]) -> list[str]:
             continue
         a, b = rs[0], rs[-1]
         per = {k: (b[k] / b["rows"]) / (a[k] / a["rows"]) for k in ("time", "cpu", "growth")}
+        user = ((b["cpu"] - b["sys"]) / b["rows"]) / ((a["cpu"] - a["sys"]) / a["rows"])
         lines.append(f"  {reader}: {a['rows']:,} → {b['rows']:,} rows ({b['rows'] / a['rows']:g}×): per row, time "
-                     f"{per['time']:.2f}×, CPU {per['cpu']:.2f}×, peak growth {per['growth']:.2f}× "
-                     f"(1.00× is linear)")
+                     f"{per['time']:.2f}×, CPU {per['cpu']:.2f}× (user {user:.2f}×), peak growth "
+                     f"{per['growth']:.2f}× (1.00× is linear)")
     return lines
 
 
@@ -191,23 +193,24 @@ def main() -> None:
                 loads.append(os.getloadavg()[0])
             for reader in readers:
                 med = {k: statistics.median(r[k] for r in runs[reader])
-                       for k in ("time", "cpu", "growth", "wall", "maxrss")}
+                       for k in ("time", "cpu", "sys", "growth", "wall", "maxrss")}
                 row = {"reader": reader, "rows": n, "file_mib": size / 2**20,
                        "result_mib": runs[reader][0]["result"] / 2**20, "load": statistics.median(loads),
                        "times": [r["time"] for r in runs[reader]], **med}
                 results.append(row)
-                print(f"  {reader:14} {n:>10,} rows: read {med['time']:.2f} s (CPU {med['cpu']:.2f} s), peak "
+                print(f"  {reader:14} {n:>10,} rows: read {med['time']:.2f} s (CPU {med['cpu']:.2f} s, system "
+                      f"{med['sys']:.2f} s), peak "
                       f"+{med['growth'] / 2**20:,.0f} MiB ({med['growth'] / runs[reader][0]['result']:.2f}× the "
                       f"float32 result); whole process {med['wall']:.2f} s, peak {med['maxrss'] / 2**20:,.0f} MiB; "
                       f"load {row['load']:.1f}", flush=True)
             path.unlink()
     print()
-    print("| reader | rows | file | float32 result | read | read CPU | peak growth | growth / result | "
+    print("| reader | rows | file | float32 result | read | read CPU (system) | peak growth | growth / result | "
           "µs per row | whole process | process peak | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['reader']} | {r['rows']:,} | {r['file_mib']:,.1f} MiB | {r['result_mib']:,.1f} MiB | "
-              f"{r['time']:.2f} s | {r['cpu']:.2f} s | {r['growth'] / 2**20:,.1f} MiB | "
+              f"{r['time']:.2f} s | {r['cpu']:.2f} s ({r['sys']:.2f}) | {r['growth'] / 2**20:,.1f} MiB | "
               f"{r['growth'] / (r['result_mib'] * 2**20):.2f}× | {1e6 * r['time'] / r['rows']:.2f} | "
               f"{r['wall']:.2f} s | {r['maxrss'] / 2**20:,.0f} MiB | {r['load']:.1f} |")
     lines = linearity(results)
