@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mdtable import markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = ROOT / "benchmarks" / "plain_train.py"
 SEED = ROOT / "configs" / "seed.yaml"
@@ -161,14 +163,10 @@ def main() -> None:
             cpu = f"{tc:.2f} / {oc:.2f}", (f"{tc / oc:.3f}×" if not startup else f"{oc - tc:+.3f} s")
         table.append((name, str(th), f"{t:.2f} s", f"{o:.2f} s", ratio, spread, *cpu,
                       f"{mb(r['theirs_mb'])} / {mb(r['ours_mb'])}", target))
-    widths = [max(len(str(row[i])) for row in table + [head]) for i in range(len(head))]
     print(f"\nwhole process, median of {args.repeats} alternating runs each (large net: {min(3, args.repeats)}); "
           f"load average {os.getloadavg()[0]:.2f} at the end. Wall time is what a user waits for; CPU time (user +"
           " system, from /usr/bin/time) is the work done, which other programs on a shared machine disturb less")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in table:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+    print(markdown(head, table))
     print(f"\n`python -c 'import torch'` alone: {torch_only:.2f} s; with `torch._dynamo` (which the first optimizer "
           f"imports, in both programs): {dynamo:.2f} s")
     print("commands that never import torch (median, target < 0.4 s): "

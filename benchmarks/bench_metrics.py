@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backprop_cli.outputs import JsonLines, json_value  # noqa: E402
+from mdtable import markdown  # noqa: E402
 
 
 def _finite(v):
@@ -85,11 +86,7 @@ def main() -> None:
             rows.append((label, name, f"{v * 1e6:.2f}"))
         print(f"  {label}: done", file=sys.stderr, flush=True)
     head = ("records", "encoder", "µs per record")
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(3)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown(head, rows))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from mdtable import markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -100,11 +102,7 @@ def main() -> None:
             rows.append((net, f"{count:,}", label, *cells, fastest))
         print(f"  {net}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     head = ("net", "parameters", "optimizer", "for-loop", "foreach", "fused", "fastest")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown(head, rows))
 
 
 if __name__ == "__main__":

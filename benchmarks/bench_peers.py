@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mdtable import markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 PENGUINS = ROOT / "configs" / "data" / "penguins.csv"
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
@@ -253,13 +255,9 @@ def main() -> None:
         last = runs[-1][1]
         rows.append((name, f"{wall:.2f} s", f"{wall / plain_time:.2f}×", f"{last['train_loss']:.4f}",
                      f"{last['val_accuracy']:.3f}"))
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     print(f"\npenguins, {args.epochs} epochs, batch {BATCH}, 4 → {HIDDEN} → {classes}, Adam lr {LR}; "
           f"median of {args.repeats} runs each; load average {os.getloadavg()[0]:.2f} at the end")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown(head, rows))
 
 
 if __name__ == "__main__":

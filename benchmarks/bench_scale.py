@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mdtable import markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -241,11 +243,7 @@ def main() -> None:
                              f"{r['peak_mb']:.0f}"))
             rows.append((label, "engine / plain", f"{e['steps_per_s'] / p['steps_per_s']:.3f}", "", "", "", ""))
         head = ("case", "loop", "steps/s", "GFLOP/s", "matmul GFLOP/s", "of peak", "peak MB (rank 0)")
-        widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-        print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for r in rows:
-            print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+        print(markdown(head, rows))
         if len(results) == 2:
             one, two = results["1 process"][1], results["2 processes (DDP)"][1]
             print(f"\nengine, 2 processes vs 1: {two['steps_per_s'] / one['steps_per_s']:.2f}×")

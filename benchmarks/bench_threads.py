@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from mdtable import markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -90,11 +92,7 @@ def main() -> None:
 
     head = ("net", "FLOP per step", "1 thread steps/s", f"{cores} threads steps/s", f"{cores} threads / 1")
     table = [(name, f"{flops:.3g}", f"{one:,.1f}", f"{all_:,.1f}", f"{s:.2f}×") for flops, name, one, all_, s in rows]
-    widths = [max(len(str(r[k])) for r in table + [head]) for k in range(len(head))]
-    print("| " + " | ".join(x.ljust(w) for x, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in table:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown(head, table))
     threshold = None
     for k in range(len(rows)):
         if all(r[4] >= 1.1 for r in rows[k:]):

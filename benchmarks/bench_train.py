@@ -31,6 +31,8 @@ from backprop_cli.config import flops_per_step, load_config  # noqa: E402
 from backprop_cli.distributed import set_threads  # noqa: E402
 from backprop_cli.engine import run_steps  # noqa: E402
 
+from mdtable import markdown
+
 
 def config(sizes, batch, steps):
     i, h, o = sizes
@@ -110,11 +112,7 @@ def main() -> None:
         rows.append(compare("large 1024→4096→1024, batch 512", (1024, 4096, 1024), 512,
                             args.large_steps, args.repeats))
     head = ("case", "steps", "threads", "plain loop steps/s", "engine steps/s", "engine / plain")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown(head, rows))
     print(f"\n`backprop --help`: {help_time():.3f} s (median of 7 runs, new process each)")
 
 
