@@ -23,16 +23,29 @@ def losses(path):
 
 
 @pytest.mark.parametrize("batch", [64, 63])  # 63: ranks take 32 and 31 rows
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, batch):
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, cli, batch):
+    """One torchrun run per case (each costs three processes): with 64 it goes through ``python -m
+    backprop_cli`` and saves a checkpoint (written once, by rank 0); with 63 through the installed
+    ``backprop`` script (``--no-python``), as a user runs it. The one-process run is in this process."""
+    import shutil
+
+    import torch
+
     cfg = CONFIGS / "regression.yaml"
     sets = ["--set", f"data.batch_size={batch}", "--steps", "40"]
-    two, one = tmp_path / "two.jsonl", tmp_path / "one.jsonl"
-    r = run(TORCHRUN + ["train", "-c", str(cfg), *sets, "--metrics", str(two), "--log-every", "10"])
+    two, one, ck = tmp_path / "two.jsonl", tmp_path / "one.jsonl", tmp_path / "c.pt"
+    exe = shutil.which("backprop")
+    if batch == 63 and exe is None:
+        pytest.skip("the backprop script is not on PATH")
+    launch = (TORCHRUN if batch == 64 else
+              [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python", exe])
+    extra = ["--save", str(ck)] if batch == 64 else []
+    r = run(launch + ["train", "-c", str(cfg), *sets, "--metrics", str(two), "--log-every", "10", *extra])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 ranks, DistributedDataParallel over gloo" in r.stdout
     assert r.stdout.count("done:") == 1  # only rank 0 prints
-    r1 = run([sys.executable, "-m", "backprop_cli", "train", "-c", str(cfg), *sets, "--metrics", str(one), "-q"])
-    assert r1.returncode == 0, r1.stderr
+    r1 = cli("train", "-c", cfg, *sets, "--metrics", one, "-q")
+    assert r1.exit_code == 0, r1.output
     a, b = losses(two), losses(one)
     assert [x["step"] for x in a] == list(range(1, 41))
     for x, y in zip(a, b):
@@ -40,6 +53,11 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, batch):
         assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-4)
         for name in y["grad_norms"]:
             assert x["grad_norms"][name] == pytest.approx(y["grad_norms"][name], rel=1e-4, abs=1e-8)
+    if batch == 64:
+        state = torch.load(ck, weights_only=True)
+        assert state["step"] == 40 and list(state["model"]) == ["layer1.weight", "layer1.bias", "layer2.weight",
+                                                                 "layer2.bias"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "one.jsonl", "two.jsonl"]  # no stray copy
 
 
 def test_an_error_ends_every_rank_with_one_clear_message(tmp_path):
@@ -49,17 +67,6 @@ def test_an_error_ends_every_rank_with_one_clear_message(tmp_path):
     r = run(TORCHRUN + ["train", "-c", str(cfg)], timeout=60)
     assert r.returncode != 0
     assert r.stderr.count("error: ") == 1 and "d.csv:3: column 'y': not a number" in r.stderr
-
-
-def test_a_checkpoint_is_written_once_by_rank_0(tmp_path):
-    ck = tmp_path / "c.pt"
-    r = run(TORCHRUN + ["train", "-c", str(CONFIGS / "regression.yaml"), "--steps", "5", "--save", str(ck), "-q"])
-    assert r.returncode == 0, r.stderr[-2000:]
-    import torch
-
-    state = torch.load(ck, weights_only=True)
-    assert state["step"] == 5 and list(state["model"]) == ["layer1.weight", "layer1.bias", "layer2.weight",
-                                                            "layer2.bias"]
 
 
 @pytest.mark.parametrize("command", [["compare-optimizers"], ["inspect-grads"], ["check-grads"]])
@@ -78,19 +85,6 @@ def test_threads_option(cli, seed_cfg):
         assert r.exit_code == 0 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-
-
-def test_the_backprop_script_under_torchrun(tmp_path):
-    import shutil
-
-    exe = shutil.which("backprop")
-    if exe is None:
-        pytest.skip("the backprop script is not on PATH")
-    m = tmp_path / "m.jsonl"
-    r = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python",
-             exe, "train", "-c", str(CONFIGS / "regression.yaml"), "--steps", "5", "--metrics", str(m), "-q"])
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert [json.loads(line)["step"] for line in m.read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
 @pytest.fixture
