@@ -57,3 +57,28 @@ def engine_records(model, loss_fn, optimizer, batches, steps, *, scheduler=None,
                      guard=Guard(**guard), read_every=sync_every, flush_every=(flush_every,) if flush_every else (),
                      measure_updates=measure_updates, should_stop=should_stop, reduce_stats=reduce_stats,
                      probe=probe)
+
+
+_IN_A_NEW_PROCESS = r"""
+import json, sys
+from typer.testing import CliRunner
+from backprop_cli.cli import app
+for argv in json.load(sys.stdin):
+    r = CliRunner().invoke(app, argv)
+    print(json.dumps({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}), flush=True)
+"""
+
+
+def cli_in_a_new_process(*invocations, timeout=180):
+    """Each invocation (a list of arguments) through the app, one after another in one new process, so that
+    a crash (a segfault in a kernel) fails the test instead of killing the worker, and the process pays
+    torch's start-up once for all of them. Returns (return code, one result per invocation that finished:
+    ``{"exit_code", "stdout", "stderr"}``)."""
+    import json
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", _IN_A_NEW_PROCESS], input=json.dumps([[str(a) for a in i]
+                                                                                   for i in invocations]),
+                       capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    return r.returncode, [json.loads(line) for line in r.stdout.splitlines()]

@@ -12,7 +12,7 @@ import pytest
 
 from backprop_cli.errors import BackpropError, CheckpointError, ConfigError, DataError, OutputError
 from backprop_cli.files import open_regular, read_text_capped
-from conftest import ROOT, write
+from conftest import ROOT, cli_in_a_new_process, write
 
 
 def one_line(e: BaseException) -> str:
@@ -423,7 +423,6 @@ def test_check_outputs_refuses_two_outputs_on_one_path(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- crafted checkpoints
 
-import copy  # noqa: E402
 import zipfile  # noqa: E402
 
 import torch  # noqa: E402
@@ -451,35 +450,32 @@ def good(tmp_path_factory):
     return path
 
 
-def resume_in_subprocess(cfg, ck, steps=12):
-    """``train --resume`` in its own process: a crash shows as a negative return code, not a dead suite."""
-    return subprocess.run([sys.executable, "-m", "backprop_cli", "train", "-c", str(cfg), "--steps", str(steps),
-                           "--resume", str(ck), "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
 def assert_refused(r, ck, fragment):
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = r.stderr.strip().splitlines()
+    """``r``: a finished process, or a result of :func:`conftest.cli_in_a_new_process`."""
+    code, err = (r.returncode, r.stderr) if hasattr(r, "returncode") else (r["exit_code"], r["stderr"])
+    assert code == 2, (code, err[-2000:])
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {ck}: ") and fragment in lines[0], lines
 
 
 def test_optimizer_state_of_the_wrong_shape_is_refused_not_a_segfault(good, tmp_path):
-    """Issue 16, item 1: both exited 139 (fused SGD and fused Adam kernels)."""
+    """Issue 16, item 1: both exited 139 (fused SGD and fused Adam kernels). Resumed in a new process."""
     state = torch.load(good, weights_only=True)
     state["optimizer"]["state"] = {i: {"momentum_buffer": torch.zeros(3)} for i in range(4)}
-    bad = tmp_path / "bad.pt"
+    bad, bad_adam = tmp_path / "bad.pt", tmp_path / "bad_adam.pt"
     torch.save(state, bad)
-    assert_refused(resume_in_subprocess(REGRESSION, bad), bad,
-                   "optimizer state does not fit the config's optimizer: state[0].momentum_buffer: has shape [3], "
-                   "its parameter [64, 8]")
     adam_good = tmp_path / "adam.pt"
     _train("train", "-c", CLASSIFICATION, "--steps", 10, "--save", adam_good, "-q")
     state = torch.load(adam_good, weights_only=True)
     for entry in state["optimizer"]["state"].values():
         entry["exp_avg"] = torch.zeros(2)
-    torch.save(state, bad)
-    assert_refused(resume_in_subprocess(CLASSIFICATION, bad), bad, "state[0].exp_avg: has shape [2], its parameter [32, 6]")
+    torch.save(state, bad_adam)
+    code, (sgd, adam) = cli_in_a_new_process(*(["train", "-c", cfg, "--steps", 12, "--resume", ck, "-q"]
+                                               for cfg, ck in ((REGRESSION, bad), (CLASSIFICATION, bad_adam))))
+    assert code == 0, code  # a segfault: a negative code
+    assert_refused(sgd, bad, "optimizer state does not fit the config's optimizer: state[0].momentum_buffer: has "
+                             "shape [3], its parameter [64, 8]")
+    assert_refused(adam, bad_adam, "state[0].exp_avg: has shape [2], its parameter [32, 6]")
 
 
 def _mutated(good, change):

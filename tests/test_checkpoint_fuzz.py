@@ -8,8 +8,6 @@ segfault shows as a negative return code instead of killing the suite.
 """
 
 import copy
-import os
-import subprocess
 import sys
 
 import pytest
@@ -21,7 +19,7 @@ from backprop_cli.build import build_run
 from backprop_cli.checkpoint import load_checkpoint, load_optimizer, load_weights, restore_rng, save_checkpoint
 from backprop_cli.config import load_config
 from backprop_cli.errors import CheckpointError
-from conftest import ROOT
+from conftest import ROOT, cli_in_a_new_process
 
 REGRESSION = ROOT / "configs" / "regression.yaml"
 OPTIMIZERS = {  # regression.yaml with each optimizer whose state differs
@@ -276,7 +274,7 @@ RESUMES = [(_sgd_state, "state[0].momentum_buffer: has shape [3]"),
 
 def test_crashing_checkpoints_exit_2_with_one_line_through_resume(tmp_path):
     """The segfaults of issue 16 (wrong-shaped and overlapping buffers under the fused kernels) and
-    a traceback, each resumed in its own process: exit 2, one error line, no signal."""
+    a traceback, resumed in a new process (a crash there fails the test): exit 2, one error line, no signal."""
     from typer.testing import CliRunner
 
     from backprop_cli.cli import app
@@ -284,18 +282,16 @@ def test_crashing_checkpoints_exit_2_with_one_line_through_resume(tmp_path):
     good = tmp_path / "good.pt"
     made = CliRunner().invoke(app, ["train", "-c", str(REGRESSION), "--steps", "10", "--save", str(good), "-q"])
     assert made.exit_code == 0, made.output
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    procs = []
+    runs = []
     for i, (change, fragment) in enumerate(RESUMES):
         state = torch.load(good, weights_only=True)
         change(state)
         bad = tmp_path / f"bad{i}.pt"
         torch.save(state, bad)
-        procs.append((subprocess.Popen([sys.executable, "-m", "backprop_cli", "train", "-c", str(REGRESSION),
-                                        "--steps", "12", "--resume", str(bad), "-q"], cwd=ROOT, env=env,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), bad, fragment))
-    for proc, bad, fragment in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, (bad, proc.returncode, err[-2000:])
-        lines = err.strip().splitlines()
+        runs.append((["train", "-c", REGRESSION, "--steps", "12", "--resume", bad, "-q"], bad, fragment))
+    code, results = cli_in_a_new_process(*(argv for argv, _, _ in runs))
+    assert code == 0 and len(results) == len(runs), (code, results)  # a segfault: a negative code
+    for (_, bad, fragment), r in zip(runs, results):
+        assert r["exit_code"] == 2, (bad, r)
+        lines = r["stderr"].strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and fragment in lines[0], lines
