@@ -11,6 +11,14 @@ os.environ.pop("NO_COLOR", None)
 os.environ.pop("COLUMNS", None)  # plain output in tests: no width limit unless a test sets one
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: two workers more than the cores. Many tests wait on a child process (a torchrun, a
+    signal, a closed pipe) and leave their core to the child; the extra workers keep both cores busy
+    (measured on the README's 2-core machine: 135 s with 2 workers, 120 s with 4 and work stealing)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores + 2
+
+
 @pytest.fixture
 def runner():
     from typer.testing import CliRunner
