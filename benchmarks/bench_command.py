@@ -15,12 +15,14 @@ Cases: the seed net (10→20→1, batch 5) for 20,000 steps with --metrics and a
 20 (train's per-layer diagnostics run on those logging steps; target ≥ 0.98×), a 1-step run of configs/seed.yaml
 (start-up: target ≤ 0.15 s over the plain script), and commands that never import torch
 (`config validate`, a config error, a data error, `--help`: target < 0.4 s). The in-process engine
-figure is benchmarks/bench_train.py's. About 3 minutes on the README's machine (prints every run).
+figure is benchmarks/bench_train.py's. backprop's modules are compiled to
+bytecode first, as an installed package has them. About 3 minutes on the README's machine (prints every run).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import platform
 import re
@@ -84,19 +86,25 @@ def main() -> None:
     ap.add_argument("--large-steps", type=int, default=40)
     ap.add_argument("--quick", action="store_true", help="3 repeats, 5,000 seed steps, 10 large steps")
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="only the start-up case and the commands that never import torch (try --repeats 15)")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.seed_steps, args.large_steps = 3, 5000, 10
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     env.pop("OMP_NUM_THREADS", None)
+    # As an installed package runs: from compiled bytecode. A checkout run with PYTHONDONTWRITEBYTECODE set
+    # (as on the README's machine) would otherwise compile backprop's modules from source in every process
+    # (about 80 ms of each start there), which the plain script, one file, barely pays.
+    compileall.compile_dir(ROOT / "backprop_cli", quiet=1)
     bp = backprop_cmd()
     import torch  # only for the machine line
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f} at the start")
-    estimate = (args.repeats * 2 * (3 + args.seed_steps / 3300) + min(3, args.repeats) * 2 * (3 + args.large_steps / 7)
-                * (not args.skip_large) + args.repeats * 2 * 3 + args.repeats * 5 * 0.35)
+    estimate = ((args.repeats * 2 * (3 + args.seed_steps / 3300) + min(3, args.repeats) * 2 * (3 + args.large_steps / 7)
+                 * (not args.skip_large)) * (not args.startup_only) + args.repeats * 2 * 3 + args.repeats * 5 * 0.35)
     print(f"expected running time: about {estimate:.0f} s (a line per run as it goes)", flush=True)
 
     rows = []
@@ -105,12 +113,13 @@ def main() -> None:
         # the seed net, many steps, a metrics record per step
         probe = run([*bp, "train", "-c", str(SEED), "--steps", "2"], cwd, env)[2]
         threads = threads_of(probe)
-        seed = pair("seed net", [*bp, "train", "-c", str(SEED), "--steps", str(args.seed_steps), "--metrics", "b.jsonl",
+        seed = None if args.startup_only else pair("seed net", [*bp, "train", "-c", str(SEED), "--steps", str(args.seed_steps), "--metrics", "b.jsonl",
                                  "--log-every", "500"],
                     [sys.executable, str(PLAIN), "--steps", str(args.seed_steps), "--metrics", "p.jsonl",
                      "--log-every", "500", "--threads", str(threads)], args.repeats, cwd, env)
-        rows.append((f"seed net 10→20→1, batch 5, {args.seed_steps:,} steps, --metrics", seed, threads, "≥ 0.95×"))
-        if not args.skip_large:
+        if seed is not None:
+            rows.append((f"seed net 10→20→1, batch 5, {args.seed_steps:,} steps, --metrics", seed, threads, "≥ 0.95×"))
+        if not (args.skip_large or args.startup_only):
             sets = ["--set", "model.input_size=1024", "--set", "model.hidden_size=4096", "--set",
                     "model.output_size=1024", "--set", "data.samples=512", "--set", "data.batch_size=512"]
             probe = run([*bp, "train", "-c", str(SEED), *sets, "--steps", "1"], cwd, env)[2]
