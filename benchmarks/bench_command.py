@@ -1,6 +1,6 @@
 """Time `backprop train` as a whole process (start-up + steady state) against a plain PyTorch script.
 
-    python benchmarks/bench_command.py [--repeats 5] [--quick] [--large-steps 40] [--skip-large]
+    python benchmarks/bench_command.py [--repeats 5] [--quick] [--large-steps 40] [--skip-large] [--startup-only]
 
 What a user waits for: each case runs `backprop train` and benchmarks/plain_train.py (the same net,
 data, steps, optimizer and metrics file, written by hand) as new processes, taking turns (the first
