@@ -16,7 +16,7 @@ import torch
 from backprop_cli.build import Run, build_run, make_loss
 from backprop_cli.checkpoint import SCHEDULE_POSITION, load_checkpoint, load_optimizer, load_weights
 from backprop_cli.components import ACTIVATIONS
-from backprop_cli.config import Config
+from backprop_cli.config import CLASSIFICATION_LOSSES, Config
 from backprop_cli.data import Table
 from backprop_cli.engine import run_steps
 from backprop_cli.grads import (compare, finite_differences, grad_statistics, manual_backward,
@@ -231,9 +231,11 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
 
     problems = []
     if not math.isfinite(probe.loss):
+        scale = ("data.standardize: true" if run.cfg.loss in CLASSIFICATION_LOSSES else
+                 "data.standardize: true, data.standardize_target: true")
         problems.append(f"the loss is {probe.loss} in {str(dtype).replace('torch.', '')}: the model's numbers "
-                        "overflow, so its gradients cannot be trusted; scale the data (data.standardize: true, "
-                        "data.standardize_target: true) or lower the weights")
+                        f"overflow, so its gradients cannot be trusted; scale the data ({scale}) or lower the "
+                        "weights")
     params = {}
     for n, _ in named:
         a = autograd[n].reshape(-1)

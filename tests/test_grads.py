@@ -152,7 +152,8 @@ def test_a_check_that_cannot_resolve_the_gradients_fails_and_says_why(cli):
     assert r.exit_code == 1, r.output
     doc = json.loads(r.stdout)
     assert doc["pass"] is False and doc["loss"] is None
-    assert any(p.startswith("the loss is inf in float32") for p in doc["problems"])
+    overflow = [p for p in doc["problems"] if p.startswith("the loss is inf in float32")]
+    assert len(overflow) == 1 and "data.standardize_target: true" in overflow[0]  # mse: the targets too
     assert all(not p["pass"] and p["finite_diff"]["resolved"] is False for p in doc["params"].values())
     ok = json.loads(cli("check-grads", "-c", CONFIGS / "regression.yaml", "--format", "json").stdout)
     assert set(ok) == {"loss", "pass", "params", "problems"}
