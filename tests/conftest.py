@@ -11,6 +11,24 @@ os.environ.pop("NO_COLOR", None)
 os.environ.pop("COLUMNS", None)  # plain output in tests: no width limit unless a test sets one
 
 
+def _build_the_click_command_once():
+    """Typer's CliRunner rebuilds the click command from the app on every invoke (typer.main.get_command:
+    ~17 ms of signature inspection here, half the time of a short command, thousands of times a run).
+    The app never changes during the tests, so each process builds it once; what each invoke runs (the
+    click command's main, under the same isolation) is unchanged. Where a typer release renames the
+    private hook, the tests still run, only slower."""
+    import functools
+
+    import typer.main
+    import typer.testing
+
+    if getattr(typer.testing, "_get_command", None) is typer.main.get_command:
+        typer.testing._get_command = functools.cache(typer.main.get_command)
+
+
+_build_the_click_command_once()
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: two workers more than the cores. Many tests wait on a child process (a torchrun, a
     signal, a closed pipe) and leave their core to the child; the extra workers keep both cores busy
@@ -68,9 +86,12 @@ def engine_records(model, loss_fn, optimizer, batches, steps, *, scheduler=None,
 
 
 _IN_A_NEW_PROCESS = r"""
-import json, sys
+import functools, json, sys
+import typer.main, typer.testing
 from typer.testing import CliRunner
 from backprop_cli.cli import app
+if getattr(typer.testing, "_get_command", None) is typer.main.get_command:  # as in conftest: built once
+    typer.testing._get_command = functools.cache(typer.main.get_command)
 for argv in json.load(sys.stdin):
     r = CliRunner().invoke(app, argv)
     print(json.dumps({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}), flush=True)
