@@ -185,33 +185,49 @@ def test_not_a_backprop_checkpoint(tmp_path):
 
 
 WRITER = textwrap.dedent("""\
-    import sys, torch
+    import os, sys, torch
     from backprop_cli.checkpoint import save_checkpoint
+    torch.set_num_threads(1)  # no thread pool in the parent: each forked writer starts clean
     model = torch.nn.Linear(1024, 2048)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    step = 0
-    while True:
-        step += 1
-        with torch.no_grad():
-            model.weight.fill_(step)
-        save_checkpoint(sys.argv[1], model=model, optimizer=opt, step=step, config={})
-        print(step, flush=True)
+    for _ in sys.stdin:  # each line: one new writer process, forked from this one (torch loads once)
+        pid = os.fork()
+        if pid == 0:
+            step = 0
+            while True:
+                step += 1
+                with torch.no_grad():
+                    model.weight.fill_(step)
+                save_checkpoint(sys.argv[1], model=model, optimizer=opt, step=step, config={})
+                print("saved", os.getpid(), step, flush=True)
+        os.waitpid(pid, 0)
+        print("reaped", flush=True)
     """)
 
 
 def test_a_writer_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
+    """Each writer is a real process saving in a loop, SIGKILLed at another moment after its first save.
+    The writers are forked from one process that has loaded torch, so torch starts once, not four times."""
     ck = tmp_path / "c.pt"
     script = write(tmp_path / "writer.py", WRITER)
-    for delay in (0.0, 0.013, 0.031, 0.057):
-        proc = subprocess.Popen([sys.executable, str(script), str(ck)], stdout=subprocess.PIPE, text=True,
-                                cwd=ROOT)
-        proc.stdout.readline()  # one complete save exists
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        state = load_checkpoint(ck)
-        step = state["step"]
-        assert step >= 1 and bool((state["model"]["weight"] == step).all())
+    server = subprocess.Popen([sys.executable, str(script), str(ck)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        for delay in (0.0, 0.013, 0.031, 0.057):
+            server.stdin.write("go\n")
+            server.stdin.flush()
+            first = server.stdout.readline().split()  # the new writer's first save is complete
+            assert first[0] == "saved" and first[2] == "1", first
+            time.sleep(delay)
+            os.kill(int(first[1]), signal.SIGKILL)
+            while (line := server.stdout.readline()) != "reaped\n":
+                assert line.startswith(f"saved {first[1]} "), line
+            state = load_checkpoint(ck)
+            step = state["step"]
+            assert step >= 1 and bool((state["model"]["weight"] == step).all())
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temp_file(cli, tmp_path, monkeypatch):
