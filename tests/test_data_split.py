@@ -1,5 +1,6 @@
 """Class labels as written, missing cells, the validation split, standardization, and both CSV readers."""
 
+import functools
 import os
 import textwrap
 
@@ -132,7 +133,15 @@ def test_pyarrow_reads_many_record_batches_into_place(tmp_path, monkeypatch, mis
 
 def _big_csv(path, n=60_000, blank_every=9_973):
     """A CSV of n rows (a few MB: many of pyarrow's record batches) with a blank line now and then; returns
-    the line number of each data row."""
+    its lines (a new list, to change) and the line number of each data row."""
+    lines, line_of = _big_lines(n, blank_every)
+    path.write_text("\n".join(lines) + "\n")
+    return list(lines), line_of
+
+
+@functools.cache
+def _big_lines(n, blank_every):
+    """The lines of _big_csv, made once per process (the same seeded rows for the 16 tests that use them)."""
     rng = np.random.default_rng(4)
     lines, line_of = ["a,b,c,label"], []
     for i, (a, b, c) in enumerate(rng.standard_normal((n, 3))):
@@ -140,8 +149,7 @@ def _big_csv(path, n=60_000, blank_every=9_973):
             lines.append("")
         lines.append(f"{a:.6g},{b:.6g},{c:.6g},{['cat', 'dog'][i % 2]}")
         line_of.append(len(lines))
-    path.write_text("\n".join(lines) + "\n")
-    return lines, line_of
+    return tuple(lines), tuple(line_of)
 
 
 @pytest.mark.parametrize("cell, column, expect", [
