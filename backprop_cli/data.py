@@ -61,8 +61,20 @@ class Scaling:
         return None if d is None else Scaling([float(v) for v in d["mean"]], [float(v) for v in d["std"]])
 
 
+class _Rows:
+    """Row counts of a table or a dataset: its training rows ``x`` and held-out rows ``val_x``."""
+
+    @property
+    def samples(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def val_samples(self) -> int:
+        return 0 if self.val_x is None else self.val_x.shape[0]
+
+
 @dataclass
-class Table:
+class Table(_Rows):
     """Data as read, before torch: ``x`` (rows, features) float32; ``y`` (rows, outputs) float32, or (rows,)
     int64 class indices for cross_entropy. ``x``/``y`` are the training rows and ``val_x``/``val_y`` the
     validation rows (None without validation), both already scaled when standardizing."""
@@ -82,14 +94,6 @@ class Table:
     split: Optional[dict] = None  # how the validation rows were chosen (recorded in checkpoints)
     dropped: int = 0  # rows dropped for missing cells (data.missing: drop_rows)
 
-    @property
-    def samples(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def val_samples(self) -> int:
-        return 0 if self.val_x is None else self.val_x.shape[0]
-
     def info(self) -> dict:
         """What a checkpoint keeps so that evaluate and predict read new data as training did (plain data)."""
         return {"features": list(self.feature_names), "targets": list(self.target_names),
@@ -100,7 +104,7 @@ class Table:
 
 
 @dataclass
-class Dataset:
+class Dataset(_Rows):
     """The data as tensors on the CPU; :meth:`on` gives (and keeps) a copy on a device."""
 
     x: Any  # torch.Tensor (samples, features), float32
@@ -112,14 +116,6 @@ class Dataset:
     val_y: Any = None
     table: Optional[Table] = None
     _on: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def samples(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def val_samples(self) -> int:
-        return 0 if self.val_x is None else self.val_x.shape[0]
 
     def on(self, device) -> tuple:
         """(x, y) on ``device``, copied there once."""
