@@ -162,19 +162,17 @@ class ReporterSink:
         self.closed = False
 
     def record(self, rec: StepRecord) -> None:
-        if self.closed:
-            return
-        try:
-            self.reporter.step(rec)
-        except (OutputClosed, BrokenPipeError):
-            self.closed = True
+        self._deliver(self.reporter.step, rec)
 
     def warn(self, text: str) -> None:
         """A warning for the reporter (from :class:`HealthSink`), with the same care for a closed output."""
+        self._deliver(self.reporter.warn, text)
+
+    def _deliver(self, show, item) -> None:
         if self.closed:
             return
         try:
-            self.reporter.warn(text)
+            show(item)
         except (OutputClosed, BrokenPipeError):
             self.closed = True
 

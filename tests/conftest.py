@@ -86,12 +86,10 @@ def engine_records(model, loss_fn, optimizer, batches, steps, *, scheduler=None,
 
 
 _IN_A_NEW_PROCESS = r"""
-import functools, json, sys
-import typer.main, typer.testing
+import json, sys
+import conftest  # noqa: F401  (the click command built once, as in the tests)
 from typer.testing import CliRunner
 from backprop_cli.cli import app
-if getattr(typer.testing, "_get_command", None) is typer.main.get_command:  # as in conftest: built once
-    typer.testing._get_command = functools.cache(typer.main.get_command)
 for argv in json.load(sys.stdin):
     r = CliRunner().invoke(app, argv)
     print(json.dumps({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}), flush=True)
@@ -109,5 +107,6 @@ def cli_in_a_new_process(*invocations, timeout=180):
     r = subprocess.run([sys.executable, "-c", _IN_A_NEW_PROCESS], input=json.dumps([[str(a) for a in i]
                                                                                    for i in invocations]),
                        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+                            "OMP_NUM_THREADS": "1"})
     return r.returncode, [json.loads(line) for line in r.stdout.splitlines()]
