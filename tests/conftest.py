@@ -60,6 +60,22 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def csv_config(tmp_path, csv_text, data_extra="", loss="mse", sizes=(2, 4, 1), batch=2, top=""):
+    """A CSV (``d.csv``, target column ``y``) and a config that trains on it, loaded; ``data_extra``
+    continues the data mapping (``", standardize: true"``), ``top`` adds top-level YAML."""
+    import textwrap
+
+    from backprop_cli.config import load_config
+
+    (tmp_path / "d.csv").write_text(textwrap.dedent(csv_text))
+    (tmp_path / "c.yaml").write_text(textwrap.dedent(f"""\
+        model: {{input_size: {sizes[0]}, hidden_size: {sizes[1]}, output_size: {sizes[2]}}}
+        loss: {loss}
+        data: {{kind: csv, path: d.csv, target: y, batch_size: {batch}{data_extra}}}
+        """) + top)
+    return load_config(tmp_path / "c.yaml")
+
+
 SEED_YAML = (CONFIGS / "seed.yaml").read_text()
 
 

@@ -1,23 +1,14 @@
 """CSV and synthetic data, shape checks, batch order."""
 
-import textwrap
-
 import pytest
 import torch
 
 from backprop_cli.config import load_config
 from backprop_cli.data import Batches, load_dataset
 from backprop_cli.errors import DataError
+from conftest import csv_config as setup
 
 
-def setup(tmp_path, csv_text, extra="", loss="mse", sizes=(2, 4, 1), batch=2):
-    (tmp_path / "d.csv").write_text(textwrap.dedent(csv_text))
-    (tmp_path / "c.yaml").write_text(textwrap.dedent(f"""\
-        model: {{input_size: {sizes[0]}, hidden_size: {sizes[1]}, output_size: {sizes[2]}}}
-        loss: {loss}
-        data: {{kind: csv, path: d.csv, target: y, batch_size: {batch}{extra}}}
-        """))
-    return load_config(tmp_path / "c.yaml")
 
 
 GOOD = """\

@@ -7,19 +7,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from backprop_cli.config import load_config
 from backprop_cli.data import read_columns, read_table, split_rows
 from backprop_cli.errors import DataError
+from conftest import csv_config as setup
 
 
-def setup(tmp_path, csv_text, data_extra="", loss="mse", sizes=(2, 4, 1), batch=2, top=""):
-    (tmp_path / "d.csv").write_text(textwrap.dedent(csv_text))
-    (tmp_path / "c.yaml").write_text(textwrap.dedent(f"""\
-        model: {{input_size: {sizes[0]}, hidden_size: {sizes[1]}, output_size: {sizes[2]}}}
-        loss: {loss}
-        data: {{kind: csv, path: d.csv, target: y, batch_size: {batch}{data_extra}}}
-        """) + top)
-    return load_config(tmp_path / "c.yaml")
 
 
 @pytest.fixture(params=["exact", "pyarrow"])
