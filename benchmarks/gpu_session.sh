@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one command, for a session lent a GPU (about 5 minutes on an H100).
+# Every GPU check of the project in one command, for a session lent a GPU (about 5 minutes on an H100;
+# each step stops at its own limit, 10 minutes at most in all).
 #
 # The device image has torch, typer, rich, pyyaml, matplotlib, pytest and hypothesis, but not pydantic.
 # Once, here (the machine with the network), in the repository root:
@@ -25,21 +26,23 @@ fi
 export PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
-step() { echo; echo "=== $*"; }
+step() { echo; echo "=== $*  ($(date +%T))"; }
+# each step has its own time limit, so that one slow step cannot spend the whole lease
+limit() { local s=$1; shift; timeout --kill-after=5 "$s" "$@"; local rc=$?; [ $rc -eq 124 ] && echo "(stopped at its ${s} s limit)"; return $rc; }
 
 step machine
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/machine.txt"
 python3 -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name())" 2>&1 | tee -a "$out/machine.txt"
 
 step "tests on CUDA (tests/test_cuda.py) and a CLI smoke run"
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/test_cuda.txt"
-python3 -m backprop_cli train --config configs/regression.yaml --set device=cuda --steps 200 2>&1 | tail -4
+limit 150 python3 -m pytest -q -p no:cacheprovider -n 4 tests/test_cuda.py 2>&1 | tee "$out/test_cuda.txt"
+limit 60 python3 -m backprop_cli train --config configs/regression.yaml --set device=cuda --steps 200 2>&1 | tail -6 | tee "$out/smoke.txt"
 
 step "sync check and engine vs plain loop (benchmarks/cuda_check.py)"
-python3 benchmarks/cuda_check.py --precision fp32 bf16 fp16 2>&1 | tee "$out/cuda_check.txt"
+limit 150 python3 benchmarks/cuda_check.py --precision fp32 bf16 fp16 2>&1 | tee "$out/cuda_check.txt"
 
 step "optimizer kernels (benchmarks/bench_optimizers.py)"
-python3 benchmarks/bench_optimizers.py --device cuda 2>&1 | tee "$out/bench_optimizers.txt"
+limit 120 python3 benchmarks/bench_optimizers.py --device cuda 2>&1 | tee "$out/bench_optimizers.txt"
 
 step "large net (benchmarks/bench_scale.py)"
-python3 benchmarks/bench_scale.py --device cuda --skip-ddp 2>&1 | tee "$out/bench_scale.txt"
+limit 120 python3 benchmarks/bench_scale.py --device cuda --skip-ddp 2>&1 | tee "$out/bench_scale.txt"
