@@ -91,8 +91,9 @@ def has_fused_kernel(spec, device: Optional[torch.device]) -> bool:
     if "fused" not in inspect.signature(cls.__init__).parameters:
         return False
     probe = torch.zeros(1, device=device or torch.device("cpu"), requires_grad=True)
-    try:
-        cls([probe], **optimizer_hyperparams(spec), fused=True)
+    probe.grad = torch.zeros_like(probe)
+    try:  # a step too: torch 2.11 builds a fused Adagrad on CUDA and refuses it at its first step
+        cls([probe], **optimizer_hyperparams(spec), fused=True).step()
     except (RuntimeError, ValueError):
         return False
     return True

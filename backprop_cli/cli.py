@@ -26,9 +26,9 @@ def _flags_take_no_value() -> None:
     flag takes none, so its type column stays empty."""
     from typer.core import TyperOption
 
-    original = TyperOption.display_type_rich
-    if getattr(original, "_flags_fixed", False):
-        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_flags_fixed", False):
+        return  # a typer without the placeholder (or this fix already made)
 
     def display_type_rich(self, ctx):
         return None if self.is_flag else original(self, ctx)

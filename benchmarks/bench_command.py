@@ -92,7 +92,7 @@ def main() -> None:
     if args.quick:
         args.repeats, args.seed_steps, args.large_steps = 3, 5000, 10
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "COLUMNS": "200"}
     env.pop("OMP_NUM_THREADS", None)
     # As an installed package runs: from compiled bytecode. A checkout run with PYTHONDONTWRITEBYTECODE set
     # (as on the README's machine) would otherwise compile backprop's modules from source in every process

@@ -220,7 +220,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"expected running time: about {args.repeats * 4 * (4 + args.epochs * 0.02):.0f} s here "
           "(a line per run as it goes)", flush=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("OMP_NUM_THREADS", None)
     exe = Path(sys.executable).with_name("backprop")
     bp = [str(exe)] if exe.exists() else [sys.executable, "-m", "backprop_cli"]

@@ -181,7 +181,7 @@ def child(kind: str, steps: int, device: str, cfg_path: str) -> None:
 
 
 def measure(kind: str, steps: int, device: str, cfg_path: str, procs: int = 1) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, __file__, "--child", kind, "--steps", str(steps), "--device", device, "--cfg", cfg_path]
     if procs > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs)) if device == "cpu" else "1"
