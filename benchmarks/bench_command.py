@@ -13,7 +13,9 @@ measures backprop's own work, not the thread choice (benchmarks/bench_threads.py
 Cases: the seed net (10→20→1, batch 5) for 20,000 steps with --metrics and a row every 500 steps
 (target ≥ 0.95×), the large net (1024→4096→1024, batch 512) for 40 steps with --metrics and a row every
 20 (train's per-layer diagnostics run on those logging steps; target ≥ 0.98×), a 1-step run of configs/seed.yaml
-(start-up: target ≤ 0.15 s over the plain script), and commands that never import torch
+(start-up: target ≤ 0.15 s over the plain script; a second row runs the plain script with the garbage-collector
+settings of the backprop process, see backprop_cli/__main__.py, to show backprop's own start-up work apart
+from what those save), and commands that never import torch
 (`config validate`, a config error, a data error, `--help`: target < 0.4 s). The in-process engine
 figure is benchmarks/bench_train.py's. backprop's modules are compiled to
 bytecode first, as an installed package has them. About 3 minutes on the README's machine (prints every run).
@@ -104,7 +106,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f} at the start")
     estimate = ((args.repeats * 2 * (3 + args.seed_steps / 3300) + min(3, args.repeats) * 2 * (3 + args.large_steps / 7)
-                 * (not args.skip_large)) * (not args.startup_only) + args.repeats * 2 * 3 + args.repeats * 5 * 0.35)
+                 * (not args.skip_large)) * (not args.startup_only) + args.repeats * 4 * 2.5 + args.repeats * 5 * 0.35)
     print(f"expected running time: about {estimate:.0f} s (a line per run as it goes)", flush=True)
 
     rows = []
@@ -135,6 +137,12 @@ def main() -> None:
                      [sys.executable, str(PLAIN), "--steps", "1", "--log-every", "1", "--threads", str(threads)],
                      args.repeats, cwd, env)
         rows.append(("start-up: 1 step of configs/seed.yaml", start, threads, "≤ +0.15 s"))
+        # backprop's own start-up work, apart from what its garbage-collector settings save (which the
+        # plain script above, as people write it, does not have): the plain script with the same settings
+        alike = pair("start-up, alike", [*bp, "train", "-c", str(SEED)],
+                     [sys.executable, str(PLAIN), "--steps", "1", "--log-every", "1", "--threads", str(threads),
+                      "--collector-like-backprop"], args.repeats, cwd, env)
+        rows.append(("start-up, the plain script with backprop's collector settings", alike, threads, "—"))
         torch_only = statistics.median(run([sys.executable, "-c", "import torch"], cwd, env)[0]
                                        for _ in range(args.repeats))
         dynamo = statistics.median(run([sys.executable, "-c", "import torch, torch._dynamo"], cwd, env)[0]

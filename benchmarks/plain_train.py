@@ -9,11 +9,16 @@ synthetic data (or a CSV), the same optimizer with torch's default implementatio
 the loss and the gradient norms (total and per parameter) read back with one ``.tolist()``, one JSON
 line per step in ``--metrics`` (the same keys as backprop's), and a printed row every ``--log-every``
 steps. It imports nothing from backprop.
+
+``--collector-like-backprop`` gives it the garbage-collector settings of the ``backprop`` process
+(backprop_cli/__main__.py: a collection every 10,000 allocations, the heap frozen at exit), so that
+bench_command.py can show what backprop's own code costs at start-up apart from what those settings save.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 
@@ -34,7 +39,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--metrics", default=None)
     ap.add_argument("--log-every", type=int, default=0)
+    ap.add_argument("--collector-like-backprop", action="store_true")
     args = ap.parse_args()
+    if args.collector_like_backprop:
+        gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
     import torch
     from torch import nn
@@ -107,6 +115,8 @@ def main() -> None:
     if out is not None:
         out.close()
     print(f"done: {steps} steps in {time.perf_counter() - t0:.2f} s, final loss {values[0]:.6g}")
+    if args.collector_like_backprop:
+        gc.freeze()  # the last thing before the exit, as backprop's entry does
 
 
 if __name__ == "__main__":
