@@ -24,11 +24,12 @@ TIMEOUT = timedelta(seconds=120)
 
 
 THREADS_PER_CORE = 4  # the most --threads may ask for: more only slows torch down, and OpenMP aborts
-# Below this much work per step (6 · batch · parameters) one thread is faster than all cores: the
-# threads of a tiny step spend more time meeting than working, and on a busy machine a second thread
-# that waits for a core can make each step 10-50× slower. Measured by benchmarks/bench_threads.py on
-# the README's machine (table under Performance).
-THREADS_THRESHOLD_FLOPS = 1e10
+# Below this much work per step (6 · batch · parameters) one thread is as fast as all cores or faster:
+# the threads of a small step spend more time meeting than working, and on a busy machine a second
+# thread that waits for a core can make each step 10-50× slower. Measured by benchmarks/bench_threads.py
+# on the README's machine at load 1 (table under Performance): both cores paid from 1.3e7 and 5.1e7
+# FLOP per step in two runs (1.4× at 1e8, 1.6-1.9× above); the larger of the two is kept.
+THREADS_THRESHOLD_FLOPS = 5e7
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it: the cores, or OMP_NUM_THREADS
 
 
