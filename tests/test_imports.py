@@ -61,12 +61,19 @@ def test_the_probe_sees_torch_when_training(tmp_path):
 def test_the_process_entry_tunes_the_collector_and_its_outputs_are_whole(tmp_path):
     """The ``backprop`` entry (``__main__.main``) collects every GC_THRESHOLD allocations and freezes the
     heap at exit (the interpreter's last collection skips it: about 0.4 s of a one-step train). What the
-    command wrote is whole: every metrics record, a checkpoint that loads with the trained weights."""
+    command wrote is whole: every metrics record, a checkpoint that loads with the trained weights,
+    every TensorBoard scalar (written by a thread of TensorBoard's own)."""
+    try:
+        import tensorboard  # noqa: F401
+        tensorboard = True
+    except ImportError:
+        tensorboard = False
     probe = ("import gc, sys\nfrom backprop_cli.__main__ import GC_THRESHOLD, main\n"
              "sys.argv = ['backprop'] + sys.argv[1:]\ntry:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
              "print(code, gc.get_threshold()[0] == GC_THRESHOLD, gc.get_freeze_count() > 0)\n")
     r = subprocess.run([sys.executable, "-c", probe, "train", "-c", str(CONFIGS / "seed.yaml"), "--steps", "30",
-                        "--metrics", "m.jsonl", "--save", "ck.pt", "-q"], capture_output=True, text=True,
+                        "--metrics", "m.jsonl", "--save", "ck.pt", "--log-every", "10", "-q",
+                        *(["--tensorboard", "tb"] if tensorboard else [])], capture_output=True, text=True,
                        cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert r.stdout.split()[-3:] == ["0", "True", "True"], r.stdout + r.stderr
     import json
@@ -88,3 +95,9 @@ def test_the_process_entry_tunes_the_collector_and_its_outputs_are_whole(tmp_pat
     assert set(state["model"]) == set(mine)
     # to float32 rounding (the command runs one torch thread); one step more or less moves them ~4e-3
     assert all(torch.allclose(state["model"][k], mine[k], rtol=0, atol=1e-6) for k in mine)
+    if tensorboard:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path / "tb")).Reload()
+        assert [e.step for e in events.Scalars("loss")] == list(range(1, 31))
+        assert [e.value for e in events.Scalars("loss")] == pytest.approx([x["loss"] for x in records], rel=1e-6)
