@@ -211,23 +211,31 @@ def test_a_writer_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
     ck = tmp_path / "c.pt"
     script = write(tmp_path / "writer.py", WRITER)
     server = subprocess.Popen([sys.executable, str(script), str(ck)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = []  # every line the writers printed, for the message of a failure
+
+    def why():
+        server.kill()
+        return f"lines: {seen[-6:]}; the writers' stderr: {server.communicate()[1][-3000:]}"
+
     try:
         for delay in (0.0, 0.013, 0.031, 0.057):
             server.stdin.write("go\n")
             server.stdin.flush()
-            first = server.stdout.readline().split()  # the new writer's first save is complete
-            assert first[0] == "saved" and first[2] == "1", first
+            seen.append(server.stdout.readline())  # the new writer's first save is complete
+            first = seen[-1].split()
+            assert first[:1] == ["saved"] and first[2:] == ["1"], why()
             time.sleep(delay)
             os.kill(int(first[1]), signal.SIGKILL)
             while (line := server.stdout.readline()) != "reaped\n":
-                assert line.startswith(f"saved {first[1]} "), line
+                seen.append(line)
+                assert line.startswith(f"saved {first[1]} "), why()
             state = load_checkpoint(ck)
             step = state["step"]
-            assert step >= 1 and bool((state["model"]["weight"] == step).all())
+            assert step >= 1 and bool((state["model"]["weight"] == step).all()), (step, why())
     finally:
         server.kill()
-        server.wait()
+        server.communicate()
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temp_file(cli, tmp_path, monkeypatch):
