@@ -5,7 +5,7 @@ The process's garbage collector is set for a short program that imports a very l
 torch._dynamo create millions of objects while they import; with Python's default threshold (a
 collection every 700 allocations) the collector walks them again and again, and at exit the
 interpreter's last collection walks them all once more. Measured here (benchmarks/bench_command.py,
-README "Start-up"): about 0.4 s of collections during the imports and 0.4 s at exit, of a 3 s
+README "The whole command"): about 0.4 s of collections during the imports and 0.5 s at exit, of a 3 s
 one-step ``train``. So: a collection every :data:`GC_THRESHOLD` allocations (cycles are still
 collected, later), and at exit the objects are frozen (``gc.freeze``) so that the last collection
 skips them; the operating system frees the memory. Nothing else of the exit changes: every file is
