@@ -260,6 +260,10 @@ class TensorBoardSink:
         for name, value in rec.grad_norms.items():
             w.add_scalar(f"grad_norm/{name}", value, rec.step)
         w.add_scalar("lr", rec.lr, rec.step)
+        if rec.epoch_loss is not None:
+            w.add_scalar("epoch_loss", rec.epoch_loss, rec.step)
+        for key, value in (rec.evaluation or {}).items():  # val_loss, val_accuracy, train_loss, ...
+            w.add_scalar(key, value, rec.step)
         for layer, stats in (rec.activations or {}).items():
             for key, value in stats.items():
                 w.add_scalar(f"activations/{layer}/{key}", value, rec.step)

@@ -39,6 +39,29 @@ def test_tensorboard_scalars_and_histograms(cli, tmp_path):
         [r["update_ratios"]["layer2.bias"] for r in logged], rel=1e-6)
 
 
+def test_tensorboard_has_the_epoch_loss_and_every_evaluation_of_the_metrics(cli, tmp_path):
+    """The README's --tensorboard row: epoch_loss at epoch ends, val_* and train_* at evaluations,
+    the same numbers and steps as the metrics file's records."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb, m = tmp_path / "tb", tmp_path / "m.jsonl"
+    r = cli("train", "-c", CONFIGS / "classification.yaml", "--steps", 60, "--set", "data.validation=0.2",
+            "--set", "train.eval_every=10", "--tensorboard", tb, "--metrics", m, "-q")
+    assert r.exit_code == 0, r.output
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    acc.Reload()
+    recs = [json.loads(line) for line in m.read_text().splitlines()]
+    evaluated = [x for x in recs if "val_loss" in x]
+    assert [x["step"] for x in evaluated] == [10, 20, 30, 40, 50, 60]
+    for key in ("val_loss", "val_accuracy", "train_loss", "train_accuracy"):
+        assert [(e.step, e.value) for e in acc.Scalars(key)] == [
+            (x["step"], pytest.approx(x[key], rel=1e-6)) for x in evaluated], key
+    ends = [x for x in recs if "epoch_loss" in x]
+    assert ends and [(e.step, e.value) for e in acc.Scalars("epoch_loss")] == [
+        (x["step"], pytest.approx(x["epoch_loss"], rel=1e-6)) for x in ends]
+
+
 def test_tensorboard_missing_is_a_clear_error(cli, monkeypatch, tmp_path):
     import builtins
 
