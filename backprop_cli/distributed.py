@@ -52,22 +52,30 @@ def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
                                 f"({THREADS_PER_CORE} × {cores} cores)")
         torch.set_num_threads(threads)
         return f"{threads} (--threads)"
+    ignored = ""
     if "OMP_NUM_THREADS" in os.environ:
-        _check_omp_threads(os.environ["OMP_NUM_THREADS"])
-        return f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+        omp = os.environ["OMP_NUM_THREADS"]
+        _check_omp_threads(omp)
+        first = omp.split(",")[0].strip()
+        if first.isascii() and first.isdigit() and int(first) >= 1:
+            return f"{torch.get_num_threads()} (OMP_NUM_THREADS={omp})"
+        # OpenMP ignores a value that is not a number of threads (it says so on stderr): so do we
+        shown = omp if len(omp) <= 20 else omp[:17] + "..."
+        ignored = f"; OMP_NUM_THREADS={shown!r} ignored: not a number of threads"
     if under_torchrun():
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
         n = max(1, (os.cpu_count() or 1) // max(1, local))
         torch.set_num_threads(n)
         return f"{n} ({os.cpu_count()} cores / {local} processes)"
     if flops is None:
-        return f"{torch.get_num_threads()}"
-    cores = TORCH_DEFAULT_THREADS
+        return f"{torch.get_num_threads()}" + (f" ({ignored[2:]})" if ignored else "")
+    cores = (os.cpu_count() or 1) if ignored else TORCH_DEFAULT_THREADS  # torch took the bad value as unset
     if cores > 1 and flops < THREADS_THRESHOLD_FLOPS:
         torch.set_num_threads(1)
-        return f"1 (small step: {si(flops)}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP)"
+        return f"1 (small step: {si(flops)}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP{ignored})"
     torch.set_num_threads(cores)
-    return f"{cores} (all cores: {si(flops)}FLOP per step)" if cores > 1 else "1 (one core)"
+    return (f"{cores} (all cores: {si(flops)}FLOP per step{ignored})" if cores > 1
+            else f"1 (one core{ignored})")
 
 
 def _check_omp_threads(text: str) -> None:

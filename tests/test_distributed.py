@@ -120,8 +120,18 @@ def test_threads_follow_the_work_per_step(keep_threads, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert distributed.set_threads(None, flops_per_step(seed)) == "3 (OMP_NUM_THREADS=3)"
     assert torch.get_num_threads() == 3  # left as it is
+    # a value OpenMP ignores (it says so on stderr) is ignored here too: the work decides, and says why
+    for bad in ("", "0", "abc", "-1", "1.5"):
+        monkeypatch.setenv("OMP_NUM_THREADS", bad)
+        assert distributed.set_threads(None, flops_per_step(seed)) == (
+            f"1 (small step: 7.23 kFLOP < 50 MFLOP; OMP_NUM_THREADS={bad!r} ignored: not a number of threads)")
+        assert torch.get_num_threads() == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert distributed.set_threads(None, flops_per_step(big)).startswith("2 (all cores: 25.8 GFLOP per step; ")
+    assert torch.get_num_threads() == 2
+    monkeypatch.undo()
     monkeypatch.setattr(distributed, "TORCH_DEFAULT_THREADS", 1)
-    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert distributed.set_threads(None, flops_per_step(big)) == "1 (one core)"
 
 
