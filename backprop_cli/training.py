@@ -111,22 +111,28 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop, probe, evaluator)
     if shown.closed and failure is None and outcome.status == "interrupted" and not stop():
         outcome = Outcome("stopped", outcome.last_step, outcome.model_step, "output closed")
-    outputs, failure = _close(sinks, outcome, failure)
-    tracker.summary.warnings = health.warnings
-    if evaluator is not None:
-        tracker.summary.validation = evaluator.summary()
-        tracker.summary.evaluation = evaluator.detail
-    if main:  # after a closed output too: its console prints nothing more, a JSON on stdout still gets out
-        try:
-            reporter.finish(tracker.summary, outputs, outcome.status, outcome.reason)
-        except (OutputClosed, BrokenPipeError):
-            shown.closed = True
+    # A first signal while the outputs are written and the summary shown only asks to stop (as during
+    # the steps): they are finished, then the run exits 130; a second Ctrl-C still ends it at once.
+    with stop_on_signals(stop):
+        outputs, failure = _close(sinks, outcome, failure)
+        tracker.summary.warnings = health.warnings
+        if evaluator is not None:
+            tracker.summary.validation = evaluator.summary()
+            tracker.summary.evaluation = evaluator.detail
+        if main:  # after a closed output too: its console prints nothing more, a JSON on stdout still gets out
+            try:
+                reporter.finish(tracker.summary, outputs, outcome.status, outcome.reason)
+            except (OutputClosed, BrokenPipeError):
+                shown.closed = True
     if failure is not None:
         raise failure
     if shown.closed:
         raise OutputClosed()
     if outcome.status == "interrupted":
         raise Interrupted(f"interrupted by {stop.name} after step {outcome.last_step}")
+    if stop():  # the signal came after the steps, while the outputs were written: they all were
+        raise Interrupted(f"interrupted by {stop.name} after the last step ({outcome.last_step}), "
+                          "once every output was written")
     return tracker.summary
 
 

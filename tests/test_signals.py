@@ -148,3 +148,34 @@ def test_a_signal_while_an_output_is_written_removes_its_temporary_file(tmp_path
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert r.returncode == 130 and r.stderr == "error: interrupted by SIGTERM\n", r.stderr
     assert os.listdir(tmp_path) == ["m.jsonl"] and old.read_text() == "the previous run\n"
+
+
+SIGNAL_WHILE_CLOSING = """\
+import os, signal, sys
+from backprop_cli import sinks
+real = sinks.MetricsSink.close
+def close(self, outcome):
+    os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C after the last step, while the outputs are written
+    return real(self, outcome)
+sinks.MetricsSink.close = close
+from backprop_cli.__main__ import main
+sys.argv = ["backprop"] + sys.argv[1:]
+main()
+"""
+
+
+def test_a_signal_while_the_outputs_are_written_lets_them_finish(tmp_path):
+    """The first Ctrl-C after the last step, while the outputs are written, is like one during the steps:
+    every output is written and reported, then exit 130 with one line (it used to end the process at
+    once, without the summary and the outputs after the one being written)."""
+    r = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_CLOSING, "train", "-c", str(CONFIGS / "seed.yaml"),
+                        "--steps", "50", "--metrics", "m.jsonl", "--save", "s.pt"], capture_output=True, text=True,
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}, timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert "metrics:    wrote m.jsonl" in r.stdout and "checkpoint: wrote s.pt (step 50)" in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: interrupted by SIGINT after the last step (50), once every output was written")
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 50
+    from backprop_cli.checkpoint import load_checkpoint
+    assert load_checkpoint(tmp_path / "s.pt")["step"] == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "s.pt"]
