@@ -72,7 +72,10 @@ def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
     cores = (os.cpu_count() or 1) if ignored else TORCH_DEFAULT_THREADS  # torch took the bad value as unset
     if cores > 1 and flops < THREADS_THRESHOLD_FLOPS:
         torch.set_num_threads(1)
-        return f"1 (small step: {si(flops)}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP{ignored})"
+        shown = si(flops)
+        if shown == si(THREADS_THRESHOLD_FLOPS):  # just below it: "50 MFLOP < 50 MFLOP" would read wrong
+            shown = f"{flops:,.0f} "
+        return f"1 (small step: {shown}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP{ignored})"
     torch.set_num_threads(cores)
     return (f"{cores} (all cores: {si(flops)}FLOP per step{ignored})" if cores > 1
             else f"1 (one core{ignored})")

@@ -116,6 +116,7 @@ def test_threads_follow_the_work_per_step(keep_threads, monkeypatch):
     assert distributed.set_threads(None, flops_per_step(big)) == "2 (all cores: 25.8 GFLOP per step)"
     assert torch.get_num_threads() == 2
     assert distributed.set_threads(None, distributed.THREADS_THRESHOLD_FLOPS) .startswith("2 (all cores")
+    assert distributed.set_threads(None, 49_997_400) == "1 (small step: 49,997,400 FLOP < 50 MFLOP)"
     assert distributed.set_threads(3, flops_per_step(seed)) == "3 (--threads)" and torch.get_num_threads() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert distributed.set_threads(None, flops_per_step(seed)) == "3 (OMP_NUM_THREADS=3)"
