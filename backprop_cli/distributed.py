@@ -52,44 +52,53 @@ def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
                                 f"({THREADS_PER_CORE} × {cores} cores)")
         torch.set_num_threads(threads)
         return f"{threads} (--threads)"
-    ignored = ""
+    note = ""  # why an OMP_NUM_THREADS that is set does not decide
     if "OMP_NUM_THREADS" in os.environ:
         omp = os.environ["OMP_NUM_THREADS"]
-        _check_omp_threads(omp)
-        first = omp.split(",")[0].strip()
-        if first.isascii() and first.isdigit() and int(first) >= 1:
+        if _omp_threads(omp):
             return f"{torch.get_num_threads()} (OMP_NUM_THREADS={omp})"
         # OpenMP ignores a value that is not a number of threads (it says so on stderr): so do we
-        shown = omp if len(omp) <= 20 else omp[:17] + "..."
-        ignored = f"; OMP_NUM_THREADS={shown!r} ignored: not a number of threads"
+        note = f"OMP_NUM_THREADS={_shown(omp)!r} ignored: not a number of threads"
     if under_torchrun():
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
         n = max(1, (os.cpu_count() or 1) // max(1, local))
         torch.set_num_threads(n)
         return f"{n} ({os.cpu_count()} cores / {local} processes)"
+
+    def why(reason: str) -> str:
+        return "; ".join(filter(None, (reason, note)))
+
     if flops is None:
-        return f"{torch.get_num_threads()}" + (f" ({ignored[2:]})" if ignored else "")
-    cores = (os.cpu_count() or 1) if ignored else TORCH_DEFAULT_THREADS  # torch took the bad value as unset
+        return f"{torch.get_num_threads()}" + (f" ({note})" if note else "")
+    cores = (os.cpu_count() or 1) if note else TORCH_DEFAULT_THREADS  # torch took the bad value as unset
     if cores > 1 and flops < THREADS_THRESHOLD_FLOPS:
         torch.set_num_threads(1)
         shown = si(flops)
         if shown == si(THREADS_THRESHOLD_FLOPS):  # just below it: "50 MFLOP < 50 MFLOP" would read wrong
             shown = f"{flops:,.0f} "
-        return f"1 (small step: {shown}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP{ignored})"
+        return f"1 ({why(f'small step: {shown}FLOP < {si(THREADS_THRESHOLD_FLOPS)}FLOP')})"
     torch.set_num_threads(cores)
-    return (f"{cores} (all cores: {si(flops)}FLOP per step{ignored})" if cores > 1
-            else f"1 (one core{ignored})")
+    return f"{cores} ({why(f'all cores: {si(flops)}FLOP per step')})" if cores > 1 else f"1 ({why('one core')})"
 
 
-def _check_omp_threads(text: str) -> None:
-    """OMP_NUM_THREADS is held to the bound of ``--threads``: libgomp reads it when torch loads and
-    aborts or crashes at the first parallel region far beyond it. One BackpropError line."""
+def _omp_threads(text: str) -> Optional[int]:
+    """The thread count of OMP_NUM_THREADS's first level (OpenMP takes a list, one number per nesting
+    level), or None where OpenMP ignores the value (``0``, ``abc``, ``1.5``, empty). Held to the bound of
+    ``--threads``: libgomp reads it when torch loads and aborts or crashes at the first parallel region
+    far beyond it; more is one BackpropError line."""
     cores = os.cpu_count() or 1
-    first = text.split(",")[0].strip()  # OpenMP takes a list, one number per nesting level
-    if first.isascii() and first.isdigit() and (len(first) > 9 or int(first) > THREADS_PER_CORE * cores):
-        shown = text if len(text) <= 20 else text[:17] + "..."
-        raise BackpropError(f"OMP_NUM_THREADS={shown}: at most {THREADS_PER_CORE * cores} on this machine "
+    first = text.split(",")[0].strip()
+    if not (first.isascii() and first.isdigit()):
+        return None
+    if len(first) > 9 or int(first) > THREADS_PER_CORE * cores:
+        raise BackpropError(f"OMP_NUM_THREADS={_shown(text)}: at most {THREADS_PER_CORE * cores} on this machine "
                             f"({THREADS_PER_CORE} × {cores} cores); lower it or unset it")
+    return int(first) or None
+
+
+def _shown(text: str) -> str:
+    """An environment value as a message shows it: at most 20 characters."""
+    return text if len(text) <= 20 else text[:17] + "..."
 
 
 def si(x: float) -> str:
