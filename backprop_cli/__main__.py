@@ -14,7 +14,7 @@ closed by the command itself before it returns, atexit handlers and finalizers s
 
 import gc
 
-from backprop_cli.signals import install
+from backprop_cli.io.signals import install
 
 GC_THRESHOLD = 10_000  # allocations between two young-generation collections (Python's default: 700)
 
@@ -23,7 +23,7 @@ def main() -> None:
     install()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     try:
-        from backprop_cli.cli import main as cli_main
+        from backprop_cli.cli.app import main as cli_main
 
         cli_main()
     finally:

@@ -9,7 +9,7 @@
 Each size is written once, then read in fresh processes, the readers taking turns (median of --repeats):
 
 - in-process: the wall and CPU time (user + system, all threads; the system part, mostly page faults of
-  fresh memory, also apart) of ``backprop_cli.data.load_csv``, the CSV
+  fresh memory, also apart) of ``backprop_cli.data.readers.load_csv``, the CSV
   turned into the C-contiguous float32 feature and target arrays that training wraps as tensors without
   a copy; and the growth of the process's peak resident memory over its resident memory just before the
   call (``/proc/self/clear_refs`` resets the peak, ``VmHWM`` reads it), against those arrays;
@@ -78,7 +78,7 @@ names = [f"f{i}" for i in range(19)]
 import numpy as np
 if reader == "backprop":
     from backprop_cli.config import CsvData
-    from backprop_cli.data import load_csv
+    from backprop_cli.data.readers import load_csv
     import pyarrow.csv  # imported before the baseline: its import is not the reading
     spec = CsvData(kind="csv", path=str(path), target="y")
 elif reader.startswith("polars"):

@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import torch
 
-    from backprop_cli.build import build_run
+    from backprop_cli.core.build import build_run
     from backprop_cli.config import validate
-    from backprop_cli.engine import run_steps
-    from backprop_cli.evaluation import measure
+    from backprop_cli.core.engine import run_steps
+    from backprop_cli.runs.evaluation import measure
 
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
     print("bench_eval: one evaluation over 100,000 rows vs 100 training steps of batch 32; about 20 seconds",

@@ -5,7 +5,7 @@
 One optimizer.step() on the parameters of four nets, from the seed net (10→20→1, 241 parameters) to
 the large one (1024→4096→1024, 8.4 M), gradients fixed. The three implementations take turns within
 each repeat (so a busy machine slows them alike) and the table shows the fastest repeat of each.
-backprop_cli.build.kernel_options chooses the implementation from this table. About 1-2 minutes on
+backprop_cli.core.build.kernel_options chooses the implementation from this table. About 1-2 minutes on
 the README's machine (prints a line per net as it goes).
 """
 
@@ -47,7 +47,7 @@ def main() -> None:
 
     import torch
 
-    from backprop_cli.components import OPTIMIZERS as CLASSES
+    from backprop_cli.core.components import OPTIMIZERS as CLASSES
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

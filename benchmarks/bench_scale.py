@@ -87,16 +87,16 @@ def child(kind: str, steps: int, device: str, cfg_path: str) -> None:
     import torch
     from torch import nn
 
-    from backprop_cli.build import build_run
+    from backprop_cli.core.build import build_run
     from backprop_cli.config import load_config
-    from backprop_cli.engine import Loop, run_steps
+    from backprop_cli.core.engine import Loop, run_steps
 
     ddp = kind.startswith("ddp")
     rank = int(os.environ.get("RANK", "0"))
     peak = _matmul_peak(device if not ddp or device == "cpu" else f"cuda:{os.environ.get('LOCAL_RANK', '0')}",
                         BATCH, SIZES)
     if kind == "ddp-engine":
-        from backprop_cli.training import TrainOptions, _Silent, run_training
+        from backprop_cli.runs.training import TrainOptions, _Silent, run_training
 
         cfg = load_config(cfg_path)
         t = time.perf_counter()

@@ -8,7 +8,7 @@ features, 10 classes), breast cancer (569 rows, 30 features, 2 classes) and wine
 features, 3 classes) — are written to CSV files. For each seed, ``backprop train`` runs on the CSV with
 ``data.validation: 0.2`` and ``data.standardize: true`` (a new process, ``--format json``); scikit-learn's
 MLPClassifier then trains on exactly the rows backprop trained on, standardized with the same statistics
-(read with backprop's own reader: ``backprop_cli.data.read_table``), with the same hidden size, ReLU,
+(read with backprop's own reader: ``backprop_cli.data.readers.read_table``), with the same hidden size, ReLU,
 Adam (lr, betas, eps), batch size, number of epochs, no L2 penalty and no early stopping, and is scored on
 the same validation rows. Initialisation and shuffling differ (each library's own), so the comparison is
 of the mean over seeds. Goal (issue 13): backprop within 2 points of scikit-learn.
@@ -77,7 +77,7 @@ def run_sklearn(name: str, cfg_path: Path, seed: int) -> tuple[float, float]:
     from sklearn.neural_network import MLPClassifier
 
     from backprop_cli.config import load_config
-    from backprop_cli.data import read_table
+    from backprop_cli.data.readers import read_table
 
     table = read_table(load_config(cfg_path))  # the same rows, standardized with the same statistics
     _, hidden, lr, batch, epochs = CASES[name]

@@ -7,7 +7,7 @@ Nets from the seed net (7 kFLOP per step) to the large one (26 GFLOP per step) r
 machine slows both alike); the table shows the best repeat of each. FLOP per step counts
 6 · batch · parameters (forward 2, backward 4). The threshold printed at the end is the smallest
 work per step from which all cores are faster than one thread for every larger case;
-backprop_cli.distributed.THREADS_THRESHOLD_FLOPS holds the value measured on the README's machine. About
+backprop_cli.runs.distributed.THREADS_THRESHOLD_FLOPS holds the value measured on the README's machine. About
 2 minutes there (a line per case as it goes).
 """
 
@@ -46,11 +46,11 @@ def main() -> None:
 
     import torch
 
-    from backprop_cli.build import build_run
+    from backprop_cli.core.build import build_run
     from backprop_cli.config import load_config
-    from backprop_cli.engine import run_steps
+    from backprop_cli.core.engine import run_steps
     from backprop_cli.config import flops_per_step
-    from backprop_cli.distributed import THREADS_THRESHOLD_FLOPS as THRESHOLD_FLOPS
+    from backprop_cli.runs.distributed import THREADS_THRESHOLD_FLOPS as THRESHOLD_FLOPS
 
     cores = torch.get_num_threads()
     settings = sorted({1, cores})

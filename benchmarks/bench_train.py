@@ -26,10 +26,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backprop_cli.build import build_run  # noqa: E402
+from backprop_cli.core.build import build_run  # noqa: E402
 from backprop_cli.config import flops_per_step, load_config  # noqa: E402
-from backprop_cli.distributed import set_threads  # noqa: E402
-from backprop_cli.engine import run_steps  # noqa: E402
+from backprop_cli.runs.distributed import set_threads  # noqa: E402
+from backprop_cli.core.engine import run_steps  # noqa: E402
 
 from mdtable import markdown
 

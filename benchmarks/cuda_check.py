@@ -33,11 +33,11 @@ def main() -> None:
     import torch
     from torch import nn
 
-    from backprop_cli import engine
-    from backprop_cli.build import build_run
+    from backprop_cli.core import engine
+    from backprop_cli.core.build import build_run
     from backprop_cli.config import load_config
-    from backprop_cli.diagnostics import Diagnostics
-    from backprop_cli.records import is_logging_step
+    from backprop_cli.core.diagnostics import Diagnostics
+    from backprop_cli.core.records import is_logging_step
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=500)

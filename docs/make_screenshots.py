@@ -36,8 +36,8 @@ def main() -> None:
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from backprop_cli import report
-    from backprop_cli.cli import app
+    from backprop_cli.render import report
+    from backprop_cli.cli.app import app
 
     os.chdir(ROOT)
     (ROOT / "docs" / "img").mkdir(exist_ok=True)

@@ -228,7 +228,7 @@ def run(command: str, cwd: Path) -> tuple[str, int]:
     COLUMNS=120 so that the tables are laid out for a 120-column page)."""
     from typer.testing import CliRunner
 
-    from backprop_cli.cli import app
+    from backprop_cli.cli.app import app
 
     args = shlex.split(command)
     assert args[0] == "backprop", command

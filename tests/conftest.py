@@ -47,7 +47,7 @@ def runner():
 @pytest.fixture
 def cli(runner):
     """Invoke the app; returns the click Result (stdout and stderr kept apart)."""
-    from backprop_cli.cli import app
+    from backprop_cli.cli.app import app
 
     def invoke(*args, **kw):
         return runner.invoke(app, [str(a) for a in args], **kw)
@@ -93,7 +93,7 @@ def run_py(code: str, **kw):
 def engine_records(model, loss_fn, optimizer, batches, steps, *, scheduler=None, sync_every=1, flush_every=None,
                    measure_updates=False, should_stop=None, start_step=0, reduce_stats=None, probe=None, **guard):
     """The engine (``engine.run_steps``) on these parts; ``guard`` holds :class:`engine.Guard`'s fields."""
-    from backprop_cli.engine import Guard, Loop, run_steps
+    from backprop_cli.core.engine import Guard, Loop, run_steps
 
     return run_steps(Loop(model, loss_fn, optimizer, batches, scheduler), steps, start_step=start_step,
                      guard=Guard(**guard), read_every=sync_every, flush_every=(flush_every,) if flush_every else (),
@@ -105,7 +105,7 @@ _IN_A_NEW_PROCESS = r"""
 import json, sys
 import conftest  # noqa: F401  (the click command built once, as in the tests)
 from typer.testing import CliRunner
-from backprop_cli.cli import app
+from backprop_cli.cli.app import app
 for argv in json.load(sys.stdin):
     r = CliRunner().invoke(app, argv)
     print(json.dumps({"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}), flush=True)

@@ -20,14 +20,14 @@ def test_detect_anomaly_names_the_operation(cli):
 def test_anomaly_mode_lets_other_warnings_through(monkeypatch):
     import warnings
 
-    from backprop_cli.training import AnomalyMode
+    from backprop_cli.runs.training import AnomalyMode
 
     shown = []
     monkeypatch.setattr(warnings, "showwarning", lambda message, *a, **kw: shown.append(str(message)))
     with AnomalyMode() as mode:
         warnings.warn("Anomaly Detection has been enabled. (a copy of torch's)")
         warnings.warn("Error detected in MulBackward0. Traceback of forward call that caused the error:\n"
-                      '  File "/x/backprop_cli/model.py", line 7, in forward\n    return self.f(x)\n')
+                      '  File "/x/backprop_cli/core/model.py", line 7, in forward\n    return self.f(x)\n')
         warnings.warn("something else")
     assert shown == ["something else"]
     assert mode.describe(RuntimeError("Function 'MulBackward0' returned nan values.")) == \

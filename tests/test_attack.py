@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from backprop_cli.errors import BackpropError, CheckpointError, ConfigError, DataError, OutputError
-from backprop_cli.files import open_regular, read_text_capped
+from backprop_cli.io.files import open_regular, read_text_capped
 from conftest import ROOT, cli_in_a_new_process, write
 
 
@@ -130,7 +130,7 @@ def test_an_unreadable_file_is_one_line(tmp_path):
 
 # --------------------------------------------------------------------------- writing: outputs.py
 
-from backprop_cli.outputs import AtomicFile, MetricsWriter, check_outputs, check_writable, write_atomic  # noqa: E402
+from backprop_cli.io.outputs import AtomicFile, MetricsWriter, check_outputs, check_writable, write_atomic  # noqa: E402
 
 
 class Full:
@@ -427,7 +427,7 @@ import zipfile  # noqa: E402
 
 import torch  # noqa: E402
 
-from backprop_cli.checkpoint import checkpoint_size_check, expected_checkpoint_bytes, load_checkpoint  # noqa: E402
+from backprop_cli.io.checkpoint import checkpoint_size_check, expected_checkpoint_bytes, load_checkpoint  # noqa: E402
 
 REGRESSION, CLASSIFICATION = ROOT / "configs" / "regression.yaml", ROOT / "configs" / "classification.yaml"
 
@@ -435,7 +435,7 @@ REGRESSION, CLASSIFICATION = ROOT / "configs" / "regression.yaml", ROOT / "confi
 def _train(*args):
     from typer.testing import CliRunner
 
-    from backprop_cli.cli import app
+    from backprop_cli.cli.app import app
 
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
@@ -607,7 +607,7 @@ def test_declared_sizes_are_held_to_what_the_model_needs(good, tmp_path):
 
 
 def test_without_the_models_size_the_default_cap_holds(good, tmp_path, monkeypatch):
-    import backprop_cli.checkpoint as checkpoint
+    import backprop_cli.io.checkpoint as checkpoint
 
     monkeypatch.setattr(checkpoint, "DEFAULT_MAX_BYTES", 2**20)
     big = tmp_path / "big.pt"
@@ -650,7 +650,7 @@ def test_inputs_that_are_not_checkpoint_archives(tmp_path):
 
 
 def _run_state():
-    from backprop_cli.build import build_run
+    from backprop_cli.core.build import build_run
     from backprop_cli.config import load_config
 
     cfg = load_config(REGRESSION)
@@ -680,7 +680,7 @@ def test_a_failed_run_writes_its_last_good_state_beside_an_existing_checkpoint(c
 
 def test_threads_beyond_four_per_core_are_one_line_not_an_abort(cli, monkeypatch):
     """Issue 16, item 11: 20000 aborted in libgomp, 100000 segfaulted."""
-    import backprop_cli.distributed as distributed
+    import backprop_cli.runs.distributed as distributed
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: pytest.fail(f"torch was asked for {n} threads"))
@@ -695,7 +695,7 @@ def test_threads_beyond_four_per_core_are_one_line_not_an_abort(cli, monkeypatch
 @pytest.mark.parametrize("value", ["20000", "100000", "9", "9,2", "1" * 5000])
 def test_omp_num_threads_beyond_the_bound_is_one_line(cli, monkeypatch, value):
     """OMP_NUM_THREADS is held to --threads' bound (4 × the cores)."""
-    import backprop_cli.distributed as distributed
+    import backprop_cli.runs.distributed as distributed
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setenv("OMP_NUM_THREADS", value)
@@ -711,7 +711,7 @@ def test_omp_num_threads_beyond_the_bound_is_one_line(cli, monkeypatch, value):
 
 
 def test_cuda_rng_states_this_machine_cannot_use_name_the_checkpoint(monkeypatch):
-    from backprop_cli.checkpoint import restore_rng
+    from backprop_cli.io.checkpoint import restore_rng
 
     def refuse(states):
         raise RuntimeError("Invalid device index\nmore")
@@ -724,7 +724,7 @@ def test_cuda_rng_states_this_machine_cannot_use_name_the_checkpoint(monkeypatch
 
 
 def test_threads_within_the_bound_are_set(monkeypatch):
-    import backprop_cli.distributed as distributed
+    import backprop_cli.runs.distributed as distributed
 
     asked = []
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -758,7 +758,7 @@ def test_init_refuses_a_csv_path_with_a_line_break(cli, tmp_path, monkeypatch):
 
 
 def test_a_starter_that_does_not_validate_is_never_written(cli, tmp_path, monkeypatch):
-    import backprop_cli.starter as starter
+    import backprop_cli.config.starter as starter
 
     monkeypatch.chdir(tmp_path)
     real = starter.starter_config
@@ -1182,7 +1182,7 @@ def test_tensorboard_onto_a_file_or_device_is_refused_before_any_work(cli, tmp_p
         path.symlink_to("/dev/null")
     else:
         make(path)
-    import backprop_cli.training as training
+    import backprop_cli.runs.training as training
 
     monkeypatch.setattr(training, "run_training", lambda *a, **k: pytest.fail("the run started"))
     r = cli("train", "-c", SEED, "--tensorboard", path)
@@ -1209,7 +1209,7 @@ def test_an_output_that_fails_at_the_end_loses_only_itself(cli, tmp_path, monkey
 
 
 def test_outputs_started_before_one_that_cannot_start_leave_nothing(cli, tmp_path, monkeypatch):
-    import backprop_cli.training as training
+    import backprop_cli.runs.training as training
 
     def refuse(*a, **k):
         raise OutputError("tb: cannot write: Permission denied")
@@ -1256,7 +1256,7 @@ def test_plot_reads_only_a_regular_file(cli, tmp_path):
 
 
 def test_plot_reads_at_most_its_cap(cli, tmp_path, monkeypatch):
-    import backprop_cli.outputs as outputs
+    import backprop_cli.io.outputs as outputs
 
     monkeypatch.setattr(outputs, "MAX_METRICS_BYTES", 1000)
     m = write(tmp_path / "m.jsonl", '{"step": 1, "loss": 0.5}\n' * 100)

@@ -15,8 +15,8 @@ import torch
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 
-from backprop_cli.build import build_run
-from backprop_cli.checkpoint import load_checkpoint, load_optimizer, load_weights, restore_rng, save_checkpoint
+from backprop_cli.core.build import build_run
+from backprop_cli.io.checkpoint import load_checkpoint, load_optimizer, load_weights, restore_rng, save_checkpoint
 from backprop_cli.config import load_config
 from backprop_cli.errors import CheckpointError
 from conftest import ROOT, cli_in_a_new_process
@@ -277,7 +277,7 @@ def test_crashing_checkpoints_exit_2_with_one_line_through_resume(tmp_path):
     a traceback, resumed in a new process (a crash there fails the test): exit 2, one error line, no signal."""
     from typer.testing import CliRunner
 
-    from backprop_cli.cli import app
+    from backprop_cli.cli.app import app
 
     good = tmp_path / "good.pt"
     made = CliRunner().invoke(app, ["train", "-c", str(REGRESSION), "--steps", "10", "--save", str(good), "-q"])

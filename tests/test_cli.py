@@ -88,7 +88,7 @@ def test_metrics_csv_one_column_per_parameter(cli, seed_cfg, tmp_path):
                                    "activations.layer1.dead_fraction", *(f"grad_to_weight.{p}" for p in PARAMS),
                                    *(f"update_ratios.{p}" for p in PARAMS)]
     assert len(lines) == 4 and lines[3].startswith("3,")
-    from backprop_cli.outputs import read_metrics
+    from backprop_cli.io.outputs import read_metrics
 
     jl = tmp_path / "m.jsonl"
     cli("train", "-c", seed_cfg, "--steps", 3, "--metrics", jl, "-q")
@@ -188,7 +188,7 @@ def test_shipped_configs_open_with_the_command_that_runs_them():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom backprop_cli.cli import app\n"
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom backprop_cli.cli.app import app\n"
             "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
             "assert 'train' in r.output\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pydantic', 'numpy'))\n"
@@ -204,7 +204,7 @@ def test_python_dash_m_and_version():
 
 
 def test_no_color_env_gives_plain_output_even_on_a_terminal(monkeypatch):
-    from backprop_cli.report import plain_output
+    from backprop_cli.render.report import plain_output
 
     class Tty:
         def isatty(self):
@@ -237,7 +237,7 @@ def test_a_terminal_sees_a_line_while_torch_loads_and_plain_output_does_not(monk
     from rich.console import Console
 
     from backprop_cli.config import load_config, start_summary
-    from backprop_cli.report import TrainReport
+    from backprop_cli.render.report import TrainReport
 
     text = start_summary(load_config(CONFIGS / "seed.yaml"))  # no torch needed
     assert text == "10 → 20 → 1 relu · mse · sgd lr=0.01 · 5 samples · 1 step"
@@ -247,7 +247,7 @@ def test_a_terminal_sees_a_line_while_torch_loads_and_plain_output_does_not(monk
     with terminal.starting(text) as waiting:
         assert started and waiting.status is started[0]
         assert str(started[0].renderable.text).startswith("backprop train: loading torch … 10 → 20 → 1 relu")
-        from backprop_cli.build import build_run, describe_run
+        from backprop_cli.core.build import build_run, describe_run
 
         terminal.start(describe_run(build_run(load_config(CONFIGS / "seed.yaml", ["device=cpu"]))), 1)
         assert waiting.status is None  # the start panel replaced it
@@ -281,7 +281,7 @@ def test_train_json_says_why_it_stopped(cli, args, status, reason, code):
 
 
 def test_train_json_reason_for_an_output_that_fails(cli, tmp_path, monkeypatch):
-    from backprop_cli import sinks
+    from backprop_cli.runs import sinks
     from backprop_cli.errors import OutputError
 
     def full(self, rec):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from backprop_cli.build import build_run
+from backprop_cli.core.build import build_run
 from backprop_cli.config import load_config
 from conftest import CONFIGS
 

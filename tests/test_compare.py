@@ -8,10 +8,10 @@ import pytest
 import torch
 
 
-from backprop_cli.build import build_run
-from backprop_cli.compare import compare_optimizers, default_optimizers, summarize, variant
-from backprop_cli.engine import NonFiniteError, run_steps
-from backprop_cli.report import fmt
+from backprop_cli.core.build import build_run
+from backprop_cli.runs.compare import compare_optimizers, default_optimizers, summarize, variant
+from backprop_cli.core.engine import NonFiniteError, run_steps
+from backprop_cli.render.report import fmt
 from backprop_cli.config import load_config, parse_optimizer
 from backprop_cli.errors import ConfigError
 from conftest import CONFIGS
@@ -203,7 +203,7 @@ def test_a_diverging_optimizer_is_marked_and_the_others_go_on(cli, tmp_path):
     r = cli("compare-optimizers", *DIVERGING, "--metrics", m, "--plot", png)
     assert r.exit_code == 0, r.output
     # the same run, by hand: SGD lr=5 on this config goes non-finite at some step N
-    from backprop_cli.engine import NonFiniteError
+    from backprop_cli.core.engine import NonFiniteError
 
     c = cfg("train.steps=60", "optimizer=sgd", "optimizer.lr=5")
     run = build_run(c)
@@ -259,8 +259,8 @@ def test_every_run_diverging_exits_3_after_the_table(cli, tmp_path):
 def test_the_plot_marks_where_a_run_diverged(monkeypatch, tmp_path):
     import matplotlib.pyplot as plt
 
-    from backprop_cli.compare import curves
-    from backprop_cli.plots import compare_figure
+    from backprop_cli.runs.compare import curves
+    from backprop_cli.render.plots import compare_figure
 
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)
@@ -282,7 +282,7 @@ def test_the_plot_marks_where_a_run_diverged(monkeypatch, tmp_path):
 def test_seed_bands_stay_within_the_curves_on_the_log_axis(monkeypatch, tmp_path):
     import matplotlib.pyplot as plt
 
-    from backprop_cli.plots import compare_figure
+    from backprop_cli.render.plots import compare_figure
 
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)
@@ -320,8 +320,8 @@ def test_progress_bars_know_their_length_before_their_run_starts():
     assert calls[:2] == [("sgd lr=0.001", 0, 8), ("adam lr=0.001", 0, 8)]  # torch's default lr for both
     assert all(total == 8 for _, _, total in calls)
     assert calls[-1] == ("adam lr=0.001", 8, 8)
-    from backprop_cli.compare import run_length
-    from backprop_cli.data import read_table
+    from backprop_cli.runs.compare import run_length
+    from backprop_cli.data.readers import read_table
 
     for sets in (["train.steps=30"], ["train.steps=null", "train.epochs=3"], ["train.steps=null", "train.epochs=2", "data.batch_size=100"]):
         c = cfg(*sets)
@@ -346,7 +346,7 @@ train: {steps: 40, clip_grad_norm: 0.5, on_nonfinite: skip, max_skips: 3, zero_g
 
 def _train_records(c):
     """train's own path (run_training), its records as the reporter gets them."""
-    from backprop_cli.training import TrainOptions, run_training
+    from backprop_cli.runs.training import TrainOptions, run_training
 
     class Collect:
         def __init__(self):

@@ -5,8 +5,8 @@ import typing
 import pytest
 import torch
 
-from backprop_cli import components
-from backprop_cli.build import make_loss, make_optimizer, make_scheduler
+from backprop_cli.core import components
+from backprop_cli.core.build import make_loss, make_optimizer, make_scheduler
 from backprop_cli.config import ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULERS, schema
 from backprop_cli.config.load import parse_optimizer, validate
 

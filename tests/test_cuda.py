@@ -10,8 +10,8 @@ import os
 import pytest
 import torch
 
-from backprop_cli import engine
-from backprop_cli.build import build_run, implementation_name
+from backprop_cli.core import engine
+from backprop_cli.core.build import build_run, implementation_name
 from backprop_cli.config import load_config
 from conftest import CONFIGS, engine_records
 
@@ -42,8 +42,8 @@ def test_train_on_the_device_follows_the_cpu(cli, tmp_path):
 
 def diagnostics(r, first, every):
     """train's per-layer diagnostics on its logging steps."""
-    from backprop_cli.diagnostics import Diagnostics
-    from backprop_cli.records import is_logging_step
+    from backprop_cli.core.diagnostics import Diagnostics
+    from backprop_cli.core.records import is_logging_step
 
     return Diagnostics.of(r.model, r.cfg.model.activation.name, lambda s: is_logging_step(s, first, every, r.steps))
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from backprop_cli.config import load_config
-from backprop_cli.data import Batches, load_dataset
+from backprop_cli.data.readers import Batches, load_dataset
 from backprop_cli.errors import DataError
 from conftest import csv_config as setup
 
@@ -51,7 +51,7 @@ def test_csv_explicit_features_and_class_labels(tmp_path):
 ])
 @pytest.mark.parametrize("fast", [False, True], ids=["exact", "pyarrow"])
 def test_bad_csv_names_file_row_and_column(tmp_path, monkeypatch, text, extra, expect, fast):
-    monkeypatch.setattr("backprop_cli.data.FAST_READER_BYTES", 0 if fast else 1 << 40)
+    monkeypatch.setattr("backprop_cli.data.readers.FAST_READER_BYTES", 0 if fast else 1 << 40)
     with pytest.raises(DataError) as e:
         load_dataset(setup(tmp_path, text, extra))
     assert expect in str(e.value) and "\n" not in str(e.value)
@@ -116,7 +116,7 @@ def test_shuffled_batches_cover_every_row_each_epoch_in_a_new_order():
 
 def _epoch_by_epoch(x, y, batch_size, shuffle, seed, index):
     """The order as it is defined: epoch e is a randperm from a generator seeded with epoch_seed(seed, e)."""
-    from backprop_cli.data import epoch_seed
+    from backprop_cli.data.readers import epoch_seed
 
     per_epoch = -(-x.shape[0] // batch_size)
     epoch, k = divmod(index, per_epoch)

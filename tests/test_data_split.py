@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from backprop_cli.data import read_columns, read_table, split_rows
+from backprop_cli.data.readers import read_columns, read_table, split_rows
 from backprop_cli.errors import DataError
 from conftest import csv_config as setup
 
@@ -17,7 +17,7 @@ from conftest import csv_config as setup
 @pytest.fixture(params=["exact", "pyarrow"])
 def reader(request, monkeypatch):
     """Run the test with each CSV reader: the exact one (small files) and pyarrow (large files)."""
-    monkeypatch.setattr("backprop_cli.data.FAST_READER_BYTES", 0 if request.param == "pyarrow" else 1 << 40)
+    monkeypatch.setattr("backprop_cli.data.readers.FAST_READER_BYTES", 0 if request.param == "pyarrow" else 1 << 40)
     return request.param
 
 
@@ -97,7 +97,7 @@ def test_pyarrow_reads_many_record_batches_into_place(tmp_path, monkeypatch, mis
 
     assert len(pyarrow.csv.read_csv(path).to_batches()) >= 2
 
-    import backprop_cli.data as data
+    import backprop_cli.data.readers as data
 
     exact = data._read_exact
 
@@ -159,7 +159,7 @@ def test_a_refused_large_file_names_the_same_line_as_the_exact_reader(tmp_path, 
     """After pyarrow refuses a file, a streaming pass finds the record batch and the exact reader checks from
     there: the same message as the exact reader alone, the right line across blank lines, and (for a
     problem deep in the file) the rows before it are not checked twice."""
-    import backprop_cli.data as data
+    import backprop_cli.data.readers as data
 
     path = tmp_path / "big.csv"
     lines, line_of = _big_csv(path)
@@ -205,7 +205,7 @@ def test_cells_only_the_exact_reader_accepts_fall_back_to_it(tmp_path):
 def test_survey_agrees_across_readers(tmp_path, monkeypatch):
     """init --csv's survey: which columns hold numbers, rows with missing cells, the distinct labels; pyarrow
     (a file in several record batches) and the exact reader against counts made here."""
-    from backprop_cli.data import survey
+    from backprop_cli.data.readers import survey
 
     rng = np.random.default_rng(3)
     n = 50_000
@@ -216,7 +216,7 @@ def test_survey_agrees_across_readers(tmp_path, monkeypatch):
     (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
     either = {i for i in range(n) if i % 101 == 0 or i % 103 == 0}
     for fast in (True, False):
-        monkeypatch.setattr("backprop_cli.data.FAST_READER_BYTES", 0 if fast else 1 << 40)
+        monkeypatch.setattr("backprop_cli.data.readers.FAST_READER_BYTES", 0 if fast else 1 << 40)
         s = survey(tmp_path / "s.csv", lambda header: header.index("label"))
         assert s.rows == n and s.numeric == ["a", "b", "c"] and s.distinct == ["cat", "dog"]
         assert s.missing_by_row(["a"]) == len(range(0, n, 101)) and s.missing_by_row(["b"]) == 0
@@ -312,7 +312,7 @@ def test_reading_a_large_csv_stays_within_a_fixed_multiple_of_the_file(tmp_path)
     code = textwrap.dedent(f"""
         import resource, numpy, pyarrow.csv
         from pathlib import Path
-        from backprop_cli.data import read_columns
+        from backprop_cli.data.readers import read_columns
         def rss():
             return int(open("/proc/self/statm").read().split()[1]) * 4096
         base = rss()

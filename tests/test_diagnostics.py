@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from backprop_cli import health
-from backprop_cli.build import build_run
+from backprop_cli.core import health
+from backprop_cli.core.build import build_run
 from backprop_cli.config import load_config
-from backprop_cli.diagnostics import Diagnostics
-from backprop_cli.engine import run_steps
-from backprop_cli.health import HealthMonitor
-from backprop_cli.records import StepRecord, is_logging_step
+from backprop_cli.core.diagnostics import Diagnostics
+from backprop_cli.core.engine import run_steps
+from backprop_cli.core.health import HealthMonitor
+from backprop_cli.core.records import StepRecord, is_logging_step
 from conftest import CONFIGS
 
 REG = CONFIGS / "regression.yaml"
@@ -235,7 +235,7 @@ def test_train_warns_in_the_table_and_the_json_summary(cli, tmp_path):
 
 
 def test_metrics_files_carry_the_diagnostics(cli, tmp_path):
-    from backprop_cli.outputs import read_metrics
+    from backprop_cli.io.outputs import read_metrics
 
     jl, csv = tmp_path / "m.jsonl", tmp_path / "m.csv"
     for path in (jl, csv):

@@ -102,7 +102,7 @@ def test_threads_follow_the_work_per_step(keep_threads, monkeypatch):
     parameters FLOP per step), torch's default (all cores) from it; --threads and OMP_NUM_THREADS win."""
     import torch
 
-    from backprop_cli import distributed
+    from backprop_cli.runs import distributed
     from backprop_cli.config import flops_per_step, load_config
 
     seed = load_config(CONFIGS / "seed.yaml")
@@ -140,7 +140,7 @@ def test_threads_follow_the_work_per_step(keep_threads, monkeypatch):
 def test_every_command_that_trains_picks_threads_the_same_way(cli, keep_threads, monkeypatch, command):
     import torch
 
-    from backprop_cli import distributed
+    from backprop_cli.runs import distributed
 
     monkeypatch.setattr(distributed, "TORCH_DEFAULT_THREADS", 2)
     torch.set_num_threads(2)

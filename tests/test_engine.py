@@ -7,7 +7,7 @@ import torch
 
 from torch import nn
 
-from backprop_cli.build import build_run
+from backprop_cli.core.build import build_run
 from backprop_cli.config import load_config, optimizer_hyperparams
 from conftest import CONFIGS, engine_records
 
@@ -178,7 +178,7 @@ def test_an_optimizer_without_a_fused_kernel_gets_torchs_default(cli):
 def test_the_kernel_is_chosen_by_measurement_and_shared_by_a_comparison():
     """benchmarks/bench_optimizers.py: fused wherever torch has it, except plain SGD on the CPU (its
     for-loop step is as fast or faster at every size); a comparison shares one kernel across its runs."""
-    from backprop_cli.build import kernel_options
+    from backprop_cli.core.build import kernel_options
     from backprop_cli.config import parse_optimizer
 
     cpu = torch.device("cpu")

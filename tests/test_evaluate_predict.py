@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backprop_cli.config import load_config
-from backprop_cli.model import build_model
+from backprop_cli.core.model import build_model
 from conftest import CONFIGS, write
 from test_validation import FEATURES, PENGUINS, held_out, penguins_yaml
 
@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     """One penguins run with validation: its config, checkpoint and JSON summary."""
     from typer.testing import CliRunner
 
-    from backprop_cli.cli import app
+    from backprop_cli.cli.app import app
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = penguins_yaml(tmp, "epochs: 5")

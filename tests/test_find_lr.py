@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from backprop_cli import lrfind
+from backprop_cli.runs import lrfind
 from conftest import CONFIGS
 
 SEED = CONFIGS / "seed.yaml"

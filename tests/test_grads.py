@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from backprop_cli import components
-from backprop_cli import grads as G
+from backprop_cli.core import components
+from backprop_cli.core import grads as G
 from backprop_cli.config import ACTIVATIONS, LOSSES, load_config
-from backprop_cli.inspection import check_gradients, prepare
+from backprop_cli.runs.inspection import check_gradients, prepare
 from conftest import CONFIGS
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import typer.main
 
-from backprop_cli.cli import app
+from backprop_cli.cli.app import app
 from conftest import ROOT
 
 COMMANDS = ["train", "inspect-grads", "check-grads", "explain", "compare-optimizers", "evaluate", "predict", "plot",

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import CONFIGS, ROOT, write
 
-PROBE = ("import sys\nfrom backprop_cli.cli import main\nsys.argv = ['backprop'] + sys.argv[1:]\n"
+PROBE = ("import sys\nfrom backprop_cli.cli.app import main\nsys.argv = ['backprop'] + sys.argv[1:]\n"
          "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
          "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n")
 
@@ -85,7 +85,7 @@ def test_the_process_entry_tunes_the_collector_and_its_outputs_are_whole(tmp_pat
     state = torch.load(tmp_path / "ck.pt", weights_only=True)
     assert state["step"] == 30
     # the checkpoint holds the weights of 30 steps: those of the same run made here,
-    from backprop_cli.build import build_run
+    from backprop_cli.core.build import build_run
     from backprop_cli.config import load_config
     from conftest import engine_records
 

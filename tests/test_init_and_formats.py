@@ -108,7 +108,7 @@ def test_every_result_command_takes_format_json(cli, command):
 
 def test_init_counts_classes_as_distinct_values_and_rows_with_missing_cells(cli, tmp_path):
     from backprop_cli.config import load_config
-    from backprop_cli.data import read_table
+    from backprop_cli.data.readers import read_table
 
     csv = write(tmp_path / "d.csv", "\ufeffa,b,label\n" + "".join(f"{i},{'NA' if i % 10 == 0 else i * 2},{1 + i % 3}\n"
                                                                for i in range(60)))

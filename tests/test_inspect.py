@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from backprop_cli.config import load_config
-from backprop_cli.inspection import backward_at, grad_warnings, prepare
+from backprop_cli.runs.inspection import backward_at, grad_warnings, prepare
 from conftest import CONFIGS
 from test_engine import plain_classic_run
 
@@ -137,7 +137,7 @@ def test_warnings_for_unused_nonfinite_and_norm_gaps():
     named["layer1.bias"].grad = None
     named["layer2.bias"].grad = torch.tensor([float("nan")])
     named["layer1.weight"].grad.mul_(1e-6)
-    from backprop_cli.grads import grad_statistics
+    from backprop_cli.core.grads import grad_statistics
 
     out = grad_warnings(probe, grad_statistics(list(run.model.named_parameters())))
     assert "layer1.bias: .grad is None (the parameter is not used by the loss)" in out

@@ -8,7 +8,7 @@ import torch
 
 from backprop_cli.config import validate
 from backprop_cli.errors import ConfigError
-from backprop_cli.model import build_model, initial_gain
+from backprop_cli.core.model import build_model, initial_gain
 from conftest import CONFIGS
 
 BASE = {"data": {"kind": "synthetic", "samples": 8, "batch_size": 4}}

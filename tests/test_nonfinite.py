@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from backprop_cli.build import build_run
+from backprop_cli.core.build import build_run
 from backprop_cli.config import load_config
-from backprop_cli.engine import NonFiniteError
+from backprop_cli.core.engine import NonFiniteError
 from conftest import CONFIGS, engine_records, write
 
 REG = CONFIGS / "regression.yaml"
@@ -118,8 +118,8 @@ def test_skip_mode_stop_still_saves_the_unchanged_weights(cli, tmp_path):
 
 def test_the_accelerator_read_back_policy_on_the_cpu(cli, tmp_path):
     """train with the accelerator policy (read back on logging steps only) gives the same records."""
-    from backprop_cli.report import TrainReport, make_console
-    from backprop_cli.training import TrainOptions, run_training
+    from backprop_cli.render.report import TrainReport, make_console
+    from backprop_cli.runs.training import TrainOptions, run_training
 
     plain, deferred = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     assert cli("train", "-c", REG, "--steps", 23, "--log-every", 5, "--metrics", plain, "-q").exit_code == 0

@@ -15,7 +15,7 @@ def metrics(tmp_path_factory):
     """train's metrics of a 3-hidden-layer ReLU net, as JSONL and as CSV."""
     from typer.testing import CliRunner
 
-    from backprop_cli.cli import app
+    from backprop_cli.cli.app import app
 
     folder = tmp_path_factory.mktemp("metrics")
     out = {}
@@ -31,7 +31,7 @@ def metrics(tmp_path_factory):
 
 def drawn(monkeypatch):
     """Capture what the dashboard is asked to draw."""
-    from backprop_cli import plots
+    from backprop_cli.render import plots
 
     calls = []
     real = plots.dashboard
@@ -81,8 +81,8 @@ def test_plot_compare_optimizers_metrics_one_run_per_optimizer(cli, tmp_path, mo
 
 def test_val_loss_records_are_drawn(tmp_path, monkeypatch):
     """Validation records (val_loss) are read and drawn with the loss."""
-    from backprop_cli.outputs import load_metrics
-    from backprop_cli.plots import dashboard
+    from backprop_cli.io.outputs import load_metrics
+    from backprop_cli.render.plots import dashboard
 
     m = tmp_path / "v.jsonl"
     lines = [{"step": s, "loss": 1 / s, "grad_norm": 1.0, "grad_norms": {"layer1.weight": 1.0}, "lr": 0.1, "time": 0}

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from backprop_cli.checkpoint import load_checkpoint
+from backprop_cli.io.checkpoint import load_checkpoint
 from backprop_cli.errors import CheckpointError
 from conftest import ROOT, write
 
@@ -56,7 +56,7 @@ def test_50_then_50_more_is_bitwise_the_same_as_100(cli, tmp_path, optimizer, ex
 def test_a_checkpoint_of_the_for_loop_kernel_resumes_with_the_fused_one(cli, tmp_path, monkeypatch):
     """Older checkpoints (and ones from a device without a fused kernel) hold foreach/fused flags in
     their param groups; the resumed run keeps its own implementation and continues the same math."""
-    from backprop_cli import build
+    from backprop_cli.core import build
 
     cfg = make(tmp_path, "name: adam, lr: 0.01")
     full, rest, ck = tmp_path / "full.jsonl", tmp_path / "rest.jsonl", tmp_path / "half.pt"
@@ -105,8 +105,8 @@ def test_checkpoint_keys(cli, tmp_path):
 
 
 def test_save_every_writes_intermediate_checkpoints(cli, tmp_path):
-    from backprop_cli.records import StepRecord
-    from backprop_cli.sinks import CheckpointSink, Outcome
+    from backprop_cli.core.records import StepRecord
+    from backprop_cli.runs.sinks import CheckpointSink, Outcome
 
     saved = []
     sink = CheckpointSink(tmp_path / "c.pt", lambda path, step: saved.append(step), 10, 30, lambda: True)
@@ -186,7 +186,7 @@ def test_not_a_backprop_checkpoint(tmp_path):
 
 WRITER = textwrap.dedent("""\
     import os, sys, torch
-    from backprop_cli.checkpoint import save_checkpoint
+    from backprop_cli.io.checkpoint import save_checkpoint
     torch.set_num_threads(1)  # no thread pool in the parent: each forked writer starts clean
     model = torch.nn.Linear(1024, 2048)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -256,7 +256,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temp_file(cli, tmp_
 
 
 def test_a_crash_mid_run_leaves_the_previous_metrics_file(cli, tmp_path, monkeypatch):
-    import backprop_cli.data as data
+    import backprop_cli.data.readers as data
 
     cfg = make(tmp_path)
     m = write(tmp_path / "m.jsonl", '{"previous": true}\n')
@@ -322,8 +322,8 @@ def test_damaged_checkpoint_bytes_never_escape_as_another_error(tmp_path):
     all): load_checkpoint returns a checked dict or raises CheckpointError, nothing else."""
     import random
 
-    from backprop_cli.checkpoint import save_checkpoint
-    from backprop_cli.model import build_model
+    from backprop_cli.io.checkpoint import save_checkpoint
+    from backprop_cli.core.model import build_model
     from backprop_cli.config import load_config
 
     cfg = load_config(make(tmp_path))

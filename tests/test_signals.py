@@ -101,8 +101,8 @@ def test_a_second_ctrl_c_ends_the_run_at_once_and_leaves_no_temporary_file(tmp_p
 
 SAVE_INTERRUPTED = """
 import os, signal, sys, torch
-from backprop_cli import signals
-from backprop_cli.checkpoint import save_checkpoint
+from backprop_cli.io import signals
+from backprop_cli.io.checkpoint import save_checkpoint
 
 signals.install()
 real = torch.save
@@ -129,8 +129,8 @@ def test_a_signal_during_a_save_waits_until_the_checkpoint_is_in_place(tmp_path)
 
 WRITE_INTERRUPTED = """
 import os, signal, sys, time
-from backprop_cli import signals
-from backprop_cli.outputs import AtomicFile
+from backprop_cli.io import signals
+from backprop_cli.io.outputs import AtomicFile
 
 signals.install()
 out = AtomicFile(sys.argv[1])
@@ -152,7 +152,7 @@ def test_a_signal_while_an_output_is_written_removes_its_temporary_file(tmp_path
 
 SIGNAL_WHILE_CLOSING = """\
 import os, signal, sys
-from backprop_cli import sinks
+from backprop_cli.runs import sinks
 real = sinks.MetricsSink.close
 def close(self, outcome):
     os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C after the last step, while the outputs are written
@@ -176,6 +176,6 @@ def test_a_signal_while_the_outputs_are_written_lets_them_finish(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (
         "error: interrupted by SIGINT after the last step (50), once every output was written")
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 50
-    from backprop_cli.checkpoint import load_checkpoint
+    from backprop_cli.io.checkpoint import load_checkpoint
     assert load_checkpoint(tmp_path / "s.pt")["step"] == 50
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "s.pt"]

@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from backprop_cli import engine
-from backprop_cli.build import build_run
+from backprop_cli.core import engine
+from backprop_cli.core.build import build_run
 from backprop_cli.config import load_config
 from conftest import CONFIGS, engine_records
 
@@ -121,8 +121,8 @@ CASES |= {
 
 def probe_of(run, case):
     """train's diagnostics on its logging steps (every 5th, the first and the last) for the diagnostics cases."""
-    from backprop_cli.diagnostics import Diagnostics
-    from backprop_cli.records import is_logging_step
+    from backprop_cli.core.diagnostics import Diagnostics
+    from backprop_cli.core.records import is_logging_step
 
     if not case.startswith("diagnostics"):
         return None

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from backprop_cli.config import load_config
-from backprop_cli.data import Scaling, split_rows
-from backprop_cli.evaluation import measure
-from backprop_cli.outputs import read_metrics
+from backprop_cli.data.readers import Scaling, split_rows
+from backprop_cli.runs.evaluation import measure
+from backprop_cli.io.outputs import read_metrics
 from conftest import CONFIGS, write
 
 PENGUINS = CONFIGS / "data" / "penguins.csv"
@@ -118,8 +118,8 @@ def test_train_with_validation_records_evaluations_and_the_truth_about_loss(cli,
         expect = sum(b["loss"] * n for b, n in zip(batch, rows)) / sum(rows)
         assert batch[-1]["epoch_loss"] == pytest.approx(expect, rel=1e-6) and "epoch_loss" not in batch[0]
     # the last evaluation, recomputed from the checkpoint on rows chosen and scaled by hand
-    from backprop_cli.checkpoint import load_checkpoint
-    from backprop_cli.model import build_model
+    from backprop_cli.io.checkpoint import load_checkpoint
+    from backprop_cli.core.model import build_model
 
     state = load_checkpoint(tmp_path / "c.pt")
     model = build_model(load_config(cfg_path).model, 0)
@@ -169,8 +169,8 @@ def test_save_best_writes_the_best_evaluation(cli, tmp_path):
             "--set", "optimizer.lr=0.2")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    from backprop_cli.checkpoint import load_checkpoint
-    from backprop_cli.model import build_model
+    from backprop_cli.io.checkpoint import load_checkpoint
+    from backprop_cli.core.model import build_model
 
     state = load_checkpoint(tmp_path / "best.pt")
     v = doc["summary"]["validation"]

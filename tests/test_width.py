@@ -16,8 +16,10 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from backprop_cli import documents, report
-from backprop_cli.report import fmt
+from backprop_cli.render import documents
+
+from backprop_cli.render import report
+from backprop_cli.render.report import fmt
 from conftest import CONFIGS
 
 WIDTHS = [60, 80, 100, 150]
@@ -326,7 +328,7 @@ def _render(table, width):
 
 
 def _table(label_text="sgd lr=0.05 momentum=0.9"):
-    from backprop_cli.report import Col, FitTable
+    from backprop_cli.render.report import Col, FitTable
 
     t = FitTable("title", [Col("label", align="left"), Col("final_loss", short="final"),
                            Col("steps_per_s", short="steps/s", drop=1), Col("time_s", short="time", drop=2)],
@@ -358,7 +360,7 @@ def test_fit_gives_way_in_the_documented_order(width, header, hidden):
 
 
 def test_stacked_rows_when_even_the_kept_columns_do_not_fit():
-    from backprop_cli.report import Col, FitTable
+    from backprop_cli.render.report import Col, FitTable
 
     t = FitTable("", [Col("parameter", align="left"), Col("chain_rule.max_abs"), Col("finite_diff.max_abs")],
                  plain=True, label=0)
@@ -371,7 +373,7 @@ def test_stacked_rows_when_even_the_kept_columns_do_not_fit():
 
 
 def test_streamed_rows_take_their_width_from_the_widest_value_a_column_can_hold():
-    from backprop_cli.report import NUM_WIDTH, fit, fmt, train_columns
+    from backprop_cli.render.report import NUM_WIDTH, fit, fmt, train_columns
 
     cols = train_columns([f"layer{k}.{w}" for k in range(1, 7) for w in ("weight", "bias")], 300,
                          scheduled=False, scale=False, skips=False)

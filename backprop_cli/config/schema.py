@@ -2,7 +2,7 @@
 
 Each component kind (activation, loss, optimizer, schedule) is a tagged union; the tuple of its names
 (``ACTIVATIONS``, ...) is derived from the union, so adding a component is one model here and one
-entry in its table in ``backprop_cli/components.py``.
+entry in its table in ``backprop_cli/core/components.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ Betas = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2,
 
 # Sizes and counts that torch's int64 arithmetic can hold: larger integers are refused here with one
 # line instead of failing deep inside torch (a layer of 10^20 units, a seed of 2^64). A model too large
-# for memory is refused before allocation (backprop_cli/model.py).
+# for memory is refused before allocation (backprop_cli/core/model.py).
 MAX_SIZE = MAX_COUNT
 Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]

@@ -130,6 +130,6 @@ def parse_value(text: str, where: str = "--set") -> Any:
 
 def read_text(path: Path) -> str:
     """The config file's text: a regular UTF-8 file, of which at most MAX_CONFIG_BYTES are read."""
-    from backprop_cli.files import read_text_capped
+    from backprop_cli.io.files import read_text_capped
 
     return read_text_capped(path, MAX_CONFIG_BYTES, "file", ConfigError)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import IO, Callable, Optional
 
 from backprop_cli.errors import DataError, OutputError
-from backprop_cli.files import file_kind, read_bytes_capped
+from backprop_cli.io.files import file_kind, read_bytes_capped
 from backprop_cli.limits import MAX_COUNT
-from backprop_cli.signals import deferred, forget, remove_on_interrupt
+from backprop_cli.io.signals import deferred, forget, remove_on_interrupt
 
 METRICS_SUFFIXES = (".jsonl", ".csv")
 DUMP_SUFFIXES = (".pt", ".npz", ".json")  # inspect-grads --out

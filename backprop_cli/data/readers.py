@@ -177,7 +177,7 @@ def display_path(path: Path) -> str:
 
 def _open(path: Path, key: str):
     """The file as a binary stream, if it is a regular file (one line naming ``key`` otherwise)."""
-    from backprop_cli.files import open_regular
+    from backprop_cli.io.files import open_regular
 
     try:
         return open_regular(path, "file", DataError)

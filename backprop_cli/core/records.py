@@ -25,7 +25,7 @@ class StepRecord:
     clipped: Optional[bool] = None  # whether clip_grad_norm scaled the gradients (when clipping)
     skipped: bool = False  # the optimizer step was skipped (on_nonfinite: skip, or an fp16 overflow)
     loss_scale: Optional[float] = None  # the GradScaler's scale (precision: fp16)
-    # train's diagnostics, on logging steps only (backprop_cli.diagnostics):
+    # train's diagnostics, on logging steps only (backprop_cli.core.diagnostics):
     activations: Optional[dict[str, dict[str, float]]] = None  # hidden layer → mean, std, dead/saturated_fraction
     grad_to_weight: Optional[dict[str, float]] = None  # parameter → ‖grad‖/‖w‖
     update_ratios: Optional[dict[str, float]] = None  # parameter → ‖Δw‖/‖w‖ of this step's update
@@ -75,7 +75,7 @@ class Summary:
     wall_time: float = 0.0
     skipped: int = 0
     clipped: int = 0
-    warnings: list[str] = field(default_factory=list)  # train's diagnostics warnings (backprop_cli.health)
+    warnings: list[str] = field(default_factory=list)  # train's diagnostics warnings (backprop_cli.core.health)
     epochs: int = 0  # the epoch of the last step
     epoch_loss: float = math.nan  # the mean loss over the rows of the last complete epoch
     validation: Optional[dict] = None  # the last evaluation: loss, accuracy | r2 and mae, best_step, best_loss

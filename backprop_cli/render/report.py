@@ -51,10 +51,10 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from backprop_cli.documents import json_text, train_document
+from backprop_cli.render.documents import json_text, train_document
 from backprop_cli.errors import OutputClosed
-from backprop_cli.records import StepRecord, Summary, is_logging_step
-from backprop_cli.signals import on_interrupt
+from backprop_cli.core.records import StepRecord, Summary, is_logging_step
+from backprop_cli.io.signals import on_interrupt
 
 UNLIMITED = 100_000  # the width of plain output without COLUMNS: tables never fold
 PLAIN_WIDTH = UNLIMITED  # the older name
@@ -596,7 +596,7 @@ class TrainReport:
 
     def starting(self, text: str) -> Starting:
         """Show ``text`` (transient, terminal only) until :meth:`start`; use as a context manager."""
-        from backprop_cli.torchrun import rank
+        from backprop_cli.runs.torchrun import rank
 
         self.waiting = Starting(self.console, f"backprop train: loading torch … {text}",
                                 enabled=not (self.plain or self.quiet) and self.show_progress and rank() == 0)

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from backprop_cli.data import Scaling
+from backprop_cli.data.readers import Scaling
 
 EVAL_BATCH_ROWS = 65_536
 

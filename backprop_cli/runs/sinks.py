@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
-from backprop_cli.checkpoint import last_good_path
+from backprop_cli.io.checkpoint import last_good_path
 from backprop_cli.errors import OutputClosed, OutputError
-from backprop_cli.health import HealthMonitor
-from backprop_cli.outputs import METRICS_SUFFIXES, MetricsWriter, check_folder, check_writable
-from backprop_cli.records import StepRecord, Tracker
+from backprop_cli.core.health import HealthMonitor
+from backprop_cli.io.outputs import METRICS_SUFFIXES, MetricsWriter, check_folder, check_writable
+from backprop_cli.core.records import StepRecord, Tracker
 
 
 @dataclass
@@ -136,7 +136,7 @@ class EvaluationSink:
 
 
 class TrackerSink:
-    """Folds the records into the run's :class:`~backprop_cli.records.Summary`."""
+    """Folds the records into the run's :class:`~backprop_cli.core.records.Summary`."""
 
     def __init__(self) -> None:
         self.tracker = Tracker()
@@ -184,7 +184,7 @@ class ReporterSink:
 
 
 class HealthSink:
-    """train's warnings (:class:`~backprop_cli.health.HealthMonitor`): each new one goes to the reporter
+    """train's warnings (:class:`~backprop_cli.core.health.HealthMonitor`): each new one goes to the reporter
     (a line in the table) at once; all of them end in the summary."""
 
     def __init__(self, reporter, activation: str = "", init: str = "default") -> None:
@@ -309,7 +309,7 @@ class CheckpointSink:
 
     A run that failed (a non-finite value) saves its last good state only while the weights are still
     at it, and never over a file this run did not write: an existing ``good.pt`` stays as it was and the
-    state goes beside it, to ``good.last-good.pt`` (:func:`backprop_cli.checkpoint.last_good_path`).
+    state goes beside it, to ``good.last-good.pt`` (:func:`backprop_cli.io.checkpoint.last_good_path`).
     """
 
     def __init__(self, path: Path, save: Callable[[Path, int], None], save_every: Optional[int], total_steps: int,
@@ -340,11 +340,11 @@ class CheckpointSink:
 
 
 class PlotSink:
-    """``--plot PATH``: the dashboard of the run (:func:`backprop_cli.plots.dashboard`), drawn at the end
+    """``--plot PATH``: the dashboard of the run (:func:`backprop_cli.render.plots.dashboard`), drawn at the end
     from every record (also after Ctrl-C or a stop: what the run recorded)."""
 
     def __init__(self, path: Path, title: str = ""):
-        from backprop_cli.plots import PLOT_SUFFIXES
+        from backprop_cli.render.plots import PLOT_SUFFIXES
 
         self.path = check_writable(path, PLOT_SUFFIXES, "plot")
         self.title = title
@@ -356,7 +356,7 @@ class PlotSink:
     def close(self, outcome: Outcome) -> dict[str, str]:
         if not self.records:
             return {"plot": "not written: no step completed"}
-        from backprop_cli.plots import dashboard
+        from backprop_cli.render.plots import dashboard
 
         dashboard(self.path, {"": self.records}, title=self.title)
         return {"plot": str(self.path)}

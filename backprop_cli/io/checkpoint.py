@@ -22,9 +22,9 @@ from typing import Any, BinaryIO
 import torch
 
 from backprop_cli.errors import CheckpointError
-from backprop_cli.files import open_regular
-from backprop_cli.outputs import AtomicFile, check_writable
-from backprop_cli.signals import deferred
+from backprop_cli.io.files import open_regular
+from backprop_cli.io.outputs import AtomicFile, check_writable
+from backprop_cli.io.signals import deferred
 
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "step", "config")

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from backprop_cli.health import layer_norms
-from backprop_cli.outputs import PLOT_SUFFIXES, AtomicFile, check_writable  # noqa: F401 - PLOT_SUFFIXES re-exported
+from backprop_cli.core.health import layer_norms
+from backprop_cli.io.outputs import PLOT_SUFFIXES, AtomicFile, check_writable  # noqa: F401 - PLOT_SUFFIXES re-exported
 DPI = 100
 
 
@@ -15,7 +15,7 @@ def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200
     """Two panels: loss per step (log y) and total grad norm per step, one line per optimizer.
 
     ``series``: ``[{"label", "steps", "loss_mean", "loss_std", "grad_mean", "grad_std", "ends"}]``
-    (:func:`backprop_cli.compare.curves`); the std lists are None for a single seed, else drawn as
+    (:func:`backprop_cli.runs.compare.curves`); the std lists are None for a single seed, else drawn as
     ± std bands, clipped to the range of the curves (a band wider than its mean would otherwise
     stretch the log axis down to nothing). A run that diverged ends with an ``x`` at its last finite
     step, and its legend entry says where it diverged. ``size`` is in pixels.

@@ -78,7 +78,7 @@ CSV = """\
 def _guess(path: Path, target: Optional[str]) -> dict:
     """Survey a CSV: the numeric feature columns, the target, regression vs classification, the classes
     (the distinct values of the target), and the rows with missing cells."""
-    from backprop_cli.data import display_path, order_classes, survey
+    from backprop_cli.data.readers import display_path, order_classes, survey
 
     chosen: dict = {}
 
@@ -181,7 +181,7 @@ def write_starter(path: Path, text: str, force: bool) -> None:
         raise OutputError(f"{path}: already exists; use --force to overwrite it")
     if path.is_dir():
         raise OutputError(f"{path}: is a directory")
-    from backprop_cli.outputs import check_writable, write_atomic
+    from backprop_cli.io.outputs import check_writable, write_atomic
 
     check_writable(path, (".yaml", ".yml"), "config")
     validate_text(text, path)

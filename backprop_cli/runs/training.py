@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
 
-from backprop_cli import distributed
-from backprop_cli.anomaly import AnomalyMode
-from backprop_cli.build import Run, build_run, describe_run
-from backprop_cli.checkpoint import resume_from, save_checkpoint
+from backprop_cli.runs import distributed
+from backprop_cli.core.anomaly import AnomalyMode
+from backprop_cli.core.build import Run, build_run, describe_run
+from backprop_cli.io.checkpoint import resume_from, save_checkpoint
 from backprop_cli.config import Config, default_log_every
-from backprop_cli.data import Table
-from backprop_cli.diagnostics import Diagnostics
-from backprop_cli.engine import Loop, NonFiniteError, read_interval, run_steps
+from backprop_cli.data.readers import Table
+from backprop_cli.core.diagnostics import Diagnostics
+from backprop_cli.core.engine import Loop, NonFiniteError, read_interval, run_steps
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputClosed, OutputError
-from backprop_cli.records import StepRecord, Summary, is_logging_step
-from backprop_cli.signals import StopRequest, stop_on_signals
-from backprop_cli.sinks import (CheckpointSink, EpochSink, EvaluationSink, HealthSink, MetricsSink, Outcome,
+from backprop_cli.core.records import StepRecord, Summary, is_logging_step
+from backprop_cli.io.signals import StopRequest, stop_on_signals
+from backprop_cli.runs.sinks import (CheckpointSink, EpochSink, EvaluationSink, HealthSink, MetricsSink, Outcome,
                                 PlotSink, ReporterSink,
                                 TensorBoardSink, TrackerSink)
 
@@ -196,7 +196,7 @@ def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: 
 
 def _evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
     """Evaluation on the validation rows (and the training rows), when the run has validation data."""
-    from backprop_cli.evaluation import evaluation_record, measure
+    from backprop_cli.runs.evaluation import evaluation_record, measure
 
     cfg = run.cfg
     val = run.dataset.validation_on(run.device)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from backprop_cli.errors import BackpropError, DataError, DeviceError
-from backprop_cli.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
+from backprop_cli.runs.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
 
 TIMEOUT = timedelta(seconds=120)
 
@@ -141,7 +141,7 @@ class Context:
 
     def distribute(self, loop):
         """The rank's loop: its slice of each global batch, the loss scaled to match, the model in DDP."""
-        from backprop_cli.engine import Loop
+        from backprop_cli.core.engine import Loop
 
         batches = ShardedBatches(loop.batches, self)
         return Loop(self.wrap(loop.model), ShardLoss(loop.loss_fn, batches), loop.optimizer, batches, loop.scheduler)

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
-from backprop_cli.components import ACTIVATIONS
+from backprop_cli.core.components import ACTIVATIONS
 
 
 class Diagnostics:
@@ -43,7 +43,7 @@ class Diagnostics:
     @classmethod
     def of(cls, model, activation: str, due: Callable[[int], bool]) -> "Diagnostics":
         """For a ``Net`` (inside any DDP or torch.compile wrapper) with this activation."""
-        from backprop_cli.engine import base_model, trainable
+        from backprop_cli.core.engine import base_model, trainable
 
         names, _ = trainable(model)
         return cls(names, len(base_model(model).layers) - 1, activation, due)

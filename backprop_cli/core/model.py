@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from backprop_cli.components import ACTIVATIONS
+from backprop_cli.core.components import ACTIVATIONS
 from backprop_cli.config import ModelConfig
 from backprop_cli.errors import ResourceError
 

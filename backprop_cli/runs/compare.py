@@ -1,12 +1,12 @@
 """compare-optimizers: several optimizers from one initialisation, on the same batches.
 
 Each run is the config's own run with another optimizer (and, with several seeds, another seed),
-built by :func:`backprop_cli.build.build_run` and trained by the engine of ``train``: clipping, the
+built by :func:`backprop_cli.core.build.build_run` and trained by the engine of ``train``: clipping, the
 schedule, precision, the non-finite policy and zero_grad apply exactly as in ``train``.
 
 Fairness: every run starts from the same initial weights (the seeded init), reads the same batches in
 the same order (the data order depends only on the seed and the step), and uses the same kernel
-options (:func:`backprop_cli.build.kernel_options`). A run whose loss or gradients go non-finite is
+options (:func:`backprop_cli.core.build.kernel_options`). A run whose loss or gradients go non-finite is
 marked diverged at that step; the others go on. Nothing here prints.
 """
 
@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from backprop_cli.build import build_run, implementation_name, kernel_options, resolve_device
+from backprop_cli.core.build import build_run, implementation_name, kernel_options, resolve_device
 from backprop_cli.config import (SGD, Adam, Config, default_log_every, optimizer_hyperparams, optimizer_label,
                                  optimizer_spec_text, resolved_steps)
-from backprop_cli.data import Table, load_dataset
-from backprop_cli.engine import NonFiniteError, read_interval, run_steps
-from backprop_cli.records import StepRecord
+from backprop_cli.data.readers import Table, load_dataset
+from backprop_cli.core.engine import NonFiniteError, read_interval, run_steps
+from backprop_cli.core.records import StepRecord
 
 
 def default_optimizers(cfg: Config) -> list:
@@ -158,7 +158,7 @@ def write_metrics(path, results: list[RunResult]) -> None:
     """Every run's step records in one .jsonl or .csv file, each with its ``optimizer`` (the label),
     ``seed`` and ``update_ratio``. A run that diverged ends with one more record: the step that went
     non-finite, its numbers as measured (non-finite ones are null in JSON) and ``"diverged": true``."""
-    from backprop_cli.outputs import MetricsWriter
+    from backprop_cli.io.outputs import MetricsWriter
 
     names = next((list(r.records[0].grad_norms) for r in results if r.records), None)
     if names is None:

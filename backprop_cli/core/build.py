@@ -3,7 +3,7 @@
 Every command that trains or measures (train, compare-optimizers, inspect-grads, check-grads) builds
 its run here, so a config key means the same in all of them: the device, the seeded model, the loss,
 the optimizer with its kernel options, the schedule, the batches, the step count, and the
-:class:`~backprop_cli.engine.Guard` (clipping, non-finite policy, precision, zero_grad).
+:class:`~backprop_cli.core.engine.Guard` (clipping, non-finite policy, precision, zero_grad).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-from backprop_cli.components import LOSSES, OPTIMIZERS, SCHEDULERS
+from backprop_cli.core.components import LOSSES, OPTIMIZERS, SCHEDULERS
 from backprop_cli.config import Config, optimizer_hyperparams, resolved_steps
-from backprop_cli.data import Batches, Dataset, Table, load_dataset
-from backprop_cli.engine import Guard, Loop
+from backprop_cli.data.readers import Batches, Dataset, Table, load_dataset
+from backprop_cli.core.engine import Guard, Loop
 from backprop_cli.errors import DeviceError
-from backprop_cli.model import Net, build_model
+from backprop_cli.core.model import Net, build_model
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from backprop_cli.components import ACTIVATIONS, LOSSES
+from backprop_cli.core.components import ACTIVATIONS, LOSSES
 
 
 def zero_grads(params: Iterable[torch.Tensor]) -> None:
@@ -113,7 +113,7 @@ def manual_backward(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.
     forward:  z_k = h_{k-1}·W_kᵀ + b_k,  h_k = f(z_k)  (h_0 = x; the last layer has no f: ŷ = z_N)
     backward: δ_N = dL/dŷ;  for k = N … 1:  dW_k = δ_kᵀ·h_{k-1},  db_k = Σ δ_k,
               δ_{k-1} = (δ_k·W_k) ⊙ f′(z_{k-1})
-    Each activation's f and f′ and each loss's dL/dŷ come from ``backprop_cli.components``.
+    Each activation's f and f′ and each loss's dL/dŷ come from ``backprop_cli.core.components``.
     """
     act = ACTIVATIONS[activation.name]
     opts = activation.model_dump()

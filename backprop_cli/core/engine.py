@@ -2,7 +2,7 @@
 
     batch → forward → loss → zero_grad → backward → measure → guard → step → record
 
-On logging steps a :class:`~backprop_cli.diagnostics.Diagnostics` probe (``probe=``) also measures each
+On logging steps a :class:`~backprop_cli.core.diagnostics.Diagnostics` probe (``probe=``) also measures each
 hidden layer's activations and each parameter's ‖grad‖/‖w‖ and ‖Δw‖/‖w‖; its numbers ride on the same
 read-back. Other steps pay nothing for it.
 
@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from backprop_cli.errors import EXIT_NONFINITE, BackpropError
-from backprop_cli.grads import clip_grads_, grads_of, step_stats, update_ratio, zero_grads
-from backprop_cli.records import StepRecord
+from backprop_cli.core.grads import clip_grads_, grads_of, step_stats, update_ratio, zero_grads
+from backprop_cli.core.records import StepRecord
 
 if TYPE_CHECKING:
-    from backprop_cli.diagnostics import Diagnostics
+    from backprop_cli.core.diagnostics import Diagnostics
 
 BatchFn = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -86,7 +86,7 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
     ``stop_after_records()`` is asked once the records read back have been handled (the consumer's own
     decision, e.g. early stopping on an evaluation at that step): True ends the run there.
     ``reduce_stats`` combines the scalars of several processes (DDP: the mean loss) before a read.
-    ``probe``: per-layer diagnostics on the steps it says are due (:mod:`backprop_cli.diagnostics`).
+    ``probe``: per-layer diagnostics on the steps it says are due (:mod:`backprop_cli.core.diagnostics`).
     A non-finite loss or gradient: ``guard.on_nonfinite`` decides (see :class:`NonFiniteCheck`).
     """
     model, optimizer = loop.model, loop.optimizer

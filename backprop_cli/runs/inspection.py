@@ -13,15 +13,15 @@ from typing import Optional
 
 import torch
 
-from backprop_cli.build import Run, build_run, make_loss
-from backprop_cli.checkpoint import SCHEDULE_POSITION, load_checkpoint, load_optimizer, load_weights
-from backprop_cli.components import ACTIVATIONS
+from backprop_cli.core.build import Run, build_run, make_loss
+from backprop_cli.io.checkpoint import SCHEDULE_POSITION, load_checkpoint, load_optimizer, load_weights
+from backprop_cli.core.components import ACTIVATIONS
 from backprop_cli.config import CLASSIFICATION_LOSSES, Config
-from backprop_cli.data import Table
-from backprop_cli.engine import run_steps
-from backprop_cli.grads import (compare, finite_differences, grad_statistics, manual_backward,
+from backprop_cli.data.readers import Table
+from backprop_cli.core.engine import run_steps
+from backprop_cli.core.grads import (compare, finite_differences, grad_statistics, manual_backward,
                                 nonfinite_count, tolerance)
-from backprop_cli.model import Net
+from backprop_cli.core.model import Net
 
 NORM_RATIO_WARNING = 1000.0
 FULL_CHECK_LIMIT = 20_000  # parameters: above this, finite differences sample elements
@@ -270,7 +270,7 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
 def dump_gradients(path: Path, result: dict) -> None:
     """``.pt``: torch.save({name: grad, "weights": {...}, "loss": float}); ``.npz``: one array per
     parameter; ``.json``: the inspect-grads JSON document. Written atomically."""
-    from backprop_cli.outputs import DUMP_SUFFIXES, AtomicFile, check_writable
+    from backprop_cli.io.outputs import DUMP_SUFFIXES, AtomicFile, check_writable
 
     path = check_writable(Path(path), DUMP_SUFFIXES, "gradient dump")
     suffix = path.suffix.lower()
@@ -283,7 +283,7 @@ def dump_gradients(path: Path, result: dict) -> None:
         with AtomicFile(path, "wb") as f:
             np.savez(f.file, **{n: g.numpy() for n, g in result["grads"].items()})
     else:
-        from backprop_cli.documents import inspect_document, json_text
+        from backprop_cli.render.documents import inspect_document, json_text
 
         with AtomicFile(path, "w") as f:
             f.file.write(json_text(inspect_document(result)))

@@ -15,13 +15,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from backprop_cli.build import make_loss
-from backprop_cli.checkpoint import load_checkpoint, load_weights
+from backprop_cli.core.build import make_loss
+from backprop_cli.io.checkpoint import load_checkpoint, load_weights
 from backprop_cli.config import Config, CsvData, validate
-from backprop_cli.data import Scaling, display_path, labels_to_classes, read_columns, read_table
+from backprop_cli.data.readers import Scaling, display_path, labels_to_classes, read_columns, read_table
 from backprop_cli.errors import CheckpointError, ConfigError, DataError
-from backprop_cli.evaluation import measure, outputs
-from backprop_cli.model import Net, build_model
+from backprop_cli.runs.evaluation import measure, outputs
+from backprop_cli.core.model import Net, build_model
 
 
 @dataclass

@@ -125,7 +125,7 @@ def _training_overrides(steps: Optional[int], device: Optional[str], no_zero_gra
 
 
 def _fail(messages: list[str], code: int) -> None:
-    from backprop_cli.report import print_errors
+    from backprop_cli.render.report import print_errors
 
     print_errors(messages)
     raise typer.Exit(code)
@@ -240,7 +240,7 @@ def train(
     DistributedDataParallel; rank 0 prints and writes the files.
     """
     options = dict(locals())
-    from backprop_cli.torchrun import under_torchrun
+    from backprop_cli.runs.torchrun import under_torchrun
 
     if under_torchrun():
         _train_distributed(options)
@@ -259,11 +259,11 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
     _check_outputs(cfg, config, {"--metrics": metrics, "--save-best": save_best, "--plot": plot,
                                  "--tensorboard": tensorboard}, {"--resume": resume})
     if tensorboard is not None:
-        from backprop_cli.outputs import check_folder
+        from backprop_cli.io.outputs import check_folder
 
         check_folder(tensorboard, "TensorBoard folder")
     from backprop_cli.config import start_summary
-    from backprop_cli.report import TrainReport, make_console, plain_output
+    from backprop_cli.render.report import TrainReport, make_console, plain_output
 
     if format == Format.json:
         reporter = TrainReport(make_console(sys.stderr), plain=plain_output(sys.stderr), quiet=quiet,
@@ -273,8 +273,8 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
     with reporter.starting(start_summary(cfg)):  # on a terminal, until the start panel replaces it
         table = _read_data(cfg)  # every data error before torch is imported
 
-        from backprop_cli.distributed import set_threads
-        from backprop_cli.training import TrainOptions, run_training
+        from backprop_cli.runs.distributed import set_threads
+        from backprop_cli.runs.training import TrainOptions, run_training
 
         threads_why = set_threads(threads, _flops(cfg))
         run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best,
@@ -287,7 +287,7 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
 def _check_outputs(cfg, config: Path, outputs: dict, inputs: Optional[dict] = None) -> None:
     """Output paths are checked before any work: a bad one costs nothing and writes nothing. An output
     is never one of the command's inputs (the config, its data files, a checkpoint) nor another output."""
-    from backprop_cli.outputs import OUTPUT_KINDS, check_outputs, check_writable
+    from backprop_cli.io.outputs import OUTPUT_KINDS, check_outputs, check_writable
 
     for option, path in outputs.items():
         if path is not None and option in OUTPUT_KINDS:
@@ -315,7 +315,7 @@ def _flops(cfg) -> float:
 
 
 def _read_data(cfg):
-    from backprop_cli.data import read_table
+    from backprop_cli.data.readers import read_table
 
     return read_table(cfg)
 
@@ -328,9 +328,9 @@ def _train_distributed(options: dict) -> None:
     others name their rank. The process leaves through distributed.finish (os._exit)."""
     import traceback
 
-    from backprop_cli import distributed
+    from backprop_cli.runs import distributed
     from backprop_cli.errors import DataError
-    from backprop_cli.report import print_errors
+    from backprop_cli.render.report import print_errors
 
     rank = distributed.rank()
     code = 0
@@ -361,7 +361,7 @@ def _train_distributed(options: dict) -> None:
 
 
 def _single_process(command: str) -> None:
-    from backprop_cli.torchrun import under_torchrun
+    from backprop_cli.runs.torchrun import under_torchrun
 
     if under_torchrun():
         raise BackpropError(f"{command} runs in one process; run it without torchrun "
@@ -416,9 +416,9 @@ def inspect_grads(
     cfg = _load(config, set_, _training_overrides(None, device, no_zero_grad))
     _check_outputs(cfg, config, {"--out": out}, {"--checkpoint": checkpoint})
     table = _read_data(cfg)
-    from backprop_cli.distributed import set_threads
-    from backprop_cli.documents import inspect_document
-    from backprop_cli.inspection import dump_gradients, inspect_gradients, prepare
+    from backprop_cli.runs.distributed import set_threads
+    from backprop_cli.render.documents import inspect_document
+    from backprop_cli.runs.inspection import dump_gradients, inspect_gradients, prepare
 
     set_threads(threads, _flops(cfg))
     run, done = prepare(cfg, checkpoint, train_steps, table)
@@ -457,9 +457,9 @@ def check_grads(
     _single_process("check-grads")
     cfg = _load(config, set_, _training_overrides(None, device))
     table = _read_data(cfg)
-    from backprop_cli.distributed import set_threads
-    from backprop_cli.documents import check_document
-    from backprop_cli.inspection import check_gradients, prepare
+    from backprop_cli.runs.distributed import set_threads
+    from backprop_cli.render.documents import check_document
+    from backprop_cli.runs.inspection import check_gradients, prepare
 
     set_threads(threads, _flops(cfg))
     run, done = prepare(cfg, checkpoint, table=table)
@@ -489,22 +489,22 @@ def explain(
     One input, one hidden and one output neuron, no bias, identity activation, L = ½(y − ŷ)².
     (train --no-zero-grad shows what happens when gradients are not reset between steps.)
     """
-    from backprop_cli.documents import explain_document
-    from backprop_cli.explain import explain as work
+    from backprop_cli.render.documents import explain_document
+    from backprop_cli.runs.explain import explain as work
 
     result = work(x, y, w1, w2, lr, updates)
     _emit(format, explain_document(result), lambda con, plain: _render("render_explain", con, plain, result, wide=wide))
 
 
 def _render(name: str, console, plain: bool, *args, **kwargs) -> None:
-    from backprop_cli import report
+    from backprop_cli.render import report
 
     getattr(report, name)(console, plain, *args, **kwargs)
 
 
 def _tensor_linewidth(wide: bool) -> int:
     """How wide torch may print tensors: the terminal's width (at most 120; --wide: 120)."""
-    from backprop_cli.report import make_console
+    from backprop_cli.render.report import make_console
 
     return 120 if wide else max(40, min(120, make_console().width))
 
@@ -512,11 +512,11 @@ def _tensor_linewidth(wide: bool) -> int:
 def _emit(format: "Format", doc: dict, render: Callable) -> None:
     """JSON alone on stdout, or the rendered table."""
     if format == Format.json:
-        from backprop_cli.documents import json_text
+        from backprop_cli.render.documents import json_text
 
         sys.stdout.write(json_text(doc) + "\n")
         return
-    from backprop_cli.report import make_console, plain_output
+    from backprop_cli.render.report import make_console, plain_output
 
     render(make_console(), plain_output())
 
@@ -531,7 +531,7 @@ def _input_file(path: Optional[Path], option: str) -> None:
     """A data file given on the command line is a regular file: checked before torch is imported."""
     if path is not None:
         from backprop_cli.errors import DataError
-        from backprop_cli.files import open_regular
+        from backprop_cli.io.files import open_regular
 
         try:
             open_regular(path, "file", DataError).close()
@@ -565,10 +565,10 @@ def evaluate(
     _single_process("evaluate")
     cfg = _load(config, set_) if config is not None else None
     _input_file(data, "--data")
-    from backprop_cli.distributed import set_threads
-    from backprop_cli.documents import evaluate_document
-    from backprop_cli.prediction import evaluate as work
-    from backprop_cli.prediction import load_trained
+    from backprop_cli.runs.distributed import set_threads
+    from backprop_cli.render.documents import evaluate_document
+    from backprop_cli.runs.prediction import evaluate as work
+    from backprop_cli.runs.prediction import load_trained
 
     set_threads(threads)
     result = work(load_trained(checkpoint, cfg), data)
@@ -602,14 +602,14 @@ def predict(
     _single_process("predict")
     _input_file(data, "--data")
     if out is not None:
-        from backprop_cli.outputs import check_outputs, check_writable
+        from backprop_cli.io.outputs import check_outputs, check_writable
 
         check_writable(out, (".csv",) if format == PredictFormat.csv else (".json",), "predictions")
         check_outputs({"--out": out}, {"--data": data, "--checkpoint": checkpoint})
-    from backprop_cli.distributed import set_threads
-    from backprop_cli.documents import predictions_text
-    from backprop_cli.prediction import load_trained
-    from backprop_cli.prediction import predict as work
+    from backprop_cli.runs.distributed import set_threads
+    from backprop_cli.render.documents import predictions_text
+    from backprop_cli.runs.prediction import load_trained
+    from backprop_cli.runs.prediction import predict as work
 
     set_threads(threads)
     header, rows = work(load_trained(checkpoint), data, keep)
@@ -617,7 +617,7 @@ def predict(
     if out is None:
         sys.stdout.write(text)
         return
-    from backprop_cli.outputs import write_atomic
+    from backprop_cli.io.outputs import write_atomic
 
     write_atomic(out, lambda f: f.write(text))
     typer.echo(f"wrote {out} ({len(rows)} predictions)", err=True)
@@ -677,14 +677,14 @@ def compare_optimizers(
     specs = _optimizer_specs(optimizer)
     _check_outputs(cfg, config, {"--plot": plot, "--metrics": metrics})
     table = _read_data(cfg)
-    from backprop_cli.outputs import MetricsWriter
+    from backprop_cli.io.outputs import MetricsWriter
 
-    from backprop_cli import compare as cmp
-    from backprop_cli.distributed import set_threads
-    from backprop_cli.documents import compare_document
+    from backprop_cli.runs import compare as cmp
+    from backprop_cli.runs.distributed import set_threads
+    from backprop_cli.render.documents import compare_document
     from backprop_cli.errors import EXIT_NONFINITE
-    from backprop_cli.plots import compare_figure
-    from backprop_cli.report import CompareProgress, make_console, plain_output
+    from backprop_cli.render.plots import compare_figure
+    from backprop_cli.render.report import CompareProgress, make_console, plain_output
 
     set_threads(threads, _flops(cfg))
     specs = specs or cmp.default_optimizers(cfg)
@@ -757,8 +757,8 @@ def plot(
     warning naming the line.
     """
     dims = _plot_size(size)
-    from backprop_cli.outputs import PLOT_SUFFIXES, check_outputs, check_writable, load_metrics
-    from backprop_cli.plots import dashboard, runs_of
+    from backprop_cli.io.outputs import PLOT_SUFFIXES, check_outputs, check_writable, load_metrics
+    from backprop_cli.render.plots import dashboard, runs_of
 
     out = out if out is not None else metrics.with_suffix(".png")
     check_writable(out, PLOT_SUFFIXES, "plot")
@@ -819,16 +819,16 @@ def find_lr(
     _check_outputs(cfg, config, {"--plot": plot})
     table = _read_data(cfg)
     from backprop_cli.config import optimizer_label
-    from backprop_cli.distributed import set_threads
-    from backprop_cli.documents import find_lr_document
-    from backprop_cli.lrfind import find_lr as sweep
+    from backprop_cli.runs.distributed import set_threads
+    from backprop_cli.render.documents import find_lr_document
+    from backprop_cli.runs.lrfind import find_lr as sweep
 
     set_threads(threads, _flops(cfg))
     result = sweep(cfg, start=start, end=end, steps=steps, table=table)
     result["config"] = str(config)
     result["optimizer"] = " ".join(w for w in optimizer_label(cfg.optimizer).split() if not w.startswith("lr="))
     if plot is not None:
-        from backprop_cli.plots import lr_figure
+        from backprop_cli.render.plots import lr_figure
 
         lr_figure(plot, result["lrs"], result["losses"], result["smoothed_losses"], result["suggested_lr"],
                   result["min_loss_lr"], title=f"{Path(config).name}: {result['optimizer']}, learning-rate range test")
@@ -853,8 +853,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config: every key with its default and the values it takes."""
-    from backprop_cli.outputs import check_outputs
-    from backprop_cli.starter import starter_config, write_starter
+    from backprop_cli.io.outputs import check_outputs
+    from backprop_cli.config.starter import starter_config, write_starter
 
     check_outputs({"PATH": path}, {"--csv": csv})
     text, what = starter_config(path, csv, target)
@@ -882,7 +882,7 @@ def config_show(config: ConfigOpt, set_: SetOpt = None,
 
     cfg = _load(config, set_)
     if format == ShowFormat.json:
-        from backprop_cli.documents import json_text
+        from backprop_cli.render.documents import json_text
 
         sys.stdout.write(json_text(cfg.plain()) + "\n")
     else:
@@ -896,7 +896,7 @@ def config_show(config: ConfigOpt, set_: SetOpt = None,
 def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = Format.table) -> None:
     """Check a config file: every problem at once, one per line (exit code 2), or `ok`."""
     if format == Format.json:
-        from backprop_cli.documents import json_text, validate_document
+        from backprop_cli.render.documents import json_text, validate_document
 
         try:
             _load(config, set_)
@@ -912,7 +912,7 @@ def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = 
 
 
 def main() -> None:
-    from backprop_cli.signals import install, leaving
+    from backprop_cli.io.signals import install, leaving
 
     install()  # again, for callers of this function: SIGINT/SIGTERM end the command with one line
     try:

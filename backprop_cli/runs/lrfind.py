@@ -80,8 +80,8 @@ def find_lr(cfg, *, start: float, end: float, steps: int, table=None) -> dict:
     "suggested_lr", "min_loss_lr", "stopped_early", "steps", "stop_reason"}``."""
     import torch
 
-    from backprop_cli.build import build_run
-    from backprop_cli.engine import NonFiniteError, run_steps
+    from backprop_cli.core.build import build_run
+    from backprop_cli.core.engine import NonFiniteError, run_steps
 
     run = build_run(cfg, dataset=table)
     group = run.optimizer.param_groups[0]

@@ -13,7 +13,7 @@ A warning names the layer or parameter, the step, the numbers, and what to try. 
 from __future__ import annotations
 
 import math
-from backprop_cli.records import StepRecord
+from backprop_cli.core.records import StepRecord
 
 UNITS_BAD = 0.5  # more than this share of a layer's units dead or saturated
 GRAD_GAP = 1000.0  # a layer's gradient norm this many times smaller or larger than the last layer's

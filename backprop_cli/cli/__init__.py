@@ -1,0 +1,1 @@
+"""The typer application: options, error mapping and one thin module per command."""
