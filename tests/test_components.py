@@ -7,7 +7,7 @@ import torch
 
 from backprop_cli.core import components
 from backprop_cli.core.build import make_loss, make_optimizer, make_scheduler
-from backprop_cli.config import ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULERS, schema
+from backprop_cli.config import ACTIVATION_NAMES, LOSS_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES, schema
 from backprop_cli.config.load import parse_optimizer, validate
 
 BASE = {"model": {"input_size": 3, "hidden_size": 4, "output_size": 2},
@@ -15,34 +15,44 @@ BASE = {"model": {"input_size": 3, "hidden_size": 4, "output_size": 2},
 
 
 def spec_of(section, name):
-    base = {**BASE, "data": {**BASE["data"], "targets": "classes"}} if name in schema.CLASSIFICATION_LOSSES else BASE
+    base = {**BASE, "data": {**BASE["data"], "targets": "classes"}} if schema.is_classification(name) else BASE
     cfg = validate({**base, section: {"name": name}} if section != "activation"
                    else {**base, "model": {**base["model"], "activation": name}})
     return cfg.model.activation if section == "activation" else getattr(cfg, section)
 
 
 def test_the_name_tuples_are_derived_from_the_schema_unions():
-    for names, union in ((ACTIVATIONS, schema.ActivationSpec), (LOSSES, schema.LossSpec),
-                         (OPTIMIZERS, schema.OptimizerSpec), (SCHEDULERS, schema.SchedulerSpec)):
+    for names, union in ((ACTIVATION_NAMES, schema.ActivationSpec), (LOSS_NAMES, schema.LossSpec),
+                         (OPTIMIZER_NAMES, schema.OptimizerSpec), (SCHEDULER_NAMES, schema.SchedulerSpec)):
         members = typing.get_args(typing.get_args(union)[0])
         assert names == tuple(typing.get_args(m.model_fields["name"].annotation)[0] for m in members)
 
 
 def test_every_configurable_name_is_in_every_table():
-    assert set(components.ACTIVATIONS) == set(ACTIVATIONS)
-    assert set(components.LOSSES) == set(LOSSES)
-    assert set(components.OPTIMIZERS) == set(OPTIMIZERS)
-    assert set(components.SCHEDULERS) == set(SCHEDULERS)
+    assert set(components.ACTIVATIONS) == set(ACTIVATION_NAMES)
+    assert set(components.LOSSES) == set(LOSS_NAMES)
+    assert set(components.OPTIMIZERS) == set(OPTIMIZER_NAMES)
+    assert set(components.SCHEDULERS) == set(SCHEDULER_NAMES)
     for entry in list(components.ACTIVATIONS.values()) + list(components.LOSSES.values()):
         assert entry.label and callable(entry.module)
     for entry in components.ACTIVATIONS.values():
         assert callable(entry.forward) and callable(entry.derivative) and entry.gain
     for entry in components.LOSSES.values():
         assert callable(entry.gradient)
-    assert {n for n, e in components.LOSSES.items() if e.classification} == set(schema.CLASSIFICATION_LOSSES)
+    assert set(schema.TASKS) == set(LOSS_NAMES)
 
 
-@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_one_task_per_loss_from_one_table():
+    """The one answer to "is this classification?": cross_entropy takes class labels, bce_with_logits 0/1
+    targets, every other loss real values."""
+    assert {n: schema.task_of(n) for n in LOSS_NAMES} == {
+        "mse": "regression", "l1": "regression", "huber": "regression", "smooth_l1": "regression",
+        "cross_entropy": "classes", "bce_with_logits": "binary"}
+    assert [n for n in LOSS_NAMES if schema.is_classification(n)] == ["cross_entropy", "bce_with_logits"]
+    assert schema.task_of(spec_of("loss", "cross_entropy")) == "classes"
+
+
+@pytest.mark.parametrize("name", ACTIVATION_NAMES)
 def test_each_activation_forward_and_derivative_match_its_torch_module(name):
     spec = spec_of("activation", name)
     entry = components.ACTIVATIONS[name]
@@ -55,7 +65,7 @@ def test_each_activation_forward_and_derivative_match_its_torch_module(name):
     assert torch.allclose(entry.derivative(z.detach(), a.detach(), opts), grad, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_each_loss_gradient_matches_its_torch_module(name):
     spec = spec_of("loss", name)
     entry = components.LOSSES[name]
@@ -69,7 +79,7 @@ def test_each_loss_gradient_matches_its_torch_module(name):
     assert torch.allclose(entry.gradient(y_hat.detach(), y, spec), grad, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
 def test_each_optimizer_builds_its_torch_class(name):
     opt = make_optimizer(parse_optimizer(name), [torch.zeros(2, requires_grad=True)])
     assert type(opt) is components.OPTIMIZERS[name]

@@ -10,7 +10,7 @@ import torch
 
 from backprop_cli.core import components
 from backprop_cli.core import grads as G
-from backprop_cli.config import ACTIVATIONS, LOSSES, load_config
+from backprop_cli.config import ACTIVATION_NAMES, LOSS_NAMES, load_config
 from backprop_cli.runs.inspection import check_gradients, prepare
 from conftest import CONFIGS
 
@@ -35,7 +35,7 @@ DEPTHS = {1: [], 2: ["model.hidden_size=null", "model.hidden_sizes=[7, 5]"],
 
 
 @pytest.mark.parametrize("activation,loss,bias,depth",
-                         list(itertools.product(ACTIVATIONS, LOSSES, [True, False], DEPTHS)))
+                         list(itertools.product(ACTIVATION_NAMES, LOSS_NAMES, [True, False], DEPTHS)))
 def test_every_activation_and_loss_passes_at_every_depth(activation, loss, bias, depth):
     run, _ = prepare(cfg_for(activation, loss, bias, DEPTHS[depth]))
     result = check_gradients(run, 0)
@@ -159,3 +159,16 @@ def test_a_check_that_cannot_resolve_the_gradients_fails_and_says_why(cli):
     assert set(ok) == {"loss", "pass", "params", "problems"}
     assert set(ok["params"]["layer1.weight"]["finite_diff"]) == {"max_abs", "max_rel", "checked", "resolved"}
     assert ok["pass"] and ok["problems"] == [] and all(p["finite_diff"]["resolved"] for p in ok["params"].values())
+
+
+def test_the_scaling_advice_names_only_keys_the_task_accepts():
+    """check-grads' overflow advice: standardize_target only for regression (it compared the loss section
+    with names, which was never equal, and advised a key the config refuses for classification)."""
+    from backprop_cli.runs.inspection import scaling_advice
+    for loss, targets in (("cross_entropy", "classes"), ("bce_with_logits", "classes"), ("mse", "teacher")):
+        cfg = load_config(CONFIGS / "seed.yaml", [f"loss={loss}", f"data.targets={targets}", "model.output_size=2"])
+        advice = scaling_advice(cfg)
+        overrides = [f"loss={loss}", f"data.targets={targets}", "model.output_size=2",
+                     *(f"{kv.strip().replace(': ', '=')}" for kv in advice.split(","))]
+        load_config(CONFIGS / "seed.yaml", overrides)  # every key advised is one the config accepts
+        assert ("standardize_target" in advice) == (loss == "mse")

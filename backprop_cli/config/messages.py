@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ValidationError
 
-from backprop_cli.config.schema import (ACTIVATIONS, DATA_KINDS, LOSSES, NO_VALUE, OPTIMIZERS, SCHEDULERS, Config,
+from backprop_cli.config.schema import (ACTIVATION_NAMES, DATA_KIND_NAMES, LOSS_NAMES, NO_VALUE, OPTIMIZER_NAMES, SCHEDULER_NAMES, Config,
                                         LocatedError)
 from backprop_cli.config.yamlfile import dotted
 
-_TAGS = frozenset(ACTIVATIONS + LOSSES + OPTIMIZERS + SCHEDULERS + DATA_KINDS)
+_TAGS = frozenset(ACTIVATION_NAMES + LOSS_NAMES + OPTIMIZER_NAMES + SCHEDULER_NAMES + DATA_KIND_NAMES)
 
 
 def _strip_annotated(tp: Any) -> Any:

@@ -1,7 +1,7 @@
 """The config schema: one pydantic model per section. No torch here.
 
 Each component kind (activation, loss, optimizer, schedule) is a tagged union; the tuple of its names
-(``ACTIVATIONS``, ...) is derived from the union, so adding a component is one model here and one
+(``ACTIVATION_NAMES``, ...) is derived from the union, so adding a component is one model here and one
 entry in its table in ``backprop_cli/core/components.py``.
 """
 
@@ -106,7 +106,7 @@ class Identity(Strict):
 
 
 ActivationSpec = Annotated[Union[Relu, Tanh, Sigmoid, Gelu, LeakyRelu, Identity], Field(discriminator="name")]
-ACTIVATIONS = tags(ActivationSpec)
+ACTIVATION_NAMES = tags(ActivationSpec)
 
 INITS = ("default", "xavier", "kaiming")
 
@@ -217,8 +217,26 @@ class BCEWithLogitsLoss(Strict):
 
 LossSpec = Annotated[Union[MSELoss, L1Loss, HuberLoss, SmoothL1Loss, CrossEntropyLoss, BCEWithLogitsLoss],
                      Field(discriminator="name")]
-LOSSES = tags(LossSpec)
-CLASSIFICATION_LOSSES = ("cross_entropy", "bce_with_logits")
+LOSS_NAMES = tags(LossSpec)
+
+# The task a loss defines, the one answer to "is this classification?" (read it through task_of):
+# "classes": one integer class label per row, the model gives one logit per class (cross_entropy);
+# "binary": 0/1 targets, one logit per target column (bce_with_logits);
+# "regression": real-valued targets, one output per target column (every other loss).
+Task = Literal["classes", "binary", "regression"]
+TASKS: dict[str, Task] = {"mse": "regression", "l1": "regression", "huber": "regression",
+                          "smooth_l1": "regression", "cross_entropy": "classes", "bce_with_logits": "binary"}
+assert set(TASKS) == set(LOSS_NAMES), "every loss names its task"
+
+
+def task_of(loss: Any) -> Task:
+    """The task of a loss given by name or as its config section."""
+    return TASKS[loss if isinstance(loss, str) else loss.name]
+
+
+def is_classification(loss: Any) -> bool:
+    """Class labels or 0/1 targets (accuracy is its metric), not real values."""
+    return task_of(loss) != "regression"
 
 # --------------------------------------------------------------------------- optimizers (defaults are torch's)
 
@@ -283,7 +301,7 @@ class Adagrad(Strict):
 
 
 OptimizerSpec = Annotated[Union[SGD, Adam, AdamW, RMSprop, Adagrad], Field(discriminator="name")]
-OPTIMIZERS = tags(OptimizerSpec)
+OPTIMIZER_NAMES = tags(OptimizerSpec)
 
 # --------------------------------------------------------------------------- data
 
@@ -353,7 +371,7 @@ class CsvData(_DataCommon):
 
 
 DataSpec = Annotated[Union[SyntheticData, CsvData], Field(discriminator="kind")]
-DATA_KINDS = tags(DataSpec)
+DATA_KIND_NAMES = tags(DataSpec)
 
 # --------------------------------------------------------------------------- training
 
@@ -421,7 +439,7 @@ class WarmupCosineSchedule(Strict):
 
 SchedulerSpec = Annotated[Union[NoSchedule, StepSchedule, CosineSchedule, WarmupCosineSchedule],
                           Field(discriminator="name")]
-SCHEDULERS = tags(SchedulerSpec)
+SCHEDULER_NAMES = tags(SchedulerSpec)
 
 
 class DistributedConfig(Strict):
@@ -429,7 +447,7 @@ class DistributedConfig(Strict):
 
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]{1,4})?)$"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
 class Config(Strict):
@@ -459,9 +477,9 @@ class Config(Strict):
         found = []
         data, loss = self.data, self.loss.name
         if isinstance(data, SyntheticData):
-            if loss in CLASSIFICATION_LOSSES and data.targets != "classes":
+            if is_classification(loss) and data.targets != "classes":
                 found.append((("data", "targets"), f"loss {loss} needs data.targets: classes", data.targets))
-            if loss not in CLASSIFICATION_LOSSES and data.targets == "classes":
+            if not is_classification(loss) and data.targets == "classes":
                 found.append((("data", "targets"),
                               f"class targets need loss cross_entropy or bce_with_logits, not {loss}", data.targets))
         if self.train.eval_every is not None and data.validation is None:
@@ -470,10 +488,10 @@ class Config(Strict):
         if self.train.early_stopping is not None and data.validation is None:
             found.append((("train", "early_stopping"), "early stopping needs validation data: set data.validation "
                           "to a fraction (e.g. 0.2) or a CSV file", NO_VALUE))
-        if data.standardize_target and loss in CLASSIFICATION_LOSSES:
+        if data.standardize_target and is_classification(loss):
             found.append((("data", "standardize_target"), f"standardize_target is for regression, not {loss}",
                           data.standardize_target))
-        if loss == "cross_entropy" and self.model.output_size < 2:
+        if task_of(loss) == "classes" and self.model.output_size < 2:
             found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",
                           self.model.output_size))
         if found:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from backprop_cli.core.components import LOSSES, OPTIMIZERS, SCHEDULERS
-from backprop_cli.config import Config, optimizer_hyperparams, resolved_steps
+from backprop_cli.config import Config, optimizer_hyperparams, resolved_steps, task_of
 from backprop_cli.data.readers import Batches, Dataset, Table, load_dataset
 from backprop_cli.core.engine import Guard, Loop
 from backprop_cli.errors import DeviceError
@@ -174,6 +174,7 @@ def describe_run(run: Run) -> dict:
             "parameter_count": sum(p.numel() for p in model.parameters()),
         },
         "loss": {"name": loss.pop("name"), "options": loss},
+        "task": task_of(cfg.loss),
         "optimizer": {"name": opt_spec.name, "options": optimizer_hyperparams(opt_spec),
                       "implementation": implementation_name(run.optimizer)},
         "device": str(run.device),

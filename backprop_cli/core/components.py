@@ -116,13 +116,12 @@ def _cross_entropy_grad(yh: Tensor, y: Tensor, s) -> Tensor:
 
 @dataclass(frozen=True)
 class Loss:
-    """``module(spec)``: the torch loss; ``gradient(ŷ, y, spec)`` = dL/dŷ by hand; ``classification``:
-    targets are class labels (cross_entropy: one int64 column) or 0/1 (bce_with_logits)."""
+    """``module(spec)``: the torch loss; ``gradient(ŷ, y, spec)`` = dL/dŷ by hand. The task a loss
+    defines (class labels, 0/1 targets or real values) is the config's: ``config.task_of``."""
 
     label: str
     module: Callable[[object], nn.Module]
     gradient: Callable[[Tensor, Tensor, object], Tensor]
-    classification: bool = False
 
 
 LOSSES: dict[str, Loss] = {
@@ -141,10 +140,10 @@ LOSSES: dict[str, Loss] = {
         / _mean_divisor(yh, s)),
     "cross_entropy": Loss(
         "CrossEntropyLoss", lambda s: nn.CrossEntropyLoss(reduction=s.reduction, label_smoothing=s.label_smoothing),
-        _cross_entropy_grad, classification=True),
+        _cross_entropy_grad),
     "bce_with_logits": Loss(
         "BCEWithLogitsLoss", lambda s: nn.BCEWithLogitsLoss(reduction=s.reduction),
-        lambda yh, y, s: (torch.sigmoid(yh) - y) / _mean_divisor(yh, s), classification=True),
+        lambda yh, y, s: (torch.sigmoid(yh) - y) / _mean_divisor(yh, s)),
 }
 
 # --------------------------------------------------------------------------- optimizers

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from backprop_cli.config import CLASSIFICATION_LOSSES, Config, CsvData, SyntheticData
+from backprop_cli.config import Config, CsvData, SyntheticData, is_classification, task_of
 from backprop_cli.errors import DataError
 
 if TYPE_CHECKING:
@@ -158,8 +158,8 @@ def synthetic(spec: SyntheticData, input_size: int, output_size: int, seed: int,
         w2 = torch.randn(TEACHER_HIDDEN, output_size, generator=g) * (2.0 / math.sqrt(TEACHER_HIDDEN))
         y = torch.tanh(x @ w1) @ w2 + spec.noise * torch.randn(n, output_size, generator=g)
         if spec.targets == "classes":
-            y = y.argmax(dim=1) if loss == "cross_entropy" else (y > 0).float()
-    classes = [str(k) for k in range(output_size)] if loss == "cross_entropy" else None
+            y = y.argmax(dim=1) if task_of(loss) == "classes" else (y > 0).float()
+    classes = [str(k) for k in range(output_size)] if task_of(loss) == "classes" else None
     return Table(x.numpy(), y.numpy(), f"synthetic ({spec.targets})",
                  [f"x{i}" for i in range(input_size)], [f"y{i}" for i in range(output_size)], classes)
 
@@ -701,9 +701,9 @@ def load_csv(path: Path, spec: CsvData, loss: str = "mse", *, features: Optional
         raise DataError(f"{where}: data.features: column {overlap[0]!r} is also a target")
     if not features:
         raise DataError(f"{where}: data.features: no feature columns left besides the target")
-    if loss == "cross_entropy" and len(targets) != 1:
+    if task_of(loss) == "classes" and len(targets) != 1:
         raise DataError(f"{where}: data.target: cross_entropy takes one column of class labels (got {len(targets)})")
-    label = targets[0] if loss == "cross_entropy" else None
+    label = targets[0] if task_of(loss) == "classes" else None
     cols = read_columns(path, key=key, numeric=list(features), targets=[] if label else list(targets), label=label,
                         missing=spec.missing, header=header, fast=fast)
     if cols.numbers.shape[0] == 0:
@@ -811,9 +811,9 @@ def split_and_scale(table: Table, cfg: Config, val_table: Optional[Table] = None
     elif fraction is not None:
         n = table.samples
         strata = None
-        if loss == "cross_entropy":
+        if task_of(loss) == "classes":
             strata = y
-        elif loss == "bce_with_logits" and y.ndim == 2 and y.shape[1] == 1:
+        elif task_of(loss) == "binary" and y.ndim == 2 and y.shape[1] == 1:
             strata = (y[:, 0] > 0.5).astype(np.int64)
         rows = split_rows(n, fraction, cfg.seed, strata)
         if len(rows) == 0:
@@ -865,7 +865,7 @@ def check_fits(cfg: Config, ds: Table) -> None:
     if nfeat != m.input_size:
         raise DataError(f"{ds.source}: the data has {nfeat} feature columns but model.input_size is "
                         f"{m.input_size}; set model.input_size: {nfeat}")
-    if loss == "cross_entropy":
+    if task_of(loss) == "classes":
         k = len(ds.classes) if ds.classes is not None else int(ds.y.max()) + 1
         if k != m.output_size:
             names = ", ".join(ds.classes[:8]) + (", …" if len(ds.classes) > 8 else "") if ds.classes else ""
@@ -877,14 +877,14 @@ def check_fits(cfg: Config, ds: Table) -> None:
             raise DataError(f"{ds.source}: the data has {nout} target columns but model.output_size is "
                             f"{m.output_size}; set model.output_size: {nout}")
         for part, y in (("", ds.y), (" (validation)", ds.val_y)):
-            if loss == "bce_with_logits" and y is not None and bool(((y < 0) | (y > 1)).any()):
+            if task_of(loss) == "binary" and y is not None and bool(((y < 0) | (y > 1)).any()):
                 raise DataError(f"{ds.source}{part}: bce_with_logits needs targets between 0 and 1")
     rows = ds.samples
     if cfg.data.batch_size > rows:
         held = f" after holding out {ds.val_samples} validation rows" if ds.split and ds.split.get("validation") != "file" else ""
         raise DataError(f"{ds.source}: data.batch_size ({cfg.data.batch_size}) is larger than the "
                         f"{rows} training rows{held}; lower data.batch_size" + (" or data.validation" if held else ""))
-    if loss not in CLASSIFICATION_LOSSES and ds.y.dtype != np.float32:
+    if not is_classification(loss) and ds.y.dtype != np.float32:
         raise DataError(f"{ds.source}: loss {loss} needs real-valued targets")
 
 

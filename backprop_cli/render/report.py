@@ -613,7 +613,7 @@ class TrainReport:
         self.scale = info.get("precision") == "fp16"
         self.skips = self.scale or info.get("on_nonfinite") == "skip"
         per_epoch = max(1, info["data"].get("batches_per_epoch", 1))
-        kind = "classification" if info["loss"]["name"] in ("cross_entropy", "bce_with_logits") else "regression"
+        kind = "regression" if info["task"] == "regression" else "classification"
         self.evaluation = EVAL_COLUMNS[kind] if info.get("evaluation") else ()
         cols = train_columns(self.names, self.total, scheduled=scheduled, scale=self.scale, skips=self.skips,
                              epochs=-(-self.total // per_epoch), evaluation=self.evaluation)

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from backprop_cli.config import is_classification, task_of
 from backprop_cli.data.readers import Scaling
 
 EVAL_BATCH_ROWS = 65_536
@@ -75,8 +76,7 @@ class _Accumulator:
     """Sums over batches on the device; one read-back at the end."""
 
     def __init__(self, loss_name: str, classes, y_scaling: Optional[Scaling], y: torch.Tensor):
-        self.kind = ("classes" if loss_name == "cross_entropy" else "binary" if loss_name == "bce_with_logits"
-                     else "regression")
+        self.kind = task_of(loss_name)
         self.classes = classes
         self.dev = y.device
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.dev)
@@ -177,7 +177,7 @@ def _prf(name: str, tp: float, fp: float, fn: float) -> dict:
 
 def metric_keys(loss_name: str) -> tuple[str, ...]:
     """The metrics besides the loss, by task."""
-    return ("accuracy",) if loss_name in ("cross_entropy", "bce_with_logits") else ("mae", "r2")
+    return ("accuracy",) if is_classification(loss_name) else ("mae", "r2")
 
 
 def evaluation_record(val: dict, train: dict, loss_name: str) -> dict:

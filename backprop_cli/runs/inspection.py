@@ -16,7 +16,7 @@ import torch
 from backprop_cli.core.build import Run, build_run, make_loss
 from backprop_cli.io.checkpoint import SCHEDULE_POSITION, load_checkpoint, load_optimizer, load_weights
 from backprop_cli.core.components import ACTIVATIONS
-from backprop_cli.config import CLASSIFICATION_LOSSES, Config
+from backprop_cli.config import Config, is_classification
 from backprop_cli.data.readers import Table
 from backprop_cli.core.engine import run_steps
 from backprop_cli.core.grads import (compare, finite_differences, grad_statistics, manual_backward,
@@ -190,6 +190,13 @@ def tensor_text(t: torch.Tensor, full: bool, linewidth: int = 120) -> str:
 # --------------------------------------------------------------------------- check-grads
 
 
+def scaling_advice(cfg: Config) -> str:
+    """The config keys that scale the data: the targets too only where the task has real-valued ones
+    (the config refuses standardize_target for classification)."""
+    return ("data.standardize: true" if is_classification(cfg.loss) else
+            "data.standardize: true, data.standardize_target: true")
+
+
 def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: float = 1e-6,
                     seed: int = 0) -> dict:
     """autograd vs the hand-written chain rule vs float64 central differences, per parameter."""
@@ -231,11 +238,9 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
 
     problems = []
     if not math.isfinite(probe.loss):
-        scale = ("data.standardize: true" if run.cfg.loss in CLASSIFICATION_LOSSES else
-                 "data.standardize: true, data.standardize_target: true")
         problems.append(f"the loss is {probe.loss} in {str(dtype).replace('torch.', '')}: the model's numbers "
-                        f"overflow, so its gradients cannot be trusted; scale the data ({scale}) or lower the "
-                        "weights")
+                        f"overflow, so its gradients cannot be trusted; scale the data ({scaling_advice(run.cfg)}) "
+                        "or lower the weights")
     params = {}
     for n, _ in named:
         a = autograd[n].reshape(-1)

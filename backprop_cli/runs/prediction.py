@@ -17,7 +17,7 @@ import torch
 
 from backprop_cli.core.build import make_loss
 from backprop_cli.io.checkpoint import load_checkpoint, load_weights
-from backprop_cli.config import Config, CsvData, validate
+from backprop_cli.config import Config, CsvData, task_of, validate
 from backprop_cli.data.readers import Scaling, display_path, labels_to_classes, read_columns, read_table
 from backprop_cli.errors import CheckpointError, ConfigError, DataError
 from backprop_cli.runs.evaluation import measure, outputs
@@ -72,7 +72,7 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
         targets = cfg.data.target_columns if isinstance(cfg.data, CsvData) else [f"y{i}" for i in
                                                                                  range(cfg.model.output_size)]
     classes = data.get("classes")
-    if classes is None and cfg.loss.name == "cross_entropy":
+    if classes is None and task_of(cfg.loss) == "classes":
         classes = [str(k) for k in range(cfg.model.output_size)]
     if len(features) != cfg.model.input_size:
         raise CheckpointError(f"{path}: data.features names {len(features)} columns but the model takes "
@@ -90,9 +90,9 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
     """(x scaled as in training, y (scaled targets or class indices) or None, the kept column, source) of a CSV
     with the checkpoint's columns. A missing cell, a missing column or an unknown class is an error."""
     where = display_path(path)
-    classification = trained.loss_name == "cross_entropy"
-    label = trained.targets[0] if targets and classification else None
-    numbers = list(trained.targets) if targets and not classification else []
+    labels = task_of(trained.loss_name) == "classes"
+    label = trained.targets[0] if targets and labels else None
+    numbers = list(trained.targets) if targets and not labels else []
     cols = read_columns(path, key=key, numeric=list(trained.features), targets=numbers, label=label, keep=keep,
                         missing="error")
     if cols.numbers.shape[0] == 0:
@@ -102,7 +102,7 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
         trained.x_scaling.apply(x)
     y = None
     if targets:
-        if classification:
+        if labels:
             y, _ = labels_to_classes(cols, where, path, label, trained.classes, key)
         else:
             y = cols.targets
@@ -154,13 +154,13 @@ def predict(trained: Trained, data: Path, keep: Optional[str] = None) -> tuple[l
     first (an id)."""
     x, _, kept, _ = read_rows(trained, data, targets=False, keep=keep)
     out = outputs(trained.model, torch.from_numpy(x)).float()
-    name = trained.loss_name
-    if name == "cross_entropy":
+    task = task_of(trained.loss_name)
+    if task == "classes":
         probs = torch.softmax(out, dim=1).numpy()
         best = probs.argmax(axis=1)
         header = ["prediction"] + [f"p_{c}" for c in trained.classes]
         rows = [[trained.classes[k], *p.tolist()] for k, p in zip(best, probs)]
-    elif name == "bce_with_logits":
+    elif task == "binary":
         probs = torch.sigmoid(out).numpy()
         header = [*trained.targets, *(f"p_{t}" for t in trained.targets)]
         rows = [[*(int(v > 0.5) for v in p), *p.tolist()] for p in probs]

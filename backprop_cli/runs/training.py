@@ -57,11 +57,11 @@ class Interrupted(BackpropError):
 
 def metric_columns(cfg: Config, validation: bool = False) -> tuple[str, ...]:
     """The optional columns of this run's metrics records."""
-    from backprop_cli.config import CLASSIFICATION_LOSSES
+    from backprop_cli.config import is_classification
 
     evaluation: tuple[str, ...] = ()
     if validation:
-        keys = ("loss", "accuracy") if cfg.loss.name in CLASSIFICATION_LOSSES else ("loss", "mae", "r2")
+        keys = ("loss", "accuracy") if is_classification(cfg.loss) else ("loss", "mae", "r2")
         evaluation = tuple(f"{part}_{k}" for part in ("val", "train") for k in keys)
     return (("epoch", "epoch_loss") + evaluation
             + (("clipped",) if cfg.train.clip_grad_norm is not None else ())
