@@ -204,7 +204,7 @@ def test_python_dash_m_and_version():
 
 
 def test_no_color_env_gives_plain_output_even_on_a_terminal(monkeypatch):
-    from backprop_cli.render.report import plain_output
+    from backprop_cli.render.console import plain_output
 
     class Tty:
         def isatty(self):
@@ -237,7 +237,7 @@ def test_a_terminal_sees_a_line_while_torch_loads_and_plain_output_does_not(monk
     from rich.console import Console
 
     from backprop_cli.config import load_config, start_summary
-    from backprop_cli.render.report import TrainReport
+    from backprop_cli.render.train import TrainReport
 
     text = start_summary(load_config(CONFIGS / "seed.yaml"))  # no torch needed
     assert text == "10 → 20 → 1 relu · mse · sgd lr=0.01 · 5 samples · 1 step"

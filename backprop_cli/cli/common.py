@@ -33,7 +33,7 @@ def training_overrides(steps: Optional[int], device: Optional[str], no_zero_grad
 
 
 def fail(messages: list[str], code: int) -> None:
-    from backprop_cli.render.report import print_errors
+    from backprop_cli.render.console import print_errors
 
     print_errors(messages)
     raise typer.Exit(code)
@@ -141,14 +141,20 @@ def single_process(command: str) -> None:
 
 
 def render_with(name: str, console, plain: bool, *args, **kwargs) -> None:
-    from backprop_cli.render import report
+    """Call ``render_<command>`` of its module in render/ (imported only when it renders)."""
+    import importlib
 
-    getattr(report, name)(console, plain, *args, **kwargs)
+    module = importlib.import_module(f"backprop_cli.render.{RENDERERS[name]}")
+    getattr(module, name)(console, plain, *args, **kwargs)
+
+
+RENDERERS = {"render_inspect": "inspect", "render_check": "inspect", "render_evaluate": "evaluation",
+             "render_explain": "explain", "render_compare": "compare", "render_find_lr": "find_lr"}
 
 
 def tensor_linewidth(wide: bool) -> int:
     """How wide torch may print tensors: the terminal's width (at most 120; --wide: 120)."""
-    from backprop_cli.render.report import make_console
+    from backprop_cli.render.console import make_console
 
     return 120 if wide else max(40, min(120, make_console().width))
 
@@ -160,7 +166,7 @@ def emit(format: "Format", doc: dict, render: Callable) -> None:
 
         sys.stdout.write(json_text(doc) + "\n")
         return
-    from backprop_cli.render.report import make_console, plain_output
+    from backprop_cli.render.console import make_console, plain_output
 
     render(make_console(), plain_output())
 

@@ -80,7 +80,8 @@ def compare_optimizers(
     from backprop_cli.errors import EXIT_NONFINITE
     from backprop_cli.render.documents import compare_document
     from backprop_cli.render.plots import compare_figure
-    from backprop_cli.render.report import CompareProgress, make_console, plain_output
+    from backprop_cli.render.compare import CompareProgress
+    from backprop_cli.render.console import make_console, plain_output
     from backprop_cli.runs import compare as cmp
     from backprop_cli.runs.distributed import set_threads
 

@@ -95,7 +95,8 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
 
         check_folder(tensorboard, "TensorBoard folder")
     from backprop_cli.config import start_summary
-    from backprop_cli.render.report import TrainReport, make_console, plain_output
+    from backprop_cli.render.train import TrainReport
+    from backprop_cli.render.console import make_console, plain_output
 
     if format == Format.json:
         reporter = TrainReport(make_console(sys.stderr), plain=plain_output(sys.stderr), quiet=quiet,
@@ -124,7 +125,7 @@ def _train_distributed(options: dict) -> None:
     import traceback
 
     from backprop_cli.errors import DataError
-    from backprop_cli.render.report import print_errors
+    from backprop_cli.render.console import print_errors
     from backprop_cli.runs import distributed
 
     rank = distributed.rank()

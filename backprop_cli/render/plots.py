@@ -8,6 +8,7 @@ from typing import Optional
 
 from backprop_cli.core.health import layer_norms
 from backprop_cli.io.outputs import PLOT_SUFFIXES, AtomicFile, check_writable  # noqa: F401 - PLOT_SUFFIXES re-exported
+
 DPI = 100
 
 
