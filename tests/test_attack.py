@@ -130,7 +130,11 @@ def test_an_unreadable_file_is_one_line(tmp_path):
 
 # --------------------------------------------------------------------------- writing: outputs.py
 
-from backprop_cli.io.outputs import AtomicFile, MetricsWriter, check_outputs, check_writable, write_atomic  # noqa: E402
+from backprop_cli.io.atomic import AtomicFile, write_atomic
+
+from backprop_cli.io.metrics import MetricsWriter
+
+from backprop_cli.io.paths import check_outputs, check_writable  # noqa: E402
 
 
 class Full:
@@ -1256,7 +1260,7 @@ def test_plot_reads_only_a_regular_file(cli, tmp_path):
 
 
 def test_plot_reads_at_most_its_cap(cli, tmp_path, monkeypatch):
-    import backprop_cli.io.outputs as outputs
+    import backprop_cli.io.metrics_read as outputs
 
     monkeypatch.setattr(outputs, "MAX_METRICS_BYTES", 1000)
     m = write(tmp_path / "m.jsonl", '{"step": 1, "loss": 0.5}\n' * 100)

@@ -97,7 +97,7 @@ def test_metrics_lines_are_what_json_dumps_writes():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from backprop_cli.io.outputs import JsonLines
+    from backprop_cli.io.metrics import JsonLines
 
     enc = JsonLines()
     base = {"step": 7, "loss": 0.1234567890123, "grad_norm": 3e-9,
@@ -131,7 +131,8 @@ def test_metrics_lines_are_what_json_dumps_writes():
 
 def test_metrics_files_round_trip_in_batches(tmp_path, monkeypatch):
     """Records are written a batch at a time; the file holds every record once, in order, in both formats."""
-    from backprop_cli.io.outputs import MetricsWriter, read_metrics
+    from backprop_cli.io.metrics import MetricsWriter
+    from backprop_cli.io.metrics_read import read_metrics
 
     monkeypatch.setattr(MetricsWriter, "BATCH", 3)
     names = ["layer1.weight", "layer1.bias"]

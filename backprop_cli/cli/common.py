@@ -99,7 +99,7 @@ def load(config: Path, overrides: Optional[list[str]], extra: Optional[list[str]
 def check_command_outputs(cfg, config: Path, outputs: dict, inputs: Optional[dict] = None) -> None:
     """Output paths are checked before any work: a bad one costs nothing and writes nothing. An output
     is never one of the command's inputs (the config, its data files, a checkpoint) nor another output."""
-    from backprop_cli.io.outputs import OUTPUT_KINDS, check_outputs, check_writable
+    from backprop_cli.io.paths import OUTPUT_KINDS, check_outputs, check_writable
 
     for option, path in outputs.items():
         if path is not None and option in OUTPUT_KINDS:

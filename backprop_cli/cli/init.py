@@ -21,7 +21,7 @@ def init(
 ) -> None:
     """Write a commented starter config: every key with its default and the values it takes."""
     from backprop_cli.config.starter import starter_config, write_starter
-    from backprop_cli.io.outputs import check_outputs
+    from backprop_cli.io.paths import check_outputs
 
     check_outputs({"PATH": path}, {"--csv": csv})
     text, what = starter_config(path, csv, target)

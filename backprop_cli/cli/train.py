@@ -91,7 +91,7 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
     check_command_outputs(cfg, config, {"--metrics": metrics, "--save-best": save_best, "--plot": plot,
                                  "--tensorboard": tensorboard}, {"--resume": resume})
     if tensorboard is not None:
-        from backprop_cli.io.outputs import check_folder
+        from backprop_cli.io.paths import check_folder
 
         check_folder(tensorboard, "TensorBoard folder")
     from backprop_cli.config import start_summary

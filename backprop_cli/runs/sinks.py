@@ -20,7 +20,8 @@ from typing import Callable, Optional, Protocol
 from backprop_cli.io.checkpoint import last_good_path
 from backprop_cli.errors import OutputClosed, OutputError
 from backprop_cli.core.health import HealthMonitor
-from backprop_cli.io.outputs import METRICS_SUFFIXES, MetricsWriter, check_folder, check_writable
+from backprop_cli.io.paths import METRICS_SUFFIXES, check_folder, check_writable
+from backprop_cli.io.metrics import MetricsWriter
 from backprop_cli.core.records import StepRecord, Tracker
 
 

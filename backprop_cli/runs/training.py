@@ -16,7 +16,8 @@ from typing import Optional, Protocol
 from backprop_cli.runs import distributed
 from backprop_cli.core.anomaly import AnomalyMode
 from backprop_cli.core.build import Run, build_run, describe_run
-from backprop_cli.io.checkpoint import resume_from, save_checkpoint
+from backprop_cli.runs.resume import resume_from
+from backprop_cli.io.checkpoint import save_checkpoint
 from backprop_cli.config import Config, default_log_every
 from backprop_cli.data.readers import Table
 from backprop_cli.core.diagnostics import Diagnostics
