@@ -762,7 +762,7 @@ def test_init_refuses_a_csv_path_with_a_line_break(cli, tmp_path, monkeypatch):
 
 
 def test_a_starter_that_does_not_validate_is_never_written(cli, tmp_path, monkeypatch):
-    import backprop_cli.config.starter as starter
+    import backprop_cli.runs.starter as starter
 
     monkeypatch.chdir(tmp_path)
     real = starter.starter_config

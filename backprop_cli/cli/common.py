@@ -133,7 +133,7 @@ def read_data(cfg):
 
 
 def single_process(command: str) -> None:
-    from backprop_cli.runs.torchrun import under_torchrun
+    from backprop_cli.torchrun import under_torchrun
 
     if under_torchrun():
         raise BackpropError(f"{command} runs in one process; run it without torchrun "

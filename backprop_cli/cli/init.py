@@ -20,7 +20,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config: every key with its default and the values it takes."""
-    from backprop_cli.config.starter import starter_config, write_starter
+    from backprop_cli.runs.starter import starter_config, write_starter
     from backprop_cli.io.paths import check_outputs
 
     check_outputs({"PATH": path}, {"--csv": csv})

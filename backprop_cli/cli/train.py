@@ -72,7 +72,7 @@ def train(
     DistributedDataParallel; rank 0 prints and writes the files.
     """
     options = dict(locals())
-    from backprop_cli.runs.torchrun import under_torchrun
+    from backprop_cli.torchrun import under_torchrun
 
     if under_torchrun():
         _train_distributed(options)

@@ -273,9 +273,10 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
 
 
 
-def dump_gradients(path: Path, result: dict) -> None:
+def dump_gradients(path: Path, result: dict, json_document: str) -> None:
     """``.pt``: torch.save({name: grad, "weights": {...}, "loss": float}); ``.npz``: one array per
-    parameter; ``.json``: the inspect-grads JSON document. Written atomically."""
+    parameter; ``.json``: the inspect-grads JSON document (``json_document``, built by the caller). Written
+    atomically."""
     from backprop_cli.io.paths import DUMP_SUFFIXES, check_writable
     from backprop_cli.io.atomic import AtomicFile
 
@@ -290,7 +291,5 @@ def dump_gradients(path: Path, result: dict) -> None:
         with AtomicFile(path, "wb") as f:
             np.savez(f.file, **{n: g.numpy() for n, g in result["grads"].items()})
     else:
-        from backprop_cli.render.documents import inspect_document, json_text
-
         with AtomicFile(path, "w") as f:
-            f.file.write(json_text(inspect_document(result)))
+            f.file.write(json_document)

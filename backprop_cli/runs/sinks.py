@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from backprop_cli.io.checkpoint import last_good_path
 from backprop_cli.errors import OutputClosed, OutputError
 from backprop_cli.core.health import HealthMonitor
-from backprop_cli.io.paths import METRICS_SUFFIXES, check_folder, check_writable
+from backprop_cli.io.paths import METRICS_SUFFIXES, PLOT_SUFFIXES, check_folder, check_writable
 from backprop_cli.io.metrics import MetricsWriter
 from backprop_cli.core.records import StepRecord, Tracker
 
@@ -328,14 +328,13 @@ class CheckpointSink(Sink):
 
 
 class PlotSink(Sink):
-    """``--plot PATH``: the dashboard of the run (:func:`backprop_cli.render.plots.dashboard`), drawn at the end
-    from every record (also after Ctrl-C or a stop: what the run recorded)."""
+    """``--plot PATH``: the dashboard of the run, drawn at the end from every record (also after Ctrl-C or a
+    stop: what the run recorded) by ``draw(path, {run label: records}, title)``: the reporter's, so that
+    the drawing stays in render/ (render.plots.dashboard)."""
 
-    def __init__(self, path: Path, title: str = ""):
-        from backprop_cli.render.plots import PLOT_SUFFIXES
-
+    def __init__(self, path: Path, draw: Callable[..., None], title: str = ""):
         self.path = check_writable(path, PLOT_SUFFIXES, "plot")
-        self.title = title
+        self.draw, self.title = draw, title
         self.records: list[dict] = []
 
     def record(self, rec: StepRecord) -> None:
@@ -344,8 +343,6 @@ class PlotSink(Sink):
     def close(self, outcome: Outcome) -> dict[str, str]:
         if not self.records:
             return {"plot": "not written: no step completed"}
-        from backprop_cli.render.plots import dashboard
-
-        dashboard(self.path, {"": self.records}, title=self.title)
+        self.draw(self.path, {"": self.records}, title=self.title)
         return {"plot": str(self.path)}
 

@@ -35,6 +35,7 @@ class Reporter(Protocol):
     def step(self, record: StepRecord) -> None: ...
     def warn(self, text: str) -> None: ...
     def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None: ...
+    def dashboard(self, path: Path, runs: dict[str, list[dict]], title: str) -> None: ...  # for --plot
 
 
 class Interrupted(BackpropError):
@@ -83,7 +84,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     stages = Stages(epoch=EpochSink(run.batches.per_epoch, run.batches.rows), evaluation=evaluator,
                     summary=TrackerSink(), console=shown,
                     health=HealthSink(shown, cfg.model.activation.name, cfg.model.init),  # warns through `shown`
-                    outputs=_output_sinks(run, opts, log_every, probe) if main else [])
+                    outputs=_output_sinks(run, opts, log_every, probe, reporter) if main else [])
     tracker, health = stages.summary, stages.health
     if main:
         try:
@@ -229,12 +230,12 @@ def _checkpoint_writer(run: Run):
     return save
 
 
-def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> list:
+def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics, reporter: Reporter) -> list:
     """The sinks of the outputs asked for on the command line. If one cannot start (a folder that
     cannot be written), those already started are aborted: no temporary file stays."""
     sinks: list = []
     try:
-        _add_output_sinks(sinks, run, opts, log_every, probe)
+        _add_output_sinks(sinks, run, opts, log_every, probe, reporter)
     except BaseException:
         for sink in sinks:
             sink.abort()
@@ -242,7 +243,8 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnosti
     return sinks
 
 
-def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> None:
+def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics,
+                      reporter: Reporter) -> None:
     import torch
 
     if opts.metrics is not None:
@@ -258,7 +260,7 @@ def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int,
 
         sinks.append(CheckpointSink(opts.save, save, opts.save_every, run.steps, finite))
     if opts.plot is not None:
-        sinks.append(PlotSink(opts.plot, title=Path(run.cfg.source).name))
+        sinks.append(PlotSink(opts.plot, reporter.dashboard, title=Path(run.cfg.source).name))
 
 
 def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str],
