@@ -1,4 +1,4 @@
-"""Regenerate the pictures of real output used by the docs (docs/commands.md, and docs/compare.png in the README): python docs/make_screenshots.py
+"""Regenerate the pictures of real output that the docs pages show: python docs/make_screenshots.py
 
 Each command runs for real, in-process, with its terminal output recorded by rich
 (Console(record=True)) 100 columns wide, as on an ordinary terminal, and saved as SVG under
