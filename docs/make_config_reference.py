@@ -160,8 +160,9 @@ MEANING: dict[str, str] = {
     "compare.optimizers": "a list of optimizer mappings like the `optimizer` section, or bare names",
 }
 
-SECTION_TITLES = {"model": "model", "loss": "loss", "optimizer": "optimizer", "data": "data",
-                  "scheduler": "scheduler", "train": "train", "distributed": "distributed", "compare": "compare"}
+# the sections of the page, in order, after the top-level keys ("activations": model.activation's members)
+SECTIONS = ("model", "activations", "loss", "optimizer", "data", "scheduler", "train", "distributed", "compare")
+_TAG_KEYS = ("name", "kind")
 
 
 # --------------------------------------------------------------------------- reading the schema
@@ -282,10 +283,8 @@ def default_of(field: FieldInfo) -> str:
     value = field.default_factory() if field.default_factory is not None else field.default
     if value is None:
         return "—"
-    if isinstance(value, BaseModel):
-        key = next((k for k in ("name", "kind") if k in type(value).model_fields), None)
-        if key is not None and len(type(value).model_fields) > 1 and value.model_dump() != {key: getattr(value, key)}:
-            return f"`{getattr(value, key)}`"
+    if isinstance(value, BaseModel):  # a component by its name, or a section of defaults
+        key = next((k for k in _TAG_KEYS if k in type(value).model_fields), None)
         return f"`{getattr(value, key)}`" if key else "all defaults"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
@@ -314,8 +313,6 @@ def _row(*cells: str) -> str:
 
 
 # --------------------------------------------------------------------------- the page
-
-_TAG_KEYS = ("name", "kind")
 
 
 def field_table(model: type[BaseModel], prefix: str, used: set[str], skip: tuple[str, ...] = (),
@@ -354,53 +351,48 @@ def member_table(section: str, members: list[type[BaseModel]], used: set[str]) -
     return lines
 
 
+def component_intro(key: str, field: FieldInfo) -> str:
+    short = key.rpartition(".")[2]
+    first = _tag(_union_members(field.annotation)[0])[1]
+    return (f"`{key}:` is a name or a mapping with `name` and its options (`{short}: {first}` is "
+            f"`{short}: {{name: {first}}}`); default {default_of(field)}.")
+
+
 def generate() -> str:
     used: set[str] = set()
-    out: list[str] = []
     fields = Config.model_fields
-    out += ["## Top-level keys", ""]
-    out += field_table(Config, "", used)
-    for section, title in SECTION_TITLES.items():
+    out = ["## Top-level keys", "", *field_table(Config, "", used)]
+    for section in SECTIONS:
+        out += ["", f"## {section}", ""]
+        if section == "activations":
+            activation = fields["model"].annotation.model_fields["activation"]
+            out += [component_intro("model.activation", activation), ""]
+            out += member_table("model.activation", _union_members(activation.annotation), used)
+            continue
         field = fields[section]
         members = _union_members(field.annotation)
-        out += ["", f"## {title}", ""]
-        annotation, _ = _optional(_strip(field.annotation)[0])
-        if section == "data":
+        if section == "data":  # one union of kinds: the keys they share, then each kind's own
             common = [n for n in members[0].model_fields if all(n in m.model_fields for m in members)]
             out += ["Every kind of data:", ""]
-            kinds = tuple(_tag(m)[1] for m in members)
-            out += field_table(members[0], "data.", used, tags=kinds,
+            out += field_table(members[0], "data.", used, tags=tuple(_tag(m)[1] for m in members),
                                skip=tuple(n for n in members[0].model_fields if n not in common or n == "validation"))
-            validation = members[0].model_fields["validation"]
-            out.append(_row("`data.validation`", _cell(" / ".join(
-                f"{_tag(m)[1]}: {describe(m.model_fields['validation'].annotation)}" for m in members)),
-                default_of(validation), _cell(meaning("data.validation", None, used))))
+            validation = " / ".join(f"{_tag(m)[1]}: {describe(m.model_fields['validation'].annotation)}"
+                                    for m in members)
+            out.append(_row("`data.validation`", _cell(validation), default_of(members[0].model_fields["validation"]),
+                            _cell(meaning("data.validation", None, used))))
             for m in members:
                 _, kind = _tag(m)
                 out += ["", f"`kind: {kind}` also takes:", ""]
-                out += field_table(m, "data.", used, skip=tuple(common) + ("validation",),
-                                   meaning_prefix=f"data.{kind}.")
-        elif members is not None:
-            out.append(f"`{section}:` is a name or a mapping with `name` and that {section}'s options "
-                       f"(`{section}: {_tag(members[0])[1]}` is `{section}: {{name: {_tag(members[0])[1]}}}`); "
-                       f"default {default_of(field)}.")
-            out += [""]
-            out += member_table(section, members, used)
-        else:
-            model = annotation
+                out += field_table(m, "data.", used, skip=(*common, "validation"), meaning_prefix=f"data.{kind}.")
+        elif members is not None:  # a component: its members and their options
+            out += [component_intro(section, field), "", *member_table(section, members, used)]
+        else:  # a section of plain keys, and the mappings inside it
+            model, _ = _optional(_strip(field.annotation)[0])
             out += field_table(model, f"{section}.", used)
             for name, sub in model.model_fields.items():
-                sub_type, _ = _optional(_strip(sub.annotation)[0])
-                if isinstance(sub_type, type) and issubclass(sub_type, BaseModel) and _union_members(sub.annotation) is None:
-                    out += ["", f"`{section}.{name}` takes:", ""]
-                    out += field_table(sub_type, f"{section}.{name}.", used)
-    # activations: a member table under model
-    activation = fields["model"].annotation.model_fields["activation"]
-    out += ["", "## activations", "",
-            "`model.activation:` is a name or a mapping with `name` and its options "
-            "(`activation: relu` is `activation: {name: relu}`); default "
-            f"{default_of(activation)}.", ""]
-    out += member_table("model.activation", _union_members(activation.annotation), used)
+                inner, _ = _optional(_strip(sub.annotation)[0])
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    out += ["", f"`{section}.{name}` takes:", "", *field_table(inner, f"{section}.{name}.", used)]
     stale = sorted(set(MEANING) - used)
     if stale:
         raise KeyError(f"MEANING in docs/make_config_reference.py names keys the schema does not have: {stale}")
