@@ -234,22 +234,23 @@ def test_the_options_of_each_component_the_reference_states_are_the_loaders(tmp_
     from backprop_cli.config import load_text
     from backprop_cli.errors import ConfigError
 
-    section, checked = None, 0
+    section, checked, sections_seen = None, 0, set()
     for line in (ROOT / "docs" / "config.md").read_text().splitlines():
         if line.startswith("## "):
             section = MEMBER_SECTIONS.get(line[3:].strip())
         row = cells(line) if section and line.startswith("| `") else []
-        if len(row) != 3:
+        if len(row) not in (3, 4):  # name, [task,] options, meaning
             continue
         name = row[0].strip("`")
-        for option, type_text in OPTION.findall(row[1]):
+        for option, type_text in OPTION.findall(row[-2]):
             for bad in _outside(type_text):
                 with pytest.raises(ConfigError) as e:
                     load_text(BASE["synthetic"], tmp_path / "c.yaml",
                               [f"{section}.name={name}", f"{section}.{option}={bad}"])
                 assert any(f"{section}.{option}:" in p for p in e.value.problems), (name, option, bad, e.value.problems)
                 checked += 1
-    assert checked >= 30
+                sections_seen.add(section)
+    assert checked >= 30 and sections_seen == set(MEMBER_SECTIONS.values())
 
 
 def _commands():
