@@ -6,31 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from backprop_cli.cli.common import (
-    check_command_outputs,
-    command,
-    emit,
-    flops,
-    load,
-    read_data,
-    render_with,
-    single_process,
-    tensor_linewidth,
-    training_overrides,
-)
-from backprop_cli.cli.options import (
-    BatchOpt,
-    CheckpointOpt,
-    ConfigOpt,
-    DeviceOpt,
-    Format,
-    FormatOpt,
-    NoZeroGradOpt,
-    SetOpt,
-    ThreadsOpt,
-    WideOpt,
-    examples,
-)
+from backprop_cli.cli.common import (check_command_outputs, command, emit, flops, load, read_data, render_with,
+                                     single_process, tensor_linewidth, training_overrides)
+from backprop_cli.cli.options import (BatchOpt, CheckpointOpt, ConfigOpt, DeviceOpt, Format, FormatOpt, NoZeroGradOpt,
+                                      SetOpt, ThreadsOpt, WideOpt, examples)
 from backprop_cli.errors import ConfigError
 from backprop_cli.limits import MAX_COUNT
 

@@ -7,21 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from backprop_cli.cli.common import check_command_outputs, command, flops, load, read_data, training_overrides
-from backprop_cli.cli.options import (
-    ConfigOpt,
-    DeviceOpt,
-    EpochsOpt,
-    Format,
-    FormatOpt,
-    MetricsOpt,
-    NoZeroGradOpt,
-    QuietOpt,
-    SetOpt,
-    StepsOpt,
-    ThreadsOpt,
-    WideOpt,
-    examples,
-)
+from backprop_cli.cli.options import (ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
+                                      QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples)
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, ConfigError, known_error
 from backprop_cli.limits import MAX_COUNT
 

@@ -23,14 +23,8 @@ import torch
 
 from backprop_cli.errors import CheckpointError
 from backprop_cli.io.atomic import AtomicFile
-from backprop_cli.io.checkpoint_checks import (
-    CHECKPOINT_VERSION,
-    REQUIRED_KEYS,
-    first_line,
-    merged_groups,
-    optimizer_state_problem,
-    structure_problems,
-)
+from backprop_cli.io.checkpoint_checks import (CHECKPOINT_VERSION, REQUIRED_KEYS, first_line, merged_groups,
+                                               optimizer_state_problem, structure_problems)
 from backprop_cli.io.files import open_regular
 from backprop_cli.io.paths import check_writable
 from backprop_cli.io.signals import deferred
