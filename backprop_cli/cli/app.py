@@ -911,6 +911,9 @@ def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = 
     typer.echo(f"{config}: ok")
 
 
+from backprop_cli.cli import tune as _tune  # noqa: E402,F401 - registers `backprop tune` (cli/tune.py)
+
+
 def main() -> None:
     from backprop_cli.io.signals import install, leaving
 
