@@ -223,9 +223,6 @@ def work(job: Job, on_trial: Optional[Callable] = None) -> None:
     from backprop_cli.io.signals import StopRequest, stop_on_signals
 
     _quiet_optuna()
-    cfg0 = load_config(Path(job.config), job.sets)
-    study = optuna.load_study(study_name=job.study, storage=open_storage(job.storage),
-                              sampler=make_sampler(cfg0, job.sampler_seed, job.parallel), pruner=make_pruner(cfg0))
     stop = StopRequest()
 
     def after(study, trial) -> None:
@@ -234,9 +231,15 @@ def work(job: Job, on_trial: Optional[Callable] = None) -> None:
         if stop():
             study.stop()
 
-    with stop_on_signals(stop):
-        study.optimize(objective(job, cfg0, stop), n_trials=job.trials, timeout=job.timeout,
-                       catch=(TrialFailed,), callbacks=[after])
+    with stop_on_signals(stop):  # from here a signal stops the search; it never lands inside an import
+        import backprop_cli.runs.training  # noqa: F401 - torch loads here, not inside the first trial's time
+
+        cfg0 = load_config(Path(job.config), job.sets)
+        study = optuna.load_study(study_name=job.study, storage=open_storage(job.storage),
+                                  sampler=make_sampler(cfg0, job.sampler_seed, job.parallel), pruner=make_pruner(cfg0))
+        if not stop():
+            study.optimize(objective(job, cfg0, stop), n_trials=job.trials, timeout=job.timeout,
+                           catch=(TrialFailed,), callbacks=[after])
     if stop():
         raise Interrupted_(stop.name)
 
@@ -299,7 +302,7 @@ def resolve_storage(storage: Optional[str], config: Path, study: str, workers: i
     concurrent writers); one worker continues a study whose journal is there and whose .db is not."""
     if storage is not None:
         if "://" in storage:
-            spec = StorageSpec("rdb", storage, mask(storage))
+            spec = StorageSpec("rdb", with_driver(storage), mask(storage))
         elif Path(storage).suffix.lower() in SQLITE_SUFFIXES:
             spec = StorageSpec("rdb", f"sqlite:///{Path(storage).resolve()}", storage)
         else:
@@ -341,26 +344,48 @@ def open_storage(spec: StorageSpec):
     try:
         url = make_url(spec.target)
         url.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        scheme = spec.target.split("://", 1)[0]
+        raise BackpropError(f"--storage {spec.shown}: unknown scheme {scheme!r}; expected an Optuna storage URL "
+                            "(postgresql://, mysql://, sqlite:///) or the path of a journal file") from None
     except sqlalchemy.exc.ArgumentError:
         raise BackpropError(f"--storage {spec.shown}: not a database URL (expected e.g. postgresql://USER@HOST/DB, "
                             "mysql://..., sqlite:///FILE, or the path of a journal file)") from None
-    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
-        scheme = spec.target.split("://", 1)[0]
-        what = "driver not installed" if isinstance(e, ImportError) else "unknown scheme"
-        raise BackpropError(f"--storage {spec.shown}: {what} {scheme!r}; expected an Optuna storage URL "
-                            "(postgresql://, mysql://, sqlite:///) or the path of a journal file") from None
     from optuna.storages import RDBStorage
 
     try:
         return RDBStorage(spec.target, engine_kwargs={"pool_pre_ping": True} if url.get_backend_name() != "sqlite"
                           else None)
     except ImportError as e:
-        raise BackpropError(f"--storage {spec.shown}: the database driver is not installed ({e.name or e}); "
-                            "e.g. pip install psycopg2-binary for postgresql://") from None
+        missing = getattr(e.__cause__, "name", None) or "its module"
+        hint = DRIVER_HINTS.get(url.get_backend_name(), "")
+        raise BackpropError(f"--storage {spec.shown}: the database driver is not installed (no module "
+                            f"{missing}){hint}") from None
     except sqlalchemy.exc.SQLAlchemyError as e:
         first = " ".join(str(getattr(e, "orig", None) or e).split())
         first = first.replace(url.password or "\0", "***") if url.password else first
         raise BackpropError(f"--storage {spec.shown}: cannot reach the storage: {first[:300]}") from None
+
+
+# A bare postgresql:// or mysql:// URL takes the first of these drivers that is installed (SQLAlchemy's
+# default alone: psycopg 3 for postgresql, mysqlclient for mysql)
+DRIVERS = {"postgresql": (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")),
+           "mysql": (("MySQLdb", "mysql+mysqldb"), ("pymysql", "mysql+pymysql"))}
+DRIVER_HINTS = {"postgresql": "; pip install psycopg2-binary (or psycopg[binary])",
+                "mysql": "; pip install pymysql (or mysqlclient)"}
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://...`` → ``postgresql+psycopg2://...`` when psycopg 3 is absent and psycopg2 is there."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in DRIVERS:
+        return url
+    for module, name in DRIVERS[scheme]:
+        if importlib.util.find_spec(module) is not None:
+            return f"{name}://{rest}"
+    return url
 
 
 def open_study(spec: StorageSpec, name: str, metric: str, direction: str):
@@ -369,7 +394,15 @@ def open_study(spec: StorageSpec, name: str, metric: str, direction: str):
 
     _quiet_optuna()
     storage = open_storage(spec)
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
+    for attempt in range(3):  # tune started on several machines at once: one creates, the others load
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
+            break
+        except Exception as e:  # noqa: BLE001 - the database's own error for the creation race (IntegrityError)
+            if attempt == 2 or type(e).__name__ not in ("IntegrityError", "DuplicatedStudyError", "OperationalError"):
+                raise BackpropError(f"--storage {spec.shown}: cannot create or load study {name}: "
+                                    f"{' '.join(str(e).split())[:300]}") from None
+            time.sleep(0.2 * (attempt + 1))
     had = study.user_attrs.get("metric")
     got = study.direction.name.lower()
     if (had is not None and had != metric) or got != direction:
