@@ -450,6 +450,7 @@ def test_the_numbers_of_docs_tune_md_come_from_this_run(tmp_path, cli, monkeypat
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     block = re.search(r"```console\n\$ (backprop tune [^\n]*)\n(.*?)```", text, re.S)
     command, shown = block.group(1), block.group(2)
+    (tmp_path / "docs" / "img").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     r = cli(*command.split()[1:])
     assert r.exit_code == 0, r.output
@@ -458,12 +459,31 @@ def test_the_numbers_of_docs_tune_md_come_from_this_run(tmp_path, cli, monkeypat
     assert len(got_rows) == len(want_rows)
     for got, want in zip(got_rows, want_rows):
         g, w = got.split(), want.split()
-        assert g[0] == w[0] and g[-1] == w[-1] and g[2:4] == w[2:4]  # number, state, the width and batch size
+        assert g[0] == w[0] and g[2:4] == w[2:4] and g[6:] == w[6:]  # number, width, batch size, state
         for a, b in ((g[1], w[1]), (g[4], w[4])):  # lr and val_loss: the same to 1e-3 relative
             assert math.isclose(float(a), float(b), rel_tol=1e-3), (got, want)
     best = re.search(r"best:\s+trial (\d+): val_loss (\S+)", shown)
     gbest = re.search(r"best:\s+trial (\d+): val_loss (\S+)", r.stdout)
     assert gbest.group(1) == best.group(1) and math.isclose(float(gbest.group(2)), float(best.group(2)), rel_tol=1e-3)
+    assert (tmp_path / "docs" / "img" / "tune.png").stat().st_size > 10_000
+    # the best config and the untuned one, trained alone
+    for cmd, line in re.findall(r"\$ (backprop train -c \S+ -q)\n\.\.\.\n(validation: [^\n]*)", text):
+        r = cli(*cmd.split()[1:])
+        assert r.exit_code == 0, r.output
+        got = next(l for l in r.stdout.splitlines() if l.startswith("validation:"))
+        g, w = re.findall(r"loss (\S+),", got), re.findall(r"loss (\S+),", line)
+        assert math.isclose(float(g[0]), float(w[0]), rel_tol=1e-3), (got, line)
+    # the problems of bad.yaml's section
+    shown_errors = re.search(r"\$ backprop config validate -c bad.yaml\n(.*?)\[exit code 2\]", text, re.S).group(1)
+    tiny(tmp_path, """\
+        sampler: grid
+        space:
+          optimizer.lrr: {low: 1.0e-4, high: 0.1}
+          optimizer.lr: {low: -1, high: 0.1, step: 0.1}
+          model.hidden_size: {choices: [8, 16, 0.5]}
+        """, name="bad.yaml")
+    r = cli("config", "validate", "-c", "bad.yaml")
+    assert r.exit_code == 2 and r.stderr.startswith(shown_errors), r.stderr
 
 
 @pytest.mark.parametrize("args", [["--workers", "40"], ["--storage", "foo://h/db"], ["--set", "tune.metric=val_r2"]])

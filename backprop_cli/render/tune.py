@@ -105,8 +105,9 @@ def tune_document(study: str, storage: str, metric: str, direction: str, best: O
 
 def plot_study(study, path: Path, title: str, metric: str = "Objective Value") -> str:
     """Optuna's optimization history and parameter importances (``optuna.visualization.matplotlib``),
-    side by side in one figure, headless. Returns a note on what could not be drawn ('' when all was):
-    the importances need two complete trials with different values."""
+    side by side in one figure, headless. The history's axis is logarithmic when the values are positive
+    and span more than 100×; the importances are Optuna's PED-ANOVA. Returns a note on what could not be
+    drawn ('' when all was): the importances need two complete trials with different values."""
     import io
     import warnings
 
@@ -121,9 +122,22 @@ def plot_study(study, path: Path, title: str, metric: str = "Objective Value") -
 
     panels, notes = [], []
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    makers = [("optimization history", lambda: ovm.plot_optimization_history(study, target_name=metric))]
-    if len(complete) >= 2 and len({t.value for t in complete}) > 1:
-        makers.append(("parameter importances", lambda: ovm.plot_param_importances(study, target_name=metric)))
+    values = [t.value for t in complete]
+
+    def history():
+        ax = ovm.plot_optimization_history(study, target_name=metric)
+        if values and min(values) > 0 and max(values) > 100 * min(values):
+            ax.set_yscale("log")
+        return ax
+
+    def importances():
+        # PED-ANOVA (Optuna's default from 4.0): deterministic and needs no scikit-learn, as fANOVA does
+        ped = getattr(optuna.importance, "PedAnovaImportanceEvaluator", None)
+        return ovm.plot_param_importances(study, evaluator=ped() if ped else None, target_name=metric)
+
+    makers = [("optimization history", history)]
+    if len(complete) >= 2 and len(set(values)) > 1:
+        makers.append(("parameter importances", importances))
     else:
         notes.append("no parameter importances: they need two complete trials with different values")
     with warnings.catch_warnings():
@@ -131,7 +145,7 @@ def plot_study(study, path: Path, title: str, metric: str = "Objective Value") -
         for name, make in makers:
             try:
                 ax = make()
-            except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            except (ValueError, RuntimeError, ZeroDivisionError, ImportError) as e:
                 notes.append(f"no {name}: {e}")
                 continue
             fig = ax.figure
