@@ -342,9 +342,10 @@ def test_ctrl_c_stops_after_the_running_trial_is_recorded_and_the_study_resumes(
     assert last.state.name == "FAIL" and last.user_attrs["reason"].startswith("interrupted by SIGINT after step")
     assert "failed: interrupted by SIGINT after step" in out
     assert len(study.trials) >= 2 and study.trials[0].state.name == "COMPLETE"
+    recorded = len(study.trials)  # (study.trials reads the storage each time)
     r = cli("tune", "-c", cfg, "--trials", 1, "--set", "train.epochs=2", "--format", "json")
     assert r.exit_code == 0, r.output
-    assert [t["number"] for t in json.loads(r.stdout)["trials"]] == list(range(len(study.trials) + 1))
+    assert [t["number"] for t in json.loads(r.stdout)["trials"]] == list(range(recorded + 1)), r.stderr
 
 
 def test_bad_storage_and_workers_are_one_line_with_the_password_masked(cli, tmp_path):

@@ -79,7 +79,7 @@ def summary_lines(rows: list[dict], new: int, best: Optional[dict], metric: str,
                   reproduce: Optional[str], outputs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "failed", "running")}
     text = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    lines = [("trials", f"{len(rows)} in the study ({text}); {new} ran now")]
+    lines = [("trials", f"{len(rows)} in the study{f' ({text})' if text else ''}; {new} ran now")]
     if best is None:
         lines.append(("best", "no complete trial yet"))
     else:
