@@ -12,7 +12,7 @@ from backprop_cli.cli.app import app
 from conftest import ROOT
 
 COMMANDS = ["train", "inspect-grads", "check-grads", "explain", "compare-optimizers", "evaluate", "predict", "plot",
-            "find-lr", "init", "config show", "config validate"]
+            "find-lr", "init", "config show", "config validate", "tune"]
 TRAINING = ["train", "compare-optimizers", "inspect-grads"]  # the commands that train
 
 
@@ -83,6 +83,7 @@ EXCEPTIONS = {
     ("train", "--plot"): "each command draws its own figure: train the run's dashboard",
     ("find-lr", "--plot"): "the loss against the learning rate",
     ("compare-optimizers", "--plot"): "one curve per optimizer",
+    ("tune", "--plot"): "Optuna's optimization history and parameter importances",
     ("plot", "--out"): "the figure it draws (inspect-grads --out: the gradient dump)",
     ("predict", "--out"): "the predictions",
     ("predict", "--format"): "csv or json: predictions, not a table",

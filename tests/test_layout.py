@@ -28,7 +28,8 @@ ALLOWED = {
 QUIET = ("config", "data", "core", "io", "runs")  # never print: they return what the CLI renders
 # the two writes to the process's own streams outside render/ and cli/, each for a reason of its own
 STREAM_USE = {"io/signals.py": "a second Ctrl-C ends the process at once, with its one line",
-              "runs/distributed.py": "each rank flushes its streams before os._exit"}
+              "runs/distributed.py": "each rank flushes its streams before os._exit",
+              "runs/tune.py": "a spawned tune worker has no console: its one error line, then its exit code"}
 MAX_LINES = 500
 
 
