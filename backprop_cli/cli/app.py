@@ -470,10 +470,19 @@ def check_grads(
 
 
 @app.command(epilog=_examples("backprop explain", "backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4",
-                             "backprop explain --updates 10 --lr 0.5"))
+                             "backprop explain --updates 10 --lr 0.5", "backprop explain --config configs/seed.yaml",
+                             "backprop explain -c configs/deep_relu.yaml --batch 3 --sample 2 --format json"))
 @handle_errors
 @_reflow
 def explain(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Instead of the scalar example: the chain "
+                                                   "rule of this config's network on one batch, layer by layer, "
+                                                   "beside autograd.", show_default=False)] = None,
+    set_: SetOpt = None,
+    batch: Annotated[int, typer.Option("--batch", min=0, max=MAX_COUNT, help="With --config: which batch of the "
+                                       "data order, from 0.")] = 0,
+    sample: Annotated[int, typer.Option("--sample", min=0, max=MAX_COUNT, help="With --config: the row of the batch "
+                                        "whose numbers are shown.")] = 0,
     x: Annotated[float, typer.Option("--x", help="The input.")] = 2.0,
     y: Annotated[float, typer.Option("--y", help="The target.")] = 1.0,
     w1: Annotated[float, typer.Option("--w1", help="First weight (input → hidden).")] = 0.5,
@@ -486,9 +495,14 @@ def explain(
 ) -> None:
     """The classic two-weight scalar example, worked step by step: forward, chain rule, autograd, update.
 
-    One input, one hidden and one output neuron, no bias, identity activation, L = ½(y − ŷ)².
+    One input, one hidden and one output neuron, no bias, identity activation, L = ½(y − ŷ)². With --config:
+    the configured network instead, δ flowing back from the loss through every layer.
     (train --no-zero-grad shows what happens when gradients are not reset between steps.)
     """
+    if config is not None:
+        from backprop_cli.cli.explain_net import explain_config
+
+        return explain_config(config, set_, batch, sample, wide, format)
     from backprop_cli.render.documents import explain_document
     from backprop_cli.runs.explain import explain as work
 
