@@ -925,6 +925,12 @@ def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = 
     typer.echo(f"{config}: ok")
 
 
+from backprop_cli.cli import exercise as _exercise, graph as _graph  # noqa: E402  (the learner's commands)
+
+_graph.register(app, handle_errors, _reflow, _examples)
+_exercise.register(app, handle_errors, _reflow, _examples)
+
+
 def main() -> None:
     from backprop_cli.io.signals import install, leaving
 
