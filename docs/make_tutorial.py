@@ -131,7 +131,7 @@ config drops them (`data.missing: drop_rows`). `year` holds numbers, so it is a 
 it from `data.features` and set `model.input_size: 4` if you think it should not be). It also holds
 out 20% of the rows for validation (`data.validation: 0.2`, the same share of each species) and
 standardizes the features with the training rows' mean and standard deviation (`data.standardize:
-true`: body mass in grams is a thousand times larger than bill depth in millimetres):
+true`: body mass in grams is some 250 times bill depth in millimetres, and spreads 400 times wider):
 """),
     ("cmd", "backprop init my.yaml --csv configs/data/penguins.csv --target species"),
     ("md", """\
@@ -372,7 +372,14 @@ def _init(out, ctx):
         rows = [r for r in csv.DictReader(f) if r["body_mass_g"] not in ("", "NA")]
     mass = sum(float(r["body_mass_g"]) for r in rows) / len(rows)
     depth = sum(float(r["bill_depth_mm"]) for r in rows) / len(rows)
-    assert within(mass / depth, 250, 1.5), mass / depth
+    assert within(mass / depth, 250, 1.2), mass / depth  # "some 250 times" (within 20%)
+    spread = _std([float(r["body_mass_g"]) for r in rows]) / _std([float(r["bill_depth_mm"]) for r in rows])
+    assert within(spread, 400, 1.2), spread  # "spreads 400 times wider" (the ratio of their std, within 20%)
+
+
+def _std(values):
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
 def _penguins(out, ctx):

@@ -477,12 +477,12 @@ def check_grads(
 def explain(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Instead of the scalar example: the chain "
                                                    "rule of this config's network on one batch, layer by layer, "
-                                                   "beside autograd.", show_default=False)] = None,
+                                                   "beside autograd.", show_default=False,
+                                                   rich_help_panel="Config")] = None,
     set_: SetOpt = None,
-    batch: Annotated[int, typer.Option("--batch", min=0, max=MAX_COUNT, help="With --config: which batch of the "
-                                       "data order, from 0.")] = 0,
+    batch: BatchOpt = None,
     sample: Annotated[int, typer.Option("--sample", min=0, max=MAX_COUNT, help="With --config: the row of the batch "
-                                        "whose numbers are shown.")] = 0,
+                                        "whose numbers are shown.", rich_help_panel="Config")] = 0,
     x: Annotated[float, typer.Option("--x", help="The input.")] = 2.0,
     y: Annotated[float, typer.Option("--y", help="The target.")] = 1.0,
     w1: Annotated[float, typer.Option("--w1", help="First weight (input → hidden).")] = 0.5,
@@ -502,7 +502,7 @@ def explain(
     if config is not None:
         from backprop_cli.cli.explain_net import explain_config
 
-        return explain_config(config, set_, batch, sample, wide, format)
+        return explain_config(config, set_, batch or 0, sample, wide, format)
     from backprop_cli.render.documents import explain_document
     from backprop_cli.runs.explain import explain as work
 

@@ -83,11 +83,12 @@ def exercise_check(
 
 
 def register(app, handle_errors, reflow, examples) -> None:
-    exercise_app.command("list")(handle_errors(reflow(exercise_list)))
+    exercise_app.command("list", epilog=examples("backprop exercise list", "backprop exercise start relu"))(
+        handle_errors(reflow(exercise_list)))
     exercise_app.command("start", epilog=examples("backprop exercise start linear",
                                                   "backprop exercise start two_layer_net --out net.py"))(
         handle_errors(reflow(exercise_start)))
-    exercise_app.command("check", epilog=examples("backprop exercise check linear.py",
-                                                  "backprop exercise check net.py --reveal"))(
+    exercise_app.command("check", epilog=examples("backprop exercise check docs/exercises/linear.py",
+                                                  "backprop exercise check docs/exercises/linear.py --reveal"))(
         handle_errors(reflow(exercise_check)))
     app.add_typer(exercise_app, name="exercise")

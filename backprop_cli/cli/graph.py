@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from backprop_cli.limits import MAX_COUNT
+
 GRAPH_SUFFIXES = (".svg", ".png", ".dot")
 
 
@@ -19,7 +21,7 @@ class GraphFormat(str, Enum):
 
 EXAMPLES = ("backprop graph --example", "backprop graph --config configs/seed.yaml --out graph.png",
             "backprop graph -c configs/deep_relu.yaml --saved --out deep.svg",
-            "backprop graph -c configs/seed.yaml > graph.dot")
+            "backprop graph -c configs/seed.yaml --out graph.dot")
 
 
 def graph(
@@ -31,8 +33,9 @@ def graph(
                                                       "repeatable.", rich_help_panel="Config")] = None,
     example: Annotated[bool, typer.Option("--example", help="The graph of explain's two-weight scalar example "
                                           "instead of a config's network.", rich_help_panel="Config")] = False,
-    batch: Annotated[int, typer.Option("--batch", min=0, help="Which batch of the data order, from 0.",
-                                       rich_help_panel="Config")] = 0,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=0, max=MAX_COUNT, help="Which batch of the data "
+                                                 "order, from 0 (default: the one the next step would use).",
+                                                 rich_help_panel="Config")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the graph to .dot (DOT text), .svg or .png "
                                                 "(drawn by Graphviz's dot when it is installed, else by "
                                                 "matplotlib). Default: DOT text on stdout.",
@@ -79,7 +82,7 @@ def graph(
         from backprop_cli.core.build import build_run
         from backprop_cli.core.graph import network_graph
 
-        g = network_graph(build_run(cfg, dataset=table), batch, saved)
+        g = network_graph(build_run(cfg, dataset=table), batch or 0, saved)
     from backprop_cli.render.graph import dot_text
 
     text = dot_text(g, saved)
