@@ -128,3 +128,20 @@ def test_a_sample_outside_the_batch_is_one_line(cli):
 def test_plain_explain_keeps_the_scalar_example(cli):
     r = cli("explain", "--format", "json")
     assert r.exit_code == 0 and json.loads(r.stdout)["inputs"]["w1"] == 0.5
+
+
+@pytest.mark.parametrize("width", [60, 100])
+def test_the_table_fits_the_width_and_shows_every_difference(cli, width):
+    from rich.cells import cell_len
+
+    from backprop_cli.render.report import fmt
+
+    r = cli("explain", "-c", CONFIGS / "deep_relu.yaml", "--sample", 3, env={"COLUMNS": str(width)})
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= width
+    doc = json.loads(cli("explain", "-c", CONFIGS / "deep_relu.yaml", "--sample", 3, "--format", "json").stdout)
+    flat = " ".join(r.stdout.split())
+    for layer in doc["layers"]:
+        assert f"{layer['name']}: max |hand − autograd| = {fmt(layer['max_abs_diff'])}" in flat
+    assert fmt(doc["layers"][0]["z"][3][0]) in flat  # row 3 of the output layer's z

@@ -67,22 +67,21 @@ def graph(
     if out is not None and json_:
         raise BackpropError("--format json writes to stdout; leave out --out")
     if example:
-        from backprop_cli.core.graph import example_graph
+        from backprop_cli.runs.graph import scalar_graph
 
-        g = example_graph(saved=saved)
+        g = scalar_graph(saved)
     else:
-        from backprop_cli.cli.app import _load, _read_data, _single_process
+        from backprop_cli.cli.app import _inputs_of, _load, _read_data, _single_process
         from backprop_cli.io.outputs import check_outputs
 
         _single_process("graph")
         cfg = _load(config, set_, ["device=cpu"])
         if out is not None:
-            check_outputs({"--out": out}, {"--config": config})
+            check_outputs({"--out": out}, _inputs_of(cfg, config))
         table = _read_data(cfg)
-        from backprop_cli.core.build import build_run
-        from backprop_cli.core.graph import network_graph
+        from backprop_cli.runs.graph import config_graph
 
-        g = network_graph(build_run(cfg, dataset=table), batch or 0, saved)
+        g = config_graph(cfg, table, batch or 0, saved)
     from backprop_cli.render.graph import dot_text
 
     text = dot_text(g, saved)
@@ -97,35 +96,10 @@ def graph(
     if out is None:
         typer.echo(text, nl=False)
         return
+    from backprop_cli.runs.graph import write_graph
+
     how = write_graph(out, g, text, saved)
     typer.echo(f"wrote {out} ({len(g['nodes'])} nodes, {g['depth']} levels; drawn by {how})", err=True)
-
-
-def write_graph(out: Path, g: dict, text: str, saved: bool) -> str:
-    """Write ``out`` (atomically); returns what drew it: ``DOT text``, ``dot`` or ``matplotlib``."""
-    import shutil
-    import subprocess
-
-    from backprop_cli.io.outputs import write_atomic
-
-    suffix = out.suffix.lower()
-    if suffix == ".dot":
-        write_atomic(out, lambda f: f.write(text))
-        return "DOT text"
-    fmt = suffix[1:]
-    dot = shutil.which("dot")
-    if dot is not None:
-        try:
-            r = subprocess.run([dot, f"-T{fmt}"], input=text.encode(), capture_output=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            r = None
-        if r is not None and r.returncode == 0 and r.stdout:
-            write_atomic(out, lambda f: f.write(r.stdout), "wb")
-            return "dot"
-    from backprop_cli.render.graph import draw
-
-    write_atomic(out, lambda f: draw(g, f, fmt, saved), "wb")
-    return "matplotlib"
 
 
 def register(app, handle_errors, reflow, examples) -> None:

@@ -68,18 +68,18 @@ def render_explain_net(console: Console, plain: bool, r: dict, wide: bool = Fals
         out = k == depth
         t = FitTable(f"layer{k}" + (" (output layer)" if out else ""),
                      [Col("quantity", align="left"), Col("formula", align="left", drop=1), Col("shape", align="left"),
-                      Col(f"row {i}", align="left")], plain=plain, wide=wide)
+                      Col("numbers", align="left")], plain=plain, wide=wide)
         bias = f" + b{k}" if s["bias"] is not None else ""
         t.add_row(f"z{k}", f"{prev}·W{k}ᵀ{bias}", f"{_shape(s['h_prev'])}·{_shape(s['weight'][::-1])}",
-                  numbers(e["z"][i]))
+                  f"row {i}: {numbers(e['z'][i])}")
         t.add_row("ŷ" if out else f"h{k}", f"z{k} (no activation)" if out else f"{act}(z{k})", _shape(s["h"]),
-                  numbers(e["h"][i]))
+                  f"row {i}: {numbers(e['h'][i])}")
         if out:
-            t.add_row("dL/dŷ", grad_text, _shape(s["delta"]), numbers(r["dL_dy_hat"][i]))
+            t.add_row("dL/dŷ", grad_text, _shape(s["delta"]), f"row {i}: {numbers(r['dL_dy_hat'][i])}")
         t.add_row(f"δ{k}", "dL/dŷ" if out else f"(δ{k + 1}·W{k + 1}) ⊙ {act}′(z{k})", _shape(s["delta"]),
-                  numbers(e["delta"][i]))
-        t.add_row(f"dW{k}", f"δ{k}ᵀ·{prev}", _shape(s["weight"]), "row 0: " + numbers(e["grad_weight"][0]))
-        t.add_row("  autograd", f"layer{k}.weight.grad", _shape(s["weight"]), "row 0: " + numbers(e["autograd_weight"][0]))
+                  f"row {i}: {numbers(e['delta'][i])}")
+        t.add_row(f"dW{k}", f"δ{k}ᵀ·{prev}", _shape(s["weight"]), "first row: " + numbers(e["grad_weight"][0]))
+        t.add_row("  autograd", f"layer{k}.weight.grad", _shape(s["weight"]), "first row: " + numbers(e["autograd_weight"][0]))
         if s["bias"] is not None:
             t.add_row(f"db{k}", f"Σ_rows δ{k}", _shape(s["bias"]), numbers(e["grad_bias"]))
             t.add_row("  autograd", f"layer{k}.bias.grad", _shape(s["bias"]), numbers(e["autograd_bias"]))
