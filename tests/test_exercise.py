@@ -260,6 +260,7 @@ def test_a_file_that_loops_forever_is_stopped_by_the_time_limit_in_its_own_proce
     assert first.startswith("error: ") and message in first, r.stderr
     assert r.stderr.count("error: ") == 1 and r.stdout == ""
     assert "Traceback (your file's frames):" in r.stderr and frame in r.stderr and "backprop_cli" not in r.stderr
+    assert f'File "{path}", line 2, in backward' in r.stderr
 
 
 def test_check_runs_the_file_as_written_in_another_process(tmp_path):

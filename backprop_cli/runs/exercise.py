@@ -90,8 +90,9 @@ def check_file(path: Path, name: Optional[str] = None, limit: float = TIME_LIMIT
                                     f"{r.returncode})", tail)
         with open(out, encoding="utf-8") as f:
             st = json.load(f)
-    if st["status"] != "ok":
-        raise ExerciseFileError(_problem(path, e, st, limit), st.get("traceback", ""))
+    if st["status"] != "ok":  # the traceback names the file as the learner gave it
+        tb = st.get("traceback", "").replace(f'File "{path.resolve()}"', f'File "{path}"')
+        raise ExerciseFileError(_problem(path, e, st, limit), tb)
     result = st["result"]
     result.update({"exercise": e.name, "file": str(path), "sizes": sizes_text(e), "printed": r.stdout,
                    "solution": e.solution})
