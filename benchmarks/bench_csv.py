@@ -78,7 +78,7 @@ names = [f"f{i}" for i in range(19)]
 import numpy as np
 if reader == "backprop":
     from backprop_cli.config import CsvData
-    from backprop_cli.data.readers import load_csv
+    from backprop_cli.data.load import read_table
     import pyarrow.csv  # imported before the baseline: its import is not the reading
     spec = CsvData(kind="csv", path=str(path), target="y")
 elif reader.startswith("polars"):

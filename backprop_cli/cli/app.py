@@ -315,7 +315,7 @@ def _flops(cfg) -> float:
 
 
 def _read_data(cfg):
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
 
     return read_table(cfg)
 

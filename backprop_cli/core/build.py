@@ -17,7 +17,9 @@ from torch import nn
 
 from backprop_cli.core.components import LOSSES, OPTIMIZERS, SCHEDULERS
 from backprop_cli.config import Config, optimizer_hyperparams, resolved_steps, task_of
-from backprop_cli.data.readers import Batches, Dataset, Table, load_dataset
+from backprop_cli.data.batches import Batches
+from backprop_cli.data.load import load_dataset
+from backprop_cli.data.tables import Dataset, Table
 from backprop_cli.core.engine import Guard, Loop
 from backprop_cli.errors import DeviceError
 from backprop_cli.core.model import Net, build_model

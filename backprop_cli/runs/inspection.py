@@ -17,7 +17,7 @@ from backprop_cli.core.build import Run, build_run, make_loss
 from backprop_cli.io.checkpoint import SCHEDULE_POSITION, load_checkpoint, load_optimizer, load_weights
 from backprop_cli.core.components import ACTIVATIONS
 from backprop_cli.config import Config, is_classification
-from backprop_cli.data.readers import Table
+from backprop_cli.data.tables import Table
 from backprop_cli.core.engine import run_steps
 from backprop_cli.core.grads import (compare, finite_differences, grad_statistics, manual_backward,
                                 nonfinite_count, tolerance)

@@ -18,7 +18,7 @@ from backprop_cli.core.anomaly import AnomalyMode
 from backprop_cli.core.build import Run, build_run, describe_run
 from backprop_cli.io.checkpoint import resume_from, save_checkpoint
 from backprop_cli.config import Config, default_log_every
-from backprop_cli.data.readers import Table
+from backprop_cli.data.tables import Table
 from backprop_cli.core.diagnostics import Diagnostics
 from backprop_cli.core.engine import Loop, NonFiniteError, read_interval, run_steps
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputClosed, OutputError
