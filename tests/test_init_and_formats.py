@@ -36,7 +36,7 @@ def test_init_from_a_regression_csv(cli, tmp_path):
     r = cli("init", path, "--csv", CONFIGS / "data" / "houses.csv", "--target", "price_k")
     assert r.exit_code == 0 and "regression on 'price_k' (standardize_target: true), 4 inputs" in r.stdout
     cfg = load_config(path)
-    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == ("auto", 1, "mse")
+    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (None, 1, "mse")
     assert cfg.data.standardize_target and "input_size: auto" in path.read_text()
     assert "# derived from the data: 4 numbers = 4 inputs" in path.read_text()
     assert cfg.data.target == "price_k" and cfg.data.features == ["area_m2", "rooms", "age_years", "distance_km"]
@@ -51,7 +51,7 @@ def test_init_from_a_classification_csv(cli, tmp_path):
     assert r.exit_code == 0 and "classification: 3 classes in 'label'" in r.stdout
     assert "left out as ids (every value different): a" in r.stdout  # 0, 1, ..., 29
     cfg = load_config(path)
-    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == ("auto", 3, "cross_entropy")
+    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (None, 3, "cross_entropy")
     assert cfg.data.features == ["b"] and not cfg.data.standardize_target
     assert cli("train", "-c", path, "--steps", 3, "-q").exit_code == 0
 

@@ -125,7 +125,7 @@ class ModelConfig(Strict):
     """``hidden_size: 20`` is one hidden layer; ``hidden_sizes: [64, 64, 64]`` any number of them."""
 
     # auto: derived from the data (CSV/Parquet: numbers, one-hot widths, indicators; see docs/tables.md)
-    input_size: Union[Size, Literal["auto"]] = "auto"
+    input_size: Optional[Size] = None  # written `auto` (None inside); resolved by data.load.read_table
     hidden_size: Optional[Size] = None
     hidden_sizes: Optional[Annotated[list[Size], Field(min_length=1, max_length=64)]] = None
     output_size: Size
@@ -138,6 +138,15 @@ class ModelConfig(Strict):
     @classmethod
     def _bare_name(cls, v: Any) -> Any:
         return _name_only(v, "relu")
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _auto(cls, v: Any) -> Any:
+        if v == "auto":
+            return None
+        if v is None:
+            raise ValueError("expected a number of inputs, or auto (derived from the data)")
+        return v
 
     @model_validator(mode="wrap")
     @classmethod
@@ -167,7 +176,7 @@ class ModelConfig(Strict):
     def widths(self) -> list[int]:
         """Every layer's width, input to output: ``[input, hidden..., output]``."""
         hidden = self.hidden_sizes if self.hidden_sizes is not None else [self.hidden_size]
-        if self.input_size == "auto":
+        if self.input_size is None:
             raise ValueError("model.input_size is auto until the data is read (data.read_table resolves it)")
         return [self.input_size, *hidden, self.output_size]
 
@@ -177,6 +186,8 @@ class ModelConfig(Strict):
         for key in ("hidden_size", "hidden_sizes", "init_gain"):
             if out.get(key) is None:
                 out.pop(key, None)
+        if out.get("input_size", 0) is None:
+            out["input_size"] = "auto"
         return out
 
 
@@ -550,7 +561,7 @@ class Config(Strict):
         if data.standardize_target and is_classification(loss):
             found.append((("data", "standardize_target"), f"standardize_target is for regression, not {loss}",
                           data.standardize_target))
-        if self.model.input_size == "auto" and isinstance(data, SyntheticData):
+        if self.model.input_size is None and isinstance(data, SyntheticData):
             found.append((("model", "input_size"), "synthetic data needs a number of inputs", "auto"))
         if task_of(loss) == "classes" and self.model.output_size < 2:
             found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",

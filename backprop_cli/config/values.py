@@ -75,7 +75,7 @@ def start_summary(cfg: Config) -> str:
                    else (cfg.train.epochs, "epoch") if cfg.train.epochs is not None else (DEFAULT_STEPS, "step"))
     steps = f"{count} {unit}{'s' if count != 1 else ''}"
     hidden = m.hidden_sizes if m.hidden_sizes is not None else [m.hidden_size]
-    widths = [m.input_size, *hidden, m.output_size]  # input_size may still be auto: the data is read next
+    widths = [m.input_size or "auto", *hidden, m.output_size]  # input_size may still be auto: the data is read next
     return (f"{' → '.join(map(str, widths))} {m.activation.name} · {cfg.loss.name} · {optimizer_label(cfg.optimizer)}"
             f" · {data} · {steps}")
 

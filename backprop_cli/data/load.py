@@ -117,7 +117,7 @@ def read_table(cfg: Config, encoding: Optional[Encoding] = None) -> Table:
         table.split = {"validation": "file", "path": vsrc.where, "rows": int(len(vrows))}
         table.val_source = vsrc.where
     scale(table, cfg, enc.scaled())
-    if cfg.model.input_size == "auto":
+    if cfg.model.input_size is None:
         cfg.model.input_size = enc.width
     check_fits(cfg, table)
     return table
