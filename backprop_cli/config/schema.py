@@ -166,7 +166,8 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _one_width_key(self) -> "ModelConfig":
         if self.hidden_size is not None and self.hidden_sizes is not None:
-            raise LocatedError([(("hidden_sizes",), "give model.hidden_size or model.hidden_sizes, not both",
+            raise LocatedError([(("hidden_sizes",), "give model.hidden_size or model.hidden_sizes, not both "
+                                 "(both given in the same place; an override of one replaces the other)",
                                  self.hidden_sizes)])
         if self.init_gain is not None and self.init == "default":
             raise LocatedError([(("init_gain",), "init_gain needs model.init: xavier or kaiming", self.init_gain)])
@@ -468,7 +469,8 @@ class TrainConfig(Strict):
     @classmethod
     def _one_of(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
         if v is not None and info.data.get("steps") is not None:
-            raise ValueError("give train.steps or train.epochs, not both")
+            raise ValueError("give train.steps or train.epochs, not both (both given in the same place; an "
+                             "override of one replaces the other)")
         return v
 
 

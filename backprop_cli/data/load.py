@@ -165,3 +165,36 @@ def check_fits(cfg: Config, ds: Table) -> None:
         raise DataError(f"{ds.source}: loss {loss} needs real-valued targets")
 
 
+
+
+def data_problems(cfg: Config) -> list[str]:
+    """What ``config validate`` checks in the data, without torch: each file exists and is readable, its header
+    has every target, feature and ``data.columns`` column (all of them named at once), and then the whole
+    read: the types fit the values, and the derived input width matches ``model.input_size``."""
+    spec = cfg.data
+    if not isinstance(spec, CsvData):
+        return []
+    problems = []
+    files = [("data.path", cfg.data_path()), ("data.validation", cfg.validation_path())]
+    for key, path in files:
+        if path is None:
+            continue
+        src = data_source(cfg, path, key)
+        try:
+            header = read_header(src)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        wanted = [("data.target", spec.target_columns), ("data.features", spec.features or []),
+                  ("data.columns", list(spec.columns or {}))]
+        for what, names in wanted:
+            for name in names:
+                if name not in header:
+                    problems.append(f"{src.where}: {what if key == 'data.path' else key}: column {name!r} is not in "
+                                    f"the header (columns: {', '.join(header)})")
+    if not problems:
+        try:
+            read_table(cfg)
+        except DataError as e:
+            problems.append(str(e))
+    return problems
