@@ -425,6 +425,9 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
                  + (f"; {d['dropped']} row(s) with missing cells left out" if d.get("dropped") else "")),
         ("steps", f"{info['steps']} (seed {info['seed']})"),
     ]
+    if d.get("inputs"):
+        lines.append(("inputs", d["inputs"] + (f"; {d['dropped_target']} row(s) without a target left out"
+                                               if d.get("dropped_target") else "")))
     if d.get("classes"):
         shown = ", ".join(d["classes"][:10]) + (", …" if len(d["classes"]) > 10 else "")
         lines.append(("classes", f"{len(d['classes'])}: {shown}"))

@@ -201,6 +201,11 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
                     seed: int = 0) -> dict:
     """autograd vs the hand-written chain rule vs float64 central differences, per parameter."""
     cfg = run.cfg
+    if getattr(run.model, "encoder", None) is not None:
+        from backprop_cli.errors import ConfigError
+
+        raise ConfigError("check-grads: the hand-written chain rule covers the linear layers only, and this model "
+                          "embeds category columns (encoding: embedding); use encoding: onehot to check it")
     probe = backward_at(run, index)
     named = list(run.model.named_parameters())
     dtype = named[0][1].dtype

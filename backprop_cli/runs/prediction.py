@@ -61,9 +61,6 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
                            base_dir=Path(base) if isinstance(base, str) else None)
         except ConfigError as e:
             raise CheckpointError(f"{path}: the config inside the checkpoint is not valid: {e.problems[0]}") from None
-    model = build_model(cfg.model, cfg.seed)
-    load_weights(model, state, path)
-    model.eval()
     features = data.get("features")
     targets = data.get("targets")
     if features is None:
@@ -94,6 +91,9 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
     if encoding.width != cfg.model.input_size:
         raise CheckpointError(f"{path}: data.features gives {encoding.width} inputs but the model takes "
                               f"{cfg.model.input_size}")
+    model = build_model(cfg.model, cfg.seed, encoding.embeddings())
+    load_weights(model, state, path)
+    model.eval()
     if classes is not None and len(classes) != cfg.model.output_size:
         raise CheckpointError(f"{path}: data.classes names {len(classes)} classes but the model has "
                               f"{cfg.model.output_size} outputs")
