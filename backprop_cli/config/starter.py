@@ -126,7 +126,7 @@ def _column_line(c) -> str:
 
 def _width(features) -> tuple[int, str]:
     nums = sum(1 for c in features if c.kind == "number")
-    parts = [f"{nums} number{"s" * (nums != 1)}"] if nums else []
+    parts = [f"{nums} number{'s' * (nums != 1)}"] if nums else []
     width = nums
     for c in features:
         if c.kind == "binary":
