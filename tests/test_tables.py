@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from backprop_cli.config import load_config
 from backprop_cli.data.encoding import ColumnCode, Encoding, embedding_width
 from backprop_cli.data.load import read_table
-from backprop_cli.data.readers import RawTable, Source, Text, read_raw, source_of
+from backprop_cli.data.readers import RawTable, Source, Text
 from backprop_cli.data.split import split_rows
 from backprop_cli.errors import DataError
 from conftest import CONFIGS, write
