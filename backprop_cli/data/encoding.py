@@ -224,8 +224,9 @@ class Encoding:
     def transform(self, raw: RawTable, rows: Optional[np.ndarray] = None, stage: str = "train") -> np.ndarray:
         """The inputs (rows, width) float32, C-contiguous, of ``rows`` of ``raw`` (default all), written a block
         of rows at a time (each column into the block), not a row at a time."""
-        n = raw.rows if rows is None else len(rows)
-        rows = np.arange(n) if rows is None else rows
+        whole = rows is None  # all rows: each block is a slice (a view), not a gather
+        n = raw.rows if whole else len(rows)
+        rows = np.arange(n) if whole else rows
         x = np.zeros((n, self.width), dtype=np.float32)
         luts = []
         for c in self.columns:
@@ -242,7 +243,8 @@ class Encoding:
             at = 0
             for c, lut in zip(self.columns, luts):
                 col = raw.columns[c.name]
-                col = col.take(part) if isinstance(col, Text) else col[part]
+                pick = slice(lo, lo + self.BLOCK_ROWS) if whole else part
+                col = Text(col.codes[pick], col.values) if isinstance(col, Text) else col[pick]
                 c.transform(col, block[:, at:at + c.width], src, stage, lut)
                 at += c.width
         return x
