@@ -152,7 +152,7 @@ def objective(job: Job, cfg0: Config, stop) -> Callable:
     """Optuna's objective: one trial is train's run of the config with the sampled values."""
     from backprop_cli.config import flops_per_step
     from backprop_cli.core.engine import NonFiniteError
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
     from backprop_cli.runs.distributed import set_threads
     from backprop_cli.runs.training import Interrupted, TrainOptions, run_training
 
