@@ -538,6 +538,10 @@ class Config(Strict):
         if data.standardize_target and is_classification(loss):
             found.append((("data", "standardize_target"), f"standardize_target is for regression, not {loss}",
                           data.standardize_target))
+        if self.model.norm == "batch" and data.batch_size < 2:
+            found.append((("data", "batch_size"), "model.norm: batch normalizes each unit over the rows of a batch "
+                          "and needs at least 2 of them; raise data.batch_size or use model.norm: layer",
+                          data.batch_size))
         if task_of(loss) == "classes" and self.model.output_size < 2:
             found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",
                           self.model.output_size))

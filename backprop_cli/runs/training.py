@@ -98,7 +98,8 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     probe = Diagnostics.of(loop.model, cfg.model.activation.name,
                            lambda step: is_logging_step(step, start + 1, log_every, run.steps))
     tracker = TrackerSink()
-    health = HealthSink(shown, cfg.model.activation.name, cfg.model.init)  # its warnings go through `shown`
+    health = HealthSink(shown, cfg.model.activation.name, cfg.model.init, cfg.model.norm,
+                        None if not cfg.model.residual_layers else not cfg.model.residual)  # its warnings go through `shown`
     sinks = [EpochSink(run.batches.per_epoch, run.batches.rows), *([evaluator] if evaluator else []),
              tracker, shown, health]
     if main:
