@@ -254,3 +254,74 @@ def test_a_batch_of_one_row_turns_drop_last_on_and_says_so(cli, tmp_path):
     assert "4 batch(es)/epoch" in r.stdout
     r = cli("train", "-c", cfg, "--set", "data.validation=null", "--set", "data.samples=65", "--set", "model.norm=layer")
     assert r.exit_code == 0 and "drop_last" not in r.stdout  # layer norm normalizes each row: one row is fine
+
+
+# --------------------------------------------------------------------------- diagnostics and advice
+
+
+def test_the_component_table_has_every_norm():
+    from backprop_cli.config.schema import NORM_NAMES
+    assert set(components.NORMS) == set(NORM_NAMES) - {"none"}
+
+
+def test_activation_statistics_are_measured_after_the_norm_and_the_activation():
+    """An oracle by hand: a_k = sigmoid(batchnorm(z_k)) of the batch (before dropout and the skip)."""
+    from backprop_cli.core.diagnostics import Diagnostics
+    from backprop_cli.core.engine import run_steps
+    cfg = cfg_for("sigmoid", "mse", 2, ["model.norm=batch", "model.dropout=0.5", "model.residual=true",
+                                         "train.steps=1"])
+    run, _ = prepare(cfg)
+    net = run.model
+    x, _ = run.batches(0)
+    with torch.no_grad():  # the first step's forward: batch statistics (γ = 1, β = 0 at the start)
+        z = x @ net.layer1.weight.T
+        a = torch.sigmoid((z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5))
+        mean, std = float(a.mean()), float(a.std(unbiased=False))
+    probe = Diagnostics.of(net, "sigmoid", lambda s: True)
+    rec = next(iter(run_steps(run.loop(), 1, guard=run.guard, probe=probe)))
+    assert rec.activations["layer1"]["mean"] == pytest.approx(mean, rel=1e-5)
+    assert rec.activations["layer1"]["std"] == pytest.approx(std, rel=1e-5)
+    assert "saturated_fraction" in rec.activations["layer2"]
+
+
+def test_the_vanishing_advice_names_the_cures_that_apply():
+    from backprop_cli.core.health import HealthMonitor
+    from backprop_cli.core.records import StepRecord
+    norms = {"layer1.weight": 1e-6, "norm1.weight": 1e-9, "layer2.weight": 1.0}
+
+    def advice(*args):
+        r = StepRecord(step=1, loss=1.0, grad_norm=1.0, grad_norms=norms, lr=0.1, time=0.0,
+                       activations={"layer1": {"mean": 0, "std": 1}}, grad_to_weight={}, update_ratios={})
+        (warning,) = HealthMonitor(*args).record(r)
+        assert warning.startswith("layer1: gradient norm 1e-06")  # norm1 is not compared
+        return warning.split("; try ")[1]
+
+    assert advice("sigmoid", "default", "none", True) == ("model.activation: relu with model.init: kaiming, "
+                                                          "model.norm: batch, model.residual: true, or fewer layers")
+    # widths that never match: no skip can apply
+    assert advice("sigmoid", "default", "none", None) == ("model.activation: relu with model.init: kaiming, "
+                                                          "model.norm: batch, or fewer layers")
+    # what the run already has is not advised again
+    assert advice("sigmoid", "default", "batch", False) == "model.activation: relu with model.init: kaiming, or fewer layers"
+
+
+def test_train_advises_the_cures_for_the_deep_sigmoid_net(cli):
+    r = cli("train", "-c", CONFIGS / "deep_sigmoid.yaml", "--steps", 1, "--format", "json")
+    (vanishing,) = [w for w in json.loads(r.stdout)["summary"]["warnings"] if "vanishing" in w]
+    assert vanishing.endswith("model.norm: batch, model.residual: true, or fewer layers")
+    r = cli("train", "-c", CONFIGS / "deep_sigmoid.yaml", "--steps", 1, "--format", "json",
+            "--set", "model.hidden_sizes=[30, 31, 32, 33, 34, 35]")
+    (vanishing,) = [w for w in json.loads(r.stdout)["summary"]["warnings"] if "vanishing" in w]
+    assert "model.residual" not in vanishing and "model.norm: batch" in vanishing
+
+
+def test_inspect_grads_shows_the_norm_layers(cli):
+    r = cli("inspect-grads", "-c", CONFIGS / "deep_sigmoid.yaml", "--set", "model.norm=layer", "--format", "json")
+    assert r.exit_code == 0, r.output
+    params = json.loads(r.stdout)["params"]
+    assert params["norm3.weight"]["norm"] > 0 and params["norm3.bias"]["shape"] == [32]
+    r2 = cli("inspect-grads", "-c", CONFIGS / "deep_sigmoid.yaml", "--set", "model.norm=layer", "--set",
+             "model.dropout=0.3", "--format", "json")
+    again = cli("inspect-grads", "-c", CONFIGS / "deep_sigmoid.yaml", "--set", "model.norm=layer", "--set",
+                "model.dropout=0.3", "--format", "json")
+    assert json.loads(r2.stdout)["loss"] == json.loads(again.stdout)["loss"]  # the mask is reproducible
