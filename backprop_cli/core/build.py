@@ -174,7 +174,7 @@ def batch_norm_drop_last(cfg: Config, rows: int) -> tuple[bool, Optional[str]]:
 
 
 def describe_run(run: Run) -> dict:
-    """What the start panel shows: plain data, rendered by report.py."""
+    """What the start panel shows: plain data, rendered by render/train.py."""
     cfg, model = run.cfg, run.model
     act = cfg.model.activation.model_dump()
     loss = cfg.loss.model_dump()
