@@ -34,6 +34,7 @@ END = "<!-- end of the generated reference -->"
 # `section.name.option`), a data kind's own keys `data.kind.key`. The script refuses a key the schema
 # lacks, and a schema key without a meaning.
 MEANING: dict[str, str] = {
+    "tune": "a hyperparameter search for `backprop tune` (Optuna): what to search and how; other commands ignore it ([guide](tune.md))",
     # top level
     "seed": "`torch.manual_seed(seed)` before the model is built; the data uses its own "
             "`torch.Generator` seeded with `seed` (data order, synthetic data, the validation split)",

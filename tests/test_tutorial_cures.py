@@ -1,4 +1,4 @@
-"""The claims of the tutorial's section 6b and chapter 7 (docs/make_tutorial.py: SECTION_6B,
+"""The claims of the tutorial's section 6b and chapter 8 (docs/make_tutorial.py: SECTION_6B,
 CHAPTER_OVERFITTING), each asserted on a run of the command the tutorial shows, with the tolerance the
 prose states (it says "below 0.2", "within 10×", never a digit that rounding could move)."""
 
@@ -55,7 +55,7 @@ def _evaluations(path):
     return [r for r in records(path) if "val_loss" in r]
 
 
-def test_chapter_7_over_fitting_and_its_cures(cli, here):
+def test_chapter_8_over_fitting_and_its_cures(cli, here):
     plain = train(cli, "--config", "configs/overfit.yaml", "--metrics", "plain.jsonl")
     ev = _evaluations(here / "plain.jsonl")
     # "the training loss falls to almost 0 (below 0.01), while the validation loss, below 0.6 at its best

@@ -149,7 +149,8 @@ def render_with(name: str, console, plain: bool, *args, **kwargs) -> None:
 
 
 RENDERERS = {"render_inspect": "inspect", "render_check": "inspect", "render_evaluate": "evaluation",
-             "render_explain": "explain", "render_compare": "compare", "render_find_lr": "find_lr"}
+             "render_explain": "explain", "render_compare": "compare", "render_find_lr": "find_lr",
+             "render_explain_net": "explain_net"}
 
 
 def tensor_linewidth(wide: bool) -> int:

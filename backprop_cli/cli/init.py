@@ -1,4 +1,4 @@
-"""`backprop init`: a commented starter config (config.starter). No torch."""
+"""`backprop init`: a commented starter config (runs/starter.py). No torch."""
 
 from pathlib import Path
 from typing import Annotated, Optional

@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_serializer, model_validator)
 from pydantic_core import InitErrorDetails
 
+from backprop_cli.config.tune import TuneConfig
 from backprop_cli.limits import MAX_COUNT, MAX_SEED
 
 
@@ -510,6 +511,7 @@ class Config(Strict):
     compile: bool = False
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     compare: Optional[CompareConfig] = None
+    tune: Optional[TuneConfig] = None  # backprop tune's search (backprop_cli/config/tune.py)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: str = PrivateAttr(default="<config>")
@@ -545,6 +547,10 @@ class Config(Strict):
         if task_of(loss) == "classes" and self.model.output_size < 2:
             found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",
                           self.model.output_size))
+        if self.tune is not None:
+            from backprop_cli.config.tune import space_problems
+
+            found += space_problems(self)
         if found:
             raise LocatedError(found)
         return self
