@@ -68,6 +68,15 @@ MEANING: dict[str, str] = {
                   "last (linear) layer uses gain 1",
     "model.init_gain": "the gain of `xavier` or `kaiming` (refused with `init: default`); default: "
                        "`torch.nn.init.calculate_gain` of the activation",
+    "model.norm": "after each hidden linear layer, before the activation: `batch` (`torch.nn.BatchNorm1d`, "
+                  "each unit over the batch's rows; the hidden linear layers then have no bias, β replaces it; "
+                  "needs `data.batch_size` ≥ 2) or `layer` (`torch.nn.LayerNorm`, each row over its units); "
+                  "parameters `normK.weight`, `normK.bias`: [normalization, dropout and residual "
+                  "connections](commands.md#normalization-dropout-and-residual-connections)",
+    "model.dropout": "the probability of zeroing each hidden unit's output in training (after its activation; "
+                     "eval mode switches it off); a list gives one per hidden layer",
+    "model.residual": "`true`: a skip h_k = h_{k−1} + block_k(h_{k−1}) around each hidden block whose input and "
+                      "output widths match (refused where none does)",
     # activations
     "model.activation.relu": "`torch.nn.ReLU`",
     "model.activation.tanh": "`torch.nn.Tanh`",

@@ -18,6 +18,88 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# ---- section 6b and chapter 8 (issue 25: the cures): kept in blocks of their own, inserted into PARTS below.
+# Every claim their prose makes is asserted by tests/test_tutorial_cures.py.
+
+SECTION_6B: list[tuple[str, str]] = [
+    ("md", """\
+## 6b. The cures: batch normalization and skip connections
+
+ReLU with Kaiming init is one cure; two more change the network instead of its activation, and keep
+the sigmoids. Both are config keys ([normalization, dropout and residual
+connections](commands.md#normalization-dropout-and-residual-connections)).
+
+**Batch normalization** (`model.norm: batch`) puts a `normK` layer after each hidden linear layer,
+before the activation: each unit is standardized over the rows of the batch, then scaled and shifted
+by two learned vectors (`normK.weight` γ and `normK.bias` β; the linear layers lose their bias, which
+β replaces). Every sigmoid then works near 0, where its slope is largest, and the scale of the weights
+no longer shrinks the signal: the same six-layer sigmoid net, the same lr, now passes gradients of the
+same order to every layer (`layer1`'s is within 10× of the last layer's at step 1, where it was 60,000×
+smaller), no warning is printed, and the epoch loss falls below 0.2 where the plain net stayed above 1:
+"""),
+    ("cmd", "backprop train --config configs/deep_sigmoid.yaml --set model.norm=batch --metrics docs/deep_sigmoid_bn.jsonl"),
+    ("md", """\
+The dashboard shows the norm layers' gradients as dashed lines in the colour of their linear layer; the
+bands of the plain net (the picture above) have closed up:
+"""),
+    ("cmd", "backprop plot docs/deep_sigmoid_bn.jsonl --out docs/deep_sigmoid_bn.png"),
+    ("md", """\
+![the dashboard of the six-layer sigmoid net with batch norm: every layer's gradient norm of the same order](deep_sigmoid_bn.png)
+
+In training, batch norm uses the batch's own mean and variance, and keeps running averages of them;
+`evaluate`, `predict` and the evaluations during `train` use those running averages (eval mode), so a
+prediction does not depend on the other rows. `check-grads` holds the hand-written backward of batch
+norm, through the batch mean and variance, against autograd and finite differences:
+"""),
+    ("cmd", "backprop check-grads --config configs/deep_sigmoid.yaml --set model.norm=batch"),
+    ("md", """\
+**Skip connections** (`model.residual: true`) add each hidden block's input to its output where the
+two widths match (here `layer2` to `layer6`: `layer1` goes from 8 to 32), h_k = h_{k−1} + f(W_k·h_{k−1}).
+The gradient reaching h_{k−1} is the block's plus the skip's, which passes it on unchanged, so it
+reaches `layer1` without being multiplied down six times: `layer1`'s gradient norm at step 1 is above
+0.01 (it was 1e-5 without skips). The sums grow layer by layer, so the learning rate is lowered to
+0.01; the epoch loss ends below 0.2:
+"""),
+    ("cmd", "backprop train --config configs/deep_sigmoid.yaml --set model.residual=true --set optimizer.lr=0.01"),
+]
+
+CHAPTER_OVERFITTING: list[tuple[str, str]] = [
+    ("md", """\
+## 8. Over-fitting and its cures
+
+A network with more weights than it has training rows can learn the rows by heart, noise and all.
+`configs/overfit.yaml` gives two hidden layers of 128 ReLUs (17,793 weights) 40 training rows of noisy
+teacher data and holds out the other 160; every 20 steps it measures the loss on both (in eval mode).
+The training loss falls to almost 0 (below 0.01), while the validation loss, below 0.6 at its best
+(in the first 40 steps), rises above 0.6: the two columns drift apart:
+"""),
+    ("cmd", "backprop train --config configs/overfit.yaml"),
+    ("md", """\
+**Dropout** (`model.dropout: 0.5`) zeroes each hidden unit's output with probability 0.5 at every
+training step (and scales the others by 2, so the expected sum is unchanged); no unit can rely on a
+particular other one. Evaluation switches it off. The training loss no longer reaches 0 and the final
+validation loss is at least 0.1 lower:
+"""),
+    ("cmd", "backprop train --config configs/overfit.yaml --set model.dropout=0.5"),
+    ("md", """\
+**Weight decay** (`optimizer.weight_decay`) pulls every weight towards 0 at each step; the final
+validation loss is lower than the plain run's by more than 0.05:
+"""),
+    ("cmd", "backprop train --config configs/overfit.yaml --set optimizer.weight_decay=0.01"),
+    ("md", """\
+**Early stopping** ends the run once the validation loss has not improved for `patience` evaluations,
+and `--save-best` keeps the checkpoint of the best one. Here it stops long before step 600 (by step
+200), and the checkpoint it keeps has a validation loss below 0.6, which `evaluate` measures again:
+"""),
+    ("cmd", "backprop train --config configs/overfit.yaml --set train.early_stopping='{patience: 5}' "
+            "--save-best overfit_best.pt"),
+    ("cmd", "backprop evaluate --checkpoint overfit_best.pt"),
+    ("md", """\
+Each cure narrows the gap between the two columns in its own way; they combine (try dropout with early
+stopping), and more training rows (`--set data.validation=0.5`) help most of all.
+"""),
+]
+
 PARTS: list[tuple[str, str]] = [
     ("md", """\
 # Tutorial: backpropagation, replayed with `backprop`
@@ -222,6 +304,7 @@ some 2.8⁶ ≈ 500 times too large, the loss of step 1 is about 1e5, the gradie
 (exit code 3); `train.clip_grad_norm` or a smaller gain would prevent it:
 """),
     ("cmd", "backprop train --config configs/deep_relu.yaml --set model.init_gain=4 --steps 3 --log-every 1"),
+    *SECTION_6B,
     ("md", """\
 ## 7. Backprop by hand
 
@@ -277,6 +360,8 @@ file (exit code 2). More exercises: `relu`, `tanh`, `sigmoid`, `mse`, `softmax_c
 `layernorm` and `batchnorm` (training mode).
 """),
 ]
+
+PARTS += CHAPTER_OVERFITTING  # after the last chapter
 
 # --------------------------------------------------------------------------- the claims of the prose
 #
@@ -597,7 +682,7 @@ def main(draft: bool = False) -> None:
             if code:
                 block += f"[exit code {code}]\n"
             out.append(block + "```\n")
-        for picture in ("compare.png", "deep_sigmoid.png", "deep_relu.png", "graph_seed.png"):
+        for picture in ("compare.png", "deep_sigmoid.png", "deep_relu.png", "graph_seed.png", "deep_sigmoid_bn.png"):
             shutil.copy(tmp / "docs" / picture, ROOT / "docs" / picture)
     finally:
         shutil.rmtree(tmp)

@@ -171,7 +171,8 @@ def test_more_than_half_dead_or_saturated_warns_once_per_layer():
     assert len(new) == 1 and new[0].startswith("layer2: 75% of the outputs saturated at step 4")
     assert len(m.warnings) == 2
     # the advice leaves out what the run already does
-    assert new[0].endswith("try model.init: xavier, a lower optimizer.lr, or inputs scaled to mean 0 and std 1")
+    assert new[0].endswith("try model.init: xavier, model.norm: batch, a lower optimizer.lr, or inputs scaled to mean 0 "
+                          "and std 1")
     kaiming = HealthMonitor("relu", "kaiming").record(rec(1, {"layer1": {"dead_fraction": 0.9}}))[0]
     assert kaiming.endswith("try a lower optimizer.lr, or model.activation: leaky_relu")
 

@@ -110,6 +110,8 @@ ActivationSpec = Annotated[Union[Relu, Tanh, Sigmoid, Gelu, LeakyRelu, Identity]
 ACTIVATION_NAMES = tags(ActivationSpec)
 
 INITS = ("default", "xavier", "kaiming")
+NORM_NAMES = ("none", "batch", "layer")  # model.norm: after each hidden linear layer, before the activation
+DropoutP = Annotated[float, Field(ge=0, lt=1)]
 
 
 def _missing_width(data: Any) -> InitErrorDetails:
@@ -134,6 +136,24 @@ class ModelConfig(Strict):
     bias: bool = True
     init: Literal["default", "xavier", "kaiming"] = "default"
     init_gain: Optional[PositiveFloat] = None  # default: torch.nn.init.calculate_gain of the activation
+    # the cures (README, "Normalization, dropout and residual connections"): a hidden block is
+    # linear → norm → activation → dropout, with a skip around it where its input and output widths match
+    norm: Literal["none", "batch", "layer"] = "none"
+    dropout: Union[DropoutP, Annotated[list[DropoutP], Field(min_length=1, max_length=64)]] = 0.0
+    residual: bool = False
+
+    @field_validator("dropout", mode="before")
+    @classmethod
+    def _dropout_number(cls, v: Any) -> Any:
+        """``dropout: 0`` is 0.0; one message for a value outside [0, 1) (not one per member of the union)."""
+        def one(p: Any) -> Any:
+            if isinstance(p, bool) or not isinstance(p, (int, float)):
+                raise ValueError("expected a probability 0 <= P < 1 (e.g. 0.2), or a list of one per hidden layer")
+            if not 0 <= p < 1:
+                raise ValueError("dropout must be at least 0 and below 1 (the share of a layer's outputs zeroed "
+                                 "in training)")
+            return float(p)
+        return [one(p) for p in v] if isinstance(v, list) else one(v)
 
     @field_validator("activation", mode="before")
     @classmethod
@@ -172,7 +192,38 @@ class ModelConfig(Strict):
                                  self.hidden_sizes)])
         if self.init_gain is not None and self.init == "default":
             raise LocatedError([(("init_gain",), "init_gain needs model.init: xavier or kaiming", self.init_gain)])
+        hidden = len(self.hidden_widths)
+        if isinstance(self.dropout, list) and len(self.dropout) != hidden:
+            shown = " → ".join(map(str, self.widths)) if self.input_size is not None else \
+                "hidden " + " → ".join(map(str, self.hidden_widths))
+            raise LocatedError([(("dropout",), f"a dropout list gives one value per hidden layer: {hidden} here "
+                                 f"({shown})", self.dropout)])
+        # with input_size: auto the first block's input width is known once the data is read (checked then)
+        if self.residual and self.input_size is not None and not self.residual_layers:
+            blocks = ", ".join(f"layer{k} {a}→{b}" for k, (a, b) in enumerate(zip(self.widths, self.widths[1:-1]), 1))
+            raise LocatedError([(("residual",), "residual: true adds a skip around each hidden layer whose input and "
+                                 f"output widths match, and none does here ({blocks}); give two equal widths in a row, "
+                                 "e.g. model.input_size equal to the first hidden size, or hidden_sizes [32, 32]",
+                                 self.residual)])
         return self
+
+    @property
+    def dropouts(self) -> list[float]:
+        """The dropout probability after each hidden layer's activation."""
+        hidden = len(self.hidden_widths)
+        return list(self.dropout) if isinstance(self.dropout, list) else [self.dropout] * hidden
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        """The hidden layers' widths (known before the data is read, unlike the input's with ``auto``)."""
+        return list(self.hidden_sizes) if self.hidden_sizes is not None else [self.hidden_size]
+
+    @property
+    def residual_layers(self) -> list[int]:
+        """The hidden layers k (from 1) with a skip connection: h_k = h_{k-1} + block_k(h_{k-1}) where the
+        layer's input and output widths match (only with ``residual: true``; others stay plain blocks)."""
+        w = self.widths
+        return [k for k in range(1, len(w) - 1) if w[k - 1] == w[k]]
 
     @property
     def widths(self) -> list[int]:
@@ -190,6 +241,10 @@ class ModelConfig(Strict):
                 out.pop(key, None)
         if out.get("input_size", 0) is None:
             out["input_size"] = "auto"
+        # the cures appear only when used: a config without them reads (and checkpoints) as before
+        for key, off in (("norm", "none"), ("dropout", 0.0), ("residual", False)):
+            if key in out and out[key] == off:
+                out.pop(key)
         return out
 
 
@@ -567,6 +622,10 @@ class Config(Strict):
                           data.standardize_target))
         if self.model.input_size is None and isinstance(data, SyntheticData):
             found.append((("model", "input_size"), "synthetic data needs a number of inputs", "auto"))
+        if self.model.norm == "batch" and data.batch_size < 2:
+            found.append((("data", "batch_size"), "model.norm: batch normalizes each unit over the rows of a batch "
+                          "and needs at least 2 of them; raise data.batch_size or use model.norm: layer",
+                          data.batch_size))
         if task_of(loss) == "classes" and self.model.output_size < 2:
             found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",
                           self.model.output_size))

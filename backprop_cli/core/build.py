@@ -21,7 +21,7 @@ from backprop_cli.data.batches import Batches
 from backprop_cli.data.load import load_dataset
 from backprop_cli.data.tables import Dataset, Table
 from backprop_cli.core.engine import Guard, Loop
-from backprop_cli.errors import DeviceError
+from backprop_cli.errors import DataError, DeviceError
 from backprop_cli.core.model import Net, build_model
 
 
@@ -134,6 +134,7 @@ class Run:
     steps: int
     scheduler: object = None
     guard: Guard = Guard()
+    drop_last_why: Optional[str] = None  # why drop_last is on when the config did not ask (batch norm)
 
     @property
     def param_names(self) -> list[str]:
@@ -154,10 +155,25 @@ def build_run(cfg: Config, *, dataset: Dataset | Table | None = None, device: Op
     model = build_model(cfg.model, cfg.seed, enc.embeddings() if enc is not None else None).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, kernel)
     x, y = dataset.on(device)
-    batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, cfg.seed, cfg.data.drop_last)
+    drop_last, why = batch_norm_drop_last(cfg, x.shape[0])
+    batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, cfg.seed, drop_last)
     steps = resolved_steps(cfg, batches.per_epoch)
     scheduler = make_scheduler(cfg.scheduler, optimizer, steps)
-    return Run(cfg, device, model, make_loss(cfg.loss), optimizer, dataset, batches, steps, scheduler, guard_of(cfg))
+    return Run(cfg, device, model, make_loss(cfg.loss), optimizer, dataset, batches, steps, scheduler, guard_of(cfg),
+               why)
+
+
+def batch_norm_drop_last(cfg: Config, rows: int) -> tuple[bool, Optional[str]]:
+    """``data.drop_last``, turned on where batch norm would meet a training batch of one row (its variance
+    over one row is 0: torch refuses it), with the reason the start panel shows; else the config's."""
+    size = cfg.data.batch_size
+    if cfg.model.norm != "batch" or cfg.data.drop_last or rows % size != 1:
+        return cfg.data.drop_last, None
+    if rows == 1:
+        raise DataError(f"{cfg.source}: model.norm: batch norm needs at least 2 training rows per batch, and the "
+                        "data has 1 training row; use model.norm: layer or more data")
+    return True, (f"on by itself: {rows} rows in batches of {size} would leave a last batch of 1 row, too few "
+                  "for batch norm's statistics")
 
 
 def describe_run(run: Run) -> dict:
@@ -173,6 +189,9 @@ def describe_run(run: Run) -> dict:
             "activation_options": act,
             "bias": cfg.model.bias,
             "init": cfg.model.init,
+            "norm": cfg.model.norm,
+            "dropout": cfg.model.dropouts,
+            "residual_layers": [f"layer{b.k}" for b in model.blocks if b.residual],
             "params": {n: list(p.shape) for n, p in model.named_parameters()},
             "parameter_count": sum(p.numel() for p in model.parameters()),
         },
@@ -204,6 +223,7 @@ def _describe_data(run: Run) -> dict:
         "batches_per_epoch": run.batches.per_epoch,
         "shuffle": run.batches.shuffle,
         "drop_last": run.batches.drop_last,
+        "drop_last_why": run.drop_last_why,
         "validation": None,
         "dropped": table.dropped if table is not None else 0,
         "standardize": cfg.standardize,

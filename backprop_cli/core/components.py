@@ -96,6 +96,92 @@ ACTIVATIONS: dict[str, Activation] = {
         "linear", None),
 }
 
+# --------------------------------------------------------------------------- normalization, dropout, skips
+#
+# Each hidden block is linear → norm → activation → dropout (+ skip): backprop_cli/core/model.py. The
+# hand-written chain rule (core/grads.py) calls these backwards; check-grads holds them against autograd
+# (torch's own nn.BatchNorm1d / nn.LayerNorm / dropout) and finite differences.
+
+NORM_EPS = 1e-5  # torch's default eps for both BatchNorm1d and LayerNorm
+
+
+def _normalize(z: Tensor, gamma: Tensor, beta: Tensor, dim: int) -> tuple[Tensor, tuple]:
+    """y = γ·x̂ + β with x̂ = (z − μ)/√(σ² + eps), μ and σ² (biased) the mean and variance over ``dim``."""
+    mu = z.mean(dim=dim, keepdim=True)
+    var = ((z - mu) ** 2).mean(dim=dim, keepdim=True)
+    inv = 1 / torch.sqrt(var + NORM_EPS)
+    xhat = (z - mu) * inv
+    return gamma * xhat + beta, (xhat, inv, gamma)
+
+
+def _normalize_grad(dy: Tensor, cache: tuple, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(dL/dz, dL/dγ, dL/dβ) of :func:`_normalize`, the full formula through μ and σ² (n values over ``dim``):
+
+        dx̂ = dy·γ
+        dz = (1/n)·inv·(n·dx̂ − Σ dx̂ − x̂·Σ(dx̂·x̂))        (sums over ``dim``)
+        dγ = Σ_rows dy·x̂,  dβ = Σ_rows dy
+
+    (the chain rule through x̂ = (z − μ)·inv, μ = mean z, inv = (σ² + eps)^−½, σ² = mean (z − μ)²:
+    dσ² = Σ dx̂·(z − μ)·(−½)·inv³, dμ = −Σ dx̂·inv, dz = dx̂·inv + dσ²·2(z − μ)/n + dμ/n; simplified)."""
+    xhat, inv, gamma = cache
+    n = xhat.shape[dim]
+    dxhat = dy * gamma
+    dz = inv / n * (n * dxhat - dxhat.sum(dim=dim, keepdim=True)
+                    - xhat * (dxhat * xhat).sum(dim=dim, keepdim=True))
+    return dz, (dy * xhat).sum(dim=0), dy.sum(dim=0)
+
+
+@dataclass(frozen=True)
+class Norm:
+    """``module(width)``: the torch module (parameters ``weight`` = γ and ``bias`` = β);
+    ``forward(z, γ, β)`` → (y, cache) in training mode and ``backward(dy, cache)`` → (dz, dγ, dβ), by hand."""
+
+    label: str
+    module: Callable[[int], nn.Module]
+    forward: Callable[[Tensor, Tensor, Tensor], tuple]
+    backward: Callable[[Tensor, tuple], tuple]
+
+
+NORMS: dict[str, Norm] = {
+    # batch norm: each unit over the rows of the batch (training mode; eval mode uses the running mean
+    # and variance, a fixed affine map)
+    "batch": Norm(
+        "BatchNorm1d", lambda width: nn.BatchNorm1d(width, eps=NORM_EPS),
+        lambda z, g, b: _normalize(z, g, b, dim=0),
+        lambda dy, cache: _normalize_grad(dy, cache, dim=0)),
+    # layer norm: each row over its units (the same in training and eval)
+    "layer": Norm(
+        "LayerNorm", lambda width: nn.LayerNorm(width, eps=NORM_EPS),
+        lambda z, g, b: _normalize(z, g, b, dim=1),
+        lambda dy, cache: _normalize_grad(dy, cache, dim=1)),
+}
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout with a given keep-mask m (True: kept): ``forward(a, m, p)`` = a·m/(1−p) and
+    ``backward(d, m, p)`` = d·m/(1−p), dL/da by hand. Training mode only; in eval mode it is the identity."""
+
+    forward: Callable[[Tensor, Tensor, float], Tensor]
+    backward: Callable[[Tensor, Tensor, float], Tensor]
+
+
+DROPOUT = Dropout(
+    lambda a, keep, p: a * keep.to(a.dtype) / (1 - p),
+    lambda d, keep, p: d * keep.to(d.dtype) / (1 - p))
+
+
+@dataclass(frozen=True)
+class Residual:
+    """The skip h = x + F(x): ``forward(x, fx)``; ``backward(dh)`` → (dL/dx by the skip, dL/dF(x)): the
+    gradient reaches x along both paths, the skip's part added to the one through F."""
+
+    forward: Callable[[Tensor, Tensor], Tensor]
+    backward: Callable[[Tensor], tuple]
+
+
+RESIDUAL = Residual(lambda x, fx: x + fx, lambda dh: (dh, dh))
+
 # --------------------------------------------------------------------------- losses
 
 

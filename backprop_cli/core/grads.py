@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 
-from backprop_cli.core.components import ACTIVATIONS, LOSSES
+from backprop_cli.core.components import ACTIVATIONS, DROPOUT, LOSSES, NORMS, RESIDUAL
 
 
 def zero_grads(params: Iterable[torch.Tensor]) -> None:
@@ -107,34 +107,62 @@ def nonfinite_count(t: torch.Tensor) -> int:
 
 
 def manual_backward(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                    activation, loss) -> dict[str, torch.Tensor]:
-    """The gradients of a ``layer1 … layerN`` net by the chain rule, layer by layer, with no autograd.
+                    activation, loss, *, norm: str = "none", masks: Optional[dict[int, torch.Tensor]] = None,
+                    dropout: Optional[list[float]] = None, residual: Iterable[int] = ()) -> dict[str, torch.Tensor]:
+    """The gradients of a ``layer1 … layerN`` net by the chain rule, block by block, with no autograd.
 
-    forward:  z_k = h_{k-1}·W_kᵀ + b_k,  h_k = f(z_k)  (h_0 = x; the last layer has no f: ŷ = z_N)
-    backward: δ_N = dL/dŷ;  for k = N … 1:  dW_k = δ_kᵀ·h_{k-1},  db_k = Σ δ_k,
-              δ_{k-1} = (δ_k·W_k) ⊙ f′(z_{k-1})
-    Each activation's f and f′ and each loss's dL/dŷ come from ``backprop_cli.core.components``.
+    forward, hidden block k (h_0 = x):  z_k = h_{k-1}·W_kᵀ + b_k,  u_k = norm(z_k),  a_k = f(u_k),
+              d_k = a_k·m_k/(1−p_k) (dropout with the fixed keep-mask m_k),  h_k = h_{k-1} + d_k (skip) or d_k;
+              the last layer: ŷ = h_{N-1}·W_Nᵀ + b_N
+    backward: g = dL/dŷ;  dW_N = gᵀ·h_{N-1},  db_N = Σ g,  δh = g·W_N;  for k = N−1 … 1:
+              δa = δh·m_k/(1−p_k),  δu = δa ⊙ f′(u_k),  (δz, dγ_k, dβ_k) = norm′(δu),
+              dW_k = δzᵀ·h_{k-1},  db_k = Σ δz,  δh ← δz·W_k (+ δh, the skip's share, where k has one)
+    Without norm, dropout or skips this is the classic δ_{k-1} = (δ_k·W_k) ⊙ f′(z_{k-1}). Each f and f′,
+    dL/dŷ, norm and norm′ (batch norm in training mode: through the batch mean and variance), dropout and
+    skip come from ``backprop_cli.core.components``. ``residual``: the blocks with a skip;
+    ``masks``/``dropout``: block k → its keep-mask and p (blocks without dropout absent).
     """
     act = ACTIVATIONS[activation.name]
     opts = activation.model_dump()
-    depth = sum(1 for name in weights if name.endswith(".weight"))
+    depth = sum(1 for name in weights if name.startswith("layer") and name.endswith(".weight"))
+    skips = set(residual)
+    masks = masks or {}
     with torch.no_grad():
-        zs, hs = [], [x]
-        for k in range(1, depth + 1):
+        hs, us, acts, caches = [x], [], [], []
+        for k in range(1, depth):
             z = hs[-1] @ weights[f"layer{k}.weight"].T
             if f"layer{k}.bias" in weights:
                 z = z + weights[f"layer{k}.bias"]
-            zs.append(z)
-            if k < depth:
-                hs.append(act.forward(z, opts))
-        delta = LOSSES[loss.name].gradient(zs[-1], y, loss)
-        grads: dict[str, torch.Tensor] = {}
-        for k in range(depth, 0, -1):
-            grads[f"layer{k}.weight"] = delta.T @ hs[k - 1]
+            cache = None
+            if norm != "none":
+                z, cache = NORMS[norm].forward(z, weights[f"norm{k}.weight"], weights[f"norm{k}.bias"])
+            a = act.forward(z, opts)
+            us.append(z)
+            acts.append(a)
+            caches.append(cache)
+            d = DROPOUT.forward(a, masks[k], dropout[k - 1]) if k in masks else a
+            hs.append(RESIDUAL.forward(hs[-1], d) if k in skips else d)
+        y_hat = hs[-1] @ weights[f"layer{depth}.weight"].T
+        if f"layer{depth}.bias" in weights:
+            y_hat = y_hat + weights[f"layer{depth}.bias"]
+        g = LOSSES[loss.name].gradient(y_hat, y, loss)
+        grads: dict[str, torch.Tensor] = {f"layer{depth}.weight": g.T @ hs[depth - 1]}
+        if f"layer{depth}.bias" in weights:
+            grads[f"layer{depth}.bias"] = g.sum(dim=0)
+        dh = g @ weights[f"layer{depth}.weight"]
+        for k in range(depth - 1, 0, -1):
+            skip, dd = RESIDUAL.backward(dh) if k in skips else (None, dh)
+            da = DROPOUT.backward(dd, masks[k], dropout[k - 1]) if k in masks else dd
+            dz = da * act.derivative(us[k - 1], acts[k - 1], opts)
+            if norm != "none":
+                dz, grads[f"norm{k}.weight"], grads[f"norm{k}.bias"] = NORMS[norm].backward(dz, caches[k - 1])
+            grads[f"layer{k}.weight"] = dz.T @ hs[k - 1]
             if f"layer{k}.bias" in weights:
-                grads[f"layer{k}.bias"] = delta.sum(dim=0)
+                grads[f"layer{k}.bias"] = dz.sum(dim=0)
             if k > 1:
-                delta = (delta @ weights[f"layer{k}.weight"]) * act.derivative(zs[k - 2], hs[k - 1], opts)
+                dh = dz @ weights[f"layer{k}.weight"]
+                if skip is not None:
+                    dh = dh + skip
     return {name: grads[name] for name in weights}
 
 

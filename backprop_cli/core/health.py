@@ -5,7 +5,8 @@ A warning names the layer or parameter, the step, the numbers, and what to try. 
 
 - a hidden layer with more than half its units dead (ReLU family) or saturated (tanh, sigmoid);
 - a layer whose gradient norm is more than 1000× smaller (vanishing) or larger (exploding) than the
-  last layer's (a layer's norm: the L2 norm of its weight and bias gradients together);
+  last layer's (a layer's norm: the L2 norm of its weight and bias gradients together; the linear
+  layers ``layerK`` only, not the norm layers' γ and β);
 - a parameter whose update-to-data ratio ‖Δw‖/‖w‖ stays above 1e-1 or below 1e-5 at every logging step
   over 100 steps or more (skipped steps and steps whose ratio is not finite are left out).
 """
@@ -13,6 +14,7 @@ A warning names the layer or parameter, the step, the numbers, and what to try. 
 from __future__ import annotations
 
 import math
+from typing import Optional
 from backprop_cli.core.records import StepRecord
 
 UNITS_BAD = 0.5  # more than this share of a layer's units dead or saturated
@@ -42,8 +44,12 @@ class HealthMonitor:
     """Folds records into warnings; :meth:`record` returns the ones that are new (one per kind and step,
     naming every layer or parameter that newly crossed that threshold)."""
 
-    def __init__(self, activation: str = "", init: str = "default") -> None:
-        self.activation, self.init = activation, init  # what the advice need not suggest again
+    def __init__(self, activation: str = "", init: str = "default", norm: str = "none",
+                 residual: Optional[bool] = None) -> None:
+        """``activation``, ``init``, ``norm``: what the run uses (the advice need not suggest it again);
+        ``residual``: whether ``model.residual: true`` is advice for this model (False: it has it already,
+        None: no hidden layer's input and output widths match, so it cannot apply)."""
+        self.activation, self.init, self.norm, self.residual = activation, init, norm, residual
         self.warnings: list[str] = []
         self._warned: set[tuple[str, str]] = set()
         self._out_since: dict[tuple[str, str], int] = {}  # (param, high|low) → first step of the stretch
@@ -57,7 +63,9 @@ class HealthMonitor:
 
     def _try(self, *advice: str) -> str:
         """The advice, less what the run already does (its activation, its init)."""
-        done = {f"model.init: {self.init}", f"model.activation: {self.activation}"}
+        done = {f"model.init: {self.init}", f"model.activation: {self.activation}", f"model.norm: {self.norm}"}
+        if not self.residual:
+            done.add("model.residual: true")
         if self.activation == "relu" and self.init == "kaiming":
             done.add("model.activation: relu with model.init: kaiming")
         kept = [a for a in advice if a not in done]
@@ -84,11 +92,12 @@ class HealthMonitor:
             else:
                 out.append(f"{_names(fresh)}: {shares} of the outputs saturated at step {rec.step} (in the flat "
                            "tails, where the gradient vanishes); try " + self._try(
-                               "model.init: xavier", "a lower optimizer.lr", "inputs scaled to mean 0 and std 1"))
+                               "model.init: xavier", "model.norm: batch", "a lower optimizer.lr",
+                               "inputs scaled to mean 0 and std 1"))
         return out
 
     def _gradients(self, rec: StepRecord) -> list[str]:
-        norms = layer_norms(rec.grad_norms)
+        norms = {k: v for k, v in layer_norms(rec.grad_norms).items() if k.startswith("layer")}  # the linear chain
         if len(norms) < 2:
             return []
         *hidden, last = norms
@@ -102,7 +111,8 @@ class HealthMonitor:
         if fresh:
             out.append(f"{_names(fresh)}: gradient norm {', '.join(_g(norms[k]) for k in fresh)}, over "
                        f"{GRAD_GAP:,.0f}× smaller than {last}'s ({_g(ref)}) at step {rec.step}: vanishing gradients; "
-                       "try " + self._try("model.activation: relu with model.init: kaiming", "fewer layers"))
+                       "try " + self._try("model.activation: relu with model.init: kaiming", "model.norm: batch",
+                                          "model.residual: true", "fewer layers"))
         fresh = self._new("exploding", large)
         if fresh:
             out.append(f"{_names(fresh)}: gradient norm {', '.join(_g(norms[k]) for k in fresh)}, over "

@@ -47,6 +47,10 @@ def structure_problems(state: dict) -> list[str]:
         bad("model", "a mapping of parameter names to tensors", model)
     else:
         for name, value in model.items():
+            if isinstance(name, str) and name.endswith(".num_batches_tracked"):  # batch norm's step counter
+                if not (_dense(value) and value.dtype == torch.int64 and value.dim() == 0 and int(value) >= 0):
+                    bad(f"model.{_name(name)}", "a count (a 0-d int64 tensor, at least 0)", value)
+                continue
             if not isinstance(name, str) or not _dense_float(value):
                 bad(f"model.{_name(name)}", "a dense float tensor", value)
             elif not bool(torch.isfinite(value).all()):

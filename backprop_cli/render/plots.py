@@ -124,7 +124,7 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
     """One figure of a run (or several: compare-optimizers' runs) from its metrics records.
 
     Six panels: the loss (and ``val_loss`` where recorded; log scale); the gradient norm of each layer
-    (log); the update-to-data ratio ‖Δw‖/‖w‖ of each parameter (log10, with the 1e-3 guide line; the
+    (log; a norm layer's γ and β dashed, in its linear layer's colour); the update-to-data ratio ‖Δw‖/‖w‖ of each parameter (log10, with the 1e-3 guide line; the
     overall ratio where only that was recorded); the learning rate; the dead or saturated fraction of each
     hidden layer; the std of each hidden layer's outputs. ``runs``: label → records (label "" for a
     single run). One run: a colour per layer or parameter. Several: a colour per run (the legend under
@@ -145,6 +145,7 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
 
         def draw(ax, series: dict, run: str, marker: Optional[str] = None, label: Optional[str] = None):
             ordered = sorted(series, key=_natural)
+            norms = any(n.startswith("norm") for n in ordered)
             for k, name in enumerate(ordered):
                 steps, values = series[name]
                 if name not in names[ax]:
@@ -152,9 +153,12 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
                 k = names[ax].index(name)
                 if multi:
                     color, style, text = run_color[run], styles[k % len(styles)] if label is None else "-", None
-                else:
-                    color = viridis(k / max(1, len(ordered) - 1) * 0.9) if label is None and len(ordered) > 1 else None
-                    style, text = "-", label if label is not None else name
+                else:  # a norm layer's series: dashed, in the colour of its linear layer (norm3 beside layer3)
+                    groups = sorted({_natural(n)[1] for n in ordered})
+                    at = groups.index(_natural(name)[1]) if norms else k
+                    color = (viridis(at / max(1, (len(groups) if norms else len(ordered)) - 1) * 0.9)
+                             if label is None and len(ordered) > 1 else None)
+                    style, text = "--" if name.startswith("norm") else "-", label if label is not None else name
                 ax.plot(steps, values, linestyle=style, marker=marker, markersize=3 if marker else None,
                         linewidth=1.3, color=color, label=text)
 

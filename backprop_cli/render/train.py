@@ -20,6 +20,19 @@ from backprop_cli.render.evaluation import evaluation_tables
 from backprop_cli.render.fit import NUM_WIDTH, Col, fit, kv_lines, print_blocks, print_lines
 
 
+def _cures(m: dict) -> str:
+    """The model line's norm, dropout and skip connections (nothing when the net has none)."""
+    out = ""
+    if m.get("norm", "none") != "none":
+        out += f", {m['norm']} norm"
+    drops = m.get("dropout") or []
+    if any(drops):
+        out += ", dropout " + (fmt(drops[0]) if len(set(drops)) == 1 else "[" + ", ".join(fmt(p) for p in drops) + "]")
+    if m.get("residual_layers"):
+        out += ", skip around " + ", ".join(m["residual_layers"])
+    return out
+
+
 def _run_lines(info: dict) -> list[tuple[str, str]]:
     m = info["model"]
     sizes = " → ".join(str(s) for s in m["sizes"])
@@ -30,7 +43,7 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
     opt = info["optimizer"]
     lines = [
         ("model", f"{'TwoLayerNet' if len(m['sizes']) == 3 else 'MLP'} {sizes}, {act}, bias {'on' if m['bias'] else 'off'}"
-                  + (f", {m['init']} init" if m.get("init", "default") != "default" else "")),
+                  + (f", {m['init']} init" if m.get("init", "default") != "default" else "") + _cures(m)),
         ("parameters", f"{m['parameter_count']:,}: {shapes}"),
         ("loss", f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"]),
         ("optimizer", f"{opt['name']} ({fmt_options(opt['options'])})"
@@ -40,6 +53,7 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         ("data", f"{d['source']}, {d['samples']} {'training rows' if d.get('validation') else 'samples'}, "
                  f"batch {d['batch_size']}, {d['batches_per_epoch']} batch(es)/epoch, "
                  f"shuffle {'on' if d['shuffle'] else 'off'}" + (", drop_last" if d.get("drop_last") else "")
+                 + (f" ({d['drop_last_why']})" if d.get("drop_last_why") else "")
                  + (f"; {d['dropped']} row(s) with missing cells left out" if d.get("dropped") else "")),
         ("steps", f"{info['steps']} (seed {info['seed']})"),
     ]

@@ -184,9 +184,10 @@ class HealthSink(Sink):
     """train's warnings (:class:`~backprop_cli.core.health.HealthMonitor`): each new one goes to the reporter
     (a line in the table) at once; all of them end in the summary."""
 
-    def __init__(self, reporter, activation: str = "", init: str = "default") -> None:
+    def __init__(self, reporter, activation: str = "", init: str = "default", norm: str = "none",
+                 residual: Optional[bool] = None) -> None:
         self.reporter = reporter
-        self.monitor = HealthMonitor(activation, init)
+        self.monitor = HealthMonitor(activation, init, norm, residual)
 
     @property
     def warnings(self) -> list[str]:

@@ -83,7 +83,8 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
                            lambda step: is_logging_step(step, start + 1, log_every, run.steps))
     stages = Stages(epoch=EpochSink(run.batches.per_epoch, run.batches.rows), evaluation=evaluator,
                     summary=TrackerSink(), console=shown,
-                    health=HealthSink(shown, cfg.model.activation.name, cfg.model.init),  # warns through `shown`
+                    health=HealthSink(shown, cfg.model.activation.name, cfg.model.init, cfg.model.norm,  # warns
+                                      None if not cfg.model.residual_layers else not cfg.model.residual),  # via shown
                     outputs=_output_sinks(run, opts, log_every, probe, reporter) if main else [])
     tracker, health = stages.summary, stages.health
     if main:
