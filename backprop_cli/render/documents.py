@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any, Optional
 
+from backprop_cli.core.records import ALL_METRICS
+
 
 def finite(value: Any) -> Any:
     """A copy of plain data with every non-finite float replaced by None (dicts, lists, tuples)."""
@@ -97,9 +99,9 @@ def find_lr_document(result: dict) -> dict:
 
 
 def evaluate_document(result: dict) -> dict:
-    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "loss", "accuracy" | "mae", "r2",
-    and for classification "classes", "confusion", "per_class"}."""
-    keys = ("checkpoint", "step", "data", "rows", "loss", "accuracy", "mae", "r2", "classes", "confusion", "per_class")
+    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "loss", "accuracy", "f1_macro",
+    "roc_auc", "log_loss" | "mae", "rmse", "r2", and for classification "classes", "confusion", "per_class"}."""
+    keys = ("checkpoint", "step", "data", "rows", "loss", *ALL_METRICS, "classes", "confusion", "per_class")
     return finite({k: result[k] for k in keys if k in result})
 
 

@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from backprop_cli.core.records import StepRecord, Summary, is_logging_step
+from backprop_cli.core.records import ALL_METRICS, StepRecord, Summary, is_logging_step
 from backprop_cli.errors import OutputClosed
 from backprop_cli.io.signals import on_interrupt
 from backprop_cli.render.console import fmt, fmt_options
@@ -113,11 +113,12 @@ def _param_order(names: list[str]) -> list[str]:
     weights = [n for n in names if not n.endswith(".bias")]
     return ends_first(weights) + ends_first([n for n in names if n.endswith(".bias")])
 
-EVAL_COLUMNS = {"classification": ("train_loss", "val_loss", "train_accuracy", "val_accuracy"),
-                "regression": ("train_loss", "val_loss", "val_mae", "val_r2")}
+EVAL_COLUMNS = {"classification": ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_f1_macro",
+                                    "val_roc_auc"),
+                "regression": ("train_loss", "val_loss", "val_mae", "val_rmse", "val_r2")}
 
 EVAL_SHORT = {"train_loss": "train", "val_loss": "val", "train_accuracy": "train_acc", "val_accuracy": "val_acc",
-              "val_mae": "mae", "val_r2": "r2"}
+              "val_f1_macro": "f1", "val_roc_auc": "auc", "val_mae": "mae", "val_rmse": "rmse", "val_r2": "r2"}
 
 def train_columns(names: list[str], total_steps: int, *, scheduled: bool, scale: bool, skips: bool,
                   epochs: int = 1, evaluation: tuple[str, ...] = ()) -> list[Col]:
@@ -343,7 +344,7 @@ def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Opt
         lines.append(("epoch loss", f"{fmt(s.epoch_loss)}: the mean over every row of the last complete epoch"))
     v = s.validation
     if v:
-        metrics = ", ".join(f"{k} {fmt(v[k])}" for k in ("accuracy", "mae", "r2") if k in v)
+        metrics = ", ".join(f"{k} {fmt(v[k])}" for k in ALL_METRICS if k in v)
         lines.append(("validation", f"loss {fmt(v['loss'])}" + (f", {metrics}" if metrics else "")
                       + f" (all validation rows, last evaluation); best loss {fmt(v['best_loss'])} at step "
                       f"{v['best_step']}"))

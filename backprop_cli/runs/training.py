@@ -43,11 +43,12 @@ class Interrupted(BackpropError):
 
 def metric_columns(cfg: Config, validation: bool = False) -> tuple[str, ...]:
     """The optional columns of this run's metrics records."""
-    from backprop_cli.config import is_classification
+    from backprop_cli.config import task_of
+    from backprop_cli.core.records import TASK_METRICS
 
     evaluation: tuple[str, ...] = ()
     if validation:
-        keys = ("loss", "accuracy") if is_classification(cfg.loss) else ("loss", "mae", "r2")
+        keys = ("loss", *TASK_METRICS[task_of(cfg.loss)])
         evaluation = tuple(f"{part}_{k}" for part in ("val", "train") for k in keys)
     return (("epoch", "epoch_loss") + evaluation
             + (("clipped",) if cfg.train.clip_grad_norm is not None else ())
