@@ -204,15 +204,35 @@ class SmoothL1Loss(Strict):
     reduction: Reduction = "mean"
 
 
+def _drop_unset(out: dict, keys: tuple[str, ...]) -> dict:
+    for key in keys:
+        if out.get(key) is None:
+            out.pop(key, None)
+    return out
+
+
 class CrossEntropyLoss(Strict):
     name: Literal["cross_entropy"]
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     reduction: Reduction = "mean"
+    # a weight per class (torch's CrossEntropyLoss weight), or auto: n / (k · count_c) over the training rows
+    class_weights: Optional[Union[Literal["auto"], Annotated[list[PositiveFloat], Field(min_length=2)]]] = None
+
+    @model_serializer(mode="wrap")
+    def _given_weights_only(self, handler):
+        return _drop_unset(handler(self), ("class_weights",))
 
 
 class BCEWithLogitsLoss(Strict):
     name: Literal["bce_with_logits"]
     reduction: Reduction = "mean"
+    # the weight of the positive rows (torch's pos_weight), one number or one per target column, or auto:
+    # count_negative / count_positive of each column over the training rows
+    pos_weight: Optional[Union[Literal["auto"], PositiveFloat, Annotated[list[PositiveFloat], Field(min_length=1)]]] = None
+
+    @model_serializer(mode="wrap")
+    def _given_weights_only(self, handler):
+        return _drop_unset(handler(self), ("pos_weight",))
 
 
 LossSpec = Annotated[Union[MSELoss, L1Loss, HuberLoss, SmoothL1Loss, CrossEntropyLoss, BCEWithLogitsLoss],
@@ -494,6 +514,14 @@ class Config(Strict):
         if task_of(loss) == "classes" and self.model.output_size < 2:
             found.append((("model", "output_size"), "cross_entropy needs output_size >= 2 (one logit per class)",
                           self.model.output_size))
+        weights = getattr(self.loss, "class_weights", None)
+        if isinstance(weights, list) and len(weights) != self.model.output_size:
+            found.append((("loss", "class_weights"), f"give one weight per class (model.output_size is "
+                          f"{self.model.output_size}), or auto", weights))
+        pos = getattr(self.loss, "pos_weight", None)
+        if isinstance(pos, list) and len(pos) != self.model.output_size:
+            found.append((("loss", "pos_weight"), f"give one number, one per target column (model.output_size is "
+                          f"{self.model.output_size}), or auto", pos))
         if found:
             raise LocatedError(found)
         return self

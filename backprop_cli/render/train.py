@@ -32,7 +32,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         ("model", f"{'TwoLayerNet' if len(m['sizes']) == 3 else 'MLP'} {sizes}, {act}, bias {'on' if m['bias'] else 'off'}"
                   + (f", {m['init']} init" if m.get("init", "default") != "default" else "")),
         ("parameters", f"{m['parameter_count']:,}: {shapes}"),
-        ("loss", f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"]),
+        ("loss", (f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"])
+                 + (f"; {loss['auto_weights']}: auto, from the training rows" if loss.get("auto_weights") else "")),
         ("optimizer", f"{opt['name']} ({fmt_options(opt['options'])})"
                       + (f", {opt['implementation']} implementation" if opt.get("implementation") else "")),
         ("device", info["device"]),

@@ -217,7 +217,7 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
     ref = Net(m.widths, ACTIVATIONS[m.activation.name].module(m.activation), m.bias).double()
     ref.load_state_dict(w64)
     params64 = dict(ref.named_parameters())
-    loss_fn = make_loss(cfg.loss)
+    loss_fn = make_loss(cfg.loss).double()  # class weights too in float64
 
     def loss_of() -> torch.Tensor:
         return loss_fn(ref(x64), y64)
