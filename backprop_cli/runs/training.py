@@ -80,7 +80,8 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
         default_log_every(run.steps) if evaluator is None
         else evaluator.every * default_log_every(-(-run.steps // evaluator.every)))  # rows at evaluations
     probe = Diagnostics.of(loop.model, cfg.model.activation.name,
-                           lambda step: is_logging_step(step, start + 1, log_every, run.steps))
+                           lambda step: is_logging_step(step, start + 1, log_every, run.steps),
+                           batch_size=run.batches.batch_size)
     stages = Stages(epoch=EpochSink(run.batches.per_epoch, run.batches.rows), evaluation=evaluator,
                     summary=TrackerSink(), console=shown,
                     health=HealthSink(shown, cfg.model.activation.name, cfg.model.init),  # warns through `shown`
