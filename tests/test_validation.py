@@ -300,3 +300,24 @@ def test_inspect_grads_warns_about_raw_columns_of_very_different_scales(cli, tmp
     assert f"{ratio:.3g}×" in warning and "'body_mass_g'" in warning and "set data.standardize: true" in warning
     r = cli("inspect-grads", "-c", cfg, "--format", "json")
     assert not any("differ in scale" in w for w in json.loads(r.stdout)["warnings"])
+
+
+def test_restore_best_keeps_and_saves_the_best_evaluation(cli, tmp_path):
+    """A run that over-fits (lr 0.3, 8-row batches): the model at the end, --save and the summary are those
+    of the lowest val_loss the run printed; evaluate on the checkpoint gives that val_loss back."""
+    cfg = penguins_yaml(tmp_path, "epochs: 12, early_stopping: {patience: 100, restore_best: true}")
+    r = cli("train", "-c", cfg, "--set", "optimizer.lr=0.3", "--set", "data.batch_size=8", "--set", "model.hidden_size=32", "--save",
+            tmp_path / "best.pt", "--metrics", tmp_path / "m.jsonl", "--format", "json", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    evals = [rec for rec in read_metrics(tmp_path / "m.jsonl") if "val_loss" in rec]
+    best = min(evals, key=lambda rec: rec["val_loss"])
+    assert best["step"] < evals[-1]["step"] and best["val_loss"] < evals[-1]["val_loss"]  # it did over-fit
+    v = doc["summary"]["validation"]
+    assert v["restored_best"] == best["step"] == v["best_step"] and v["loss"] == best["val_loss"]
+    assert v["accuracy"] == best["val_accuracy"]
+    assert f"best.pt (step {best['step']})" in doc["outputs"]["checkpoint"]
+    ev = json.loads(cli("evaluate", "--checkpoint", tmp_path / "best.pt", "--format", "json").stdout)
+    assert ev["step"] == best["step"] and ev["loss"] == pytest.approx(best["val_loss"], rel=1e-6)
+    table = cli("train", "-c", cfg, "--set", "optimizer.lr=0.3", "--set", "data.batch_size=8", "--set", "model.hidden_size=32", "--threads", "1")
+    assert f"restore_best: the model at the end and --save are those of step {best['step']}" in table.stdout

@@ -401,6 +401,8 @@ class EarlyStopping(Strict):
 
     patience: Size
     min_delta: NonNegFloat = 0.0
+    # true: the model at the end of the run (and --save, and the summary) are those of the best evaluation
+    restore_best: bool = False
 
 
 class TrainConfig(Strict):

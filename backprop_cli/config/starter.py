@@ -49,7 +49,8 @@ train:
   steps: {steps}                   # total optimizer steps (or give epochs instead)
   epochs: {epochs}                   # passes over the training rows (or give steps instead)
   eval_every: null             # evaluate on the validation rows every N steps (null: every epoch)
-  early_stopping: null         # {{patience: N, min_delta: 0.0}}: stop when val_loss stops improving
+  early_stopping: null         # {{patience: N, min_delta: 0.0, restore_best: true}}: stop when val_loss
+                               #   stops improving, and keep the model of the best evaluation
   log_every: null              # a row every N steps (null: about 20-50 rows)
   clip_grad_norm: null         # a number: clip the total gradient norm
   on_nonfinite: stop           # stop (exit 3) | skip (skip the update, at most max_skips times)

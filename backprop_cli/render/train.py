@@ -59,7 +59,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         text = f"{every} and at the end, on all validation and all training rows"
         if ev.get("early_stopping"):
             es = ev["early_stopping"]
-            text += f"; early stopping: patience {es['patience']}, min_delta {fmt(es['min_delta'])}"
+            text += (f"; early stopping: patience {es['patience']}, min_delta {fmt(es['min_delta'])}"
+                     + (", restore_best (the model of the best evaluation is kept)" if es.get("restore_best") else ""))
         if ev.get("save_best"):
             text += f"; best model → {ev['save_best']}"
         lines.append(("evaluate", text))
@@ -346,9 +347,14 @@ def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Opt
     v = s.validation
     if v:
         metrics = ", ".join(f"{k} {fmt(v[k])}" for k in ALL_METRICS if k in v)
-        lines.append(("validation", f"loss {fmt(v['loss'])}" + (f", {metrics}" if metrics else "")
-                      + f" (all validation rows, last evaluation); best loss {fmt(v['best_loss'])} at step "
-                      f"{v['best_step']}"))
+        if v.get("restored_best") is not None:
+            lines.append(("validation", f"loss {fmt(v['loss'])}" + (f", {metrics}" if metrics else "")
+                          + f" (all validation rows, the best evaluation, step {v['restored_best']}); restore_best: "
+                          f"the model at the end and --save are those of step {v['restored_best']}"))
+        else:
+            lines.append(("validation", f"loss {fmt(v['loss'])}" + (f", {metrics}" if metrics else "")
+                          + f" (all validation rows, last evaluation); best loss {fmt(v['best_loss'])} at step "
+                          f"{v['best_step']}"))
     if s.clipped:
         lines.append(("clipped", f"{s.clipped} of {s.steps} step(s)"))
     if s.skipped:
