@@ -63,6 +63,11 @@ def train(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the dashboard of the run (.png or .svg) at "
                                                  "the end, as backprop plot does from --metrics.",
                                                  rich_help_panel="Output")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", min=2, max=100, metavar="K",
+                                                 help="K-fold cross-validation (stratified for classification, "
+                                                 "seeded): one model per fold, one line per fold and the mean ± "
+                                                 "std of every validation metric; writes no model.",
+                                                 rich_help_panel="Evaluation")] = None,
     wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
@@ -80,13 +85,17 @@ def train(
 
 
 def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, save, save_every, save_best, resume,
-                tensorboard, detect_anomaly, threads, no_zero_grad, plot, wide, format) -> None:
+                tensorboard, detect_anomaly, threads, no_zero_grad, plot, folds, wide, format) -> None:
     from backprop_cli.runs.options import TrainOptions
 
     cfg = load(config, set_, training_overrides(steps, device, no_zero_grad, epochs))
     opts = TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best, resume=resume,
-                        log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard, plot=plot)
+                        log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard, plot=plot,
+                        folds=folds)
     opts.check(cfg)
+    if folds is not None:
+        _cross_validate(cfg, opts, folds, threads, format)
+        return
     # --save may name the --resume checkpoint: it is read whole at the start and replaced atomically
     outputs = {"--metrics": metrics, "--save-best": save_best, "--plot": plot, "--tensorboard": tensorboard}
     check_command_outputs(cfg, config, {**outputs, "--save": save})
@@ -112,6 +121,37 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
 
         opts.threads = set_threads(threads, flops(cfg))
         run_training(cfg, opts, reporter, table)
+
+def _cross_validate(cfg, opts, folds: int, threads, format) -> None:
+    from backprop_cli.render.console import make_console, plain_output
+    from backprop_cli.runs.folds import cross_validate, raw_config
+    from backprop_cli.runs.torchrun import under_torchrun
+
+    if under_torchrun():
+        raise BackpropError("--folds runs in one process; run it without torchrun")
+    raw = read_data(raw_config(cfg))  # every data error before torch is imported
+    from backprop_cli.runs.distributed import set_threads
+
+    opts.threads = set_threads(threads, flops(cfg))
+    console = make_console(sys.stderr if format == Format.json else None)
+    plain = plain_output(sys.stderr) if format == Format.json else plain_output()
+    from backprop_cli.render.folds import fold_line, render_folds
+
+    shown = []
+
+    def on_fold(i, result):
+        if format == Format.json:
+            console.print(fold_line(result, folds), soft_wrap=True)
+        shown.append(result)
+
+    cv = cross_validate(cfg, folds, raw, opts, on_fold)
+    if format == Format.json:
+        from backprop_cli.render.documents import cross_validation_document, json_text
+
+        sys.stdout.write(json_text(cross_validation_document(cv)) + "\n")
+    else:
+        render_folds(console, plain, cv)
+
 
 SHARED_ERROR_GRACE_S = 10.0  # under torchrun, how long other ranks wait for rank 0 to report a shared error
 
