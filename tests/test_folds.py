@@ -71,3 +71,22 @@ def test_train_folds_json_and_refusals(cli, tmp_path):
     bad = cli("train", "-c", cfg, "--folds", 3, "--save", tmp_path / "m.pt")
     assert bad.exit_code == 2 and "--save cannot be used with it" in bad.output
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_train_seeds_fixes_the_split_and_moves_the_init(cli, tmp_path):
+    cfg_path = cfg_text(tmp_path, ", validation: 0.25")
+    cfg = load_config(cfg_path)
+    moved = load_config(cfg_path, ["seed=4", "data.split_seed=3"])
+    a, b = read_table(cfg), read_table(moved)
+    assert np.array_equal(a.val_x, b.val_x) and a.split == b.split  # the split is data.split_seed's
+    assert not np.array_equal(read_table(load_config(cfg_path, ["seed=4"])).val_x, a.val_x)  # default: seed
+    r = cli("train", "-c", cfg_path, "--seeds", 2, "--format", "json", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    rs = json.loads(r.stdout)["seeds"]
+    assert [x["seed"] for x in rs["runs"]] == [3, 4] and rs["split_seed"] == 3
+    assert rs["runs"][0]["loss"] != rs["runs"][1]["loss"]
+    for key in ("loss", "accuracy", "f1_macro"):
+        values = [x[key] for x in rs["runs"]]
+        assert rs["mean"][key] == pytest.approx(np.mean(values)) and rs["std"][key] == pytest.approx(np.std(values))
+    bad = cli("train", "-c", cfg_path, "--seeds", 2, "--folds", 2)
+    assert bad.exit_code == 2 and "give --folds or --seeds, not both" in bad.output

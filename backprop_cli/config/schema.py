@@ -347,6 +347,13 @@ class _DataCommon(Strict):
     drop_last: bool = False  # true: every batch has batch_size rows; the last partial batch of an epoch is unused
     standardize: bool = False  # z-score the features with the training rows' mean and std
     standardize_target: bool = False  # regression: z-score the targets too (metrics stay in the original units)
+    # the seed of the validation split (and of synthetic data); default: the top-level seed. train --seeds
+    # fixes it, so that the seeds move the initial weights and the batch order only
+    split_seed: Optional[Seed] = None
+
+    @model_serializer(mode="wrap")
+    def _given_split_seed_only(self, handler):
+        return _drop_unset(handler(self), ("split_seed",))
 
 
 class SyntheticData(_DataCommon):
@@ -527,6 +534,11 @@ class Config(Strict):
         if found:
             raise LocatedError(found)
         return self
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the validation split and of synthetic data: ``data.split_seed``, else ``seed``."""
+        return self.data.split_seed if self.data.split_seed is not None else self.seed
 
     @property
     def base_dir(self) -> Path:

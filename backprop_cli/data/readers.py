@@ -723,7 +723,7 @@ def read_table(cfg: Config) -> Table:
     loss = cfg.loss.name
     spec = cfg.data
     if isinstance(spec, SyntheticData):
-        table = synthetic(spec, cfg.model.input_size, cfg.model.output_size, cfg.seed, loss)
+        table = synthetic(spec, cfg.model.input_size, cfg.model.output_size, cfg.split_seed, loss)
     else:
         table = load_csv(cfg.data_path(), spec, loss)
     val_table = None
@@ -815,7 +815,7 @@ def split_and_scale(table: Table, cfg: Config, val_table: Optional[Table] = None
             strata = y
         elif task_of(loss) == "binary" and y.ndim == 2 and y.shape[1] == 1:
             strata = (y[:, 0] > 0.5).astype(np.int64)
-        rows = split_rows(n, fraction, cfg.seed, strata)
+        rows = split_rows(n, fraction, cfg.split_seed, strata)
         if len(rows) == 0:
             raise DataError(f"{table.source}: data.validation: {fraction:g} of {n} rows leaves no validation rows; "
                             "raise the fraction")
@@ -823,9 +823,9 @@ def split_and_scale(table: Table, cfg: Config, val_table: Optional[Table] = None
         mask[rows] = True
         val_x, val_y = x[mask], y[mask]
         x, y = x[~mask], y[~mask]
-        split = {"validation": fraction, "seed": cfg.seed, "rows": n, "validation_rows": int(len(rows)),
+        split = {"validation": fraction, "seed": cfg.split_seed, "rows": n, "validation_rows": int(len(rows)),
                  "stratified": strata is not None, "digest": _digest(rows)}
-        table.val_source = f"{len(rows)} of {n} rows of {table.source} ({fraction:g}, seed {cfg.seed}" \
+        table.val_source = f"{len(rows)} of {n} rows of {table.source} ({fraction:g}, seed {cfg.split_seed}" \
                            + (", stratified by class)" if strata is not None else ")")
     if x.shape[0] == 0:
         raise DataError(f"{table.source}: data.validation leaves no training rows")

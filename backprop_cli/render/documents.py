@@ -91,13 +91,6 @@ def compare_document(results: list, summary: list[dict]) -> dict:
     return finite({"runs": runs, "summary": summary})
 
 
-def cross_validation_document(cv: dict) -> dict:
-    """``train --folds K --format json``: {"status": "done", "cross_validation": {"k", "seed", "stratified",
-    "folds": [{"fold", "train_rows", "validation_rows", "steps", "loss", metrics..., "best_step",
-    "best_loss"}], "mean": {...}, "std": {...}}} (mean and population std of every validation metric)."""
-    return finite({"status": "done", "cross_validation": cv})
-
-
 def find_lr_document(result: dict) -> dict:
     """``find-lr --format json``: the suggestions (``suggested_lr``: the valley rule, null when the loss never
     fell; ``steepest_lr``; ``min_loss_lr``) and the sweep's learning rates and (raw) losses."""

@@ -28,3 +28,20 @@ def render_folds(console: Console, plain: bool, cv: dict) -> None:
                         if key in mean and mean[key] == mean[key])
     lines.append(Text(f"mean ± std over the {k} folds: {summary}", style="" if plain else "bold"))
     print_blocks(console, lines)
+
+
+def seed_line(result: dict, k: int) -> str:
+    metrics = ", ".join(f"{key} {fmt(result[key])}" for key in SHOWN if result.get(key) is not None)
+    where = f"validation {metrics}" if metrics else f"epoch loss {fmt(result['epoch_loss'])}"
+    return f"seed {result['seed']}: {result['steps']} step(s): {where}"
+
+
+def render_seeds(console: Console, plain: bool, rs: dict) -> None:
+    k = rs["k"]
+    head = Text(f"{k} runs, seeds {rs['runs'][0]['seed']} … {rs['runs'][-1]['seed']} (initial weights and batch order); "
+                f"the validation split fixed by seed {rs['split_seed']} (data.split_seed)")
+    mean, std = rs["mean"], rs["std"]
+    keys = [key for key in (*SHOWN, "epoch_loss") if key in mean and mean[key] == mean[key]]
+    summary = ", ".join(f"{key} {fmt(mean[key])} ± {fmt(std[key])}" for key in keys)
+    print_blocks(console, [head, Text("\n".join(seed_line(r, k) for r in rs["runs"])),
+                           Text(f"mean ± std over the {k} seeds: {summary}", style="" if plain else "bold")])

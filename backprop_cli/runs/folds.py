@@ -135,3 +135,35 @@ def _mean(values: list) -> float:
 def _std(values: list, mean: float) -> float:
     kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return math.sqrt(sum((v - mean) ** 2 for v in kept) / len(kept)) if kept else math.nan
+
+
+MIN_SEEDS, MAX_SEEDS = 2, 100
+
+
+def repeat_seeds(cfg: Config, k: int, table: Optional[Table], opts, on_run=None) -> dict:
+    """``train --seeds K``: the run of ``cfg`` with seeds ``seed … seed + K − 1`` (the initial weights and the
+    batch order), the validation split fixed (``data.split_seed``, default: ``seed``; ``table`` was read with
+    it). Returns ``{"split_seed", "runs": [{"seed", "steps", "last_loss", "epoch_loss", validation...}],
+    "mean", "std"}``: mean and population std of every validation metric (without validation data: of the
+    last complete epoch's loss)."""
+    from backprop_cli.runs.training import run_training
+
+    split_seed = cfg.split_seed
+    runs = []
+    for i in range(k):
+        seed = cfg.seed + i
+        data = cfg.data.model_copy(update={"split_seed": split_seed})
+        run_cfg = cfg.model_copy(update={"seed": seed, "data": data})
+        summary = run_training(run_cfg, opts, _Quiet(), table)
+        result = {"seed": seed, "steps": summary.steps, "last_loss": summary.last_loss,
+                  "epoch_loss": summary.epoch_loss, **dict(summary.validation or {})}
+        runs.append(result)
+        if on_run is not None:
+            on_run(i, result)
+    keys = [key for key in runs[0] if key not in ("seed", "steps", "last_loss", "best_step", "restored_best",
+                                                     "classes", "confusion", "per_class")]
+    if summary.validation:
+        keys = [key for key in keys if key != "epoch_loss"]
+    mean = {key: _mean([r[key] for r in runs]) for key in keys}
+    std = {key: _std([r[key] for r in runs], mean[key]) for key in keys}
+    return {"k": k, "split_seed": split_seed, "runs": runs, "mean": mean, "std": std}
