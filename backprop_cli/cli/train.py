@@ -23,7 +23,7 @@ from backprop_cli.cli.options import (
     examples,
 )
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, ConfigError, known_error
-from backprop_cli.limits import MAX_COUNT
+from backprop_cli.limits import MAX_COUNT, MAX_SEEDS
 
 
 @command(epilog=examples("backprop train --config configs/seed.yaml",
@@ -68,11 +68,8 @@ def train(
                                                  "seeded): one model per fold, one line per fold and the mean ± "
                                                  "std of every validation metric; writes no model.",
                                                  rich_help_panel="Evaluation")] = None,
-    seeds: Annotated[Optional[int], typer.Option("--seeds", min=2, max=100, metavar="K",
-                                                 help="Repeat the run with seeds seed … seed+K−1 (initial weights, "
-                                                 "batch order), the validation split fixed (data.split_seed, "
-                                                 "default: seed): one line per seed and the mean ± std; writes "
-                                                 "no model.", rich_help_panel="Evaluation")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for K seeds (init and data order) and "
+                                       "report mean ± std.", rich_help_panel="Config")] = 1,
     wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
@@ -96,10 +93,10 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
     cfg = load(config, set_, training_overrides(steps, device, no_zero_grad, epochs))
     opts = TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best, resume=resume,
                         log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard, plot=plot,
-                        folds=folds, seeds=seeds)
+                        folds=folds, seeds=seeds if seeds > 1 else None)
     opts.check(cfg)
-    if folds is not None or seeds is not None:
-        _cross_validate(cfg, opts, folds, seeds, threads, format)
+    if folds is not None or opts.seeds is not None:
+        _cross_validate(cfg, opts, folds, opts.seeds, threads, format)
         return
     # --save may name the --resume checkpoint: it is read whole at the start and replaced atomically
     outputs = {"--metrics": metrics, "--save-best": save_best, "--plot": plot, "--tensorboard": tensorboard}
