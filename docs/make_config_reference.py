@@ -34,6 +34,10 @@ END = "<!-- end of the generated reference -->"
 # `section.name.option`), a data kind's own keys `data.kind.key`. The script refuses a key the schema
 # lacks, and a schema key without a meaning.
 MEANING: dict[str, str] = {
+    "data.split_seed": "the seed of the validation split (and of synthetic data), so that `seed` moves only the initial weights and the batch order; `train --seeds` keeps it fixed; default: `seed`",
+    "loss.cross_entropy.class_weights": "`auto` or one weight > 0 per class (torch's `weight`): `auto` is n / (k · count_c) over the *training* rows (a class without training rows gets 1); the numbers travel in the checkpoint's config, the start panel shows them, and check-grads' hand-written dL/dŷ includes them",
+    "loss.bce_with_logits.pos_weight": "`auto`, one number > 0, or one per target column (torch's `pos_weight`): `auto` is count_negative / count_positive of each column over the training rows",
+    "train.early_stopping.restore_best": "`true`: the model at the end, `--save` and the summary are those of the best evaluation (what `init` writes)",
     "tune": "a hyperparameter search for `backprop tune` (Optuna): what to search and how; other commands ignore it ([guide](tune.md))",
     # top level
     "seed": "`torch.manual_seed(seed)` before the model is built; the data uses its own "

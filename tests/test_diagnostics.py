@@ -253,3 +253,30 @@ def test_metrics_files_carry_the_diagnostics(cli, tmp_path):
             assert (key in x) == (key in y)
             if key in x:
                 assert json.dumps(x[key], sort_keys=True) == json.dumps(y[key], sort_keys=True)
+
+
+def test_dead_fraction_is_not_judged_on_a_small_last_batch():
+    """Two rows where every unit is 0 by chance: no dead_fraction (NaN) and so no warning; a full batch
+    of 16 such rows is judged; a run of 8-row batches is judged on its 8-row batches."""
+    import math
+
+    from backprop_cli.core.diagnostics import DEAD_MIN_ROWS, Diagnostics
+    from backprop_cli.core.health import HealthMonitor
+    from backprop_cli.core.records import StepRecord
+
+    probe = Diagnostics(["layer1.weight", "layer2.weight"], 1, "relu", lambda s: True)
+    params = [torch.ones(4, 3), torch.ones(1, 4)]
+    norms = torch.ones(2)
+    for rows, expect in ((2, None), (DEAD_MIN_ROWS, 1.0)):
+        hidden = [torch.zeros(rows, 4)]
+        stats = probe.unpack(probe.measure(hidden, norms, params, None).tolist())["activations"]["layer1"]
+        if expect is None:
+            assert math.isnan(stats["dead_fraction"])
+            rec = StepRecord(step=11, loss=1.0, grad_norm=1.0, grad_norms={}, lr=0.1, time=0.0,
+                             activations={"layer1": stats})
+            assert not [w for w in HealthMonitor("relu").record(rec) if "dead" in w]
+        else:
+            assert stats["dead_fraction"] == expect
+    small = Diagnostics(["layer1.weight", "layer2.weight"], 1, "relu", lambda s: True, min_rows=8)
+    values = small.measure([torch.zeros(8, 4)], norms, params, None).tolist()
+    assert small.unpack(values)["activations"]["layer1"]["dead_fraction"] == 1.0

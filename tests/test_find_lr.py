@@ -21,6 +21,39 @@ def synthetic(steps, start=1e-7, end=10.0, centre=-3.0):
     return lrs, losses
 
 
+def fastai_valley(losses):
+    """fastai's valley rule as fastai writes it (fastai/callback/schedule.py): the O(n²) double loop."""
+    n = len(losses)
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return max_start + int(sections) + int(sections / 2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_valley_index_equals_fastais_loop(seed):
+    rng = np.random.default_rng(seed)
+    values = (np.cumsum(rng.normal(-0.02, 0.1, 300)) + 5).tolist()
+    assert lrfind.valley_index(values) == fastai_valley(values)
+
+
+def test_a_noisy_dip_does_not_move_the_valley_but_moves_the_steepest_point():
+    """One batch much lower early in the sweep (a noisy batch): the steepest-descent rule jumps to it,
+    the valley stays inside the real descent (lr 1e-3 of the tanh step)."""
+    lrs, losses = synthetic(200)
+    losses[30] -= 3.0  # lr about 1e-5.8: far before the descent
+    got = lrfind.suggest(lrs, losses)
+    assert got["steepest_lr"] < 1e-5
+    assert 1e-4 < got["suggested_lr"] < 1e-1
+
+
 def reference(lrs, losses, beta=0.98, skip=None):
     """The rules written with numpy: fastai's debiased EMA, numpy.gradient against log10 lr, Lightning's skip."""
     avg, smoothed = 0.0, []
@@ -39,8 +72,9 @@ def test_suggestions_equal_the_numpy_reference(steps):
     lrs, losses = synthetic(steps)
     got = lrfind.suggest(lrs, losses)
     steepest, min_over_10, smoothed = reference(lrs, losses)
-    assert got["suggested_lr"] == pytest.approx(steepest, rel=1e-12)
+    assert got["steepest_lr"] == pytest.approx(steepest, rel=1e-12)
     assert got["min_loss_lr"] == pytest.approx(min_over_10, rel=1e-12)
+    assert got["suggested_lr"] == pytest.approx(lrs[fastai_valley(smoothed.tolist())], rel=1e-12)
     assert got["smoothed_losses"] == pytest.approx(smoothed.tolist(), rel=1e-12)
     assert got["drop"] == pytest.approx(1 - smoothed.min() / smoothed[0], rel=1e-12)
 
@@ -49,7 +83,7 @@ def test_with_many_points_the_suggestion_finds_the_steepest_descent():
     """With 2000 points the smoothing lags by about 0.2 decades: the suggestion sits just past 1e-3."""
     lrs, losses = synthetic(2000)
     got = lrfind.suggest(lrs, losses)
-    assert 1e-3 <= got["suggested_lr"] < 10 ** -2.6
+    assert 1e-3 <= got["steepest_lr"] < 10 ** -2.6
     # and with the smoothing off, exactly at the steepest point of the curve
     steepest, _, _ = reference(lrs, losses, beta=0.0)
     assert steepest == pytest.approx(1e-3, rel=0.01)
@@ -58,9 +92,24 @@ def test_with_many_points_the_suggestion_finds_the_steepest_descent():
 def test_no_descent_no_suggestion():
     lrs = [10 ** (-7 + i * 0.1) for i in range(30)]
     got = lrfind.suggest(lrs, [1.0 + i for i in range(30)])
-    assert got["suggested_lr"] is None and got["min_loss_lr"] == pytest.approx(lrs[0] / 10)
+    assert got["suggested_lr"] is None and got["min_loss_lr"] is None and got["falls"] is False
     assert lrfind.suggest([1e-3, 1e-2], [1.0, 0.5])["suggested_lr"] is None  # too few points
-    assert lrfind.suggest([], []) == {"suggested_lr": None, "min_loss_lr": None, "smoothed_losses": [], "drop": 0.0}
+    assert lrfind.suggest([], [])["suggested_lr"] is None
+    # a fall of 5% is noise: no suggestion, however steep one stretch is
+    flat = lrfind.suggest(lrs, [1.0 - 0.05 * (i > 15) for i in range(30)])
+    assert flat["suggested_lr"] is None and flat["steepest_lr"] is not None
+
+
+def test_the_suggestion_is_never_past_the_minimum():
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        lrs = [10 ** (-6 + 7 * i / 99) for i in range(100)]
+        losses = (2 + np.cumsum(rng.normal(0, 0.05, 100)) - np.linspace(0, 1.5, 100)).tolist()
+        got = lrfind.suggest(lrs, losses)
+        if got["suggested_lr"] is not None:
+            best = int(np.argmin(got["smoothed_losses"]))
+            assert got["suggested_lr"] <= lrs[best]
+            assert got["smoothed_losses"][lrs.index(got["suggested_lr"])] < got["smoothed_losses"][0]
 
 
 def test_the_gradient_equals_numpy_on_uneven_spacing():
@@ -78,7 +127,8 @@ def test_find_lr_json_end_to_end(cli, seed_cfg, tmp_path):
     r = cli("find-lr", "-c", seed_cfg, "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert set(doc) == {"suggested_lr", "min_loss_lr", "lrs", "losses", "smoothed_losses", "stopped_early"}
+    assert set(doc) == {"suggested_lr", "steepest_lr", "min_loss_lr", "lrs", "losses", "smoothed_losses",
+                        "stopped_early"}
     lrs, losses = doc["lrs"], doc["losses"]
     assert len(lrs) == len(losses) <= 100 and doc["stopped_early"] is True
     # the exponential sweep from --start to --end over 100 steps
@@ -103,6 +153,7 @@ def test_find_lr_table_and_plot(cli, tmp_path):
     out = r.stdout
     assert "learning-rate range test: " in out and "sgd momentum=0.9" in out
     assert "steepest descent of the smoothed loss" in out and "the smoothed loss's minimum / 10" in out
+    assert "valley of the smoothed loss (the suggestion)" in out
     line = next(l for l in out.splitlines() if l.startswith("use it: "))
     assert line.startswith(f"use it: backprop train --config {REG} --set optimizer.lr=")
     lr = float(line.rsplit("=", 1)[1])
@@ -114,7 +165,10 @@ def test_a_flat_curve_is_called_out(cli):
     """Six sigmoid layers: the gradients vanish and the loss hardly moves, whatever the lr."""
     r = cli("find-lr", "-c", CONFIGS / "deep_sigmoid.yaml", "--steps", 40)
     assert r.exit_code == 0, r.output
-    assert "no clear descent, so these are guesses from noise" in r.stdout
+    assert "no suggestion: the smoothed loss never fell 10% below its start" in r.stdout
+    assert "use it:" not in r.stdout
+    j = cli("find-lr", "-c", CONFIGS / "deep_sigmoid.yaml", "--steps", 40, "--format", "json")
+    assert json.loads(j.stdout)["suggested_lr"] is None
     r = cli("find-lr", "-c", REG)
     assert r.exit_code == 0 and "no clear descent" not in r.stdout
 

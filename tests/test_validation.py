@@ -84,6 +84,67 @@ def test_binary_accuracy_counts_every_element():
     assert r["loss"] == pytest.approx(float(nn.functional.binary_cross_entropy_with_logits(logits, y)))
 
 
+def pairwise_auc(score, positive):
+    """The ROC AUC by its definition: the share of (positive, negative) pairs ranked right, ties one half."""
+    pos = [s for s, p in zip(score, positive) if p]
+    neg = [s for s, p in zip(score, positive) if not p]
+    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+
+
+def test_f1_macro_roc_auc_and_log_loss_match_their_formulas():
+    rng = np.random.default_rng(1)
+    logits = torch.tensor(rng.normal(size=(40, 3)), dtype=torch.float32)
+    logits[:5] = torch.tensor([1.0, 1.0, 0.0])  # tied scores
+    y = torch.tensor(rng.integers(0, 3, size=40))
+    r = measure(Fixed(), nn.CrossEntropyLoss(), "cross_entropy", logits, y, classes=["a", "b", "c"], batch_rows=7)
+    pred = logits.argmax(1)
+    f1s = []
+    for c in range(3):
+        tp = int(((pred == c) & (y == c)).sum())
+        fp, fn = int(((pred == c) & (y != c)).sum()), int(((pred != c) & (y == c)).sum())
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    assert r["f1_macro"] == pytest.approx(sum(f1s) / 3)
+    p = torch.softmax(logits.double(), 1)
+    aucs = [pairwise_auc(p[:, c].float().tolist(), (y == c).tolist()) for c in range(3)]
+    assert r["roc_auc"] == pytest.approx(sum(aucs) / 3)
+    assert r["log_loss"] == pytest.approx(float(-torch.log(p[torch.arange(40), y]).mean()), rel=1e-9)
+    assert r["log_loss"] == pytest.approx(r["loss"], rel=1e-5)  # no smoothing, no weights: the same number
+    # label smoothing changes the loss, not the log loss
+    s = measure(Fixed(), nn.CrossEntropyLoss(label_smoothing=0.2), "cross_entropy", logits, y, classes=list("abc"))
+    assert s["log_loss"] == pytest.approx(r["log_loss"]) and s["loss"] != pytest.approx(r["loss"])
+
+
+def test_binary_f1_macro_roc_auc_and_log_loss():
+    rng = np.random.default_rng(2)
+    logits = torch.tensor(rng.normal(size=(30, 1)), dtype=torch.float32)
+    y = torch.tensor(rng.integers(0, 2, size=(30, 1)), dtype=torch.float32)
+    r = measure(Fixed(), nn.BCEWithLogitsLoss(), "bce_with_logits", logits, y, batch_rows=4)
+    pred, truth = (logits > 0).flatten(), (y > 0.5).flatten()
+    f1 = []
+    for positive in (True, False):
+        tp = int(((pred == positive) & (truth == positive)).sum())
+        fp = int(((pred == positive) & (truth != positive)).sum())
+        fn = int(((pred != positive) & (truth == positive)).sum())
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    assert r["f1_macro"] == pytest.approx(sum(f1) / 2)
+    assert r["roc_auc"] == pytest.approx(pairwise_auc(logits.flatten().tolist(), truth.tolist()))
+    prob = torch.sigmoid(logits.double()).flatten()
+    t = truth.double()
+    assert r["log_loss"] == pytest.approx(float(-(t * prob.log() + (1 - t) * (1 - prob).log()).mean()))
+    one_class = measure(Fixed(), nn.BCEWithLogitsLoss(), "bce_with_logits", logits, torch.ones_like(y))
+    assert math.isnan(one_class["roc_auc"])  # no negatives: no ROC curve
+
+
+def test_regression_rmse_is_the_root_of_the_mean_squared_error():
+    rng = np.random.default_rng(3)
+    y = rng.normal(5, 3, size=(20, 2)).astype(np.float32)
+    pred = (y + rng.normal(0, 1, size=y.shape)).astype(np.float32)
+    sc = Scaling([5.0, 5.0], [3.0, 3.0])
+    r = measure(Fixed(), nn.L1Loss(), "l1", torch.tensor((pred - 5) / 3), torch.tensor((y - 5) / 3), y_scaling=sc,
+                batch_rows=6)
+    assert r["rmse"] == pytest.approx(np.sqrt(np.mean((pred.astype(np.float64) - y) ** 2)), rel=1e-5)
+
+
 def held_out(cfg):
     """The validation rows and the standardized features, recomputed here from the CSV by hand."""
     import csv
@@ -145,7 +206,8 @@ def test_the_table_shows_epochs_evaluations_and_the_class_tables(cli, tmp_path):
     out = r.stdout
     header = next(line for line in out.splitlines() if line.split()[:1] == ["step"])
     assert header.split()[:3] == ["step", "epoch", "loss"]
-    assert header.split()[-5:] == ["epoch_loss", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]
+    assert header.split()[-7:] == ["epoch_loss", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
+                                   "val_f1_macro", "val_roc_auc"]
     for fragment in ("validation: 69 of 342 rows of", "stratified by class", "scaling:    features standardized",
                      "epoch loss:", "validation: loss", "confusion matrix", "Adelie", "precision",
                      "each the loss of one batch", "2 row(s) with missing cells left out"):
@@ -239,3 +301,24 @@ def test_inspect_grads_warns_about_raw_columns_of_very_different_scales(cli, tmp
     assert f"{ratio:.3g}×" in warning and "'body_mass_g'" in warning and "set data.standardize: true" in warning
     r = cli("inspect-grads", "-c", cfg, "--format", "json")
     assert not any("differ in scale" in w for w in json.loads(r.stdout)["warnings"])
+
+
+def test_restore_best_keeps_and_saves_the_best_evaluation(cli, tmp_path):
+    """A run that over-fits (lr 0.3, 8-row batches): the model at the end, --save and the summary are those
+    of the lowest val_loss the run printed; evaluate on the checkpoint gives that val_loss back."""
+    cfg = penguins_yaml(tmp_path, "epochs: 12, early_stopping: {patience: 100, restore_best: true}")
+    r = cli("train", "-c", cfg, "--set", "optimizer.lr=0.3", "--set", "data.batch_size=8", "--set", "model.hidden_size=32", "--save",
+            tmp_path / "best.pt", "--metrics", tmp_path / "m.jsonl", "--format", "json", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    evals = [rec for rec in read_metrics(tmp_path / "m.jsonl") if "val_loss" in rec]
+    best = min(evals, key=lambda rec: rec["val_loss"])
+    assert best["step"] < evals[-1]["step"] and best["val_loss"] < evals[-1]["val_loss"]  # it did over-fit
+    v = doc["summary"]["validation"]
+    assert v["restored_best"] == best["step"] == v["best_step"] and v["loss"] == best["val_loss"]
+    assert v["accuracy"] == best["val_accuracy"]
+    assert f"best.pt (step {best['step']})" in doc["outputs"]["checkpoint"]
+    ev = json.loads(cli("evaluate", "--checkpoint", tmp_path / "best.pt", "--format", "json").stdout)
+    assert ev["step"] == best["step"] and ev["loss"] == pytest.approx(best["val_loss"], rel=1e-6)
+    table = cli("train", "-c", cfg, "--set", "optimizer.lr=0.3", "--set", "data.batch_size=8", "--set", "model.hidden_size=32", "--threads", "1")
+    assert f"restore_best: the model at the end and --save are those of step {best['step']}" in table.stdout

@@ -143,7 +143,8 @@ def test_train(record, tmp_path, width, mode, config, args):
     log_every = 4 if "deep" in str(config) else 5 if args else 1
     if "penguins" in str(config):
         log_every = next(r["step"] for r in records if "val_loss" in r)  # one row per epoch: every evaluation
-    may_hide = set(names) | {"lr", "epoch", "epoch_loss", "train_loss", "train_accuracy", "val_accuracy"}
+    may_hide = set(names) | {"lr", "epoch", "epoch_loss", "train_loss", "train_accuracy", "val_accuracy",
+                             "val_f1_macro", "val_roc_auc", "val_mae", "val_rmse", "val_r2"}
     evaluation = [k for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
                   if any(k in r for r in records) and run.column(k, may_hide)]
     assert "val_loss" in evaluation or "val_loss" not in records[-1]  # never hidden

@@ -10,7 +10,7 @@ from backprop_cli.cli.common import check_command_outputs, command, flops, load,
 from backprop_cli.cli.options import (ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
                                       QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples)
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, ConfigError, known_error
-from backprop_cli.limits import MAX_COUNT
+from backprop_cli.limits import MAX_COUNT, MAX_SEEDS
 
 
 @command(epilog=examples("backprop train --config configs/seed.yaml",
@@ -50,6 +50,13 @@ def train(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the dashboard of the run (.png or .svg) at "
                                                  "the end, as backprop plot does from --metrics.",
                                                  rich_help_panel="Output")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", min=2, max=100, metavar="K",
+                                                 help="K-fold cross-validation (stratified for classification, "
+                                                 "seeded): one model per fold, one line per fold and the mean ± "
+                                                 "std of every validation metric; writes no model.",
+                                                 rich_help_panel="Evaluation")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for K seeds (init and data order) and "
+                                       "report mean ± std.", rich_help_panel="Config")] = 1,
     wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:
@@ -67,13 +74,17 @@ def train(
 
 
 def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, save, save_every, save_best, resume,
-                tensorboard, detect_anomaly, threads, no_zero_grad, plot, wide, format) -> None:
+                tensorboard, detect_anomaly, threads, no_zero_grad, plot, folds, seeds, wide, format) -> None:
     from backprop_cli.runs.options import TrainOptions
 
     cfg = load(config, set_, training_overrides(steps, device, no_zero_grad, epochs))
     opts = TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best, resume=resume,
-                        log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard, plot=plot)
+                        log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard, plot=plot,
+                        folds=folds, seeds=seeds if seeds > 1 else None)
     opts.check(cfg)
+    if folds is not None or opts.seeds is not None:
+        _cross_validate(cfg, opts, folds, opts.seeds, threads, format)
+        return
     # --save may name the --resume checkpoint: it is read whole at the start and replaced atomically
     outputs = {"--metrics": metrics, "--save-best": save_best, "--plot": plot, "--tensorboard": tensorboard}
     check_command_outputs(cfg, config, {**outputs, "--save": save})
@@ -99,6 +110,42 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
 
         opts.threads = set_threads(threads, flops(cfg))
         run_training(cfg, opts, reporter, table)
+
+def _cross_validate(cfg, opts, folds, seeds, threads, format) -> None:
+    """--folds K or --seeds K: K runs, one line each, then the mean ± std."""
+    from backprop_cli.render.console import make_console, plain_output
+    from backprop_cli.runs.folds import cross_validate, raw_config, repeat_seeds
+    from backprop_cli.runs.torchrun import under_torchrun
+
+    if under_torchrun():
+        raise BackpropError(f"{'--folds' if folds else '--seeds'} runs in one process; run it without torchrun")
+    if seeds is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split_seed": cfg.split_seed})})
+    raw = read_data(raw_config(cfg) if folds is not None else cfg)  # every data error before torch is imported
+    from backprop_cli.runs.distributed import set_threads
+
+    opts.threads = set_threads(threads, flops(cfg))
+    console = make_console(sys.stderr if format == Format.json else None)
+    plain = plain_output(sys.stderr) if format == Format.json else plain_output()
+    from backprop_cli.render.folds import fold_line, render_folds, render_seeds, seed_line
+
+    def on_run(i, result):
+        if format == Format.json:
+            console.print(fold_line(result, folds) if folds is not None else seed_line(result, seeds), soft_wrap=True)
+
+    from backprop_cli.render.documents import finite, json_text
+
+    if folds is not None:
+        result = cross_validate(cfg, folds, raw, opts, on_run)
+        doc, render = {"status": "done", "cross_validation": result}, render_folds
+    else:
+        result = repeat_seeds(cfg, seeds, raw, opts, on_run)
+        doc, render = {"status": "done", "seeds": result}, render_seeds
+    if format == Format.json:
+        sys.stdout.write(json_text(finite(doc)) + "\n")
+    else:
+        render(console, plain, result)
+
 
 SHARED_ERROR_GRACE_S = 10.0  # under torchrun, how long other ranks wait for rank 0 to report a shared error
 

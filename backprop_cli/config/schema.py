@@ -275,15 +275,35 @@ class SmoothL1Loss(Strict):
     reduction: Reduction = "mean"
 
 
+def _drop_unset(out: dict, keys: tuple[str, ...]) -> dict:
+    for key in keys:
+        if out.get(key) is None:
+            out.pop(key, None)
+    return out
+
+
 class CrossEntropyLoss(Strict):
     name: Literal["cross_entropy"]
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     reduction: Reduction = "mean"
+    # a weight per class (torch's CrossEntropyLoss weight), or auto: n / (k · count_c) over the training rows
+    class_weights: Optional[Union[Literal["auto"], Annotated[list[PositiveFloat], Field(min_length=2)]]] = None
+
+    @model_serializer(mode="wrap")
+    def _given_weights_only(self, handler):
+        return _drop_unset(handler(self), ("class_weights",))
 
 
 class BCEWithLogitsLoss(Strict):
     name: Literal["bce_with_logits"]
     reduction: Reduction = "mean"
+    # the weight of the positive rows (torch's pos_weight), one number or one per target column, or auto:
+    # count_negative / count_positive of each column over the training rows
+    pos_weight: Optional[Union[Literal["auto"], PositiveFloat, Annotated[list[PositiveFloat], Field(min_length=1)]]] = None
+
+    @model_serializer(mode="wrap")
+    def _given_weights_only(self, handler):
+        return _drop_unset(handler(self), ("pos_weight",))
 
 
 LossSpec = Annotated[Union[MSELoss, L1Loss, HuberLoss, SmoothL1Loss, CrossEntropyLoss, BCEWithLogitsLoss],
@@ -432,6 +452,13 @@ class _DataCommon(Strict):
     drop_last: bool = False  # true: every batch has batch_size rows; the last partial batch of an epoch is unused
     standardize: bool = False  # z-score the features with the training rows' mean and std
     standardize_target: bool = False  # regression: z-score the targets too (metrics stay in the original units)
+    # the seed of the validation split (and of synthetic data); default: the top-level seed. train --seeds
+    # fixes it, so that the seeds move the initial weights and the batch order only
+    split_seed: Optional[Seed] = None
+
+    @model_serializer(mode="wrap")
+    def _given_split_seed_only(self, handler):
+        return _drop_unset(handler(self), ("split_seed",))
 
 
 class SyntheticData(_DataCommon):
@@ -508,6 +535,8 @@ class EarlyStopping(Strict):
 
     patience: Size
     min_delta: NonNegFloat = 0.0
+    # true: the model at the end of the run (and --save, and the summary) are those of the best evaluation
+    restore_best: bool = False
 
 
 class TrainConfig(Strict):
@@ -633,9 +662,22 @@ class Config(Strict):
             from backprop_cli.config.tune import space_problems
 
             found += space_problems(self)
+        weights = getattr(self.loss, "class_weights", None)
+        if isinstance(weights, list) and len(weights) != self.model.output_size:
+            found.append((("loss", "class_weights"), f"give one weight per class (model.output_size is "
+                          f"{self.model.output_size}), or auto", weights))
+        pos = getattr(self.loss, "pos_weight", None)
+        if isinstance(pos, list) and len(pos) != self.model.output_size:
+            found.append((("loss", "pos_weight"), f"give one number, one per target column (model.output_size is "
+                          f"{self.model.output_size}), or auto", pos))
         if found:
             raise LocatedError(found)
         return self
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the validation split and of synthetic data: ``data.split_seed``, else ``seed``."""
+        return self.data.split_seed if self.data.split_seed is not None else self.seed
 
     @property
     def base_dir(self) -> Path:

@@ -55,6 +55,33 @@ def make_loss(spec) -> nn.Module:
     return LOSSES[spec.name].module(spec)
 
 
+def auto_weights(task: str, y: torch.Tensor, outputs: int) -> list[float]:
+    """``auto`` loss weights from the training targets ``y``. Classes (cross_entropy's class_weights):
+    n / (k · count_c), so that every class weighs as much in the loss as a class of n / k rows would (a
+    class without training rows gets 1); binary (bce_with_logits' pos_weight): count_negative /
+    count_positive per target column (1 for a column without positives or negatives)."""
+    if task == "classes":
+        counts = torch.bincount(y.reshape(-1).long().cpu(), minlength=outputs).double()
+        n, k = float(counts.sum()), outputs
+        return [n / (k * float(c)) if c > 0 else 1.0 for c in counts.tolist()]
+    cols = y.reshape(y.shape[0], -1).double().cpu()
+    pos = (cols > 0.5).sum(dim=0).double()
+    neg = cols.shape[0] - pos
+    return [float(q / p) if p > 0 and q > 0 else 1.0 for p, q in zip(pos.tolist(), neg.tolist())]
+
+
+def resolve_loss(cfg: Config, y_train: torch.Tensor) -> tuple[Config, Optional[str]]:
+    """The config with ``loss.class_weights: auto`` / ``loss.pos_weight: auto`` replaced by the weights
+    computed from the training rows (:func:`auto_weights`), so that the run, its checkpoint (whose config
+    then holds the numbers: evaluate measures with them) and check-grads use the same loss; and the key that
+    was auto (None when none was)."""
+    key = "class_weights" if task_of(cfg.loss) == "classes" else "pos_weight" if task_of(cfg.loss) == "binary" else None
+    if key is None or getattr(cfg.loss, key, None) != "auto":
+        return cfg, None
+    weights = auto_weights(task_of(cfg.loss), y_train, cfg.model.output_size)
+    return cfg.model_copy(update={"loss": cfg.loss.model_copy(update={key: weights})}), key
+
+
 def guard_of(cfg: Config) -> Guard:
     """The engine's protections, from the config: the same in every command that trains."""
     t = cfg.train
@@ -135,6 +162,7 @@ class Run:
     scheduler: object = None
     guard: Guard = Guard()
     drop_last_why: Optional[str] = None  # why drop_last is on when the config did not ask (batch norm)
+    auto_weights: Optional[str] = None  # the loss key whose weights were auto (cfg.loss holds the numbers)
 
     @property
     def param_names(self) -> list[str]:
@@ -155,12 +183,13 @@ def build_run(cfg: Config, *, dataset: Dataset | Table | None = None, device: Op
     model = build_model(cfg.model, cfg.seed, enc.embeddings() if enc is not None else None).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, kernel)
     x, y = dataset.on(device)
+    cfg, auto_key = resolve_loss(cfg, y)
     drop_last, why = batch_norm_drop_last(cfg, x.shape[0])
     batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, cfg.seed, drop_last)
     steps = resolved_steps(cfg, batches.per_epoch)
     scheduler = make_scheduler(cfg.scheduler, optimizer, steps)
-    return Run(cfg, device, model, make_loss(cfg.loss), optimizer, dataset, batches, steps, scheduler, guard_of(cfg),
-               why)
+    return Run(cfg, device, model, make_loss(cfg.loss).to(device), optimizer, dataset, batches, steps, scheduler,
+               guard_of(cfg), drop_last_why=why, auto_weights=auto_key)
 
 
 def batch_norm_drop_last(cfg: Config, rows: int) -> tuple[bool, Optional[str]]:
@@ -195,7 +224,7 @@ def describe_run(run: Run) -> dict:
             "params": {n: list(p.shape) for n, p in model.named_parameters()},
             "parameter_count": sum(p.numel() for p in model.parameters()),
         },
-        "loss": {"name": loss.pop("name"), "options": loss},
+        "loss": {"name": loss.pop("name"), "options": loss, "auto_weights": run.auto_weights},
         "task": task_of(cfg.loss),
         "optimizer": {"name": opt_spec.name, "options": optimizer_hyperparams(opt_spec),
                       "implementation": implementation_name(run.optimizer)},

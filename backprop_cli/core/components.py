@@ -195,9 +195,46 @@ def _smoothed_onehot(y: Tensor, classes: int, eps: float, dtype) -> Tensor:
     return q * (1 - eps) + eps / classes
 
 
+def _weights(values, like: Tensor) -> Optional[Tensor]:
+    """A loss's resolved weights (a list of numbers, or one number) as a tensor beside ``like``; None unset.
+    ``auto`` is resolved from the training rows before a loss is built (core.build.resolve_loss)."""
+    if values is None:
+        return None
+    assert values != "auto", "auto weights are resolved from the training rows first"
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+
+
 def _cross_entropy_grad(yh: Tensor, y: Tensor, s) -> Tensor:
+    """dL/dz of torch's CrossEntropyLoss: per row Σ_c w_c q_c (p − e_c) = (Σ_c w_c q_c)·p − w ⊙ q (q: the
+    smoothed one-hot target, w: the class weights, all 1 without them); mean: over Σ_rows w_{y}."""
     target = _smoothed_onehot(y, yh.shape[1], s.label_smoothing, yh.dtype)
-    return (torch.softmax(yh, dim=1) - target) / (yh.shape[0] if s.reduction == "mean" else 1.0)
+    p = torch.softmax(yh, dim=1)
+    w = _weights(getattr(s, "class_weights", None), yh)
+    if w is None:
+        return (p - target) / (yh.shape[0] if s.reduction == "mean" else 1.0)
+    wq = target * w
+    grad = wq.sum(dim=1, keepdim=True) * p - wq
+    return grad / (float(w[y].sum()) if s.reduction == "mean" else 1.0)
+
+
+def _bce_grad(yh: Tensor, y: Tensor, s) -> Tensor:
+    """dL/dz of torch's BCEWithLogitsLoss, −[P·y·log σ(z) + (1 − y)·log(1 − σ(z))]: σ(z)·(P·y + 1 − y) − P·y
+    (P: pos_weight, 1 without it)."""
+    pw = _weights(getattr(s, "pos_weight", None), yh)
+    if pw is None:
+        return (torch.sigmoid(yh) - y) / _mean_divisor(yh, s)
+    return (torch.sigmoid(yh) * (pw * y + 1 - y) - pw * y) / _mean_divisor(yh, s)
+
+
+def _cross_entropy_module(s) -> nn.Module:
+    w = getattr(s, "class_weights", None)
+    return nn.CrossEntropyLoss(reduction=s.reduction, label_smoothing=s.label_smoothing,
+                               weight=None if w is None else _weights(w, torch.zeros(())))
+
+
+def _bce_module(s) -> nn.Module:
+    pw = getattr(s, "pos_weight", None)
+    return nn.BCEWithLogitsLoss(reduction=s.reduction, pos_weight=None if pw is None else _weights(pw, torch.zeros(())))
 
 
 @dataclass(frozen=True)
@@ -224,12 +261,8 @@ LOSSES: dict[str, Loss] = {
         "SmoothL1Loss", lambda s: nn.SmoothL1Loss(reduction=s.reduction, beta=s.beta),
         lambda yh, y, s: (torch.sign(yh - y) if s.beta == 0 else torch.clamp((yh - y) / s.beta, -1, 1))
         / _mean_divisor(yh, s)),
-    "cross_entropy": Loss(
-        "CrossEntropyLoss", lambda s: nn.CrossEntropyLoss(reduction=s.reduction, label_smoothing=s.label_smoothing),
-        _cross_entropy_grad),
-    "bce_with_logits": Loss(
-        "BCEWithLogitsLoss", lambda s: nn.BCEWithLogitsLoss(reduction=s.reduction),
-        lambda yh, y, s: (torch.sigmoid(yh) - y) / _mean_divisor(yh, s)),
+    "cross_entropy": Loss("CrossEntropyLoss", _cross_entropy_module, _cross_entropy_grad),
+    "bce_with_logits": Loss("BCEWithLogitsLoss", _bce_module, _bce_grad),
 }
 
 # --------------------------------------------------------------------------- optimizers

@@ -5,6 +5,8 @@ For each hidden layer, over the batch, from the activation's output a:
 - ``mean`` and ``std`` of a (every unit and row; std without Bessel's correction);
 - ReLU family (``unit_check: dead``): ``dead_fraction``, the share of the layer's units whose output
   is 0 for every row of the batch (GELU: |a| ≤ 1e-3, where |f′| < 0.004), so they pass no gradient;
+  NaN (not judged, no warning) on a batch of fewer than ``min(DEAD_MIN_ROWS, batch_size)`` rows: of a
+  2-row last batch half the units of a healthy ReLU layer are 0 for both rows by chance;
 - tanh and sigmoid (``unit_check: saturated``): ``saturated_fraction``, the share of the layer's
   outputs, every unit and row, in a flat tail (tanh |a| > 0.97; sigmoid a < 0.03 or a > 0.97).
 
@@ -28,25 +30,33 @@ import torch
 from backprop_cli.core.components import ACTIVATIONS
 
 
+DEAD_MIN_ROWS = 16  # dead_fraction is judged on batches of at least min(this, batch_size) rows
+
+
 class Diagnostics:
     """What to measure on due steps, and how the numbers are laid out in the read-back."""
 
-    def __init__(self, names: list[str], hidden_layers: int, activation: str, due: Callable[[int], bool]):
+    def __init__(self, names: list[str], hidden_layers: int, activation: str, due: Callable[[int], bool],
+                 min_rows: int = DEAD_MIN_ROWS):
         entry = ACTIVATIONS[activation]
         self.names = list(names)
         self.layers = [f"layer{k}" for k in range(1, hidden_layers + 1)]
         self.check, self.flat = entry.unit_check, entry.flat
         self.stats = ("mean", "std") + ((f"{self.check}_fraction",) if self.check else ())
         self.due = due
+        self.min_rows = min_rows  # fewer rows than this: dead_fraction NaN
         self.width = len(self.layers) * len(self.stats) + 2 * len(self.names)
 
     @classmethod
-    def of(cls, model, activation: str, due: Callable[[int], bool]) -> "Diagnostics":
-        """For a ``Net`` (inside any DDP or torch.compile wrapper) with this activation."""
+    def of(cls, model, activation: str, due: Callable[[int], bool],
+           batch_size: Optional[int] = None) -> "Diagnostics":
+        """For a ``Net`` (inside any DDP or torch.compile wrapper) with this activation; ``batch_size``: the
+        run's, so that a run of smaller batches than :data:`DEAD_MIN_ROWS` is still judged on its full ones."""
         from backprop_cli.core.engine import base_model, trainable
 
         names, _ = trainable(model)
-        return cls(names, len(base_model(model).layers) - 1, activation, due)
+        min_rows = DEAD_MIN_ROWS if batch_size is None else min(DEAD_MIN_ROWS, batch_size)
+        return cls(names, len(base_model(model).layers) - 1, activation, due, min_rows)
 
     def columns(self) -> tuple[tuple[str, ...], ...]:
         """The key paths of the record's diagnostics, in order (the CSV metrics columns)."""
@@ -63,7 +73,10 @@ class Diagnostics:
             std, mean = torch.std_mean(h, correction=0)
             parts += [mean.reshape(1), std.reshape(1)]
             if self.check == "dead":
-                parts.append(self.flat(h).all(dim=0).float().mean().reshape(1))
+                if h.shape[0] < self.min_rows:
+                    parts.append(h.new_full((1,), float("nan")))
+                else:
+                    parts.append(self.flat(h).all(dim=0).float().mean().reshape(1))
             elif self.check == "saturated":
                 parts.append(self.flat(h).float().mean().reshape(1))
         now = [p.detach() for p in params]

@@ -10,6 +10,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+# The metrics an evaluation reports besides the loss, by task (backprop_cli.config.task_of): the one list
+# that train's records, its summary, the metrics file, TensorBoard and evaluate read.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classes": ("accuracy", "f1_macro", "roc_auc", "log_loss"),
+    "binary": ("accuracy", "f1_macro", "roc_auc", "log_loss"),
+    "regression": ("mae", "rmse", "r2"),
+}
+ALL_METRICS: tuple[str, ...] = ("accuracy", "f1_macro", "roc_auc", "log_loss", "mae", "rmse", "r2")
+
 
 @dataclass(slots=True)
 class StepRecord:

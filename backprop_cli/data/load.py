@@ -73,7 +73,7 @@ def read_table(cfg: Config, encoding: Optional[Encoding] = None) -> Table:
     loss = cfg.loss.name
     spec = cfg.data
     if isinstance(spec, SyntheticData):
-        table = split_and_scale(synthetic(spec, cfg.model.input_size, cfg.model.output_size, cfg.seed, loss), cfg)
+        table = split_and_scale(synthetic(spec, cfg.model.input_size, cfg.model.output_size, cfg.split_seed, loss), cfg)
         check_fits(cfg, table)
         return table
     src = data_source(cfg)

@@ -90,15 +90,15 @@ def validation_rows(y: np.ndarray, source: str, cfg: Config) -> tuple[Optional[n
         strata = y
     elif task_of(loss) == "binary" and y.ndim == 2 and y.shape[1] == 1:
         strata = (y[:, 0] > 0.5).astype(np.int64)
-    rows = split_rows(n, fraction, cfg.seed, strata)
+    rows = split_rows(n, fraction, cfg.split_seed, strata)
     if len(rows) == 0:
         raise DataError(f"{source}: data.validation: {fraction:g} of {n} rows leaves no validation rows; "
                         "raise the fraction")
     mask = np.zeros(n, dtype=bool)
     mask[rows] = True
-    split = {"validation": fraction, "seed": cfg.seed, "rows": n, "validation_rows": int(len(rows)),
+    split = {"validation": fraction, "seed": cfg.split_seed, "rows": n, "validation_rows": int(len(rows)),
              "stratified": strata is not None, "digest": _digest(rows)}
-    text = f"{len(rows)} of {n} rows of {source} ({fraction:g}, seed {cfg.seed}" \
+    text = f"{len(rows)} of {n} rows of {source} ({fraction:g}, seed {cfg.split_seed}" \
            + (", stratified by class)" if strata is not None else ")")
     return mask, split, text
 

@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any, Optional
 
+from backprop_cli.core.records import ALL_METRICS
+
 
 def finite(value: Any) -> Any:
     """A copy of plain data with every non-finite float replaced by None (dicts, lists, tuples)."""
@@ -90,16 +92,18 @@ def compare_document(results: list, summary: list[dict]) -> dict:
 
 
 def find_lr_document(result: dict) -> dict:
-    """``find-lr --format json``: the suggestions and the sweep's learning rates and (raw) losses."""
-    return finite({"suggested_lr": result["suggested_lr"], "min_loss_lr": result["min_loss_lr"],
+    """``find-lr --format json``: the suggestions (``suggested_lr``: the valley rule, null when the loss never
+    fell; ``steepest_lr``; ``min_loss_lr``) and the sweep's learning rates and (raw) losses."""
+    return finite({"suggested_lr": result["suggested_lr"], "steepest_lr": result["steepest_lr"],
+                   "min_loss_lr": result["min_loss_lr"],
                    "lrs": list(result["lrs"]), "losses": list(result["losses"]),
                    "smoothed_losses": list(result["smoothed_losses"]), "stopped_early": result["stopped_early"]})
 
 
 def evaluate_document(result: dict) -> dict:
-    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "loss", "accuracy" | "mae", "r2",
-    and for classification "classes", "confusion", "per_class"}."""
-    keys = ("checkpoint", "step", "data", "rows", "loss", "accuracy", "mae", "r2", "classes", "confusion", "per_class")
+    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "loss", "accuracy", "f1_macro",
+    "roc_auc", "log_loss" | "mae", "rmse", "r2", and for classification "classes", "confusion", "per_class"}."""
+    keys = ("checkpoint", "step", "data", "rows", "loss", *ALL_METRICS, "classes", "confusion", "per_class")
     return finite({k: result[k] for k in keys if k in result})
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 from rich.console import Console
 from rich.text import Text
 
+from backprop_cli.core.records import ALL_METRICS
 from backprop_cli.render.console import fmt
 from backprop_cli.render.fit import Col, FitTable, print_blocks
 
@@ -36,7 +37,7 @@ def render_evaluate(console: Console, plain: bool, r: dict, wide: bool = False) 
     head = Text(f"{r['checkpoint']} (step {r['step']}) on {r['data']}: {r['rows']} rows")
     t = FitTable("", [Col("metric", align="left"), Col("value")], plain=plain, wide=wide)
     t.add_row("loss", fmt(r["loss"]))
-    for key in ("accuracy", "mae", "r2"):
+    for key in ALL_METRICS:
         if key in r:
             t.add_row(key, fmt(r[key]))
     print_blocks(console, [head, t, *evaluation_tables(r, plain, wide)])

@@ -24,17 +24,19 @@ def render_find_lr(console: Console, plain: bool, r: dict, wide: bool = False) -
         blocks.append(Text(f"smoothed loss, lr {fmt(lrs[0])} → {fmt(lrs[-1])} (log scale): "
                            f"{sparkline(smoothed, width=min(60, len(smoothed)))}"))
     t = FitTable("suggestions", [Col("rule", align="left"), Col("lr")], plain=plain, wide=wide)
-    t.add_row("steepest descent of the smoothed loss", fmt(r["suggested_lr"]) if r["suggested_lr"] else "none")
+    t.add_row("valley of the smoothed loss (the suggestion)", fmt(r["suggested_lr"]) if r["suggested_lr"] else "none")
+    t.add_row("steepest descent of the smoothed loss", fmt(r["steepest_lr"]) if r.get("steepest_lr") else "none")
     t.add_row("the smoothed loss's minimum / 10", fmt(r["min_loss_lr"]) if r["min_loss_lr"] else "none")
     blocks.append(t)
-    pick = r["suggested_lr"] or r["min_loss_lr"]
-    if pick and r["drop"] < r["clear_drop"]:
-        blocks.append(Text(f"the smoothed loss fell only {r['drop']:.0%} below its start: no clear descent, so these "
-                           "are guesses from noise; check train's warnings (vanishing gradients?) before the lr",
-                           style="" if plain else "bold yellow"))
+    pick = r["suggested_lr"]
     if pick:
         blocks.append(Text(f"use it: backprop train --config {r['config']} --set optimizer.lr={pick:.2g}",
                            style="" if plain else "bold"))
+    elif lrs:
+        blocks.append(Text(f"no suggestion: the smoothed loss never fell {r['clear_drop']:.0%} below its start "
+                           f"(it fell {max(r['drop'], 0):.0%}): no clear descent at any lr of the sweep; check train's "
+                           "warnings (vanishing gradients?) or try a smaller --start", style="" if plain else "bold yellow"))
     else:
-        blocks.append(Text("no suggestion: the loss did not fall; try a smaller --start", style="" if plain else "bold yellow"))
+        blocks.append(Text("no suggestion: no step of the sweep finished; try a smaller --start",
+                           style="" if plain else "bold yellow"))
     print_blocks(console, blocks)

@@ -249,7 +249,7 @@ def lr_figure(path: Path, lrs: list[float], losses: list[float], smoothed: list[
     try:
         ax.plot(lrs, [_num(v) for v in losses], color="lightgray", linewidth=1, label="loss")
         ax.plot(lrs, [_num(v) for v in smoothed], linewidth=1.8, label="smoothed loss")
-        for lr, label, color in ((suggested, "steepest descent", "red"), (min_loss, "minimum / 10", "green")):
+        for lr, label, color in ((suggested, "valley (suggestion)", "red"), (min_loss, "minimum / 10", "green")):
             if lr is not None:
                 ax.axvline(lr, color=color, linestyle="--", linewidth=1, label=f"{label}: {lr:.2g}")
         ax.set_xscale("log")

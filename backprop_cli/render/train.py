@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from backprop_cli.core.records import StepRecord, Summary, is_logging_step
+from backprop_cli.core.records import ALL_METRICS, StepRecord, Summary, is_logging_step
 from backprop_cli.errors import OutputClosed
 from backprop_cli.io.signals import on_interrupt
 from backprop_cli.render.console import fmt, fmt_options
@@ -45,7 +45,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         ("model", f"{'TwoLayerNet' if len(m['sizes']) == 3 else 'MLP'} {sizes}, {act}, bias {'on' if m['bias'] else 'off'}"
                   + (f", {m['init']} init" if m.get("init", "default") != "default" else "") + _cures(m)),
         ("parameters", f"{m['parameter_count']:,}: {shapes}"),
-        ("loss", f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"]),
+        ("loss", (f"{loss['name']} ({fmt_options(loss['options'])})" if loss["options"] else loss["name"])
+                 + (f"; {loss['auto_weights']}: auto, from the training rows" if loss.get("auto_weights") else "")),
         ("optimizer", f"{opt['name']} ({fmt_options(opt['options'])})"
                       + (f", {opt['implementation']} implementation" if opt.get("implementation") else "")),
         ("device", info["device"]),
@@ -78,7 +79,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         text = f"{every} and at the end, on all validation and all training rows"
         if ev.get("early_stopping"):
             es = ev["early_stopping"]
-            text += f"; early stopping: patience {es['patience']}, min_delta {fmt(es['min_delta'])}"
+            text += (f"; early stopping: patience {es['patience']}, min_delta {fmt(es['min_delta'])}"
+                     + (", restore_best (the model of the best evaluation is kept)" if es.get("restore_best") else ""))
         if ev.get("save_best"):
             text += f"; best model → {ev['save_best']}"
         lines.append(("evaluate", text))
@@ -133,11 +135,12 @@ def _param_order(names: list[str]) -> list[str]:
     weights = [n for n in names if not n.endswith(".bias")]
     return ends_first(weights) + ends_first([n for n in names if n.endswith(".bias")])
 
-EVAL_COLUMNS = {"classification": ("train_loss", "val_loss", "train_accuracy", "val_accuracy"),
-                "regression": ("train_loss", "val_loss", "val_mae", "val_r2")}
+EVAL_COLUMNS = {"classification": ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_f1_macro",
+                                    "val_roc_auc"),
+                "regression": ("train_loss", "val_loss", "val_mae", "val_rmse", "val_r2")}
 
 EVAL_SHORT = {"train_loss": "train", "val_loss": "val", "train_accuracy": "train_acc", "val_accuracy": "val_acc",
-              "val_mae": "mae", "val_r2": "r2"}
+              "val_f1_macro": "f1", "val_roc_auc": "auc", "val_mae": "mae", "val_rmse": "rmse", "val_r2": "r2"}
 
 def train_columns(names: list[str], total_steps: int, *, scheduled: bool, scale: bool, skips: bool,
                   epochs: int = 1, evaluation: tuple[str, ...] = ()) -> list[Col]:
@@ -372,11 +375,16 @@ def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Opt
                       + (" (standardized units)" if std_target else "")))
     v = s.validation
     if v:
-        metrics = ", ".join(f"{k} {fmt(v[k])}" for k in ("accuracy", "mae", "r2") if k in v)
-        lines.append(("validation", f"loss {fmt(v['loss'])}" + (" (target units)" if std_target else "")
-                      + (f", {metrics}" if metrics else "")
-                      + f" (all validation rows, last evaluation); best loss {fmt(v['best_loss'])} at step "
-                      f"{v['best_step']}"))
+        metrics = ", ".join(f"{k} {fmt(v[k])}" for k in ALL_METRICS if k in v)
+        units = " (target units)" if std_target else ""
+        if v.get("restored_best") is not None:
+            lines.append(("validation", f"loss {fmt(v['loss'])}{units}" + (f", {metrics}" if metrics else "")
+                          + f" (all validation rows, the best evaluation, step {v['restored_best']}); restore_best: "
+                          f"the model at the end and --save are those of step {v['restored_best']}"))
+        else:
+            lines.append(("validation", f"loss {fmt(v['loss'])}{units}" + (f", {metrics}" if metrics else "")
+                          + f" (all validation rows, last evaluation); best loss {fmt(v['best_loss'])} at step "
+                          f"{v['best_step']}"))
     if s.clipped:
         lines.append(("clipped", f"{s.clipped} of {s.steps} step(s)"))
     if s.skipped:

@@ -231,7 +231,7 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
     ref.load_state_dict({n: t.detach().cpu() for n, t in run.model.state_dict().items()})  # running stats too
     ref.train()  # as the probe: batch statistics, the probe's dropout masks
     params64 = dict(ref.named_parameters())
-    loss_fn = make_loss(cfg.loss)
+    loss_fn = make_loss(cfg.loss).double()  # class weights too in float64
 
     def loss_of() -> torch.Tensor:
         return loss_fn(ref(x64, masks=masks), y64)

@@ -23,6 +23,8 @@ class TrainOptions:
     read_every: Optional[int] = None  # read the scalars back every N steps (default: engine.read_interval)
     threads: Optional[str] = None  # how many CPU threads torch uses and why (distributed.set_threads)
     save_best: Optional[Path] = None  # the checkpoint of the evaluation with the lowest val_loss
+    folds: Optional[int] = None  # --folds K: K-fold cross-validation (runs.folds), nothing written
+    seeds: Optional[int] = None  # --seeds K: the run repeated over K seeds, the split fixed (runs.folds)
 
     def check(self, cfg) -> None:
         """Every problem of these options with this config at once (ConfigError, exit 2)."""
@@ -32,5 +34,19 @@ class TrainOptions:
         if self.save_best is not None and getattr(cfg.data, "validation", None) is None:
             problems.append("--save-best needs validation data: set data.validation to a fraction (e.g. 0.2) "
                             "or a CSV file")
+        if self.folds is not None and self.seeds is not None:
+            problems.append("give --folds or --seeds, not both")
+        repeated = "--folds" if self.folds is not None else "--seeds" if self.seeds is not None else None
+        if repeated is not None:
+            given = [name for name, value in (("--save", self.save), ("--save-best", self.save_best),
+                                              ("--metrics", self.metrics), ("--tensorboard", self.tensorboard),
+                                              ("--plot", self.plot), ("--resume", self.resume)) if value is not None]
+            if given:
+                problems.append(f"{repeated} trains several models and writes none of them: {', '.join(given)} "
+                                f"cannot be used with it (train without {repeated} to keep a model)")
+        if self.folds is not None:
+            if getattr(cfg.data, "validation", None) is not None and not isinstance(cfg.data.validation, float):
+                problems.append("--folds holds out its own rows: a data.validation file is not used with it; "
+                                "set data.validation: null")
         if problems:
             raise ConfigError(problems)

@@ -92,9 +92,16 @@ class EvaluationSink(Sink):
 
     def __init__(self, measure: Callable[[], tuple[dict, dict]], every: int, total: int, *,
                  patience: Optional[int] = None, min_delta: float = 0.0,
-                 save_best: Optional[Callable[[int, float], str]] = None):
+                 save_best: Optional[Callable[[int, float], str]] = None,
+                 snapshot: Optional[Callable[[], object]] = None):
         self.measure, self.every, self.total = measure, every, total
         self.patience, self.min_delta, self.save_best = patience, min_delta, save_best
+        # restore_best: ``snapshot()`` copies the run's state at each new best (None: not asked for)
+        self.snapshot = snapshot
+        self.best_state: Optional[object] = None
+        self.best_keys: Optional[dict] = None
+        self.best_detail: Optional[dict] = None
+        self.restored_step: Optional[int] = None
         self.best_loss, self.best_step = math.inf, 0
         self.reference = math.inf  # the val_loss that early stopping counts improvements against
         self.waited = 0
@@ -115,6 +122,9 @@ class EvaluationSink(Sink):
         loss = keys["val_loss"]
         if loss < self.best_loss:
             self.best_loss, self.best_step = loss, rec.step
+            self.best_keys, self.best_detail = keys, self.detail
+            if self.snapshot is not None:
+                self.best_state = self.snapshot()
             if self.save_best is not None:
                 self.best_written = self.save_best(rec.step, loss)
         if self.patience is not None:
@@ -129,9 +139,22 @@ class EvaluationSink(Sink):
         """``validation`` of the summary: the last evaluation's numbers, and the best val_loss and its step."""
         if self.last is None:
             return None
-        out = {k[len("val_"):]: v for k, v in self.last.items() if k.startswith("val_")}
+        shown = self.best_keys if self.restored_step is not None else self.last
+        out = {k[len("val_"):]: v for k, v in shown.items() if k.startswith("val_")}
         out.update(best_step=self.best_step, best_loss=self.best_loss)
+        if self.restored_step is not None:
+            out["restored_best"] = self.restored_step
         return out
+
+    def restore(self, put_back: Callable[[object], None]) -> Optional[int]:
+        """restore_best: put the best evaluation's state back (``put_back(state)``); its step, or None when
+        there is none to restore. From then on the summary's numbers and the detail are the best's."""
+        if self.best_state is None:
+            return None
+        put_back(self.best_state)
+        self.restored_step = self.best_step
+        self.detail = self.best_detail
+        return self.best_step
 
     def close(self, outcome: Outcome) -> dict[str, str]:
         if self.save_best is None:
@@ -318,6 +341,7 @@ class CheckpointSink(Sink):
     def close(self, outcome: Outcome) -> dict[str, str]:
         step = outcome.last_step
         if not outcome.failed:
+            step = outcome.model_step  # restore_best: the step of the best evaluation
             self.save(self.path, step)
             return {"checkpoint": f"{self.path} (step {step})"}
         if not (outcome.model_is_last_good and self.is_finite()):

@@ -50,7 +50,8 @@ train:
   steps: {steps}                   # total optimizer steps (or give epochs instead)
   epochs: {epochs}                   # passes over the training rows (or give steps instead)
   eval_every: null             # evaluate on the validation rows every N steps (null: every epoch)
-  early_stopping: null         # {{patience: N, min_delta: 0.0}}: stop when val_loss stops improving
+  early_stopping: null         # {{patience: N, min_delta: 0.0, restore_best: true}}: stop when val_loss
+                               #   stops improving, and keep the model of the best evaluation
   log_every: null              # a row every N steps (null: about 20-50 rows)
   clip_grad_norm: null         # a number: clip the total gradient norm
   on_nonfinite: stop           # stop (exit 3) | skip (skip the update, at most max_skips times)
@@ -139,6 +140,32 @@ def _width(features) -> tuple[int, str]:
     return width, " + ".join(parts)
 
 
+RARE_CLASS_SHARE = 0.10  # init suggests loss.class_weights: auto when the smallest class has fewer rows
+
+
+def _rarest_class(path: Path, target: str) -> Optional[tuple[str, float]]:
+    """The least frequent value of the target column and its share of the rows with one (None when the
+    file cannot be counted this simple way: the config is then written without the hint)."""
+    import csv
+    from collections import Counter
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            col = next(reader).index(target)
+            counts = Counter(row[col].strip() for row in reader if len(row) > col and row[col].strip())
+    except (OSError, UnicodeDecodeError, ValueError, StopIteration, csv.Error):
+        return None
+    from backprop_cli.data.readers import MISSING_TOKENS
+
+    for token in MISSING_TOKENS:
+        counts.pop(token, None)
+    if len(counts) < 2:
+        return None
+    name, n = min(counts.items(), key=lambda kv: kv[1])
+    return name, n / sum(counts.values())
+
+
 def require_printable(path: Path, role: str, error: type[BackpropError] = OutputError) -> None:
     """Refuse a path with a control or other non-printable character: the starter config quotes its
     own path and the CSV's, and a line break there would end the comment or string it is in and
@@ -176,14 +203,20 @@ def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional
                       features=", ".join(json.dumps(f.name) for f in features),
                       columns="\n".join(_column_line(c) for c in features), validation=validation)
     cls = g["classification"]
+    loss = "cross_entropy" if cls else "mse"
     train_rows = rows - round(0.2 * rows) if validation != "null" else rows
     width, how = _width(features)
     text = TEMPLATE.format(
         path=path, input_size="auto", input_comment=f"derived from the data: {how} = {width} inputs",
         hidden_size=32, output_size=len(g["classes"]) if cls else 1,
-        activation="relu", loss="cross_entropy" if cls else "mse", optimizer="adam", lr="0.001", data=data,
+        activation="relu", loss=loss, optimizer="adam", lr="0.001", data=data,
         batch_size=max(1, min(32, train_rows)), steps="null", epochs=50, standardize="true",
         standardize_target="false" if cls else "true")
+    rare = _rarest_class(csv_path, g["target"]) if cls else None
+    if rare is not None and rare[1] < RARE_CLASS_SHARE:
+        text = text.replace("\noptimizer:", f"\n# the smallest class, {json.dumps(rare[0])}, has {100 * rare[1]:.1f}% of "
+                            "the rows: to weigh every class alike, use\n#   loss: {name: cross_entropy, "
+                            "class_weights: auto}\n\noptimizer:", 1)
     if cls:
         shown = ", ".join(g["classes"][:6]) + (", …" if len(g["classes"]) > 6 else "")
         what = f"classification: {len(g['classes'])} classes in {g['target']!r} ({shown})"

@@ -44,11 +44,12 @@ class Interrupted(BackpropError):
 
 def metric_columns(cfg: Config, validation: bool = False) -> tuple[str, ...]:
     """The optional columns of this run's metrics records."""
-    from backprop_cli.config import is_classification
+    from backprop_cli.config import task_of
+    from backprop_cli.core.records import TASK_METRICS
 
     evaluation: tuple[str, ...] = ()
     if validation:
-        keys = ("loss", "accuracy") if is_classification(cfg.loss) else ("loss", "mae", "r2")
+        keys = ("loss", *TASK_METRICS[task_of(cfg.loss)])
         evaluation = tuple(f"{part}_{k}" for part in ("val", "train") for k in keys)
     return (("epoch", "epoch_loss") + evaluation
             + (("clipped",) if cfg.train.clip_grad_norm is not None else ())
@@ -80,7 +81,8 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
         default_log_every(run.steps) if evaluator is None
         else evaluator.every * default_log_every(-(-run.steps // evaluator.every)))  # rows at evaluations
     probe = Diagnostics.of(loop.model, cfg.model.activation.name,
-                           lambda step: is_logging_step(step, start + 1, log_every, run.steps))
+                           lambda step: is_logging_step(step, start + 1, log_every, run.steps),
+                           batch_size=run.batches.batch_size)
     stages = Stages(epoch=EpochSink(run.batches.per_epoch, run.batches.rows), evaluation=evaluator,
                     summary=TrackerSink(), console=shown,
                     health=HealthSink(shown, cfg.model.activation.name, cfg.model.init, cfg.model.norm,  # warns
@@ -94,6 +96,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
             shown.closed = True
 
     outcome, failure = _train(run, loop, stages, start, log_every, opts, reduce, should_stop, stop, probe)
+    outcome = _restore_best(run, evaluator, outcome, failure)
     if shown.closed and failure is None and outcome.status == "interrupted" and not stop():
         outcome = Outcome("stopped", outcome.last_step, outcome.model_step, "output closed")
     # A first signal while the outputs are written and the summary shown only asks to stop (as during
@@ -241,7 +244,37 @@ def _evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
     save_best = _best_writer(run, opts.save_best) if opts.save_best is not None else None
     return EvaluationSink(measure_now, cfg.train.eval_every or run.batches.per_epoch, run.steps,
                           patience=early.patience if early else None,
-                          min_delta=early.min_delta if early else 0.0, save_best=save_best)
+                          min_delta=early.min_delta if early else 0.0, save_best=save_best,
+                          snapshot=(lambda: _state_of(run)) if early is not None and early.restore_best else None)
+
+
+def _state_of(run: Run) -> tuple[dict, dict, Optional[dict]]:
+    """restore_best: a copy of the model's, the optimizer's and the schedule's state, on their device."""
+    import copy
+
+    model = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    sched = copy.deepcopy(run.scheduler.state_dict()) if run.scheduler is not None else None
+    return model, copy.deepcopy(run.optimizer.state_dict()), sched
+
+
+def _put_back(run: Run, state: tuple[dict, dict, Optional[dict]]) -> None:
+    model, optimizer, sched = state
+    run.model.load_state_dict(model)
+    run.optimizer.load_state_dict(optimizer)
+    if sched is not None:
+        run.scheduler.load_state_dict(sched)
+
+
+def _restore_best(run: Run, evaluator: Optional[EvaluationSink], outcome: Outcome,
+                  failure: Optional[BaseException]) -> Outcome:
+    """restore_best: at the end of a run that did not fail, the model (and the optimizer and schedule,
+    so that --save can be resumed from) go back to the best evaluation; the outcome says at which step."""
+    import dataclasses
+
+    if evaluator is None or evaluator.snapshot is None or failure is not None or outcome.failed:
+        return outcome
+    step = evaluator.restore(lambda state: _put_back(run, state))
+    return outcome if step is None else dataclasses.replace(outcome, model_step=step)
 
 
 def _best_writer(run: Run, path: Path):
