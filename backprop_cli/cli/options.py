@@ -10,7 +10,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from backprop_cli.limits import MAX_COUNT
+from backprop_cli.limits import MAX_COUNT, THREADS_DEFAULT, THREADS_PER_CORE
 
 
 def _flags_take_no_value() -> None:
@@ -65,9 +65,10 @@ EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, max=MAX_COU
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Same as --set device=DEV (auto, cpu, cuda, "
                                                   "cuda:N, mps).", rich_help_panel="Config")]
 
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: "
-                                                   "OMP_NUM_THREADS, else torch's own choice, shared out among "
-                                                   "torchrun's processes).", rich_help_panel="Config")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help=f"CPU threads for torch (default: "
+                                                   f"{THREADS_DEFAULT}); at most {THREADS_PER_CORE} × the cores. The start "
+                                                   "panel says how many and why.",
+                                                   rich_help_panel="Config")]
 
 NoZeroGradOpt = Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() so "
                                              "gradients accumulate across steps; same as --set train.zero_grad=false.",
