@@ -46,15 +46,17 @@ def compare_optimizers(
     config: ConfigOpt,
     set_: SetOpt = None,
     optimizer: Annotated[Optional[list[str]], typer.Option("--optimizer", "-o", metavar="SPEC",
-                                                           help="NAME or NAME:KEY=VALUE,... e.g. sgd:lr=0.1,momentum=0.9; "
-                                                           "repeatable (default: the config's compare.optimizers, "
-                                                           "else SGD vs Adam).", rich_help_panel="Config")] = None,
+                                                           help="An optimizer: NAME, or NAME:KEY=VALUE with more "
+                                                           "KEY=VALUE after commas (-o sgd:lr=0.1 or -o "
+                                                           "adam:lr=0.01); repeatable (default: the "
+                                                           "optimizers of the config's compare section, else SGD "
+                                                           "vs Adam).", rich_help_panel="Config")] = None,
     steps: StepsOpt = None,
     epochs: EpochsOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     no_zero_grad: NoZeroGradOpt = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for K seeds (init and data order) and "
+    seeds: Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for N seeds (init and data order) and "
                                        "report mean ± std.", rich_help_panel="Config")] = 1,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a .png or .svg figure of loss and grad "
                                                  "norm per step.", rich_help_panel="Output")] = None,

@@ -32,6 +32,74 @@ def _flags_take_no_value() -> None:
 _flags_take_no_value()
 
 
+def readable_bounds(low, high, name: str = "N") -> Optional[str]:
+    """A number option's bounds as a person reads them, in one unbreakable word: `N≥1`, `1≤N≤1000`.
+    An upper bound at MAX_COUNT (2**50, there only to keep a count finite) is no bound anyone meets."""
+    if high is not None and high >= MAX_COUNT:
+        high = None
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"{name}≥{low}"
+    return f"{name}≤{high}" if low is None else f"{low}≤{name}≤{high}"
+
+
+def _bounds_read_as_text() -> None:
+    """typer shows a ranged integer as `<int range> [0<=x<=1125899906842624]`, which a narrow --help
+    wraps mid-number; its type column shows `N≥0` instead (the option's metavar for N, if it has one)
+    and the help text no second copy."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_bounds_fixed", False) or not hasattr(TyperOption, "_get_number_range_help_str"):
+        return  # this fix already made, or a typer that shows bounds some other way
+
+    def display_type_rich(self, ctx):
+        low, high = getattr(self, "min", None), getattr(self, "max", None)
+        bounds = readable_bounds(low, high, self.metavar or ("x" if isinstance(low or high, float) else "N"))
+        return bounds if bounds is not None and not self.is_flag else original(self, ctx)
+
+    display_type_rich._bounds_fixed = True
+    TyperOption.display_type_rich = display_type_rich
+    TyperOption._get_number_range_help_str = lambda self: None
+
+
+_bounds_read_as_text()
+
+
+def _aliases_one_per_line() -> None:
+    """typer joins an option's names with commas (`--train-steps,--steps`), one word that a narrow
+    --help cuts to `--train-steps,--ste…`; each name goes on its own line instead. And a word of help
+    longer than its column (OMP_NUM_THREADS at 60 columns) goes on over the next line, not cut to `…`."""
+    import re
+
+    from rich.text import Text
+    from typer import rich_utils
+
+    if getattr(rich_utils.highlighter, "_aliases_fixed", False):
+        return
+    names = re.compile(r"-{1,2}[\w-]+(,-{1,2}[\w-]+)+")
+    base = type(rich_utils.highlighter)
+
+    class OneNamePerLine(base):
+        _aliases_fixed = True
+
+        def __call__(self, text):
+            if isinstance(text, str) and names.fullmatch(text):
+                text = text.replace(",", "\n")
+            elif isinstance(text, Text) and names.fullmatch(text.plain):
+                text = Text(text.plain.replace(",", "\n"), style=text.style)
+            text = super().__call__(text)
+            if isinstance(text, Text):
+                text.overflow = "fold"
+            return text
+
+    rich_utils.highlighter = OneNamePerLine()
+
+
+_aliases_one_per_line()
+
+
 def reflow(fn: Callable) -> Callable:
     """The docstring as --help shows it: each paragraph on one line, wrapped by the terminal, never
     broken mid-sentence where the source happens to break it."""
