@@ -15,6 +15,7 @@ from backprop_cli.cli.common import (
     read_data,
     render_with,
     single_process,
+    torch_loaded,
     training_overrides,
 )
 from backprop_cli.cli.options import (
@@ -37,7 +38,7 @@ from backprop_cli.errors import BackpropError, ConfigError
 from backprop_cli.limits import MAX_SEEDS
 
 
-@command("compare-optimizers", epilog=examples(
+@command("compare-optimizers", loads_torch=True, epilog=examples(
     "backprop compare-optimizers --config configs/compare.yaml --plot compare.png",
     "backprop compare-optimizers -c configs/regression.yaml -o sgd:lr=0.5 -o adam",
     "backprop compare-optimizers -c configs/compare.yaml --seeds 3 --steps 100",
@@ -91,6 +92,7 @@ def compare_optimizers(
     specs = specs or cmp.default_optimizers(cfg)
     stream = sys.stderr if format == Format.json else sys.stdout
     console = make_console(stream)
+    torch_loaded()  # the bars take the loading line's place
     bars = CompareProgress(console, cmp.unique_labels(specs), seeds * cmp.run_length(cfg, table),
                            enabled=not plain_output(stream) and not quiet)
     try:

@@ -9,7 +9,7 @@ from backprop_cli.cli.options import Format, FormatOpt, WideOpt, examples
 from backprop_cli.limits import MAX_EXPLAIN_UPDATES
 
 
-@command(epilog=examples("backprop explain", "backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4",
+@command(loads_torch=True, epilog=examples("backprop explain", "backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4",
                              "backprop explain --updates 10 --lr 0.5"))
 def explain(
     x: Annotated[float, typer.Option("--x", help="The input.")] = 2.0,
