@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from backprop_cli.core.health import layer_norms
+from backprop_cli.core.health import UPDATE_HEALTHY, layer_norms
 from backprop_cli.io.outputs import PLOT_SUFFIXES, AtomicFile, check_writable  # noqa: F401 - PLOT_SUFFIXES re-exported
 
 DPI = 100
@@ -75,7 +75,7 @@ def _save(fig, path: Path) -> None:
 # --------------------------------------------------------------------------- the dashboard of a run
 
 DASHBOARD_SIZE = (1500, 850)
-HEALTHY_UPDATE = 1e-3  # the update-to-data ratio guide line
+HEALTHY_UPDATE = UPDATE_HEALTHY  # the update-to-data ratio guide line (core.health's advice names it)
 
 
 def _num(v) -> float:
