@@ -88,6 +88,11 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
                                 f"{resume['step'] + 1}…{info['steps']}"))
         for change in resume["changes"]:
             lines.append(("changed", change))
+        if "save" in resume and resume["save"] is None:  # resuming to train on, and keeping nothing
+            kept = ("the last weights are (--save-best keeps only the best evaluation's)" if
+                    (info.get("evaluation") or {}).get("save_best") else "the resumed model is")
+            lines.append(("not saved", f"no --save: {kept} lost when the run ends; add --save FILE "
+                                       "(it may be the --resume file)"))
     return lines
 
 def _param_short(name: str) -> str:
