@@ -97,9 +97,10 @@ def find_lr_document(result: dict) -> dict:
 
 
 def evaluate_document(result: dict) -> dict:
-    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "loss", "accuracy" | "mae", "r2",
-    and for classification "classes", "confusion", "per_class"}."""
-    keys = ("checkpoint", "step", "data", "rows", "loss", "accuracy", "mae", "r2", "classes", "confusion", "per_class")
+    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "training_rows" (with --data: how
+    many of them the checkpoint's run trained on), "loss", "accuracy" | "mae", "r2", and for classification
+    "classes", "confusion", "per_class"}."""
+    keys = ("checkpoint", "step", "data", "rows", "training_rows", "loss", "accuracy", "mae", "r2", "classes", "confusion", "per_class")
     return finite({k: result[k] for k in keys if k in result})
 
 
