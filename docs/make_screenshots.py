@@ -1,4 +1,4 @@
-"""Regenerate the pictures of real output used by the README: python docs/make_screenshots.py
+"""Regenerate the pictures of real output that the docs pages show: python docs/make_screenshots.py
 
 Each command runs for real, in-process, with its terminal output recorded by rich
 (Console(record=True)) 100 columns wide, as on an ordinary terminal, and saved as SVG under
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTH = 100  # columns: what the README's pictures show
+WIDTH = 100  # columns: what the docs' pictures show
 sys.path.insert(0, str(ROOT))
 
 SHOTS = [

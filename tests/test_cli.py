@@ -88,7 +88,7 @@ def test_metrics_csv_one_column_per_parameter(cli, seed_cfg, tmp_path):
                                    "activations.layer1.dead_fraction", *(f"grad_to_weight.{p}" for p in PARAMS),
                                    *(f"update_ratios.{p}" for p in PARAMS)]
     assert len(lines) == 4 and lines[3].startswith("3,")
-    from backprop_cli.io.outputs import read_metrics
+    from backprop_cli.io.metrics_read import read_metrics
 
     jl = tmp_path / "m.jsonl"
     cli("train", "-c", seed_cfg, "--steps", 3, "--metrics", jl, "-q")

@@ -146,7 +146,7 @@ def _schema_models(tp, seen=None):
 
 
 def _starters(tmp_path):
-    from backprop_cli.config.starter import starter_config
+    from backprop_cli.runs.starter import starter_config
 
     csv = write(tmp_path / "d.csv", "label,a,b\n" + "".join(f"{i % 3},{i},{i * 2}\n" for i in range(60)))
     return {"synthetic": starter_config(tmp_path / "s.yaml")[0],

@@ -12,7 +12,7 @@ from torch import nn
 from backprop_cli.config import load_config
 from backprop_cli.data.readers import Scaling, split_rows
 from backprop_cli.runs.evaluation import measure
-from backprop_cli.io.outputs import read_metrics
+from backprop_cli.io.metrics_read import read_metrics
 from conftest import CONFIGS, write
 
 PENGUINS = CONFIGS / "data" / "penguins.csv"

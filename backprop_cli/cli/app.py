@@ -13,19 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from backprop_cli import __version__
-from backprop_cli.cli import (
-    check_grads,
-    compare,
-    config,
-    evaluate,
-    explain,
-    find_lr,
-    init,
-    inspect_grads,
-    plot,
-    predict,
-    train,
-)
+from backprop_cli.cli import (check_grads, compare, config, evaluate, explain, find_lr, init, inspect_grads, plot,
+                              predict, train)
 from backprop_cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 app = typer.Typer(

@@ -4,28 +4,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from backprop_cli.cli.common import (
-    command,
-    emit,
-    flops,
-    load,
-    read_data,
-    render_with,
-    single_process,
-    training_overrides,
-)
-from backprop_cli.cli.options import (
-    BatchOpt,
-    CheckpointOpt,
-    ConfigOpt,
-    DeviceOpt,
-    Format,
-    FormatOpt,
-    SetOpt,
-    ThreadsOpt,
-    WideOpt,
-    examples,
-)
+from backprop_cli.cli.common import (command, emit, flops, load, read_data, render_with, single_process,
+                                     training_overrides)
+from backprop_cli.cli.options import (BatchOpt, CheckpointOpt, ConfigOpt, DeviceOpt, Format, FormatOpt, SetOpt,
+                                      ThreadsOpt, WideOpt, examples)
 from backprop_cli.errors import EXIT_CHECK_FAILED
 from backprop_cli.limits import MAX_COUNT
 

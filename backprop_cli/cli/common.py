@@ -143,7 +143,7 @@ def load(config: Path, overrides: Optional[list[str]], extra: Optional[list[str]
 def check_command_outputs(cfg, config: Path, outputs: dict, inputs: Optional[dict] = None) -> None:
     """Output paths are checked before any work: a bad one costs nothing and writes nothing. An output
     is never one of the command's inputs (the config, its data files, a checkpoint) nor another output."""
-    from backprop_cli.io.outputs import OUTPUT_KINDS, check_outputs, check_writable
+    from backprop_cli.io.paths import OUTPUT_KINDS, check_outputs, check_writable
 
     for option, path in outputs.items():
         if path is not None and option in OUTPUT_KINDS:
@@ -177,7 +177,7 @@ def read_data(cfg):
 
 
 def single_process(command: str) -> None:
-    from backprop_cli.runs.torchrun import under_torchrun
+    from backprop_cli.torchrun import under_torchrun
 
     if under_torchrun():
         raise BackpropError(f"{command} runs in one process; run it without torchrun "

@@ -6,34 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from backprop_cli.cli.common import (
-    check_command_outputs,
-    command,
-    emit,
-    flops,
-    load,
-    read_data,
-    render_with,
-    single_process,
-    torch_loaded,
-    training_overrides,
-)
-from backprop_cli.cli.options import (
-    ConfigOpt,
-    DeviceOpt,
-    EpochsOpt,
-    Format,
-    FormatOpt,
-    MetricsOpt,
-    NoZeroGradOpt,
-    QuietOpt,
-    SetOpt,
-    StepsOpt,
-    ThreadsOpt,
-    WideOpt,
-    examples,
-    parse_size,
-)
+from backprop_cli.cli.common import (check_command_outputs, command, emit, flops, load, read_data, render_with,
+                                     single_process, torch_loaded, training_overrides)
+from backprop_cli.cli.options import (ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
+                                      QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples, parse_size)
 from backprop_cli.errors import BackpropError, ConfigError
 from backprop_cli.limits import MAX_SEEDS
 

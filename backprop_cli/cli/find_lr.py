@@ -6,17 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from backprop_cli.cli.common import (
-    check_command_outputs,
-    command,
-    emit,
-    flops,
-    load,
-    read_data,
-    render_with,
-    single_process,
-    training_overrides,
-)
+from backprop_cli.cli.common import (check_command_outputs, command, emit, flops, load, read_data, render_with,
+                                     single_process, training_overrides)
 from backprop_cli.cli.options import ConfigOpt, DeviceOpt, Format, FormatOpt, SetOpt, ThreadsOpt, WideOpt, examples
 from backprop_cli.errors import ConfigError
 from backprop_cli.limits import MAX_COUNT

@@ -1,4 +1,4 @@
-"""`backprop init`: a commented starter config (config.starter). No torch."""
+"""`backprop init`: a commented starter config (runs.starter). No torch."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,8 +20,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config: every key, at its default unless chosen for this start (its comment then says so and names the default), and the values it takes."""
-    from backprop_cli.config.starter import starter_config, write_starter
-    from backprop_cli.io.outputs import check_outputs
+    from backprop_cli.runs.starter import starter_config, write_starter
+    from backprop_cli.io.paths import check_outputs
 
     check_outputs({"PATH": path}, {"--csv": csv})
     text, what = starter_config(path, csv, target)

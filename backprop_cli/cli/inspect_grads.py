@@ -6,31 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from backprop_cli.cli.common import (
-    check_command_outputs,
-    command,
-    emit,
-    flops,
-    load,
-    read_data,
-    render_with,
-    single_process,
-    tensor_linewidth,
-    training_overrides,
-)
-from backprop_cli.cli.options import (
-    BatchOpt,
-    CheckpointOpt,
-    ConfigOpt,
-    DeviceOpt,
-    Format,
-    FormatOpt,
-    NoZeroGradOpt,
-    SetOpt,
-    ThreadsOpt,
-    WideOpt,
-    examples,
-)
+from backprop_cli.cli.common import (check_command_outputs, command, emit, flops, load, read_data, render_with,
+                                     single_process, tensor_linewidth, training_overrides)
+from backprop_cli.cli.options import (BatchOpt, CheckpointOpt, ConfigOpt, DeviceOpt, Format, FormatOpt, NoZeroGradOpt,
+                                      SetOpt, ThreadsOpt, WideOpt, examples)
 from backprop_cli.errors import ConfigError
 from backprop_cli.limits import MAX_COUNT
 
@@ -71,15 +50,16 @@ def inspect_grads(
     cfg = load(config, set_, training_overrides(None, device, no_zero_grad))
     check_command_outputs(cfg, config, {"--out": out}, {"--checkpoint": checkpoint})
     table = read_data(cfg)
-    from backprop_cli.render.documents import inspect_document
+    from backprop_cli.render.documents import inspect_document, json_text
     from backprop_cli.runs.distributed import set_threads
     from backprop_cli.runs.inspection import dump_gradients, inspect_gradients, prepare
 
     set_threads(threads, flops(cfg))
     run, done = prepare(cfg, checkpoint, train_steps, table)
     result = inspect_gradients(run, done if batch is None else batch, clip, full, tensor_linewidth(wide))
+    document = inspect_document(result)
     if out is not None:
-        dump_gradients(out, result)
-    emit(format, inspect_document(result), lambda con, plain: render_with("render_inspect", con, plain, result, wide=wide))
+        dump_gradients(out, result, json_text(document))
+    emit(format, document, lambda con, plain: render_with("render_inspect", con, plain, result, wide=wide))
     if out is not None:
         typer.echo(f"wrote {out}", err=True)

@@ -27,7 +27,8 @@ def plot(
     warning naming the line.
     """
     dims = parse_size(size)
-    from backprop_cli.io.outputs import PLOT_SUFFIXES, check_outputs, check_writable, load_metrics
+    from backprop_cli.io.paths import PLOT_SUFFIXES, check_outputs, check_writable
+    from backprop_cli.io.metrics_read import load_metrics
     from backprop_cli.render.plots import dashboard, runs_of
 
     out = out if out is not None else metrics.with_suffix(".png")

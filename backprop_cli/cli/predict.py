@@ -36,7 +36,7 @@ def predict(
     single_process("predict")
     input_file(data, "--data")
     if out is not None:
-        from backprop_cli.io.outputs import check_outputs, check_writable
+        from backprop_cli.io.paths import check_outputs, check_writable
 
         check_writable(out, (".csv",) if format == PredictFormat.csv else (".json",), "predictions")
         check_outputs({"--out": out}, {"--data": data, "--checkpoint": checkpoint})
@@ -52,7 +52,7 @@ def predict(
     if out is None:
         sys.stdout.write(text)
         return
-    from backprop_cli.io.outputs import write_atomic
+    from backprop_cli.io.atomic import write_atomic
 
     write_atomic(out, lambda f: f.write(text))
     typer.echo(f"wrote {out} ({len(rows)} predictions)", err=True)

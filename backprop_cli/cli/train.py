@@ -7,21 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from backprop_cli.cli.common import check_command_outputs, command, flops, load, read_data, training_overrides
-from backprop_cli.cli.options import (
-    ConfigOpt,
-    DeviceOpt,
-    EpochsOpt,
-    Format,
-    FormatOpt,
-    MetricsOpt,
-    NoZeroGradOpt,
-    QuietOpt,
-    SetOpt,
-    StepsOpt,
-    ThreadsOpt,
-    WideOpt,
-    examples,
-)
+from backprop_cli.cli.options import (ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
+                                      QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples)
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, ConfigError, known_error
 from backprop_cli.limits import MAX_COUNT
 
@@ -72,7 +59,7 @@ def train(
     DistributedDataParallel; rank 0 prints and writes the files.
     """
     options = dict(locals())
-    from backprop_cli.runs.torchrun import under_torchrun
+    from backprop_cli.torchrun import under_torchrun
 
     if under_torchrun():
         _train_distributed(options)
@@ -81,17 +68,18 @@ def train(
 
 def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, save, save_every, save_best, resume,
                 tensorboard, detect_anomaly, threads, no_zero_grad, plot, wide, format) -> None:
+    from backprop_cli.runs.options import TrainOptions
+
     cfg = load(config, set_, training_overrides(steps, device, no_zero_grad, epochs))
-    if save_best is not None and getattr(cfg.data, "validation", None) is None:
-        raise ConfigError("--save-best needs validation data: set data.validation to a fraction (e.g. 0.2) "
-                          "or a CSV file")
+    opts = TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best, resume=resume,
+                        log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard, plot=plot)
+    opts.check(cfg)
     # --save may name the --resume checkpoint: it is read whole at the start and replaced atomically
-    check_command_outputs(cfg, config, {"--metrics": metrics, "--save": save, "--save-best": save_best, "--plot": plot,
-                                 "--tensorboard": tensorboard})
-    check_command_outputs(cfg, config, {"--metrics": metrics, "--save-best": save_best, "--plot": plot,
-                                 "--tensorboard": tensorboard}, {"--resume": resume})
+    outputs = {"--metrics": metrics, "--save-best": save_best, "--plot": plot, "--tensorboard": tensorboard}
+    check_command_outputs(cfg, config, {**outputs, "--save": save})
+    check_command_outputs(cfg, config, outputs, {"--resume": resume})
     if tensorboard is not None:
-        from backprop_cli.io.outputs import check_folder
+        from backprop_cli.io.paths import check_folder
 
         check_folder(tensorboard, "TensorBoard folder")
     from backprop_cli.config import start_summary
@@ -107,14 +95,10 @@ def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, 
         table = read_data(cfg)  # every data error before torch is imported
 
         from backprop_cli.runs.distributed import set_threads
-        from backprop_cli.runs.training import TrainOptions, run_training
+        from backprop_cli.runs.training import run_training
 
-        threads_why = set_threads(threads, flops(cfg))
-        run_training(cfg, TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best,
-                                       resume=resume,
-                                       log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard,
-                                       plot=plot, threads=threads_why),
-                     reporter, table)
+        opts.threads = set_threads(threads, flops(cfg))
+        run_training(cfg, opts, reporter, table)
 
 SHARED_ERROR_GRACE_S = 10.0  # under torchrun, how long other ranks wait for rank 0 to report a shared error
 

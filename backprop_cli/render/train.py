@@ -185,7 +185,7 @@ class TrainReport:
 
     def starting(self, text: str) -> Starting:
         """Show ``text`` (transient, terminal only) until :meth:`start`; use as a context manager."""
-        from backprop_cli.runs.torchrun import rank
+        from backprop_cli.torchrun import rank
 
         self.waiting = Starting(self.console, loading_line("train", text),
                                 enabled=not (self.plain or self.quiet) and self.show_progress and rank() == 0)
@@ -273,6 +273,12 @@ class TrainReport:
             print_blocks(self.console, [Text(f"warning: {text}")])
         else:
             print_blocks(self.console, [Text(f"! {text}", style="bold yellow")])
+
+    def dashboard(self, path, runs: dict, title: str) -> None:
+        """train --plot: the run's dashboard (render.plots.dashboard), drawn when the run ends."""
+        from backprop_cli.render.plots import dashboard
+
+        dashboard(path, runs, title=title)
 
     def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None:
         if self.progress is not None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from backprop_cli.errors import BackpropError, DataError, DeviceError
 from backprop_cli.limits import THREADS_PER_CORE, THREADS_THRESHOLD_FLOPS  # noqa: F401 - re-exported
-from backprop_cli.runs.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
+from backprop_cli.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
 
 TIMEOUT = timedelta(seconds=120)
 
