@@ -63,6 +63,11 @@ CORPUS = [
     ("comment-only YAML", "# nothing\n", None, [], "the file is empty"),
     ("YAML list", "- model\n- data\n", None, [], "expected a mapping of config sections"),
     ("YAML scalar", "hello\n", None, [], "expected a mapping of config sections"),
+    ("model a list", "model: [4, 16, 1]\ndata: {kind: synthetic}\n", None, [],
+     "model: expected a mapping of the network's sizes, e.g. {input_size: 4, hidden_size: 16, output_size: 1} "
+     "(got [4, 16, 1])"),
+    ("model a scalar", "model: 4\ndata: {kind: synthetic}\n", None, [],
+     "model: expected a mapping of the network's sizes, e.g. {input_size: 4"),
     ("tabs", "model:\n\tinput_size: 2\n", None, [], "YAML syntax error"),
     ("unclosed bracket", "model: {input_size: 2\n", None, [], "YAML syntax error"),
     ("duplicate key", GOOD + "seed: 3\n", None, [], "seed: duplicate key"),

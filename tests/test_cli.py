@@ -349,3 +349,68 @@ def test_a_closed_stdout_in_a_command_that_prints_once(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert len(r.stdout.splitlines()) == 1
     assert r.stderr.strip() == "exit=141", r.stderr
+
+
+def test_every_torch_command_shows_the_loading_line_first_on_a_terminal(cli, tmp_path, monkeypatch):
+    """On a terminal each command that imports torch shows `backprop CMD: loading torch …` as the first
+    thing it does (before the config is read, torch is loaded or anything is computed), within 0.3 s of
+    its start (CPU time of this process: other processes' load on a shared machine does not count), and
+    takes it away before its output; never in JSON, with -q, or on plain output."""
+    import time
+
+    import backprop_cli.config as config_load
+    from backprop_cli.render import console as render_console
+    from backprop_cli.runs import distributed
+    from backprop_cli.runs import explain as runs_explain
+    from conftest import CONFIGS
+
+    events = []
+
+    class Line:
+        def __init__(self, console, text, enabled=True):
+            events.append(("line", text, enabled, time.process_time()))
+
+        def stop(self):
+            events.append(("stop",))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.stop()
+
+    def spy(name, fn):
+        def wrapper(*a, **k):
+            events.append((name,))
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(render_console, "Starting", Line)
+    monkeypatch.setattr(config_load, "load_config", spy("config", config_load.load_config))
+    monkeypatch.setattr(distributed, "set_threads", spy("torch", distributed.set_threads))
+    monkeypatch.setattr(runs_explain, "explain", spy("torch", runs_explain.explain))
+    ckpt = tmp_path / "c.pt"
+    assert cli("train", "-c", CONFIGS / "csv.yaml", "--steps", 2, "--save", ckpt, "-q").exit_code == 0
+    rows = CONFIGS / "data" / "houses.csv"
+    seed = CONFIGS / "seed.yaml"
+    commands = {"inspect-grads": ["-c", seed], "check-grads": ["-c", seed], "explain": [],
+                "find-lr": ["-c", seed, "--steps", 5], "compare-optimizers": ["-c", seed, "--steps", 2],
+                "evaluate": ["--checkpoint", ckpt, "--data", rows], "predict": ["--checkpoint", ckpt, "--data", rows]}
+    for plain in (False, True):
+        monkeypatch.setattr(render_console, "plain_output", lambda stream=None, _p=plain: _p)
+        for name, args in commands.items():
+            for extra in ([], ["--format", "json"]) if name != "predict" else ([],):
+                events.clear()
+                began = time.process_time()
+                r = cli(name, *args, *extra)
+                assert r.exit_code == 0, (name, r.output)
+                kind, text, enabled, at = events[0]
+                assert kind == "line" and text == f"backprop {name}: loading torch …", (name, events)
+                assert enabled == (not plain and not extra), (name, plain, extra)
+                assert at - began < 0.3, (name, at - began)
+                assert ("torch",) in events and events.index(("stop",)) > events.index(("torch",)), (name, events)
+                assert "loading torch" not in r.output
+    events.clear()
+    monkeypatch.setattr(render_console, "plain_output", lambda stream=None: False)
+    assert cli("compare-optimizers", "-c", seed, "--steps", 2, "-q").exit_code == 0
+    assert events[0][:3] == ("line", "backprop compare-optimizers: loading torch …", False)  # -q: no line

@@ -398,3 +398,29 @@ def test_compares_run_of_the_configs_own_optimizer_equals_train(name, tmp_path):
         assert mine.status == "done" and len(records) == mine.steps
     if name == "all options":
         assert any(r.clipped for r in records) and len({r.lr for r in records}) > 1
+
+
+def test_timing_columns_name_a_winner_only_beyond_the_runs_spread(monkeypatch):
+    """Wall time and steps/s differ by noise: with one seed (no spread to measure) neither has a best;
+    with several, only a gap wider than both runs' mean ± std does. The losses still name theirs."""
+    from backprop_cli.runs import compare as cmp
+
+    c = cfg()
+    one = summarize(compare_optimizers(c, default_optimizers(c), steps=3, seeds=1))
+    assert any("final_loss" in e["best_in"] for e in one)
+    assert not any(k in e["best_in"] for e in one for k in ("time_s", "steps_per_s"))
+    results = compare_optimizers(c, default_optimizers(c), steps=3, seeds=2)
+    times = {("sgd", 0): 1.0, ("sgd", 1): 1.2, ("adam", 0): 1.1, ("adam", 1): 1.3}  # overlap: 1.1±.1 vs 1.2±.1
+    original = cmp.RunResult.metrics
+
+    def timed(self):
+        m = original(self)
+        m["time_s"] = times[(self.optimizer, self.seed)]
+        m["steps_per_s"] = 3 / m["time_s"]
+        return m
+
+    monkeypatch.setattr(cmp.RunResult, "metrics", timed)
+    assert not any("time_s" in e["best_in"] for e in summarize(results))
+    times.update({("adam", 0): 3.0, ("adam", 1): 3.2})  # 1.1 ± 0.1 against 3.1 ± 0.1: beyond the spread
+    best = {e["label"].split()[0]: e["best_in"] for e in summarize(results)}
+    assert "time_s" in best["sgd"] and "steps_per_s" in best["sgd"] and "time_s" not in best["adam"]

@@ -196,3 +196,29 @@ def test_show_round_trips(tmp_path):
 def test_default_log_every_prints_20_to_50_rows(steps, every):
     assert default_log_every(steps) == every
     assert steps <= 50 or 20 <= steps / every <= 50
+
+
+def test_config_show_prints_one_key_per_line_within_80_columns(cli, tmp_path):
+    """Block style: each key on its own line, no line past 80 columns (a terminal would wrap it inside
+    a word: `on_nonfi` / `nite`), a long list broken between items; and it reads back as the same config."""
+    import yaml
+
+    from conftest import CONFIGS
+
+    cols = [f"feature_with_a_long_name_{i}" for i in range(12)]
+    csv = tmp_path / "wide.csv"
+    csv.write_text(",".join(cols + ["y"]) + "\n" + ",".join(["1"] * 13) + "\n")
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(f"model: {{input_size: 12, hidden_size: 4, output_size: 1}}\n"
+                    f"data: {{kind: csv, path: wide.csv, target: y, features: [{', '.join(cols)}]}}\n")
+    for path in [*sorted(CONFIGS.glob("*.yaml")), wide]:
+        r = cli("config", "show", "-c", path)
+        assert r.exit_code == 0, r.output
+        lines = r.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 80, path
+        assert not any("{" in line for line in lines), path  # no mapping in flow style
+        for key in ("on_nonfinite", "standardize_target", "max_skips", "drop_last"):
+            assert sum(line.strip().startswith(f"{key}:") for line in lines) == 1, (path, key)
+        shown = yaml.safe_load(r.stdout)
+        assert shown == load_config(path).plain(), path
+    assert all(c in r.stdout for c in cols)  # each name whole, on some line

@@ -206,6 +206,30 @@ def test_update_ratio_out_of_range_for_100_steps():
     assert len(m.warnings) == 2
 
 
+def test_advice_names_the_quantity_and_only_what_can_apply():
+    """The update-ratio hint says what is healthy: the ratio, not an lr of 1e-3; a two-layer net is not
+    told to use fewer layers (it has one hidden layer), a three-layer one is; a run that already does
+    all the advice is pointed at inspect-grads, not left with an empty "try"."""
+    m = HealthMonitor()
+    for s in range(1, 101):
+        new = m.record(rec(s, update_ratios={"layer1.weight": 0.5, "layer2.weight": 1e-6}))
+    assert len(m.warnings) == 2
+    for w in m.warnings:
+        assert "an update-to-data ratio of about 0.001 is healthy" in w, w
+        assert "about 1e-3 is healthy" not in w
+    two = HealthMonitor("sigmoid").record(rec(1, grad_norms={"layer1.weight": 1e-6, "layer2.weight": 1.0}))
+    assert len(two) == 1 and "vanishing" in two[0] and "fewer layers" not in two[0]
+    assert two[0].endswith("try model.activation: relu with model.init: kaiming, or model.norm: batch")
+    three = HealthMonitor("sigmoid").record(rec(1, grad_norms={"layer1.weight": 1e-6, "layer2.weight": 1.0,
+                                                                "layer3.weight": 1.0}))
+    assert three[0].endswith("try model.activation: relu with model.init: kaiming, model.norm: batch, or fewer layers")
+    normed = HealthMonitor("relu", "kaiming").record(rec(1, grad_norms={"layer1.weight": 1e-6, "layer2.weight": 1.0}))
+    assert normed[0].endswith("try model.norm: batch")  # the one cure left that applies
+    done = HealthMonitor("relu", "kaiming", "batch").record(rec(1, grad_norms={"layer1.weight": 1e-6,
+                                                                             "layer2.weight": 1.0}))
+    assert done[0].endswith("try backprop inspect-grads to see each layer's gradients")
+
+
 def test_skipped_and_non_logging_steps_are_left_out():
     m = HealthMonitor()
     bad = {"layer1": {"dead_fraction": 1.0}}

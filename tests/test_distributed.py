@@ -97,6 +97,38 @@ def keep_threads(monkeypatch):
     torch.set_num_threads(before)
 
 
+def test_threads_help_states_the_rule_set_threads_follows(keep_threads, monkeypatch):
+    """--threads' help (every command's) is the rule of set_threads, from one text: its threshold is the
+    one where set_threads goes from 1 thread to all cores, and no older default ("torch's own choice")."""
+    import re
+
+    import typer.main
+
+    from backprop_cli.cli.app import app
+    from backprop_cli.limits import THREADS_DEFAULT
+    from backprop_cli.runs import distributed
+
+    helps = set()
+    for name, cmd in typer.main.get_command(app).commands.items():
+        for p in getattr(cmd, "params", []):
+            if "--threads" in getattr(p, "opts", []):
+                helps.add(p.help)
+    assert len(helps) == 1, helps
+    text = helps.pop()
+    assert THREADS_DEFAULT in text and "own choice" not in text
+    mflop = float(re.search(r"1 thread below (\S+) MFLOP per step", text).group(1))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(distributed, "TORCH_DEFAULT_THREADS", 2)
+    assert distributed.set_threads(None, mflop * 1e6 - 1).startswith("1 (small step")
+    assert distributed.set_threads(None, mflop * 1e6).startswith("2 (all cores")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert distributed.set_threads(None, 1.0) == "2 (OMP_NUM_THREADS=2)"  # "OMP_NUM_THREADS if set" first
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert distributed.set_threads(None, 1e12) == "2 (4 cores / 2 processes)"  # "else under torchrun"
+
+
 def test_threads_follow_the_work_per_step(keep_threads, monkeypatch):
     """No --threads and no OMP_NUM_THREADS: 1 thread below the measured threshold (6 · batch ·
     parameters FLOP per step), torch's default (all cores) from it; --threads and OMP_NUM_THREADS win."""

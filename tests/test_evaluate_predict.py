@@ -161,3 +161,31 @@ def test_evaluate_refuses_a_class_the_model_never_saw(cli, trained, tmp_path):
         in r.stderr and "(classes: Adelie, Chinstrap, Gentoo)" in r.stderr
     r = cli("evaluate", "--checkpoint", ckpt, "--data", tmp_path / "nope.csv")
     assert r.exit_code == 2 and "nope.csv: no such file (--data)" in r.stderr
+
+
+def test_evaluate_on_the_checkpoints_own_training_rows_says_so(cli, trained, tmp_path):
+    """--data FILE holding the training rows: the output counts them (the rows of the penguins file the run
+    did not hold out: every complete row less the 69 validation rows); new rows get no such note."""
+    cfg, ckpt, doc = trained
+    with open(PENGUINS, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if all(r[c] not in ("", "NA") for c in FEATURES + ["species"])]
+    keys = {tuple(r[c] for c in FEATURES) for r in rows}
+    assert len(keys) == len(rows)  # no two rows alike: the count below is exact
+    complete = tmp_path / "complete.csv"
+    with open(complete, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["species", *FEATURES], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    ev = json.loads(cli("evaluate", "--checkpoint", ckpt, "--data", complete, "--format", "json").stdout)
+    assert ev["rows"] == len(rows) and ev["training_rows"] == len(rows) - 69
+    table = cli("evaluate", "--checkpoint", ckpt, "--data", complete).stdout
+    assert f"note: {len(rows) - 69} of the {len(rows)} rows are training rows of the checkpoint's run" in table
+    assert "not held out" in table
+    moved = tmp_path / "moved.csv"
+    with open(moved, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["species", *FEATURES], extrasaction="ignore")
+        w.writeheader()
+        w.writerows({**r, "body_mass_g": str(float(r["body_mass_g"]) + 0.5)} for r in rows[:20])
+    ev = json.loads(cli("evaluate", "--checkpoint", ckpt, "--data", moved, "--format", "json").stdout)
+    assert ev["training_rows"] == 0
+    assert "training rows" not in cli("evaluate", "--checkpoint", ckpt, "--data", moved).stdout

@@ -2,6 +2,7 @@
 option means the same in every command that has it."""
 
 import json
+import re
 import shlex
 import shutil
 
@@ -141,3 +142,49 @@ def test_the_steps_option_means_total_steps_in_train_and_compare(cli, tmp_path):
     assert len(m.read_text().splitlines()) == 7
     r = cli("compare-optimizers", "-c", CONFIGS / "regression.yaml", "--steps", 7, "--format", "json")
     assert [len(run["losses"]) for run in json.loads(r.stdout)["runs"]] == [7, 7]
+
+
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?(?![\w.]*\d)")
+
+
+def _whole(token: str, text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(token)}(?![\w-])", text) is not None
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100])
+@pytest.mark.parametrize("path", COMMANDS + [""])
+def test_help_shows_every_option_name_and_every_number_whole(path, columns, runner):
+    """A narrow terminal wraps prose between words, never inside an option's name (`--train-steps,--ste…`)
+    nor inside a number (`[0<=x<=1125899906842` / `624]`)."""
+    r = runner.invoke(app, [*path.split(), "--help"], env={"COLUMNS": str(columns)}, terminal_width=columns)
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output, r.output
+    assert max(len(line) for line in r.output.splitlines()) <= columns
+    params = command(path).params if path else []
+    texts = [command(path).help or ""] if path else []
+    for p in params:
+        if getattr(p, "hidden", False):
+            continue
+        for name in p.opts + p.secondary_opts:
+            assert _whole(name, r.output), (path, columns, name)
+        texts.append(p.help or "")
+        if p.param_type_name == "option" and not p.is_flag and p.show_default and p.default is not None:
+            texts.append(str(getattr(p.default, "value", p.default)))
+        low, high = getattr(p, "min", None), getattr(p, "max", None)
+        from backprop_cli.limits import MAX_COUNT
+
+        texts += [str(v) for v in (low, high) if v is not None and v < MAX_COUNT]
+    numbers = {n for t in texts for n in NUMBER.findall(t)}
+    for n in numbers:  # 20-50: both whole; 0.9; the end of a sentence
+        assert re.search(rf"(?<![\w.]){re.escape(n)}(?!\w|\.\d)", r.output), (path, columns, n)
+    assert not re.search(r"\d{7,}", r.output), "no bound is a 16-digit number"
+
+
+def test_bounds_read_as_text():
+    from backprop_cli.cli.options import readable_bounds
+    from backprop_cli.limits import MAX_COUNT
+
+    assert readable_bounds(0, MAX_COUNT) == "N≥0"
+    assert readable_bounds(1, None) == "N≥1"
+    assert readable_bounds(1, 1000, "K") == "1≤K≤1000"
+    assert readable_bounds(None, None) is None

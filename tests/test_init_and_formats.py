@@ -141,3 +141,89 @@ def test_init_on_penguins_types_text_columns(cli, tmp_path):
     text = (tmp_path / "p.yaml").read_text()
     assert '"island": {type: category} # 3 distinct, 0 missing' in text
     assert '"sex": {type: binary}      # 2 distinct, 11 missing' in text
+
+
+def _schema_models(tp, seen=None):
+    """Every pydantic model a config may hold, from Config down (union members, lists, optionals)."""
+    import typing
+
+    seen = {} if seen is None else seen
+    if isinstance(tp, type) and hasattr(tp, "model_fields"):
+        if tp in seen:
+            return seen
+        seen[tp] = None
+        for field in tp.model_fields.values():
+            _schema_models(field.annotation, seen)
+    for arg in typing.get_args(tp):
+        _schema_models(arg, seen)
+    return seen
+
+
+def _starters(tmp_path):
+    from backprop_cli.runs.starter import starter_config
+
+    csv = write(tmp_path / "d.csv", "label,a,b\n" + "".join(f"{i % 3},{i},{i * 2}\n" for i in range(60)))
+    return {"synthetic": starter_config(tmp_path / "s.yaml")[0],
+            "regression csv": starter_config(tmp_path / "r.yaml", CONFIGS / "data" / "houses.csv")[0],
+            "classification csv": starter_config(tmp_path / "c.yaml", csv, "label")[0]}
+
+
+def test_the_starter_template_names_every_key_of_the_schema(tmp_path):
+    """A key added to the schema and forgotten in the starter fails here: each field of each model a
+    config may hold (the components' own options too) is named in a starter, as a key or in a comment."""
+    import re
+
+    from backprop_cli.config.schema import Config
+
+    text = "\n".join(_starters(tmp_path).values())
+    words = set(re.findall(r"[A-Za-z_]+", text))
+    models = _schema_models(Config)
+    assert len(models) >= 25  # Config, model, 6 activations, 6 losses, 5 optimizers, 4 schedules, ...
+    missing = sorted(f"{m.__name__}.{name}" for m in models for name in m.model_fields if name not in words)
+    assert not missing, missing
+
+
+def test_the_starter_marks_every_value_that_is_not_the_default(tmp_path):
+    """Each key the starter writes holds the schema's default unless its comment says `chosen (default
+    X)`, X being the default: checked against a config given only what has no default, as loaded."""
+    from backprop_cli.config import load_text
+
+    for what, text in _starters(tmp_path).items():
+        cfg = load_text(text, tmp_path / "x.yaml")
+        d = cfg.data
+        data = {"kind": d.kind} | ({"path": str(CONFIGS / "data" / "houses.csv"), "target": d.target}
+                                     if d.kind == "csv" else {})
+        bare = load_text(yaml.safe_dump({"model": {"input_size": 2, "hidden_size": 3, "output_size": 1},
+                                         "data": data}), tmp_path / "y.yaml")
+        given, default = cfg.model_dump(), bare.model_dump()
+        chosen = 0
+        section = None
+        for line in text.splitlines():
+            code, _, comment = line.partition(" # ")
+            key, colon, value = code.strip().partition(":")
+            if not colon or code.lstrip().startswith("#"):
+                continue
+            if not line.startswith(" "):
+                section = None if value.strip() else key
+                if section is not None:
+                    continue
+            mine = given[section] if section else given
+            base = default[section] if section else default
+            if key not in mine or key.endswith("_size") or (section == "data" and key in ("path", "target",
+                                                                                          "features", "validation",
+                                                                                          "missing")):
+                continue
+            a, b = mine[key], base[key]
+            if section == "optimizer" and key != "name" and given["optimizer"]["name"] != default["optimizer"]["name"]:
+                from backprop_cli.config.schema import Adam, SGD  # the chosen optimizer's own default
+
+                b = {"adam": Adam, "sgd": SGD}[given["optimizer"]["name"]].model_fields[key].default
+            a, b = (x["name"] if isinstance(x, dict) and "name" in x else x for x in (a, b))
+            if a == b:
+                assert "chosen" not in comment, (what, line)
+            else:
+                shown = "null" if b is None else yaml.safe_dump(b, default_flow_style=True).strip().removesuffix("...").strip()
+                assert comment.startswith(f"chosen (default {shown})"), (what, line, b)
+                chosen += 1
+        assert chosen >= 2, what  # synthetic: lr 0.01 and steps 200; csv: adam, epochs 50, standardize
+    assert "Every key is shown with its default" not in text

@@ -172,6 +172,17 @@ def test_explain_steps_show_the_loss_falling(cli):
     table = cli("explain", "--steps", 3).stdout
     for s in ("1. forward", "∂L/∂w1", "−(y − ŷ)·w2·x", "−(y − ŷ)·z1", "autograd", "w ← w − η·∂L/∂w", "3 steps of SGD"):
         assert s in table
+    # each row: the loss before the step's update beside the weights after it, and the headers say so
+    lines = table.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:1] == ["step"])
+    assert lines[head].split() == ["step", "loss", "before", "∂L/∂w1", "∂L/∂w2", "w1", "after", "w2", "after"]
+    rows = [line.split() for line in lines[head + 1:head + 4]]
+    hist = doc["history"]
+    for row, h in zip(rows, hist):
+        assert float(row[1]) == pytest.approx(h["loss"], rel=1e-4)  # before: the loss at the step's start
+        assert float(row[4]) == pytest.approx(h["w1"], rel=1e-4)  # after: the weight the update leaves
+    assert float(rows[1][1]) == pytest.approx(hist[0]["loss_after"], rel=1e-4)  # step 2 starts where 1 ends
+    assert "before each update, the weights after it" in table
 
 
 def test_train_steps_trains_with_the_configs_own_options_as_train_does(cli, tmp_path):

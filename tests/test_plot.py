@@ -176,3 +176,56 @@ def test_train_plot_bad_path_costs_nothing(cli, tmp_path):
     r = cli("train", "-c", REG, "--plot", tmp_path / "p.pdf")
     assert r.exit_code == 2 and "plot file must end in .png or .svg" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _records(steps=60, lr=lambda s: 0.1, runs=("",)):
+    out = {}
+    for k, run in enumerate(runs):
+        out[run] = [{"step": s, "loss": 1.0 / (s + k), "grad_norm": 1.0, "lr": lr(s), "time": 0,
+                     "grad_norms": {"layer1.weight": 0.3 / s, "layer2.weight": 1.0 / s},
+                     "update_ratios": {"layer1.weight": 1e-2 / s, "layer1.bias": 2e-2 / s, "layer2.weight": 3e-3,
+                                       "layer2.bias": 5e-3},
+                     "activations": {"layer1": {"mean": 0.0, "std": 0.5 + s / 1000, "dead_fraction": 0.1}}}
+                    for s in range(1, steps + 1)]
+    return out
+
+
+@pytest.mark.parametrize("size", [(900, 500), (1500, 850), (2400, 1400)])
+@pytest.mark.parametrize("case", ["constant lr", "scheduled lr, two runs"])
+def test_the_dashboard_fits_the_size_asked(size, case):
+    """At 900x500, the default and 2400x1400: every title inside the figure and clear of the others, no two
+    tick labels of an axis overlapping; a constant learning rate is a line of text, not a panel."""
+    import matplotlib.pyplot as plt
+
+    from backprop_cli.render import plots
+
+    if case == "constant lr":
+        runs = _records()
+    else:
+        runs = _records(lr=lambda s: 0.1 * 0.95 ** s, runs=("sgd lr=0.1", "adam lr=0.001"))
+    with plt.rc_context(plots._fonts(size)):
+        fig = plots.dashboard_figure(runs, size, title="run.jsonl")
+    try:
+        renderer = fig.canvas.get_renderer()
+        assert (round(fig.bbox.width), round(fig.bbox.height)) == size
+        titles = [ax.get_title() for ax in fig.axes]
+        texts = [t for t in fig.texts if t is not fig._suptitle]  # the run's title is not a note
+        if case == "constant lr":
+            assert "learning rate" not in titles and len(fig.axes) == 5
+            assert [t.get_text() for t in texts] == ["learning rate 0.1 at every step"]
+        else:
+            assert "learning rate" in titles and len(fig.axes) == 6 and not texts
+        boxes = [(ax, ax.title.get_window_extent(renderer)) for ax in fig.axes]
+        for ax, box in boxes:
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, (ax.get_title(), box)
+            for other, b in boxes:
+                assert other is ax or not plots._overlap(box, b), (ax.get_title(), other.get_title())
+            for axis in (ax.xaxis, ax.yaxis):
+                ticks = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+                for i, a in enumerate(ticks):
+                    assert not any(plots._overlap(a, b) for b in ticks[i + 1:]), (ax.get_title(), size)
+        for t in texts:
+            box = t.get_window_extent(renderer)
+            assert box.y0 >= 0 and not any(plots._overlap(box, ax.get_tightbbox(renderer)) for ax in fig.axes)
+    finally:
+        plt.close(fig)

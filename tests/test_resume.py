@@ -90,6 +90,23 @@ def test_resume_runs_the_remaining_steps_numbered_as_uninterrupted(cli, tmp_path
     assert load_checkpoint(ck)["step"] == 25
 
 
+def test_resume_without_save_says_the_model_is_not_kept(cli, tmp_path):
+    """train --resume CKPT without --save trains on and keeps nothing: the start panel says so (and
+    not when --save is given); the checkpoint resumed from is left as it was."""
+    cfg = make(tmp_path)
+    ck = tmp_path / "c.pt"
+    assert cli("train", "-c", cfg, "--steps", 4, "--save", ck, "-q").exit_code == 0
+    before = ck.read_bytes()
+    r = cli("train", "-c", cfg, "--steps", 6, "--resume", ck)
+    assert r.exit_code == 0, r.output
+    line = next(line for line in r.stdout.splitlines() if line.startswith("not saved:"))
+    assert "no --save: the resumed model is lost when the run ends; add --save FILE" in line
+    assert ck.read_bytes() == before
+    r = cli("train", "-c", cfg, "--steps", 6, "--resume", ck, "--save", ck)
+    assert r.exit_code == 0 and "not saved" not in r.stdout and load_checkpoint(ck)["step"] == 6
+    assert "not saved" not in cli("train", "-c", cfg, "--steps", 2).stdout  # no resume: nothing to lose
+
+
 def test_checkpoint_keys(cli, tmp_path):
     cfg = make(tmp_path, extra="scheduler: {name: cosine}")
     ck = tmp_path / "c.pt"

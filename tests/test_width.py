@@ -78,6 +78,7 @@ def record(cli, monkeypatch):
     """Run the CLI with every console recorded at ``width``; returns a :class:`Run`."""
     monkeypatch.setattr(render_train.TrainReport, "show_progress", False)
     monkeypatch.setattr(render_compare.CompareProgress, "show_progress", False)
+    monkeypatch.setattr(render_console.Starting, "show", False)  # the loading line: a live display
     docs: dict = {}
     for name in ("inspect_document", "check_document", "explain_document", "compare_document", "find_lr_document",
                  "evaluate_document"):

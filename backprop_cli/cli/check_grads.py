@@ -12,7 +12,7 @@ from backprop_cli.errors import EXIT_CHECK_FAILED
 from backprop_cli.limits import MAX_COUNT
 
 
-@command("check-grads", epilog=examples(
+@command("check-grads", loads_torch=True, epilog=examples(
     "backprop check-grads --config configs/seed.yaml",
     "backprop check-grads -c configs/csv.yaml --set model.activation=gelu",
     "backprop check-grads -c configs/regression.yaml --samples 100 --format json"))

@@ -77,17 +77,61 @@ def output_closed() -> None:
     raise typer.Exit(OutputClosed.exit_code)
 
 
-def command(name: Optional[str] = None, *, epilog: Optional[str] = None) -> Callable:
+def command(name: Optional[str] = None, *, epilog: Optional[str] = None, loads_torch: bool = False) -> Callable:
     """A command function as the app registers it (cli/app.py): its --help reflowed, known problems
-    mapped to one line and an exit code, its name (default: the function's, with dashes) and epilog."""
+    mapped to one line and an exit code, its name (default: the function's, with dashes) and epilog.
+    ``loads_torch``: the transient "loading torch …" line from the command's first moment (see
+    :func:`loading_torch`)."""
 
     def make(fn: Callable) -> Callable:
-        wrapped = handle_errors(reflow(fn))
-        wrapped.cli_name = name or fn.__name__.replace("_", "-")
+        cli_name = name or fn.__name__.replace("_", "-")
+        body = reflow(fn)
+        if loads_torch:
+            inner = body
+
+            @functools.wraps(inner)
+            def body(*args, **kwargs):
+                with loading_torch(cli_name, kwargs.get("format"), kwargs.get("quiet", False)):
+                    return inner(*args, **kwargs)
+
+        wrapped = handle_errors(body)
+        wrapped.cli_name = cli_name
         wrapped.cli_epilog = epilog
         return wrapped
 
     return make
+
+
+_loading = []  # the line of the command running now, while it shows
+
+
+def loading_torch(command: str, format=None, quiet: bool = False):
+    """The transient line ``backprop COMMAND: loading torch …`` on a terminal, from the command's start
+    until its first output (:func:`torch_loaded`, called by :func:`emit`) or its end: loading torch
+    takes seconds, and the screen is never blank meanwhile. Not in JSON, with --quiet, nor on plain
+    output (a pipe, a file, NO_COLOR). train shows the same line (render.train.TrainReport.starting)."""
+    from backprop_cli.render.console import Starting, loading_line, make_console, plain_output
+
+    shown = getattr(format, "value", format) != "json" and not quiet and not plain_output()
+    line = Starting(make_console(), loading_line(command), enabled=shown)
+    _loading.append(line)
+
+    class Showing:
+        def __enter__(self):
+            return line
+
+        def __exit__(self, *exc):
+            line.stop()
+            if line in _loading:
+                _loading.remove(line)
+
+    return Showing()
+
+
+def torch_loaded() -> None:
+    """The command's first output is about to be written: the loading line goes."""
+    while _loading:
+        _loading.pop().stop()
 
 
 def load(config: Path, overrides: Optional[list[str]], extra: Optional[list[str]] = None):
@@ -162,6 +206,7 @@ def tensor_linewidth(wide: bool) -> int:
 
 def emit(format: "Format", doc: dict, render: Callable) -> None:
     """JSON alone on stdout, or the rendered table."""
+    torch_loaded()
     if format == Format.json:
         from backprop_cli.render.documents import json_text
 

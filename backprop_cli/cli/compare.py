@@ -7,14 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from backprop_cli.cli.common import (check_command_outputs, command, emit, flops, load, read_data, render_with,
-                                     single_process, training_overrides)
-from backprop_cli.cli.options import (ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
+                                     single_process, torch_loaded, training_overrides)
+from backprop_cli.cli.options import (SeedsOpt, ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
                                       QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples, parse_size)
 from backprop_cli.errors import BackpropError, ConfigError
-from backprop_cli.limits import MAX_SEEDS
 
 
-@command("compare-optimizers", epilog=examples(
+@command("compare-optimizers", loads_torch=True, epilog=examples(
     "backprop compare-optimizers --config configs/compare.yaml --plot compare.png",
     "backprop compare-optimizers -c configs/regression.yaml -o sgd:lr=0.5 -o adam",
     "backprop compare-optimizers -c configs/compare.yaml --seeds 3 --steps 100",
@@ -23,16 +22,17 @@ def compare_optimizers(
     config: ConfigOpt,
     set_: SetOpt = None,
     optimizer: Annotated[Optional[list[str]], typer.Option("--optimizer", "-o", metavar="SPEC",
-                                                           help="NAME or NAME:KEY=VALUE,... e.g. sgd:lr=0.1,momentum=0.9; "
-                                                           "repeatable (default: the config's compare.optimizers, "
-                                                           "else SGD vs Adam).", rich_help_panel="Config")] = None,
+                                                           help="An optimizer: NAME, or NAME:KEY=VALUE with more "
+                                                           "KEY=VALUE after commas (-o sgd:lr=0.1 or -o "
+                                                           "adam:lr=0.01); repeatable (default: the "
+                                                           "optimizers of the config's compare section, else SGD "
+                                                           "vs Adam).", rich_help_panel="Config")] = None,
     steps: StepsOpt = None,
     epochs: EpochsOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     no_zero_grad: NoZeroGradOpt = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for K seeds (init and data order) and "
-                                       "report mean ± std.", rich_help_panel="Config")] = 1,
+    seeds: SeedsOpt = 1,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a .png or .svg figure of loss and grad "
                                                  "norm per step.", rich_help_panel="Output")] = None,
     plot_size: Annotated[str, typer.Option("--plot-size", metavar="WxH", help="Figure size in pixels.",
@@ -66,6 +66,7 @@ def compare_optimizers(
     specs = specs or cmp.default_optimizers(cfg)
     stream = sys.stderr if format == Format.json else sys.stdout
     console = make_console(stream)
+    torch_loaded()  # the bars take the loading line's place
     bars = CompareProgress(console, cmp.unique_labels(specs), seeds * cmp.run_length(cfg, table),
                            enabled=not plain_output(stream) and not quiet)
     try:

@@ -9,7 +9,7 @@ from backprop_cli.cli.common import command, emit, input_file, load, render_with
 from backprop_cli.cli.options import Format, FormatOpt, SetOpt, ThreadsOpt, TrainedOpt, WideOpt, examples
 
 
-@command(epilog=examples("backprop init p.yaml --csv configs/data/penguins.csv --target species",
+@command(loads_torch=True, epilog=examples("backprop init p.yaml --csv configs/data/penguins.csv --target species",
                              "backprop train -c p.yaml --epochs 20 --save-best best.pt -q",
                              "backprop evaluate --checkpoint best.pt",
                              "backprop evaluate --checkpoint best.pt --format json"))

@@ -11,7 +11,7 @@ from backprop_cli.cli.options import BatchOpt, Format, FormatOpt, SetOpt, WideOp
 from backprop_cli.limits import MAX_COUNT, MAX_EXPLAIN_UPDATES
 
 
-@command(epilog=examples("backprop explain", "backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4",
+@command(loads_torch=True, epilog=examples("backprop explain", "backprop explain --x 1.5 --y 0.5 --w1 0.8 --w2 -0.4",
                          "backprop explain --updates 10 --lr 0.5", "backprop explain --config configs/seed.yaml",
                          "backprop explain -c configs/deep_relu.yaml --batch 3 --sample 2 --format json"))
 def explain(

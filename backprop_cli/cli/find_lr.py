@@ -13,7 +13,7 @@ from backprop_cli.errors import ConfigError
 from backprop_cli.limits import MAX_COUNT
 
 
-@command("find-lr", epilog=examples(
+@command("find-lr", loads_torch=True, epilog=examples(
     "backprop find-lr --config configs/regression.yaml",
     "backprop find-lr -c configs/regression.yaml --set optimizer=adam --plot lr.png",
     "backprop find-lr -c configs/seed.yaml --start 1e-5 --end 1 --format json"))

@@ -19,7 +19,7 @@ def init(
                                                   "(without it, init lists the columns and exits 2).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a commented starter config: every key with its default and the values it takes."""
+    """Write a commented starter config: every key, at its default unless chosen for this start (its comment then says so and names the default), and the values it takes."""
     from backprop_cli.runs.starter import starter_config, write_starter
     from backprop_cli.io.paths import check_outputs
 

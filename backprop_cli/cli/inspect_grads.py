@@ -14,7 +14,7 @@ from backprop_cli.errors import ConfigError
 from backprop_cli.limits import MAX_COUNT
 
 
-@command("inspect-grads", epilog=examples(
+@command("inspect-grads", loads_torch=True, epilog=examples(
     "backprop inspect-grads --config configs/seed.yaml",
     "backprop inspect-grads -c configs/regression.yaml --train-steps 100 --clip 1",
     "backprop inspect-grads -c configs/seed.yaml --format json --out grads.npz"))

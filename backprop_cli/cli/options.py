@@ -10,7 +10,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from backprop_cli.limits import MAX_COUNT
+from backprop_cli.limits import MAX_SEEDS, MAX_COUNT, THREADS_DEFAULT, THREADS_PER_CORE
 
 
 def _flags_take_no_value() -> None:
@@ -30,6 +30,74 @@ def _flags_take_no_value() -> None:
 
 
 _flags_take_no_value()
+
+
+def readable_bounds(low, high, name: str = "N") -> Optional[str]:
+    """A number option's bounds as a person reads them, in one unbreakable word: `N≥1`, `1≤N≤1000`.
+    An upper bound at MAX_COUNT (2**50, there only to keep a count finite) is no bound anyone meets."""
+    if high is not None and high >= MAX_COUNT:
+        high = None
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"{name}≥{low}"
+    return f"{name}≤{high}" if low is None else f"{low}≤{name}≤{high}"
+
+
+def _bounds_read_as_text() -> None:
+    """typer shows a ranged integer as `<int range> [0<=x<=1125899906842624]`, which a narrow --help
+    wraps mid-number; its type column shows `N≥0` instead (the option's metavar for N, if it has one)
+    and the help text no second copy."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_bounds_fixed", False) or not hasattr(TyperOption, "_get_number_range_help_str"):
+        return  # this fix already made, or a typer that shows bounds some other way
+
+    def display_type_rich(self, ctx):
+        low, high = getattr(self, "min", None), getattr(self, "max", None)
+        bounds = readable_bounds(low, high, self.metavar or ("x" if isinstance(low or high, float) else "N"))
+        return bounds if bounds is not None and not self.is_flag else original(self, ctx)
+
+    display_type_rich._bounds_fixed = True
+    TyperOption.display_type_rich = display_type_rich
+    TyperOption._get_number_range_help_str = lambda self: None
+
+
+_bounds_read_as_text()
+
+
+def _aliases_one_per_line() -> None:
+    """typer joins an option's names with commas (`--train-steps,--steps`), one word that a narrow
+    --help cuts to `--train-steps,--ste…`; each name goes on its own line instead. And a word of help
+    longer than its column (OMP_NUM_THREADS at 60 columns) goes on over the next line, not cut to `…`."""
+    import re
+
+    from rich.text import Text
+    from typer import rich_utils
+
+    if getattr(rich_utils.highlighter, "_aliases_fixed", False):
+        return
+    names = re.compile(r"-{1,2}[\w-]+(,-{1,2}[\w-]+)+")
+    base = type(rich_utils.highlighter)
+
+    class OneNamePerLine(base):
+        _aliases_fixed = True
+
+        def __call__(self, text):
+            if isinstance(text, str) and names.fullmatch(text):
+                text = text.replace(",", "\n")
+            elif isinstance(text, Text) and names.fullmatch(text.plain):
+                text = Text(text.plain.replace(",", "\n"), style=text.style)
+            text = super().__call__(text)
+            if isinstance(text, Text):
+                text.overflow = "fold"
+            return text
+
+    rich_utils.highlighter = OneNamePerLine()
+
+
+_aliases_one_per_line()
 
 
 def reflow(fn: Callable) -> Callable:
@@ -65,9 +133,10 @@ EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, max=MAX_COU
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Same as --set device=DEV (auto, cpu, cuda, "
                                                   "cuda:N, mps).", rich_help_panel="Config")]
 
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: "
-                                                   "OMP_NUM_THREADS, else torch's own choice, shared out among "
-                                                   "torchrun's processes).", rich_help_panel="Config")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help=f"CPU threads for torch (default: "
+                                                   f"{THREADS_DEFAULT}); at most {THREADS_PER_CORE} × the cores. The start "
+                                                   "panel says how many and why.",
+                                                   rich_help_panel="Config")]
 
 NoZeroGradOpt = Annotated[bool, typer.Option("--no-zero-grad", help="Teaching switch: skip optimizer.zero_grad() so "
                                              "gradients accumulate across steps; same as --set train.zero_grad=false.",
@@ -110,3 +179,7 @@ def parse_size(text: str) -> tuple[int, int]:
         shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
         raise typer.BadParameter(f"expected WIDTHxHEIGHT in pixels, each 100-10000 (got {shown})")
     return int(w), int(h)
+
+
+SeedsOpt = Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for N seeds (init and data "
+                                       "order) and report mean ± std.", rich_help_panel="Config")]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from backprop_cli.cli.common import command, input_file, single_process
+from backprop_cli.cli.common import command, input_file, single_process, torch_loaded
 from backprop_cli.cli.options import ThreadsOpt, TrainedOpt, examples
 
 
@@ -16,7 +16,7 @@ class PredictFormat(str, Enum):
     json = "json"
 
 
-@command(epilog=examples("backprop init p.yaml --csv configs/data/penguins.csv --target species",
+@command(loads_torch=True, epilog=examples("backprop init p.yaml --csv configs/data/penguins.csv --target species",
                              "backprop train -c p.yaml --epochs 20 --save-best best.pt -q",
                              "backprop predict --checkpoint best.pt --data configs/data/penguins_new.csv"))
 def predict(
@@ -48,6 +48,7 @@ def predict(
     set_threads(threads)
     header, rows = work(load_trained(checkpoint), data, keep)
     text = predictions_text(header, rows, format.value)
+    torch_loaded()
     if out is None:
         sys.stdout.write(text)
         return

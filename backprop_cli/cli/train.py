@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from backprop_cli.cli.common import check_command_outputs, command, flops, load, read_data, training_overrides
-from backprop_cli.cli.options import (ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
+from backprop_cli.cli.options import (SeedsOpt, ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
                                       QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples)
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, ConfigError, known_error
-from backprop_cli.limits import MAX_COUNT, MAX_SEEDS
+from backprop_cli.limits import MAX_COUNT
 
 
 @command(epilog=examples("backprop train --config configs/seed.yaml",
@@ -55,8 +55,7 @@ def train(
                                                  "seeded): one model per fold, one line per fold and the mean ± "
                                                  "std of every validation metric; writes no model.",
                                                  rich_help_panel="Evaluation")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Repeat for K seeds (init and data order) and "
-                                       "report mean ± std.", rich_help_panel="Config")] = 1,
+    seeds: SeedsOpt = 1,
     wide: WideOpt = False,
     format: FormatOpt = Format.table,
 ) -> None:

@@ -143,6 +143,17 @@ def _typo_pairs(errors: list[dict]) -> dict[tuple, str]:
     return pairs
 
 
+# What a section of the config is, for the line that says one is not a mapping.
+SECTION_EXAMPLES = {
+    ("model",): "of the network's sizes, e.g. {input_size: 4, hidden_size: 16, output_size: 1}",
+    ("data",): "saying where the rows come from, e.g. {kind: csv, path: rows.csv, target: y}",
+    ("train",): "of the run's length and policies, e.g. {steps: 200}",
+    ("optimizer",): "of a name and its options, e.g. {name: adam, lr: 0.001} (or a name alone: adam)",
+    ("distributed",): "such as {backend: gloo}",
+    ("compare",): "such as {optimizers: [sgd, adam]}",
+}
+
+
 def messages(err: ValidationError, data: Any, where: Where, root: Any = Config) -> list[str]:
     """One line per problem, in pydantic's order; a typo and the missing key it explains are one line."""
     out: list[str] = []
@@ -178,8 +189,8 @@ def messages(err: ValidationError, data: Any, where: Where, root: Any = Config) 
                 msg, value = f"unknown {what}; expected one of: {', '.join(names)}", ctx.get("tag")
             else:
                 msg, value = f"required key is missing; one of: {', '.join(names)}", NO_VALUE
-        elif kind == "model_attributes_type":
-            msg = "expected a mapping"
+        elif kind in ("model_attributes_type", "model_type"):  # pydantic: "a valid dictionary or instance of ..."
+            msg = "expected a mapping" + (f" {SECTION_EXAMPLES[path]}" if path in SECTION_EXAMPLES else "")
         elif kind == "literal_error":
             msg = f"expected one of: {ctx.get('expected', '')}"
         elif kind == "value_error":

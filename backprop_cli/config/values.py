@@ -99,5 +99,22 @@ def optimizer_spec_text(spec: BaseModel, **changes: Any) -> str:
     return f"{spec.name}:" + ",".join(parts) if parts else spec.name
 
 
-def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.plain(), sort_keys=False, default_flow_style=None)
+class _BlockDumper(yaml.SafeDumper):
+    """Mappings in block style, one key per line; a short list of plain values in flow style
+    ([0.9, 0.999]), a longer one an item per line (PyYAML's width is only where it starts to look
+    for a break: a flow list of long names ran to 96 columns)."""
+
+
+def _list_in_flow(dumper: yaml.SafeDumper, data: list):
+    flow = all(not isinstance(v, (dict, list)) for v in data) and len(", ".join(map(str, data))) <= 50
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_BlockDumper.add_representer(list, _list_in_flow)
+
+
+def to_yaml(cfg: Config, width: int = 78) -> str:
+    """The config as `config show` prints it: block style, lines at most ``width`` wide where PyYAML can
+    break them (between list items; never inside a word)."""
+    return yaml.dump(cfg.plain(), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=width,
+                     allow_unicode=True)

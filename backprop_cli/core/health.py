@@ -21,6 +21,7 @@ UNITS_BAD = 0.5  # more than this share of a layer's units dead or saturated
 GRAD_GAP = 1000.0  # a layer's gradient norm this many times smaller or larger than the last layer's
 UPDATE_HIGH, UPDATE_LOW = 1e-1, 1e-5  # update-to-data ratio bounds ...
 UPDATE_SPAN = 100  # ... held for this many steps
+UPDATE_HEALTHY = 1e-3  # the update-to-data ratio the advice names as healthy (the dashboard's guide line)
 
 
 def layer_norms(grad_norms: dict[str, float]) -> dict[str, float]:
@@ -69,6 +70,8 @@ class HealthMonitor:
         if self.activation == "relu" and self.init == "kaiming":
             done.add("model.activation: relu with model.init: kaiming")
         kept = [a for a in advice if a not in done]
+        if not kept:  # all of it done already: what is left is to look closer
+            return "backprop inspect-grads to see each layer's gradients"
         return ", ".join(kept[:-1]) + (", or " if len(kept) > 1 else "") + kept[-1]
 
     def _new(self, kind: str, names: list[str]) -> list[str]:
@@ -112,7 +115,8 @@ class HealthMonitor:
             out.append(f"{_names(fresh)}: gradient norm {', '.join(_g(norms[k]) for k in fresh)}, over "
                        f"{GRAD_GAP:,.0f}× smaller than {last}'s ({_g(ref)}) at step {rec.step}: vanishing gradients; "
                        "try " + self._try("model.activation: relu with model.init: kaiming", "model.norm: batch",
-                                          "model.residual: true", "fewer layers"))
+                                          "model.residual: true",
+                                          *(["fewer layers"] if len(norms) > 2 else [])))  # not for 2 layers
         fresh = self._new("exploding", large)
         if fresh:
             out.append(f"{_names(fresh)}: gradient norm {', '.join(_g(norms[k]) for k in fresh)}, over "
@@ -140,9 +144,11 @@ class HealthMonitor:
             if side == "high":
                 out.append(f"{_names(fresh)}: update-to-data ratio above {UPDATE_HIGH:g} since step {since} (now "
                            f"{now} at step {rec.step}): each step rewrites the weights; lower optimizer.lr "
-                           "(about 1e-3 is healthy; backprop find-lr suggests one)")
+                           f"(an update-to-data ratio of about {UPDATE_HEALTHY:g} is healthy; backprop find-lr "
+                           "suggests an lr)")
             else:
                 out.append(f"{_names(fresh)}: update-to-data ratio below {UPDATE_LOW:g} since step {since} (now "
                            f"{now} at step {rec.step}): the weights barely move; raise optimizer.lr "
-                           "(about 1e-3 is healthy; backprop find-lr suggests one)")
+                           f"(an update-to-data ratio of about {UPDATE_HEALTHY:g} is healthy; backprop find-lr "
+                           "suggests an lr)")
         return out

@@ -120,7 +120,8 @@ def render_compare(console: Console, plain: bool, summary: list[dict], curves: d
             else:
                 cells.append(text)
         t.add_row(*cells)
-    legend = Text(("* best in its column. " if plain else "green: best in its column. ")
+    legend = Text(("* best in its column" if plain else "green: best in its column")
+                  + " (time and steps/s only when the gap is beyond the spread of the seeds' runs). "
                   + "steps_to_10pct: first step with loss below 10% of the first; "
                   "mean_update_ratio: mean ‖Δw‖/‖w‖, how big each update really is, relative to the weights.",
                   style="" if plain else "dim")

@@ -45,6 +45,51 @@ def make_console(stream: Optional[IO] = None) -> Console:
     return _Console(file=stream, highlight=False, no_color=plain, force_terminal=not plain,
                     emoji=False, width=plain_width() if plain else None)
 
+def loading_line(command: str, detail: str = "") -> str:
+    """The transient line of every command that imports torch, until its first output."""
+    return f"backprop {command}: loading torch … {detail}".rstrip()
+
+
+def _text(line: str):
+    from rich.text import Text
+
+    return Text(line, style="dim")
+
+
+class Starting:
+    """A transient line on a terminal from the moment the config is read until the first real output:
+    loading torch and building the run take seconds, and the terminal is never blank meanwhile.
+    Nothing on plain output (pipes, files, NO_COLOR terminals keep their exact text)."""
+
+    show = True  # off for recorded output (tests)
+
+    def __init__(self, console: Console, text: str, enabled: bool = True):
+        self.status = None
+        if enabled and self.show:
+            line = text
+            # one line beside the spinner, cut with an ellipsis; room is left for the terminal's own "^C"
+            # echo, which would otherwise wrap and leave the line behind when the spinner erases itself
+            room = max(10, console.width - 5)
+            line = line if len(line) <= room else line[:room - 1] + "…"
+            self.status = console.status(_text(line), spinner="dots")
+            self.status.start()
+            from backprop_cli.io.signals import on_interrupt
+
+            self._forget = on_interrupt(self.stop)  # Ctrl-C while torch loads: the cursor comes back
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+            self._forget()
+
+    def __enter__(self) -> "Starting":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def fmt(v: float) -> str:
     """Five significant digits; scientific notation for tiny or huge magnitudes."""
     if v is None:

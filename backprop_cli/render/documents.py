@@ -101,9 +101,11 @@ def find_lr_document(result: dict) -> dict:
 
 
 def evaluate_document(result: dict) -> dict:
-    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "loss", "accuracy", "f1_macro",
-    "roc_auc", "log_loss" | "mae", "rmse", "r2", and for classification "classes", "confusion", "per_class"}."""
-    keys = ("checkpoint", "step", "data", "rows", "loss", *ALL_METRICS, "classes", "confusion", "per_class")
+    """``evaluate --format json``: {"checkpoint", "step", "data", "rows", "training_rows" (with --data: how
+    many of them the checkpoint's run trained on), "loss", "accuracy", "f1_macro", "roc_auc", "log_loss" |
+    "mae", "rmse", "r2", and for classification "classes", "confusion", "per_class"}."""
+    keys = ("checkpoint", "step", "data", "rows", "training_rows", "loss", *ALL_METRICS, "classes", "confusion",
+            "per_class")
     return finite({k: result[k] for k in keys if k in result})
 
 

@@ -40,4 +40,10 @@ def render_evaluate(console: Console, plain: bool, r: dict, wide: bool = False) 
     for key in ALL_METRICS:
         if key in r:
             t.add_row(key, fmt(r[key]))
-    print_blocks(console, [head, t, *evaluation_tables(r, plain, wide)])
+    blocks = [head, t, *evaluation_tables(r, plain, wide)]
+    if r.get("training_rows"):
+        n, rows = r["training_rows"], r["rows"]
+        blocks.insert(1, Text(f"note: {'all' if n == rows else f'{n} of the'} {rows} rows {'are' if n > 1 else 'is'} "
+                              f"{'training rows' if n > 1 else 'a training row'} of the checkpoint's run (the same "
+                              "feature values): these numbers are not held out"))
+    print_blocks(console, blocks)

@@ -45,8 +45,10 @@ def render_explain(console: Console, plain: bool, r: dict, wide: bool = False) -
     after = Text(f"loss {fmt(f['loss'])} → {fmt(u['loss_after'])} after one step")
     blocks = [intro, fw, bw, ag, up, after]
     if len(r["history"]) > 1:
-        ht = table(f"{len(r['history'])} steps of SGD", [Col("step"), Col("loss"), Col("∂L/∂w1"), Col("∂L/∂w2"),
-                                                         Col("w1"), Col("w2")])
+        # one row per step: the loss and gradients at the weights the step starts from, the weights it leaves
+        ht = table(f"{len(r['history'])} steps of SGD: the loss and gradients before each update, the weights "
+                   "after it", [Col("step"), Col("loss before"), Col("∂L/∂w1"), Col("∂L/∂w2"), Col("w1 after"),
+                                Col("w2 after")])
         for h in r["history"]:
             ht.add_row(str(h["step"]), fmt(h["loss"]), fmt(h["grad_w1"]), fmt(h["grad_w2"]), fmt(h["w1"]), fmt(h["w2"]))
         blocks += [ht, Text(f"loss after {len(r['history'])} steps: {fmt(r['history'][-1]['loss_after'])}")]

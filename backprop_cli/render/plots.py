@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from backprop_cli.core.health import layer_norms
+from backprop_cli.core.health import UPDATE_HEALTHY, layer_norms
 from backprop_cli.io.paths import PLOT_SUFFIXES, check_writable
 from backprop_cli.io.atomic import AtomicFile  # noqa: F401 - PLOT_SUFFIXES re-exported
 
@@ -76,7 +76,7 @@ def _save(fig, path: Path) -> None:
 # --------------------------------------------------------------------------- the dashboard of a run
 
 DASHBOARD_SIZE = (1500, 850)
-HEALTHY_UPDATE = 1e-3  # the update-to-data ratio guide line
+HEALTHY_UPDATE = UPDATE_HEALTHY  # the update-to-data ratio guide line (core.health's advice names it)
 
 
 def _num(v) -> float:
@@ -126,24 +126,68 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
     Six panels: the loss (and ``val_loss`` where recorded; log scale); the gradient norm of each layer
     (log; a norm layer's γ and β dashed, in its linear layer's colour); the update-to-data ratio ‖Δw‖/‖w‖ of each parameter (log10, with the 1e-3 guide line; the
     overall ratio where only that was recorded); the learning rate; the dead or saturated fraction of each
-    hidden layer; the std of each hidden layer's outputs. ``runs``: label → records (label "" for a
-    single run). One run: a colour per layer or parameter. Several: a colour per run (the legend under
-    the title) and a line style per layer. A panel with nothing recorded says so.
+    hidden layer; the std of each hidden layer's outputs. A learning rate that never changes (or none
+    recorded) is a line of text under the panels instead of a panel of its own. ``runs``: label → records
+    (label "" for a single run). One run: a colour per layer or parameter. Several: a colour per run (the
+    legend under the title) and a line style per layer. A panel with nothing recorded says so. The text
+    is sized for ``size``, and titles and tick labels are made to fit it (:func:`_fit`).
     """
     path = check_writable(Path(path), PLOT_SUFFIXES, "plot")
     plt = _pyplot()
+    with plt.rc_context(_fonts(size)):
+        fig = dashboard_figure(runs, size, title)
+        try:
+            _save(fig, path)
+        finally:
+            plt.close(fig)
+
+
+def _fonts(size: tuple[int, int]) -> dict:
+    """Text sized for the figure: matplotlib's 10 pt at the default 1500x850, smaller on a smaller figure
+    (7 pt at 900x500), at most 13 pt on a large one."""
+    scale = min(size[0] / DASHBOARD_SIZE[0], size[1] / DASHBOARD_SIZE[1])
+    base = max(6.5, min(13.0, 10.0 * scale ** 0.6))
+    return {"font.size": base, "axes.titlesize": base * 1.15, "axes.labelsize": base, "xtick.labelsize": base * 0.9,
+            "ytick.labelsize": base * 0.9, "legend.fontsize": base * 0.75, "figure.titlesize": base * 1.25}
+
+
+def _lr_line(runs: dict[str, list[dict]]) -> Optional[str]:
+    """The learning rate in words where it never changes (or was not recorded); None where it varies."""
+    lrs = {_num(r["lr"]) for rs in runs.values() for r in rs if "lr" in r}
+    if not lrs:
+        return "learning rate: not recorded"
+    if len(lrs) == 1:
+        (lr,) = lrs
+        return f"learning rate {lr:g} at every step" + (" of every run" if len(runs) > 1 else "")
+    return None
+
+
+def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBOARD_SIZE, title: str = ""):
+    """The dashboard's matplotlib figure (:func:`dashboard` saves it); the caller closes it."""
+    plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(2, 3, figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
-    (ax_loss, ax_grad, ax_update), (ax_lr, ax_units, ax_act) = axes
+    lr_text = _lr_line(runs)
+    fig = plt.figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    grid = fig.add_gridspec(2, 6)
+    ax_loss, ax_grad, ax_update = (fig.add_subplot(grid[0, 2 * k:2 * k + 2]) for k in range(3))
+    if lr_text is None:
+        ax_lr, ax_units, ax_act = (fig.add_subplot(grid[1, 2 * k:2 * k + 2]) for k in range(3))
+        every_ax = [ax_loss, ax_grad, ax_update, ax_lr, ax_units, ax_act]
+    else:  # five panels: the learning rate is a line of text
+        ax_lr = None
+        ax_units, ax_act = fig.add_subplot(grid[1, 0:3]), fig.add_subplot(grid[1, 3:6])
+        every_ax = [ax_loss, ax_grad, ax_update, ax_units, ax_act]
     multi = len(runs) > 1
     styles = ["-", "--", ":", "-."]
     viridis, tab10 = plt.get_cmap("viridis"), plt.get_cmap("tab10")
     run_color = {label: tab10(i % 10) for i, label in enumerate(runs)}
     try:
-        names: dict = {ax: [] for ax in axes.flat}  # the per-layer (or per-parameter) series of each panel
+        names: dict = {ax: [] for ax in every_ax}  # the per-layer (or per-parameter) series of each panel
 
         def draw(ax, series: dict, run: str, marker: Optional[str] = None, label: Optional[str] = None):
+            if ax is None:
+                return
             ordered = sorted(series, key=_natural)
             norms = any(n.startswith("norm") for n in ordered)
             for k, name in enumerate(ordered):
@@ -199,9 +243,11 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
              "no activation statistics\n(train records them on logging steps)"),
         ]
         for ax, name, ylabel, log, empty in panels:
+            if ax is None:
+                continue
             ax.set_title(name)
             if not ax.lines:
-                ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="gray")
+                ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="gray")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
@@ -213,30 +259,78 @@ def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = D
                 ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
         if ax_update.lines:
-            ax_update.axhline(math.log10(HEALTHY_UPDATE), color="red", linestyle="--", linewidth=1, label="1e-3")
+            ax_update.axhline(math.log10(HEALTHY_UPDATE), color="red", linestyle="--", linewidth=1,
+                              label=f"{HEALTHY_UPDATE:g}")
         if ax_units.lines:
             ax_units.set_ylim(-0.03, 1.03)
             ax_units.axhline(0.5, color="red", linestyle="--", linewidth=1, label="warning above 0.5")
-        for ax in axes.flat:
+        for ax in every_ax:
             handles, labels = ax.get_legend_handles_labels()
             if multi and names[ax] and len(names[ax]) > 1:  # the line style of each layer or parameter
                 handles += [Line2D([], [], color="black", linestyle=styles[k % len(styles)], linewidth=1.3)
                             for k in range(len(names[ax]))]
                 labels += names[ax]
             if labels and (len(labels) > 1 or multi or ax is ax_update or ax is ax_units):
-                ax.legend(handles, labels, fontsize=7, ncol=2 if len(labels) > 6 else 1, loc="best")
-        top = 1.0
+                ax.legend(handles, labels, ncol=2 if len(labels) > 6 else 1, loc="best")
+        top, bottom = 1.0, 0.0
         if multi:
             fig.legend([Line2D([], [], color=run_color[run], linewidth=2) for run in runs], list(runs),
-                       loc="upper center", ncol=min(len(runs), 4), fontsize=8, frameon=False,
+                       loc="upper center", ncol=min(len(runs), 4), frameon=False,
                        bbox_to_anchor=(0.5, 0.965 if title else 1.0))
             top = 0.92 if title else 0.94
         if title:
             fig.suptitle(title)
-        fig.tight_layout(rect=(0, 0, 1, top if multi else 1))
-        _save(fig, path)
-    finally:
+        if lr_text is not None:
+            line = fig.text(0.5, 0.01, lr_text, ha="center", va="bottom", color="dimgray")
+            bottom = _height(fig, line) + 0.02
+        _fit(fig, every_ax, (0, bottom, 1, top))
+    except BaseException:
         plt.close(fig)
+        raise
+    return fig
+
+
+def _height(fig, text) -> float:
+    """A text's height as a share of the figure's."""
+    box = text.get_window_extent(fig.canvas.get_renderer())
+    return box.height / fig.bbox.height
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def _fit(fig, axes: list, rect: tuple) -> None:
+    """Lay the panels out in ``rect`` (tight_layout), then make what does not fit smaller until it does: a
+    title wider than the figure or running into another, tick labels of one axis that overlap (fewer
+    ticks on a linear axis, then smaller labels). At most a few rounds; each a new layout."""
+    from matplotlib.ticker import MaxNLocator
+
+    for _ in range(8):
+        fig.tight_layout(rect=rect)
+        renderer = fig.canvas.get_renderer()
+        changed = False
+        titles = [(ax, ax.title.get_window_extent(renderer)) for ax in axes if ax.get_title()]
+        for ax, box in titles:
+            clipped = box.x0 < 0 or box.x1 > fig.bbox.width
+            crowded = any(other is not ax and _overlap(box, b) for other, b in titles)
+            if clipped or crowded:
+                ax.title.set_fontsize(ax.title.get_fontsize() * 0.9)
+                changed = True
+        for ax in axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+                boxes = [t.get_window_extent(renderer) for t in labels]
+                if any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+                    if axis.get_scale() == "linear" and len(labels) > 3:
+                        axis.set_major_locator(MaxNLocator(nbins=max(2, len(labels) // 2)))
+                    else:
+                        for t in labels:
+                            t.set_fontsize(t.get_fontsize() * 0.85)
+                    changed = True
+        if not changed:
+            return
+    fig.tight_layout(rect=rect)
 
 
 def lr_figure(path: Path, lrs: list[float], losses: list[float], smoothed: list[float],

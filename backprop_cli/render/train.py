@@ -13,8 +13,7 @@ from rich.text import Text
 
 from backprop_cli.core.records import ALL_METRICS, StepRecord, Summary, is_logging_step
 from backprop_cli.errors import OutputClosed
-from backprop_cli.io.signals import on_interrupt
-from backprop_cli.render.console import fmt, fmt_options
+from backprop_cli.render.console import Starting, fmt, fmt_options, loading_line
 from backprop_cli.render.documents import json_text, train_document
 from backprop_cli.render.evaluation import evaluation_tables
 from backprop_cli.render.fit import NUM_WIDTH, Col, fit, kv_lines, print_blocks, print_lines
@@ -111,6 +110,11 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
                                 f"{resume['step'] + 1}…{info['steps']}"))
         for change in resume["changes"]:
             lines.append(("changed", change))
+        if "save" in resume and resume["save"] is None:  # resuming to train on, and keeping nothing
+            kept = ("the last weights are (--save-best keeps only the best evaluation's)" if
+                    (info.get("evaluation") or {}).get("save_best") else "the resumed model is")
+            lines.append(("not saved", f"no --save: {kept} lost when the run ends; add --save FILE "
+                                       "(it may be the --resume file)"))
     return lines
 
 def _param_short(name: str) -> str:
@@ -186,35 +190,6 @@ TRAIN_LEGEND = "wK, bK = the gradient norms of layerK.weight, layerK.bias"
 
 TRAIN_LEGEND_NO_BIAS = "wK = the gradient norm of layerK.weight"
 
-class Starting:
-    """A transient line on a terminal from the moment the config is read until the first real output:
-    loading torch and building the run take seconds, and the terminal is never blank meanwhile.
-    Nothing on plain output (pipes, files, NO_COLOR terminals keep their exact text)."""
-
-    def __init__(self, console: Console, text: str, enabled: bool = True):
-        self.status = None
-        if enabled:
-            line = text
-            # one line beside the spinner, cut with an ellipsis; room is left for the terminal's own "^C"
-            # echo, which would otherwise wrap and leave the line behind when the spinner erases itself
-            room = max(10, console.width - 5)
-            line = line if len(line) <= room else line[:room - 1] + "…"
-            self.status = console.status(Text(line, style="dim"), spinner="dots")
-            self.status.start()
-            self._forget = on_interrupt(self.stop)  # Ctrl-C while torch loads: the cursor comes back
-
-    def stop(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
-            self._forget()
-
-    def __enter__(self) -> "Starting":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 class TrainReport:
     """Start panel, a row every ``log_every`` steps (plus the first and last), summary at the end.
 
@@ -235,7 +210,7 @@ class TrainReport:
         """Show ``text`` (transient, terminal only) until :meth:`start`; use as a context manager."""
         from backprop_cli.torchrun import rank
 
-        self.waiting = Starting(self.console, f"backprop train: loading torch … {text}",
+        self.waiting = Starting(self.console, loading_line("train", text),
                                 enabled=not (self.plain or self.quiet) and self.show_progress and rank() == 0)
         return self.waiting
 

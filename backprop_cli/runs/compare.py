@@ -199,6 +199,21 @@ LOWER_IS_BETTER = {"first_loss": None, "final_loss": True, "best_loss": True, "s
                    "mean_grad_norm": None, "mean_update_ratio": None, "time_s": True, "steps_per_s": False}
 
 
+TIMING = ("time_s", "steps_per_s")  # measured, not computed: they vary from run to run by the machine's noise
+
+
+def _beyond_spread(stats: list[dict], lower: bool, seeds: int) -> bool:
+    """Whether the best timing stands clear of every other beyond the runs' spread: its mean ± std range
+    and each other's do not overlap. One seed has no spread to measure: never."""
+    if seeds < 2 or len(stats) < 2:
+        return False
+    ranked = sorted(stats, key=lambda m: m["mean"], reverse=not lower)
+    best, rest = ranked[0], ranked[1:]
+    if lower:
+        return all(best["mean"] + best["std"] < m["mean"] - m["std"] for m in rest)
+    return all(best["mean"] - best["std"] > m["mean"] + m["std"] for m in rest)
+
+
 def summarize(results: list[RunResult]) -> list[dict]:
     """One entry per optimizer: each metric's mean and std over the seeds, divergences, and the winners.
     A diverged run's final loss is its last finite one; winners are chosen among runs that finished."""
@@ -220,6 +235,9 @@ def summarize(results: list[RunResult]) -> list[dict]:
         if lower is None:
             continue
         scored = [(e[key]["mean"], e["label"]) for e in out if e[key]["mean"] is not None and not e["diverged"]]
+        if key in TIMING and not _beyond_spread([e[key] for e in out if e[key]["mean"] is not None
+                                                 and not e["diverged"]], lower, len(results) // max(1, len(out))):
+            continue  # wall time differs by noise: no winner unless the gap is beyond the runs' spread
         if len(scored) > 1:
             best = (min if lower else max)(scored)[0]
             for e in out:

@@ -18,25 +18,19 @@ import torch
 from torch import nn
 
 from backprop_cli.errors import BackpropError, DataError, DeviceError
+from backprop_cli.limits import THREADS_PER_CORE, THREADS_THRESHOLD_FLOPS  # noqa: F401 - re-exported
 from backprop_cli.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
 
 TIMEOUT = timedelta(seconds=120)
 
 
-THREADS_PER_CORE = 4  # the most --threads may ask for: more only slows torch down, and OpenMP aborts
-# Below this much work per step (6 · batch · parameters) one thread is as fast as all cores or faster:
-# the threads of a small step spend more time meeting than working, and on a busy machine a second
-# thread that waits for a core can make each step 10-50× slower. Measured by benchmarks/bench_threads.py
-# on the README's machine at load 1 (table under Performance): both cores paid from 1.3e7 and 5.1e7
-# FLOP per step in two runs (1.4× at 1e8, 1.6-1.9× above); the larger of the two is kept.
-THREADS_THRESHOLD_FLOPS = 5e7
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before anything here changes it: the cores, or OMP_NUM_THREADS
 
 
 def set_threads(threads: Optional[int], flops: Optional[float] = None) -> str:
     """Set torch's intra-op threads and say how many and why (the start panel shows it).
 
-    ``--threads N`` wins; else OMP_NUM_THREADS (torchrun sets 1) is honoured; else under torchrun
+    The rule, as --threads' help states it (limits.THREADS_DEFAULT): ``--threads N`` wins; else OMP_NUM_THREADS (torchrun sets 1) is honoured; else under torchrun
     torch's default divided among the processes of this machine; else by the work per step
     (``flops``): 1 thread below :data:`THREADS_THRESHOLD_FLOPS`, torch's default (all cores) from it.
 

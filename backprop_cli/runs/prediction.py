@@ -164,17 +164,46 @@ def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
     return x, y, table.val_source or table.source
 
 
+def training_rows_among(trained: Trained, x: np.ndarray) -> Optional[int]:
+    """How many of these rows (scaled as in training) are rows the checkpoint's run trained on: its config's
+    CSV read again, split as in training (the saved validation digest must still match), its training rows'
+    features compared value for value. None when that cannot be told (no CSV, the file gone or changed)."""
+    cfg = trained.cfg
+    if not isinstance(cfg.data, CsvData):
+        return None
+    raw = cfg.model_copy(update={"data": cfg.data.model_copy(update={"standardize": False,
+                                                                       "standardize_target": False})})
+    raw._base_dir, raw._source = cfg.base_dir, cfg.source
+    try:
+        table = read_table(raw)
+    except (DataError, OSError):
+        return None
+    saved = (trained.split or {}).get("digest")
+    if saved is not None and (table.split or {}).get("digest") != saved:
+        return None
+    seen = np.ascontiguousarray(np.array(table.x, dtype=x.dtype, copy=True))
+    if trained.x_scaling is not None:
+        trained.x_scaling.apply(seen)
+    if seen.shape[1] != x.shape[1]:
+        return None
+    known = {row.tobytes() for row in seen}
+    return int(sum(row.tobytes() in known for row in np.ascontiguousarray(x)))
+
+
 def evaluate(trained: Trained, data: Optional[Path] = None) -> dict:
-    """Loss and metrics on a CSV (default: the checkpoint's own validation rows), as ``train`` computes them."""
+    """Loss and metrics on a CSV (default: the checkpoint's own validation rows), as ``train`` computes them.
+    With ``data``, ``training_rows`` says how many of its rows the checkpoint's run trained on."""
+    seen = None
     if data is not None:
         x, y, _, source = read_rows(trained, data, targets=True)
+        seen = training_rows_among(trained, x)
     else:
         x, y, source = own_validation(trained)
     loss_fn = make_loss(trained.cfg.loss)
     result = measure(trained.model, loss_fn, trained.loss_name, torch.from_numpy(x), torch.from_numpy(y),
                      classes=trained.classes, y_scaling=trained.y_scaling, detail=True)
     return {"checkpoint": str(trained.path), "step": trained.step, "data": source, "rows": int(x.shape[0]),
-            **result}
+            **({"training_rows": seen} if seen is not None else {}), **result}
 
 
 def predict(trained: Trained, data: Path, keep: Optional[str] = None) -> tuple[list[str], list[list]]:

@@ -11,8 +11,10 @@ from backprop_cli.errors import BackpropError, ConfigError, DataError, OutputErr
 
 TEMPLATE = """\
 # backprop config. Run: backprop train --config {path}
-# Every key is shown with its default; the comments list the values it takes.
-# Check it with: backprop config validate --config {path}
+# Every key is here, most at its default; a value chosen for this start says so in its comment
+# ("chosen (default ...)"), and the sizes and data, which have no default, are filled in. Keys shown
+# only in comments are optional. The comments list the values each key takes.
+# Check it with: backprop config validate --config {path}   (config show: the config as loaded)
 
 seed: 0                      # integer >= 0: model init and data order
 device: auto                 # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
@@ -22,18 +24,27 @@ compile: false               # true: torch.compile the model (slow start, faster
 model:
   input_size: {input_size}              # {input_comment}
   hidden_size: {hidden_size}             # units in the hidden layer
+                               #   (or hidden_sizes: [64, 32], one entry per hidden layer, instead)
   output_size: {output_size}              # outputs (classes, for cross_entropy)
   activation: {activation}             # relu | tanh | sigmoid | gelu | leaky_relu | identity
-                               #   (or a mapping: {{name: leaky_relu, negative_slope: 0.01}})
+                               #   (or a mapping: {{name: leaky_relu, negative_slope: 0.01}};
+                               #   gelu: approximate: none | tanh)
   bias: true                   # false: layers without bias
+  init: default                # default (torch's) | xavier | kaiming
+  init_gain: null              # a number > 0 for xavier/kaiming (null: the activation's gain)
 
 loss: {loss}                    # mse | l1 | huber | smooth_l1 | cross_entropy | bce_with_logits
-                               #   (or a mapping: {{name: huber, delta: 1.0, reduction: mean}})
+                               #   (or a mapping: {{name: huber, delta: 1.0, reduction: mean}};
+                               #   smooth_l1: beta; cross_entropy: label_smoothing)
 
 optimizer:
   name: {optimizer}                  # sgd | adam | adamw | rmsprop | adagrad
-  lr: {lr}                     # and that optimizer's own options, e.g. momentum (sgd),
-                               #   betas / eps / weight_decay (adam)
+  lr: {lr}                     # the learning rate
+                               # and that optimizer's own options: sgd: momentum, dampening,
+                               #   weight_decay, nesterov, maximize; adam | adamw: betas, eps,
+                               #   weight_decay, amsgrad, maximize; rmsprop: alpha, eps,
+                               #   weight_decay, momentum, centered, maximize; adagrad: lr_decay,
+                               #   weight_decay, initial_accumulator_value, eps, maximize
 
 scheduler: none                # none | step (step_size, gamma) | cosine (T_max, eta_min)
                                #   | warmup_cosine (warmup_steps, T_max, eta_min)
@@ -47,7 +58,7 @@ data:
   standardize_target: {standardize_target}    # regression: z-score the targets too (metrics stay in their units)
 
 train:
-  steps: {steps}                   # total optimizer steps (or give epochs instead)
+  steps: {steps}                   # total optimizer steps (or epochs; neither: 100)
   epochs: {epochs}                   # passes over the training rows (or give steps instead)
   eval_every: null             # evaluate on the validation rows every N steps (null: every epoch)
   early_stopping: null         # {{patience: N, min_delta: 0.0, restore_best: true}}: stop when val_loss
@@ -56,9 +67,13 @@ train:
   clip_grad_norm: null         # a number: clip the total gradient norm
   on_nonfinite: stop           # stop (exit 3) | skip (skip the update, at most max_skips times)
   max_skips: 10
+  zero_grad: true              # false (teaching): gradients accumulate across steps
 
 distributed:
   backend: auto                # under torchrun: auto | gloo | nccl
+
+# compare:                     # optional: compare-optimizers' default optimizers
+#   optimizers: [sgd, {{name: adam, lr: 0.001}}]
 """
 
 SYNTHETIC = """\
@@ -235,10 +250,77 @@ def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional
     return _align(text), what
 
 
+def _mark_chosen(text: str) -> str:
+    """Say so in the comment of every value this starter chose that is not the schema's default
+    (``lr: 0.01  # chosen; default: 0.001; ...``): the defaults are read from the schema, for the
+    optimizer, loss and data kind the text names."""
+    import yaml
+
+    from backprop_cli.config import schema
+
+    doc = yaml.safe_load(text)
+    sections = {None: schema.Config, "model": schema.ModelConfig, "train": schema.TrainConfig,
+                "distributed": schema.DistributedConfig,
+                "data": schema.CsvData if doc["data"]["kind"] == "csv" else schema.SyntheticData,
+                "optimizer": _variant(schema.Config, "optimizer", doc["optimizer"]["name"])}
+    out, section = [], None
+    for line in text.splitlines():
+        code, sep, comment = line.partition(" # ")
+        indent = len(code) - len(code.lstrip())
+        key, colon, value = code.strip().partition(":")
+        if code.strip() and not code.lstrip().startswith("#") and colon:
+            if indent == 0:
+                section = key if not value.strip() else None
+            model = None if indent == 0 and section is not None else sections.get(section if indent else None)
+            field = model.model_fields.get(key) if model is not None else None
+            if section == "optimizer" and key == "name":  # the union's default member, by its name
+                field = schema.Config.model_fields["optimizer"]
+            if field is not None and not field.is_required() and _has_default(section, key):
+                default = _plain(field.get_default(call_default_factory=True))
+                if yaml.safe_load(value) != default:
+                    shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True,
+                                                                           width=1000).strip().removesuffix("...").strip()
+                    comment = f"chosen (default {shown})" + (f"; {comment}" if sep else "")
+                    line = f"{code} # {comment}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _has_default(section, key: str) -> bool:
+    """Whether a key's schema default is one to compare with: not the model's sizes nor what says
+    which data to read (their null stands for "not given", and the header says they are filled in)."""
+    from backprop_cli.config.schema import _DataCommon
+
+    if section == "model":
+        return not key.endswith("_size")
+    return section != "data" or key in _DataCommon.model_fields
+
+
+def _variant(model, field: str, name: str):
+    """The schema class of a tagged union's member by its name (optimizer: sgd → SGD)."""
+    import typing
+
+    def members(tp):
+        for arg in typing.get_args(tp) or ():
+            yield from members(arg)
+        if isinstance(tp, type) and hasattr(tp, "model_fields"):
+            yield tp
+
+    return next(m for m in members(model.model_fields[field].annotation)
+                if typing.get_args(m.model_fields["name"].annotation) == (name,))
+
+
+def _plain(value):
+    """A default as YAML would write it: a component model by its name (relu, mse, sgd, none)."""
+    if hasattr(value, "model_fields"):
+        return getattr(value, "name", value)
+    return value
+
+
 def _align(text: str, column: int = 31) -> str:
     """Line the trailing comments up in one column."""
     out = []
-    for line in text.splitlines():
+    for line in _mark_chosen(text).splitlines():
         code, sep, comment = line.partition(" # ")
         if sep and code.strip() and not code.lstrip().startswith("#"):
             line = f"{code.rstrip():<{column - 1}} # {comment}"

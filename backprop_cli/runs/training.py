@@ -349,7 +349,8 @@ def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str
     if ctx is not None:
         info["distributed"] = {"world": ctx.world, "backend": ctx.backend}
     if opts.resume is not None:
-        info["resume"] = {"path": str(opts.resume), "step": start, "changes": changes}
+        info["resume"] = {"path": str(opts.resume), "step": start, "changes": changes,
+                          "save": str(opts.save) if opts.save else None}
     return info
 
 
