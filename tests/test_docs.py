@@ -37,20 +37,39 @@ def commands(markdown: str) -> list[tuple[str, int]]:
 def repo_copy(tmp_path):
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     (tmp_path / "docs").mkdir()
+    shutil.copytree(ROOT / "docs" / "exercises", tmp_path / "docs" / "exercises")
     return tmp_path
+
+
+def tutorial_maker():
+    """docs/make_tutorial.py as a module: its PARTS and the CLAIMS its prose makes about each output."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tutorial", ROOT / "docs" / "make_tutorial.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 OUTPUT_OPTIONS = ("--save", "--save-best", "--metrics", "--plot", "--tensorboard", "--out", "--csv")
 
 
-def run_all(cmds, cwd, cli, monkeypatch):
+def run_all(cmds, cwd, cli, monkeypatch, claims=None, claims_from=0):
     """Each command in order, in ``cwd``. A torchrun line that writes no file starts in the background and
     the commands after it go on while it trains (nothing it does can meet them: it only reads); it is
-    waited for, and its exit code checked, at the end. One that writes runs in its place, to the end."""
+    waited for, and its exit code checked, at the end. One that writes runs in its place, to the end.
+    ``claims``: the tutorial's maker module; each output from command ``claims_from`` on is held to the
+    claims its prose makes."""
     monkeypatch.chdir(cwd)
+    ctx = None
+    if claims is not None:
+        def again(command):
+            r = cli(*shlex.split(command)[1:])
+            return r.output, r.exit_code
+        ctx = claims.Context(cwd, again)
     background = []
     try:
-        for command, expected in cmds:
+        for i, (command, expected) in enumerate(cmds):
             args = shlex.split(command.split("  #")[0])
             if args[0] == "torchrun":
                 env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -63,7 +82,9 @@ def run_all(cmds, cwd, cli, monkeypatch):
             assert args[0] == "backprop"
             r = cli(*args[1:])
             assert r.exit_code == expected, f"{command}\n{r.output[-3000:]}"
-            assert "Traceback" not in r.output, command
+            assert "Traceback" not in r.output or command.startswith("backprop exercise check"), command
+            if ctx is not None and i >= claims_from:
+                claims.check_claims(command, r.output, ctx)
         while background:
             wait(*background.pop(0))
     finally:
@@ -94,6 +115,9 @@ def test_every_page_then_the_tutorial_run_as_written_in_one_folder(repo_copy, cl
     shown on two pages runs once, where it is first shown."""
     shown = shown_commands()
     readme, tutorial = shown["README.md"], shown["docs/tutorial.md"]
+    maker = tutorial_maker()
+    assert [c for c, _ in tutorial] == [text for kind, text in maker.PARTS if kind == "cmd"]  # the page is current
+    assert set(maker.CLAIMS) <= {c for c, _ in tutorial}  # every claim belongs to a command of the page
     assert len([c for c, _ in readme if c.startswith("backprop ")]) >= 3, "the README's quick start"
     assert len(shown["docs/commands.md"]) >= 9 and len(tutorial) >= 12
     assert any(c.startswith("torchrun ") for c, _ in shown["docs/scale.md"])
@@ -103,9 +127,9 @@ def test_every_page_then_the_tutorial_run_as_written_in_one_folder(repo_copy, cl
             if (command, code) not in seen:
                 seen.add((command, code))
                 once.append((command, code))
-    run_all(once, repo_copy, cli, monkeypatch)
+    run_all(once, repo_copy, cli, monkeypatch, claims=maker)  # each tutorial claim on its command's output
     assert (repo_copy / "my.yaml").exists() and (repo_copy / "docs" / "compare.png").exists()
-    for picture in ("deep_sigmoid.png", "deep_relu.png", "compare.png"):
+    for picture in ("deep_sigmoid.png", "deep_relu.png", "compare.png", "graph_seed.png"):
         assert (repo_copy / "docs" / picture).read_bytes().startswith(b"\x89PNG")
 
 
@@ -126,7 +150,10 @@ def test_the_tutorial_covers_the_walkthrough():
                    "## 6. Vanishing and exploding gradients", "$ backprop train --config configs/deep_sigmoid.yaml",
                    "$ backprop train --config configs/deep_relu.yaml", "$ backprop plot ", "$ backprop find-lr ",
                    "vanishing gradients", "of the units dead", "(deep_sigmoid.png)", "(deep_relu.png)",
-                   "-o sgd:lr=5", "diverged at step", "--wide"):
+                   "-o sgd:lr=5", "diverged at step", "--wide", "## 7. Backprop by hand",
+                   "$ backprop explain --config configs/seed.yaml", "$ backprop graph --example", "(graph_seed.png)",
+                   "$ backprop exercise start linear", "$ backprop exercise check docs/exercises/linear.py",
+                   "$ backprop exercise check docs/exercises/two_layer_net.py --reveal", "ATEN_CPU_CAPABILITY=default"):
         assert needed in text, needed
 
 

@@ -20,15 +20,17 @@ ALLOWED = {
     "config": LEAVES | {"io"},
     "data": LEAVES | {"io", "config"},
     "core": LEAVES | {"config", "data"},
-    "runs": LEAVES | {"io", "config", "data", "core"},
+    "exercises": LEAVES,  # the exercises' forwards, reference backwards and hints: content, no I/O
+    "runs": LEAVES | {"io", "config", "data", "core", "exercises"},
     "render": LEAVES | {"io", "core"},  # core: its plain records and the warning thresholds, no torch
-    "cli": LEAVES | {"io", "config", "data", "core", "runs", "render"},
+    "cli": LEAVES | {"io", "config", "data", "core", "runs", "render", "exercises"},
     "__main__": LEAVES | {"cli", "io"},
 }
-QUIET = ("config", "data", "core", "io", "runs")  # never print: they return what the CLI renders
+QUIET = ("config", "data", "core", "io", "runs", "exercises")  # never print: they return what the CLI renders
 # the two writes to the process's own streams outside render/ and cli/, each for a reason of its own
 STREAM_USE = {"io/signals.py": "a second Ctrl-C ends the process at once, with its one line",
-              "runs/distributed.py": "each rank flushes its streams before os._exit"}
+              "runs/distributed.py": "each rank flushes its streams before os._exit",
+              "runs/tune.py": "a spawned tune worker has no console: its one error line, then its exit code"}
 MAX_LINES = 500
 
 

@@ -171,7 +171,7 @@ def flops(cfg) -> float:
 
 
 def read_data(cfg):
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
 
     return read_table(cfg)
 
@@ -193,7 +193,8 @@ def render_with(name: str, console, plain: bool, *args, **kwargs) -> None:
 
 
 RENDERERS = {"render_inspect": "inspect", "render_check": "inspect", "render_evaluate": "evaluation",
-             "render_explain": "explain", "render_compare": "compare", "render_find_lr": "find_lr"}
+             "render_explain": "explain", "render_compare": "compare", "render_find_lr": "find_lr",
+             "render_explain_net": "explain_net"}
 
 
 def tensor_linewidth(wide: bool) -> int:

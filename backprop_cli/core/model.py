@@ -19,13 +19,37 @@ from backprop_cli.errors import ResourceError
 MAX_PARAMETERS = 2**60  # far above any memory; within torch's int64 size arithmetic (bytes < 2^63)
 
 
-class Net(nn.Module):
-    """Linear layers named ``layer1 … layerN`` with one (stateless) activation between them."""
+class InputEncoding(nn.Module):
+    """Embedded category columns in front of the layers (``data.columns.NAME.encoding: embedding``): input
+    column ``c`` holds a category index (0 is ``<unknown>``) that picks a learnt row of an ``nn.Embedding``;
+    the other inputs pass as they are. Output: the passed inputs, then each embedding, concatenated."""
 
-    def __init__(self, widths: list[int], activation: nn.Module | None = None, bias: bool = True):
+    def __init__(self, n_inputs: int, embeddings: list[tuple[int, int, int]]):
+        super().__init__()
+        embedded = [c for c, _, _ in embeddings]
+        self.cols = tuple(embedded)
+        self.register_buffer("keep", torch.tensor([i for i in range(n_inputs) if i not in embedded],
+                                                  dtype=torch.int64), persistent=False)
+        self.tables = nn.ModuleList(nn.Embedding(rows, width) for _, rows, width in embeddings)
+        self.width = len(self.keep) + sum(width for _, _, width in embeddings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x.index_select(1, self.keep)]
+        parts += [table(x[:, c].long()).to(x.dtype) for c, table in zip(self.cols, self.tables)]
+        return torch.cat(parts, dim=1)
+
+
+class Net(nn.Module):
+    """Linear layers named ``layer1 … layerN`` with one (stateless) activation between them (and, with
+    embedded category columns, an :class:`InputEncoding` named ``encoder`` in front)."""
+
+    def __init__(self, widths: list[int], activation: nn.Module | None = None, bias: bool = True,
+                 embeddings: list[tuple[int, int, int]] | None = None):
         super().__init__()
         self.widths = list(widths)
-        for k, (n_in, n_out) in enumerate(zip(widths, widths[1:]), start=1):
+        self.encoder = InputEncoding(widths[0], embeddings) if embeddings else None
+        layer_widths = [self.encoder.width, *widths[1:]] if self.encoder is not None else widths
+        for k, (n_in, n_out) in enumerate(zip(layer_widths, layer_widths[1:]), start=1):
             setattr(self, f"layer{k}", nn.Linear(n_in, n_out, bias=bias))
         self.activation = activation if activation is not None else nn.ReLU()
         # the same modules in order, looked up once (a tuple is no submodule: it changes no state_dict)
@@ -39,6 +63,8 @@ class Net(nn.Module):
         """The output; with ``keep_hidden``, ``(output, [each hidden layer's activation output])`` (train's
         diagnostics on logging steps: a flag, not a hook, so DDP and torch.compile pass it through)."""
         *hidden, last = self._layers
+        if self.encoder is not None:
+            x = self.encoder(x)
         kept = []
         for layer in hidden:
             x = self.activation(layer(x))
@@ -51,9 +77,10 @@ def parameter_count(widths: list[int], bias: bool) -> int:
     return sum((n_in + bias) * n_out for n_in, n_out in zip(widths, widths[1:]))
 
 
-def build_model(cfg: ModelConfig, seed: int) -> Net:
+def build_model(cfg: ModelConfig, seed: int, embeddings: list[tuple[int, int, int]] | None = None) -> Net:
     """Seeded init: ``torch.manual_seed(seed)``, then construction on the CPU (same weights on every
-    device), then ``model.init`` (default: torch's own ``nn.Linear`` init)."""
+    device), then ``model.init`` (default: torch's own ``nn.Linear`` init). ``embeddings``: (input column,
+    rows, width) of each embedded category column (data.encoding.Encoding.embeddings)."""
     widths = cfg.widths
     count = parameter_count(widths, cfg.bias)
     if count > MAX_PARAMETERS:
@@ -62,7 +89,7 @@ def build_model(cfg: ModelConfig, seed: int) -> Net:
                             "model.input_size")
     entry = ACTIVATIONS[cfg.activation.name]
     torch.manual_seed(seed)
-    net = Net(widths, entry.module(cfg.activation), cfg.bias)
+    net = Net(widths, entry.module(cfg.activation), cfg.bias, embeddings)
     if cfg.init != "default":
         initialize(net, cfg)
     return net
