@@ -74,6 +74,8 @@ distributed:
 
 # compare:                     # optional: compare-optimizers' default optimizers
 #   optimizers: [sgd, {{name: adam, lr: 0.001}}]
+# tune:                        # optional: backprop tune's search: trials, metric, sampler, pruner,
+#   space: {{optimizer.lr: {{low: 0.0001, high: 0.1, log: true}}, model.activation: {{choices: [relu, tanh]}}}}
 """
 
 SYNTHETIC = """\
@@ -89,10 +91,12 @@ CSV = """\
 {marks}  target: {target}              # the column to predict (or a list of columns)
   features: [{features}]
   columns:                     # each input's type: number | category | binary (init counted the values)
+                               #   and its options: encoding, embedding_size, fill, indicator, on_unknown
 {columns}
   missing: auto                # empty/NA cells: auto (numbers median, categories a level of their own)
                                #   | error | drop_rows | mean | median | most_frequent (per column too)
-  validation: {validation}              # a share of the rows held out (or a file with the same columns)"""
+  validation: {validation}              # a share of the rows held out (or a file with the same columns)
+                               # delimiter, decimal: the file's separators (default: read from the file)"""
 
 
 def _guess(path: Path, target: Optional[str]) -> dict:
