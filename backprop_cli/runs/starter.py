@@ -32,10 +32,14 @@ model:
   bias: true                   # false: layers without bias
   init: default                # default (torch's) | xavier | kaiming
   init_gain: null              # a number > 0 for xavier/kaiming (null: the activation's gain)
+  norm: none                   # none | batch | layer: after each hidden linear layer, before the activation
+  dropout: 0.0                 # 0 <= P < 1 after each hidden activation (or a list, one per hidden layer)
+  residual: false              # true: a skip around each hidden layer whose input and output widths match
 
 loss: {loss}                    # mse | l1 | huber | smooth_l1 | cross_entropy | bce_with_logits
                                #   (or a mapping: {{name: huber, delta: 1.0, reduction: mean}};
-                               #   smooth_l1: beta; cross_entropy: label_smoothing)
+                               #   smooth_l1: beta; cross_entropy: label_smoothing, class_weights
+                               #   (auto | [w1, ...]); bce_with_logits: pos_weight (auto | X))
 
 optimizer:
   name: {optimizer}                  # sgd | adam | adamw | rmsprop | adagrad
@@ -54,6 +58,7 @@ data:
   batch_size: {batch_size}               # rows per step (global batch under torchrun)
   shuffle: true                # false: batch k is rows k*B ... (k+1)*B-1
   drop_last: false             # true: leave out each epoch's last, smaller batch
+  split_seed: null             # the validation split's seed (null: seed), fixed while train --seeds varies seed
   standardize: {standardize}           # z-score the number inputs with the training rows' mean and std
   standardize_target: {standardize_target}    # regression: z-score the targets too (metrics stay in their units)
 
