@@ -77,7 +77,7 @@ def run_sklearn(name: str, cfg_path: Path, seed: int) -> tuple[float, float]:
     from sklearn.neural_network import MLPClassifier
 
     from backprop_cli.config import load_config
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
 
     table = read_table(load_config(cfg_path))  # the same rows, standardized with the same statistics
     _, hidden, lr, batch, epochs = CASES[name]

@@ -142,10 +142,10 @@ MEANING: dict[str, str] = {
                        "and `1.0` one class, integers named as integers) mapped to 0…K−1, and "
                        "`model.output_size` must be K",
     "data.csv.features": "the input columns; default: every other column",
-    "data.csv.missing": "`error`: a cell that is empty or one of `NA N/A n/a NaN nan -nan NULL null #N/A` in "
-                        "a used column is an error naming its line and column; `drop_rows`: such rows are "
-                        "left out (the start of the run says how many)",
-    # train
+    "data.csv.missing": "what a cell that is empty or one of `NA N/A n/a NaN nan -nan NULL null #N/A` becomes: `auto` (numbers the training rows' median, categories a `<missing>` level), `error` (an error naming its line and column), `drop_rows` (the row is left out; the run says how many), `mean`, `median`, `most_frequent` or `constant` (with `fill`), each statistic from the training rows; per column in `columns`; a row without a target is left out ([tables](tables.md))",
+    "data.csv.columns": "per input column (by name): its type and policies, `type` (number, category or binary), `missing`, `fill`, `indicator`, `encoding` (onehot or embedding), `embedding_size`, `on_unknown`; default: types inferred from the values ([tables](tables.md))",
+    "data.csv.delimiter": "the cell separator, one character; default `,` (a tab for `.tsv`; `init` sniffs it)",
+    "data.csv.decimal": "the decimal mark of numbers: `.` or `,` (then the delimiter is not `,`)",
     "train.steps": "optimizer steps in all (with `--resume`: the total, counted from the start); give "
                    "`steps` or `epochs`, not both; neither: 100 steps",
     "train.epochs": "passes over the training rows (epochs × batches per epoch = steps)",
@@ -271,6 +271,9 @@ def describe(annotation: Any, constraints: list = ()) -> str:
             text += f", {_bounds(constraints)}"
     elif origin is Union:
         text = " or ".join(describe(a) for a in typing.get_args(annotation))
+    elif origin is dict:
+        key, value = typing.get_args(annotation)
+        text = f"mapping of {describe(key)} to ({describe(value)})"
     elif annotation is bool:
         text = "boolean"
     elif annotation in (int, float):

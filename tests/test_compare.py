@@ -321,7 +321,7 @@ def test_progress_bars_know_their_length_before_their_run_starts():
     assert all(total == 8 for _, _, total in calls)
     assert calls[-1] == ("adam lr=0.001", 8, 8)
     from backprop_cli.runs.compare import run_length
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
 
     for sets in (["train.steps=30"], ["train.steps=null", "train.epochs=3"], ["train.steps=null", "train.epochs=2", "data.batch_size=100"]):
         c = cfg(*sets)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from backprop_cli.config import load_config
-from backprop_cli.data.readers import Batches, load_dataset
+from backprop_cli.data.batches import Batches
+from backprop_cli.data.load import load_dataset
 from backprop_cli.errors import DataError
 from conftest import csv_config as setup
 
@@ -38,13 +39,13 @@ def test_csv_explicit_features_and_class_labels(tmp_path):
 @pytest.mark.parametrize("text,extra,expect", [
     ("a,b,y\n1,2,3\n4,x5,6\n", "", "d.csv:3: column 'b': not a number (got 'x5')"),
     ("a,b,y\n1,2,3\n4,5\n", "", "d.csv:3: row has 2 cells, the header has 3"),
-    ("a,b,y\n1,2,\n", "", "d.csv:2: column 'y': missing value (got ''); set data.missing: drop_rows"),
+    ("a,b,y\n1,2,\n", "", "d.csv: no data rows left"),  # a missing target drops its row
     ("", "", "d.csv: empty file"),
     ("a,b,y\n", "", "d.csv: no data rows"),
     ("a,b,z\n1,2,3\n", "", "d.csv: data.target: column 'y' is not in the header (columns: a, b, z)"),
     ("a,b,y\n1,2,3\n", ", features: [a, q]", "data.features: column 'q' is not in the header"),
     ("a,a,y\n1,2,3\n", "", "d.csv:1: column 'a' appears twice"),
-    ("a,b,y\n1,2,nan\n", "", "d.csv:2: column 'y': missing value (got 'nan')"),
+    ("a,b,y\n1,2,nan\n3,,4\n", ", missing: error", "d.csv:3: column 'b': missing value"),
     ("a,b,y\n1,2,inf\n", "", "d.csv:2: column 'y': not a finite number (got 'inf')"),
     ("a,b,y\n1,3.4e39,1\n", "", "d.csv:2: column 'b': 3.4e39 is beyond float32's range"),
     ("\ufeffa,b,z\n1,2,3\n", "", "column 'y' is not in the header (columns: a, b, z)"),
@@ -65,7 +66,7 @@ def test_missing_csv(tmp_path):
 
 
 def test_shape_mismatches_say_what_to_change(tmp_path):
-    with pytest.raises(DataError, match="the data has 2 feature columns but model.input_size is 3; set model.input_size: 2"):
+    with pytest.raises(DataError, match=r"the data gives 2 inputs \(2 numbers = 2 inputs\) but model.input_size is 3; set model.input_size: auto \(or 2\)"):
         load_dataset(setup(tmp_path, GOOD, sizes=(3, 4, 1)))
     with pytest.raises(DataError, match="1 target columns but model.output_size is 2; set model.output_size: 1"):
         load_dataset(setup(tmp_path, GOOD, sizes=(2, 4, 2)))
@@ -116,7 +117,7 @@ def test_shuffled_batches_cover_every_row_each_epoch_in_a_new_order():
 
 def _epoch_by_epoch(x, y, batch_size, shuffle, seed, index):
     """The order as it is defined: epoch e is a randperm from a generator seeded with epoch_seed(seed, e)."""
-    from backprop_cli.data.readers import epoch_seed
+    from backprop_cli.data.batches import epoch_seed
 
     per_epoch = -(-x.shape[0] // batch_size)
     epoch, k = divmod(index, per_epoch)

@@ -7,7 +7,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from backprop_cli.data.readers import read_columns, read_table, split_rows
+from backprop_cli.data.load import read_table
+from backprop_cli.data.readers import Text, read_raw, source_of
+from backprop_cli.data.split import split_rows
 from backprop_cli.errors import DataError
 from conftest import csv_config as setup
 
@@ -43,53 +45,54 @@ def test_a_huge_numeric_label_is_just_a_class(tmp_path, reader):
 
 def test_missing_cells_error_names_line_or_drop_rows(tmp_path, reader):
     text = "a,b,y\n1,2,x\n3,NA,y\n\n5,6,\n7,8,z\n9,10,x\n"
-    with pytest.raises(DataError, match=r"d.csv:3: column 'b': missing value \(got 'NA'\); set data.missing: "
-                                        "drop_rows"):
-        read_table(setup(tmp_path, text, loss="cross_entropy", sizes=(2, 4, 3)))
+    with pytest.raises(DataError, match=r"d.csv:3: column 'b': missing value; set data.columns.b.missing"):
+        read_table(setup(tmp_path, text, ", missing: error", loss="cross_entropy", sizes=(2, 4, 3)))
     t = read_table(setup(tmp_path, text, ", missing: drop_rows", loss="cross_entropy", sizes=(2, 4, 2)))
-    assert t.dropped == 2 and t.x.tolist() == [[1, 2], [7, 8], [9, 10]] and t.classes == ["x", "z"]
-    assert t.y.tolist() == [0, 1, 0]
+    assert t.dropped == 2 and t.dropped_target == 1 and t.x.tolist() == [[1, 2], [7, 8], [9, 10]]
+    assert t.classes == ["x", "z"] and t.y.tolist() == [0, 1, 0]
 
 
-def test_readers_agree_on_a_mixed_file(tmp_path, monkeypatch):
+def _texts(col):
+    return [col.values[c] if c >= 0 else None for c in col.codes]
+
+
+def test_readers_agree_on_a_mixed_file(tmp_path):
     rng = np.random.default_rng(1)
     lines = ["\ufeffid,f1,f2,f3,label"]
     for i in range(500):
         a, b, c = rng.standard_normal(3)
         f2 = "NA" if i % 37 == 0 else f"{b:.6g}"
-        lines.append(f"r{i},{a:.6g}, {f2} ,\"{c:.3e}\",{['cat', 'dog', 'emu'][i % 3]}")
+        lines.append(f"r{i},{a:.6g}, {f2} ,\"{c:.3e}\",{['cat', 'dog', 'emu', ''][i % 4]}")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    out = {}
-    for fast in (False, True):
-        out[fast] = read_columns(tmp_path / "m.csv", key="data.path", numeric=["f1", "f2", "f3"], label="label",
-                                 keep="id", missing="drop_rows", fast=fast)
+    src = source_of(tmp_path / "m.csv")
+    out = {fast: read_raw(src, numbers=["f1", "f3"], infer=["f2"], texts=["label"], keep="id", fast=fast)
+           for fast in (False, True)}
     a, b = out[False], out[True]
-    assert a.dropped == b.dropped == 14
-    assert np.array_equal(a.numbers, b.numbers)
-    assert [a.label_values[i] for i in a.labels] == [b.label_values[i] for i in b.labels]
-    assert a.kept == b.kept and a.kept[:2] == ["r1", "r2"]
+    for name in ("f1", "f2", "f3"):
+        assert np.array_equal(a.columns[name], b.columns[name], equal_nan=True)
+    assert int(np.isnan(a.columns["f2"]).sum()) == 14
+    assert _texts(a.columns["label"]) == _texts(b.columns["label"]) == [["cat", "dog", "emu", None][i % 4]
+                                                                        for i in range(500)]
+    assert a.kept == b.kept and a.kept[:2] == ["r0", "r1"]
 
 
-
-@pytest.mark.parametrize("missing", ["error", "drop_rows"])
-def test_pyarrow_reads_many_record_batches_into_place(tmp_path, monkeypatch, missing):
-    """A 3 MB file reaches pyarrow's reader as several record batches, copied block by block into the
-    feature and target arrays. The oracle: the cells as written, parsed by Python's float, the rows with a
-    missing number or a label written ' NA ' left out. The exact reader must not be needed here; read by
-    itself, it gives the same."""
+def test_pyarrow_reads_many_record_batches_into_place(tmp_path, monkeypatch):
+    """A 3 MB file reaches pyarrow's reader as several record batches. The oracle: the cells as written,
+    parsed by Python's float, a missing number NaN and a label written ' NA ' missing. The exact reader must not
+    be needed here; read by itself, it gives the same."""
     rng = np.random.default_rng(2)
     n = 60_000
     cells = [[f"{v:.7g}" for v in row] for row in rng.standard_normal((n, 4))]
     names = rng.choice(["cat", "dog", "emu"], n)
     lines = ["id,a,b,c,t,label"]
-    gone = []
+    want_labels = []
     for i, (a, b, c, t) in enumerate(cells):
         label = names[i]
-        if missing == "drop_rows" and i % 997 == 3:
-            b = "NA"
-        if missing == "drop_rows" and i % 1231 == 5:
+        if i % 997 == 3:
+            cells[i][1] = b = "NA"
+        if i % 1231 == 5:
             label = " NA "
-        gone.append(b == "NA" or label == " NA ")
+        want_labels.append(None if label == " NA " else str(label))
         lines.append(f"{i},{a},{b},{c},{t},{label}")
     path = tmp_path / "big.csv"
     path.write_text("\n".join(lines) + "\n")
@@ -104,23 +107,16 @@ def test_pyarrow_reads_many_record_batches_into_place(tmp_path, monkeypatch, mis
     def no_exact(*args):
         raise AssertionError("the exact reader was needed")
 
+    src = source_of(path)
     monkeypatch.setattr(data, "_read_exact", no_exact)
-    fast = read_columns(path, key="data.path", numeric=["a", "b", "c"], targets=["t"], label="label", keep="id",
-                        missing=missing, fast=True)
+    fast = read_raw(src, numbers=["a", "b", "c", "t"], texts=["label"], keep="id", fast=True)
     monkeypatch.setattr(data, "_read_exact", exact)
-    monkeypatch.setattr(data, "EXACT_BLOCK_ROWS", 7_000)  # the exact reader's float32 blocks, across their ends
-    slow = read_columns(path, key="data.path", numeric=["a", "b", "c"], targets=["t"], label="label", keep="id",
-                        missing=missing, fast=False)
-    kept = [i for i in range(n) if not gone[i]]
-    want = np.array([[float(v) for v in cells[i]] for i in kept], dtype=np.float32)
+    slow = read_raw(src, numbers=["a", "b", "c", "t"], texts=["label"], keep="id", fast=False)
+    want = np.array([[float(v) if v != "NA" else np.nan for v in row] for row in cells], dtype=np.float32)
     for cols in (fast, slow):
-        assert cols.dropped == n - len(kept) == (110 if missing == "drop_rows" else 0)
-        assert cols.numbers.flags.c_contiguous and cols.targets.flags.c_contiguous
-        assert np.array_equal(cols.numbers, want[:, :3]) and np.array_equal(cols.targets, want[:, 3:])
-        assert [cols.label_values[k] for k in cols.labels] == [str(names[i]) for i in kept]
-        assert sorted(cols.label_values) == ["cat", "dog", "emu"] and cols.kept == [str(i) for i in kept]
-
-
+        for j, name in enumerate("abct"):
+            assert np.array_equal(cols.columns[name], want[:, j], equal_nan=True)
+        assert _texts(cols.columns["label"]) == want_labels and cols.kept == [str(i) for i in range(n)]
 
 
 def _big_csv(path, n=60_000, blank_every=9_973):
@@ -149,18 +145,11 @@ def _big_lines(n, blank_every):
     ("1,2", "row", "row has 2 cells, the header has 4"),
     ("inf", "c", "column 'c': not a finite number (got 'inf')"),
     ("3.4e39", "a", "column 'a': 3.4e39 is beyond float32's range"),
-    ("", "b", "column 'b': missing value (got '')"),
-    (" NA ", "label", "column 'label': missing value (got 'NA')"),
-    ("nan", "a", "column 'a': missing value (got 'nan')"),
 ])
 @pytest.mark.parametrize("at", [5, 45_000])
-def test_a_refused_large_file_names_the_same_line_as_the_exact_reader(tmp_path, monkeypatch, cell, column, expect,
-                                                                     at):
-    """After pyarrow refuses a file, a streaming pass finds the record batch and the exact reader checks from
-    there: the same message as the exact reader alone, the right line across blank lines, and (for a
-    problem deep in the file) the rows before it are not checked twice."""
-    import backprop_cli.data.readers as data
-
+def test_a_refused_large_file_names_the_same_line_as_the_exact_reader(tmp_path, cell, column, expect, at):
+    """After pyarrow refuses a file, the exact reader names the problem: the same message as the exact reader
+    alone, the right line across blank lines."""
     path = tmp_path / "big.csv"
     lines, line_of = _big_csv(path)
     cells = lines[line_of[at] - 1].split(",")
@@ -171,41 +160,29 @@ def test_a_refused_large_file_names_the_same_line_as_the_exact_reader(tmp_path, 
     lines[line_of[at] - 1] = ",".join(cells)
     lines[line_of[at + 100] - 1] = "later,1,2,cat"  # a later problem is not the one named
     path.write_text("\n".join(lines) + "\n")
-    starts = []
-    exact = data._read_exact
-
-    def spy(*args, start=0):
-        starts.append(start)
-        return exact(*args, start=start)
-
-    monkeypatch.setattr(data, "_read_exact", spy)
     messages = []
     for fast in (False, True):
         with pytest.raises(DataError) as e:
-            read_columns(path, key="data.path", numeric=["a", "b", "c"], label="label", fast=fast)
+            read_raw(source_of(path), numbers=["a", "b", "c"], texts=["label"], fast=fast)
         messages.append(str(e.value))
     assert messages[0] == messages[1] and messages[1].startswith(f"{path}:{line_of[at]}: {expect}")
-    if at > 10_000:
-        assert starts[1] > 10_000 and starts[1] <= at  # the located pass began in the batch of the problem
 
 
 def test_cells_only_the_exact_reader_accepts_fall_back_to_it(tmp_path):
-    """' NA ' (with spaces) in a number column: pyarrow refuses it, the exact reader drops the row; the
-    located pass finds no error, so the whole file is read the exact way."""
+    """' NA ' (with spaces) in a number column: pyarrow refuses it, the exact reader reads it as missing."""
     path = tmp_path / "big.csv"
     lines, line_of = _big_csv(path)
     for at in (3, 50_000):
         lines[line_of[at] - 1] = "1, NA ,2,cat"
     path.write_text("\n".join(lines) + "\n")
-    cols = read_columns(path, key="data.path", numeric=["a", "b", "c"], label="label", missing="drop_rows",
-                        fast=True)
-    assert cols.dropped == 2 and cols.numbers.shape == (60_000 - 2, 3)
+    raw = read_raw(source_of(path), numbers=["a", "b", "c"], texts=["label"], fast=True)
+    assert raw.rows == 60_000 and int(np.isnan(raw.columns["b"]).sum()) == 2
 
 
 def test_survey_agrees_across_readers(tmp_path, monkeypatch):
-    """init --csv's survey: which columns hold numbers, rows with missing cells, the distinct labels; pyarrow
-    (a file in several record batches) and the exact reader against counts made here."""
-    from backprop_cli.data.readers import survey
+    """init --csv's survey: each column's type, distinct and missing counts, ids; pyarrow (a file in several
+    record batches) and the exact reader against counts made here."""
+    from backprop_cli.data.survey import survey
 
     rng = np.random.default_rng(3)
     n = 50_000
@@ -214,13 +191,14 @@ def test_survey_agrees_across_readers(tmp_path, monkeypatch):
         lines.append(f"{'NA' if i % 101 == 0 else f'{a:.6g}'},{i % 7},{'x' if i % 3 else 'y'}{i},"
                      f"{'' if i % 103 == 0 else f'{c:.6g}'},{['cat', 'dog'][i % 2]}")
     (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
-    either = {i for i in range(n) if i % 101 == 0 or i % 103 == 0}
     for fast in (True, False):
         monkeypatch.setattr("backprop_cli.data.readers.FAST_READER_BYTES", 0 if fast else 1 << 40)
-        s = survey(tmp_path / "s.csv", lambda header: header.index("label"))
-        assert s.rows == n and s.numeric == ["a", "b", "c"] and s.distinct == ["cat", "dog"]
-        assert s.missing_by_row(["a"]) == len(range(0, n, 101)) and s.missing_by_row(["b"]) == 0
-        assert s.missing_by_row(["a", "c"]) == len(either), fast
+        s = survey(source_of(tmp_path / "s.csv"))
+        c = s.columns
+        assert s.rows == n and [c[k].kind for k in s.header] == ["number", "number", "category", "number", "binary"]
+        assert c["a"].missing == len(range(0, n, 101)) and c["b"].missing == 0 and c["c"].missing == len(range(0, n, 103))
+        assert c["b"].distinct == 7 and c["b"].integers and not c["b"].id_like
+        assert c["name"].id_like and c["label"].values == ["cat", "dog"], fast
 
 
 def test_split_is_seeded_stratified_and_the_size_of_each_class():
@@ -312,14 +290,14 @@ def test_reading_a_large_csv_stays_within_a_fixed_multiple_of_the_file(tmp_path)
     code = textwrap.dedent(f"""
         import resource, numpy, pyarrow.csv
         from pathlib import Path
-        from backprop_cli.data.readers import read_columns
+        from backprop_cli.data.readers import read_raw, source_of
         def rss():
             return int(open("/proc/self/statm").read().split()[1]) * 4096
         base = rss()
         open("/proc/self/clear_refs", "w").write("5")
-        cols = read_columns(Path({str(path)!r}), key="data.path", numeric=[f"f{{i}}" for i in range(10)] + ["y"])
+        cols = read_raw(source_of(Path({str(path)!r})), numbers=[f"f{{i}}" for i in range(10)] + ["y"])
         peak = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
-        print(peak - base, cols.numbers.nbytes)
+        print(peak - base, sum(c.nbytes for c in cols.columns.values()))
         """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ},
                        cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -33,10 +33,12 @@ def test_init_refuses_to_overwrite_unless_forced(cli, tmp_path):
 def test_init_from_a_regression_csv(cli, tmp_path):
     path = tmp_path / "sub" / "mine.yaml"
     path.parent.mkdir()
-    r = cli("init", path, "--csv", CONFIGS / "data" / "houses.csv")
-    assert r.exit_code == 0 and "regression on 'price_k', 4 features, 120 rows" in r.stdout
+    r = cli("init", path, "--csv", CONFIGS / "data" / "houses.csv", "--target", "price_k")
+    assert r.exit_code == 0 and "regression on 'price_k' (standardize_target: true), 4 inputs" in r.stdout
     cfg = load_config(path)
-    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (4, 1, "mse")
+    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (None, 1, "mse")
+    assert cfg.data.standardize_target and "input_size: auto" in path.read_text()
+    assert "# derived from the data: 4 numbers = 4 inputs" in path.read_text()
     assert cfg.data.target == "price_k" and cfg.data.features == ["area_m2", "rooms", "age_years", "distance_km"]
     assert cfg.data_path().resolve() == (CONFIGS / "data" / "houses.csv").resolve()
     assert cli("train", "-c", path, "--steps", 3, "-q").exit_code == 0
@@ -47,8 +49,10 @@ def test_init_from_a_classification_csv(cli, tmp_path):
     path = tmp_path / "c.yaml"
     r = cli("init", path, "--csv", csv, "--target", "label")
     assert r.exit_code == 0 and "classification: 3 classes in 'label'" in r.stdout
+    assert "left out as ids (every value different): a" in r.stdout  # 0, 1, ..., 29
     cfg = load_config(path)
-    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (2, 3, "cross_entropy")
+    assert (cfg.model.input_size, cfg.model.output_size, cfg.loss.name) == (None, 3, "cross_entropy")
+    assert cfg.data.features == ["b"] and not cfg.data.standardize_target
     assert cli("train", "-c", path, "--steps", 3, "-q").exit_code == 0
 
 
@@ -106,24 +110,34 @@ def test_every_result_command_takes_format_json(cli, command):
     assert "--format" in cli(*command, "--help").stdout
 
 
-def test_init_counts_classes_as_distinct_values_and_rows_with_missing_cells(cli, tmp_path):
+def test_init_counts_classes_as_distinct_values_and_missing_cells(cli, tmp_path):
     from backprop_cli.config import load_config
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
 
-    csv = write(tmp_path / "d.csv", "\ufeffa,b,label\n" + "".join(f"{i},{'NA' if i % 10 == 0 else i * 2},{1 + i % 3}\n"
+    csv = write(tmp_path / "d.csv", "\ufeffa,b,label\n" + "".join(f"{i % 7},{'NA' if i % 10 == 0 else i * 2},{1 + i % 3}\n"
                                                                for i in range(60)))
     r = cli("init", tmp_path / "c.yaml", "--csv", csv)
+    assert r.exit_code == 2 and "choose the column to predict with --target (columns: a (number, 7 distinct), " \
+        "b (number, 54 distinct, 6 missing), label (number, 3 distinct))" in r.stderr
+    assert not (tmp_path / "c.yaml").exists()
+    r = cli("init", tmp_path / "c.yaml", "--csv", csv, "--target", "label")
     assert r.exit_code == 0, r.output
-    assert "3 classes in 'label' (1, 2, 3)" in r.stdout and "60 rows, 6 with missing cells" in r.stdout
+    assert "3 classes in 'label' (1, 2, 3)" in r.stdout and "60 rows, 6 missing cells (filled" in r.stdout
+    text = (tmp_path / "c.yaml").read_text()
+    assert '"a": {type: number}' in text and "# 7 distinct, 0 missing; integers: type: category may fit" in text
+    assert '"b": {type: number}' in text and "# 54 distinct, 6 missing" in text
     cfg = load_config(tmp_path / "c.yaml")
-    assert cfg.model.output_size == 3 and cfg.data.standardize and cfg.data.missing == "drop_rows"
+    assert cfg.model.output_size == 3 and cfg.data.standardize and cfg.data.missing == "auto"
     assert cfg.data.validation == 0.2 and cfg.loss.name == "cross_entropy"
     t = read_table(cfg)
-    assert t.classes == ["1", "2", "3"] and t.samples + t.val_samples == 54
+    assert t.classes == ["1", "2", "3"] and t.samples + t.val_samples == 60 and cfg.model.input_size == 2
 
 
-def test_init_on_penguins_leaves_text_columns_out(cli, tmp_path):
+def test_init_on_penguins_types_text_columns(cli, tmp_path):
     r = cli("init", tmp_path / "p.yaml", "--csv", CONFIGS / "data" / "penguins.csv", "--target", "species")
     assert r.exit_code == 0, r.output
-    assert "3 classes in 'species' (Adelie, Chinstrap, Gentoo), 5 features, 344 rows, 2 with missing cells" in r.stdout
-    assert "not numeric, left out: island, sex" in r.stdout
+    assert "3 classes in 'species' (Adelie, Chinstrap, Gentoo), 7 inputs (5 numbers, 1 categories, 1 binary: " \
+        "9 model inputs), 344 rows, 19 missing cells" in r.stdout
+    text = (tmp_path / "p.yaml").read_text()
+    assert '"island": {type: category} # 3 distinct, 0 missing' in text
+    assert '"sex": {type: binary}      # 2 distinct, 11 missing' in text

@@ -256,7 +256,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temp_file(cli, tmp_
 
 
 def test_a_crash_mid_run_leaves_the_previous_metrics_file(cli, tmp_path, monkeypatch):
-    import backprop_cli.data.readers as data
+    import backprop_cli.data.batches as data
 
     cfg = make(tmp_path)
     m = write(tmp_path / "m.jsonl", '{"previous": true}\n')

@@ -274,6 +274,13 @@ def test_direction_follows_the_metric_and_a_study_keeps_its_own(cli, tmp_path):
     assert d["trials"][0]["value"] == sum(c["f1"] for c in per) / len(per)
 
 
+def test_timeout_starts_no_trial_after_it_with_hyperband_pruning(cli, tmp_path):
+    cfg = tiny(tmp_path, SPACE.replace("trials: 4", "trials: 50"))
+    r = cli("tune", "-c", cfg, "--timeout", "0.01", "--set", "tune.pruner=hyperband", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert [t["state"] for t in json.loads(r.stdout)["trials"]] == ["complete"]  # the first trial, then time is up
+
+
 def test_plot_draws_the_history_and_the_importances(cli, tmp_path):
     cfg = tiny(tmp_path, SPACE.replace("trials: 4", "trials: 3"))
     r = cli("tune", "-c", cfg, "--plot", tmp_path / "t.png", "--set", "tune.pruner=none")

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from backprop_cli.config import load_config
-from backprop_cli.data.readers import Scaling, split_rows
+from backprop_cli.data.split import split_rows
+from backprop_cli.data.tables import Scaling
 from backprop_cli.runs.evaluation import measure
 from backprop_cli.io.metrics_read import read_metrics
 from conftest import CONFIGS, write

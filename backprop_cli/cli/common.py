@@ -127,7 +127,7 @@ def flops(cfg) -> float:
 
 
 def read_data(cfg):
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
 
     return read_table(cfg)
 

@@ -9,14 +9,14 @@ from backprop_cli.cli.common import command
 from backprop_cli.cli.options import examples
 
 
-@command(epilog=examples("backprop init", "backprop init mine.yaml --csv configs/data/houses.csv",
+@command(epilog=examples("backprop init", "backprop init mine.yaml --csv configs/data/houses.csv --target price_k",
                              "backprop init mine.yaml --csv configs/data/houses.csv --target price_k --force"))
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("backprop.yaml"),
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Fit the config to this CSV: sizes, target column, "
                                                 "regression or classification.")] = None,
-    target: Annotated[Optional[str], typer.Option("--target", help="The CSV column to predict "
-                                                  "(default: the last one).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="The column to predict "
+                                                  "(without it, init lists the columns and exits 2).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config: every key with its default and the values it takes."""

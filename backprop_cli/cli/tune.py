@@ -15,6 +15,7 @@ import typer
 from backprop_cli.cli.common import check_command_outputs, command, load, read_data, single_process
 from backprop_cli.cli.options import ConfigOpt, Format, FormatOpt, QuietOpt, SetOpt, ThreadsOpt, WideOpt, examples
 from backprop_cli.errors import EXIT_NONFINITE, BackpropError, ConfigError
+from backprop_cli.limits import MAX_COUNT
 
 TUNE_HELP_WORKERS = ("Worker processes on this machine sharing the storage (at most 32; a journal file by default "
                      "when more than 1). Workers on other machines join with the same --storage and --study.")
@@ -28,7 +29,7 @@ TUNE_HELP_WORKERS = ("Worker processes on this machine sharing the storage (at m
 def tune(
     config: ConfigOpt,
     set_: SetOpt = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, max=100_000, help="Trials to add to the study "
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, max=MAX_COUNT, help="Trials to add to the study "
                                                   "(default: tune.trials).", rich_help_panel="Search")] = None,
     workers: Annotated[int, typer.Option("--workers", help=TUNE_HELP_WORKERS, rich_help_panel="Search")] = 1,
     storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL|PATH", help="Where the study lives: an "
@@ -72,13 +73,13 @@ def tune(
     name = study if study is not None else storages.default_study_name(config)
     storages.check_study_name(name)
     spec = storages.resolve_storage(storage, config, name, workers)
-    outputs = {"--plot": plot, "--save-best-config": save_best_config}
-    check_command_outputs(cfg, config, {"--plot": plot}, {"--storage": Path(spec.target) if spec.kind == "journal" else None})
     if save_best_config is not None:
-        from backprop_cli.io.paths import check_outputs, check_writable
+        from backprop_cli.io.paths import check_writable
 
         check_writable(save_best_config, (".yaml", ".yml"), "config")
-        check_outputs(outputs, {"--config": config})
+    # what tune writes (the plot, the best config, a storage file) is never an input nor another output
+    check_command_outputs(cfg, config, {"--plot": plot, "--save-best-config": save_best_config,
+                                        "--storage": storages.storage_file(spec)})
     read_data(cfg)  # every data error before a worker starts
     n = trials if trials is not None else cfg.tune.trials
     t = cfg.tune
@@ -130,7 +131,7 @@ def tune(
 
         sys.stdout.write(json_text(tune_document(name, spec.shown, t.metric, t.direction, best, rows)) + "\n")
     if result.interrupted:
-        raise search.Interrupted_(result.interrupted.split(":")[0].removeprefix("interrupted by "))
+        raise search.SearchInterrupted(result.interrupted.split(":")[0].removeprefix("interrupted by "))
     if best is None and result.new and all(search.trial_row(tr)["state"] == "failed" for tr in result.new):
         raise BackpropError("no trial completed: every trial failed (see the table); lower the space's "
                             "learning rates or set train.clip_grad_norm", exit_code=EXIT_NONFINITE)

@@ -31,6 +31,7 @@ def validate(data: Any, *, source: str = "<config>", base_dir: Optional[Path] = 
     for spec in overrides or []:
         path, text = apply_override(data, spec)
         overridden[path] = text
+    _clear_replaced(data, overridden)
     where = Where(source, lines or {}, raw or {}, overridden)
     try:
         cfg = Config.model_validate(data)
@@ -41,6 +42,22 @@ def validate(data: Any, *, source: str = "<config>", base_dir: Optional[Path] = 
     cfg._base_dir = base_dir or Path.cwd()
     cfg._source = source
     return cfg
+
+
+# Keys that say the same thing two ways: an override of one clears the other from the file (`--set
+# train.steps=N` on a file with train.epochs); only both given in the same place are an error.
+REPLACES = {("train", "steps"): ("train", "epochs"), ("train", "epochs"): ("train", "steps"),
+            ("model", "hidden_sizes"): ("model", "hidden_size"), ("model", "hidden_size"): ("model", "hidden_sizes")}
+
+
+def _clear_replaced(data: dict, overridden: dict) -> None:
+    for path in list(overridden):
+        other = REPLACES.get(path)
+        if other is None or other in overridden:
+            continue
+        section = data.get(path[0])
+        if isinstance(section, dict) and section.get(path[1]) is not None:
+            section.pop(other[1], None)
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:

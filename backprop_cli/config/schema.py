@@ -127,7 +127,8 @@ def _with_missing(e: ValidationError, data: Any) -> ValidationError:
 class ModelConfig(Strict):
     """``hidden_size: 20`` is one hidden layer; ``hidden_sizes: [64, 64, 64]`` any number of them."""
 
-    input_size: Size
+    # auto: derived from the data (CSV/Parquet: numbers, one-hot widths, indicators; see docs/tables.md)
+    input_size: Optional[Size] = None  # written `auto` (None inside); resolved by data.load.read_table
     hidden_size: Optional[Size] = None
     hidden_sizes: Optional[Annotated[list[Size], Field(min_length=1, max_length=64)]] = None
     output_size: Size
@@ -159,6 +160,15 @@ class ModelConfig(Strict):
     def _bare_name(cls, v: Any) -> Any:
         return _name_only(v, "relu")
 
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _auto(cls, v: Any) -> Any:
+        if v == "auto":
+            return None
+        if v is None:
+            raise ValueError("expected a number of inputs, or auto (derived from the data)")
+        return v
+
     @model_validator(mode="wrap")
     @classmethod
     def _width_key_given(cls, data: Any, handler):
@@ -177,15 +187,19 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _one_width_key(self) -> "ModelConfig":
         if self.hidden_size is not None and self.hidden_sizes is not None:
-            raise LocatedError([(("hidden_sizes",), "give model.hidden_size or model.hidden_sizes, not both",
+            raise LocatedError([(("hidden_sizes",), "give model.hidden_size or model.hidden_sizes, not both "
+                                 "(both given in the same place; an override of one replaces the other)",
                                  self.hidden_sizes)])
         if self.init_gain is not None and self.init == "default":
             raise LocatedError([(("init_gain",), "init_gain needs model.init: xavier or kaiming", self.init_gain)])
-        hidden = len(self.widths) - 2
+        sizes = self.hidden_sizes if self.hidden_sizes is not None else [self.hidden_size]
+        hidden = len(sizes)
         if isinstance(self.dropout, list) and len(self.dropout) != hidden:
+            shown = ' → '.join(map(str, [self.input_size if self.input_size is not None else "auto", *sizes,
+                                           self.output_size]))
             raise LocatedError([(("dropout",), f"a dropout list gives one value per hidden layer: {hidden} here "
-                                 f"({' → '.join(map(str, self.widths))})", self.dropout)])
-        if self.residual and not self.residual_layers:
+                                 f"({shown})", self.dropout)])
+        if self.residual and self.input_size is not None and not self.residual_layers:
             blocks = ", ".join(f"layer{k} {a}→{b}" for k, (a, b) in enumerate(zip(self.widths, self.widths[1:-1]), 1))
             raise LocatedError([(("residual",), "residual: true adds a skip around each hidden layer whose input and "
                                  f"output widths match, and none does here ({blocks}); give two equal widths in a row, "
@@ -196,7 +210,7 @@ class ModelConfig(Strict):
     @property
     def dropouts(self) -> list[float]:
         """The dropout probability after each hidden layer's activation."""
-        hidden = len(self.widths) - 2
+        hidden = len(self.hidden_sizes) if self.hidden_sizes is not None else 1
         return list(self.dropout) if isinstance(self.dropout, list) else [self.dropout] * hidden
 
     @property
@@ -210,6 +224,8 @@ class ModelConfig(Strict):
     def widths(self) -> list[int]:
         """Every layer's width, input to output: ``[input, hidden..., output]``."""
         hidden = self.hidden_sizes if self.hidden_sizes is not None else [self.hidden_size]
+        if self.input_size is None:
+            raise ValueError("model.input_size is auto until the data is read (data.read_table resolves it)")
         return [self.input_size, *hidden, self.output_size]
 
     @model_serializer(mode="wrap")
@@ -218,6 +234,8 @@ class ModelConfig(Strict):
         for key in ("hidden_size", "hidden_sizes", "init_gain"):
             if out.get(key) is None:
                 out.pop(key, None)
+        if out.get("input_size", 0) is None:
+            out["input_size"] = "auto"
         # the cures appear only when used: a config without them reads (and checkpoints) as before
         for key, off in (("norm", "none"), ("dropout", 0.0), ("residual", False)):
             if key in out and out[key] == off:
@@ -355,7 +373,41 @@ OPTIMIZER_NAMES = tags(OptimizerSpec)
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-MISSING_POLICIES = ("error", "drop_rows")
+MISSING_POLICIES = ("auto", "error", "drop_rows", "mean", "median", "most_frequent", "constant")
+COLUMN_TYPES = ("number", "category", "binary")
+MAX_CATEGORIES = 1000  # distinct values a one-hot column may have (encoding: embedding has no bound)
+
+
+class ColumnSpec(Strict):
+    """``data.columns.NAME``: how one input column is read and encoded (docs/tables.md)."""
+
+    type: Optional[Literal["number", "category", "binary"]] = None  # null: inferred from the values
+    # auto: numbers median, categories a "missing" category of their own, binary most_frequent
+    missing: Optional[Literal["auto", "error", "drop_rows", "mean", "median", "most_frequent", "constant"]] = None
+    fill: Optional[Union[float, int, str]] = None  # the value of missing: constant
+    indicator: bool = False  # add a NAME_missing 0/1 input
+    encoding: Literal["onehot", "embedding"] = "onehot"  # categories
+    embedding_size: Optional[Size] = None  # default min(600, round(1.6 * n ** 0.56)) (fastai's rule)
+    on_unknown: Literal["zeros", "error"] = "zeros"  # a category not seen in training: all-zero / <unknown>
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ColumnSpec":
+        found = []
+        if self.missing == "constant" and self.fill is None:
+            found.append((("fill",), "missing: constant needs fill: VALUE", NO_VALUE))
+        if self.fill is not None and self.missing != "constant":
+            found.append((("fill",), "fill needs missing: constant", self.fill))
+        if self.type == "number" and self.fill is not None and not isinstance(self.fill, (int, float)):
+            found.append((("fill",), "a number column's fill must be a number", self.fill))
+        if self.type in ("category", "binary") and self.missing in ("mean", "median"):
+            found.append((("missing",), f"{self.missing} needs a number column (type: {self.type})", self.missing))
+        if self.type in ("number", "binary") and (self.encoding != "onehot" or self.embedding_size is not None):
+            found.append((("encoding",), "encoding is for category columns", self.encoding))
+        if self.embedding_size is not None and self.encoding != "embedding":
+            found.append((("embedding_size",), "embedding_size needs encoding: embedding", self.embedding_size))
+        if found:
+            raise LocatedError(found)
+        return self
 
 
 def _fraction_or_path(v: Any, path_ok: bool) -> Any:
@@ -405,7 +457,29 @@ class CsvData(_DataCommon):
     # a share of the rows (seeded; stratified by class for classification losses), or a second CSV with
     # the same columns (relative to the config file's folder)
     validation: Optional[Union[Fraction, Annotated[str, Field(min_length=1)]]] = None
-    missing: Literal["error", "drop_rows"] = "error"  # rows with an empty or NA cell in a used column
+    # every input column's default policy for an empty or NA cell (data.columns.NAME.missing overrides it)
+    missing: Literal["auto", "error", "drop_rows", "mean", "median", "most_frequent", "constant"] = "auto"
+    columns: Optional[dict[str, ColumnSpec]] = None  # types and policies by column name
+    delimiter: Optional[Annotated[str, Field(min_length=1, max_length=1)]] = None  # default: , (tab for .tsv)
+    decimal: Literal[".", ","] = "."  # the decimal mark of numbers in a text file
+
+    @model_validator(mode="after")
+    def _marks(self) -> "CsvData":
+        found = []
+        if self.decimal == "," and (self.delimiter or ",") == ",":
+            found.append((("decimal",), "decimal: ',' needs another data.delimiter (e.g. ';')", self.decimal))
+        if self.delimiter is not None and self.delimiter in "\"\r\n":
+            found.append((("delimiter",), "a delimiter cannot be a quote or a line break", self.delimiter))
+        if self.missing == "constant":
+            found.append((("missing",), "constant needs a fill: set it per column (data.columns.NAME.fill)",
+                          self.missing))
+        for name in self.target_columns:
+            if self.columns and name in self.columns:
+                found.append((("columns", name), "the target is not an input column: its type comes from the "
+                              "loss", NO_VALUE))
+        if found:
+            raise LocatedError(found)
+        return self
 
     @field_validator("validation", mode="before")
     @classmethod
@@ -446,7 +520,8 @@ class TrainConfig(Strict):
     @classmethod
     def _one_of(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
         if v is not None and info.data.get("steps") is not None:
-            raise ValueError("give train.steps or train.epochs, not both")
+            raise ValueError("give train.steps or train.epochs, not both (both given in the same place; an "
+                             "override of one replaces the other)")
         return v
 
 
@@ -540,6 +615,8 @@ class Config(Strict):
         if data.standardize_target and is_classification(loss):
             found.append((("data", "standardize_target"), f"standardize_target is for regression, not {loss}",
                           data.standardize_target))
+        if self.model.input_size is None and isinstance(data, SyntheticData):
+            found.append((("model", "input_size"), "synthetic data needs a number of inputs", "auto"))
         if self.model.norm == "batch" and data.batch_size < 2:
             found.append((("data", "batch_size"), "model.norm: batch normalizes each unit over the rows of a batch "
                           "and needs at least 2 of them; raise data.batch_size or use model.norm: layer",

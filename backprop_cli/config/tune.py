@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backprop_cli.limits import MAX_COUNT
+
 # Every metric a trial can report: (the summary's key, the task it needs, the direction)
 METRICS = {
     "val_loss": ("loss", None, "minimize"),
@@ -28,7 +30,7 @@ METRICS = {
 }
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
-MAX_TRIALS = 100_000
+MAX_TRIALS = MAX_COUNT  # the bound of every count in the config
 MAX_GRID = 100_000  # grid points a grid sampler may enumerate
 
 Number = Union[int, float]

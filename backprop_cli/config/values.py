@@ -74,7 +74,9 @@ def start_summary(cfg: Config) -> str:
     count, unit = ((cfg.train.steps, "step") if cfg.train.steps is not None
                    else (cfg.train.epochs, "epoch") if cfg.train.epochs is not None else (DEFAULT_STEPS, "step"))
     steps = f"{count} {unit}{'s' if count != 1 else ''}"
-    return (f"{' → '.join(map(str, m.widths))} {m.activation.name} · {cfg.loss.name} · {optimizer_label(cfg.optimizer)}"
+    hidden = m.hidden_sizes if m.hidden_sizes is not None else [m.hidden_size]
+    widths = [m.input_size or "auto", *hidden, m.output_size]  # input_size may still be auto: the data is read next
+    return (f"{' → '.join(map(str, widths))} {m.activation.name} · {cfg.loss.name} · {optimizer_label(cfg.optimizer)}"
             f" · {data} · {steps}")
 
 

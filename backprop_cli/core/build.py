@@ -17,7 +17,9 @@ from torch import nn
 
 from backprop_cli.core.components import LOSSES, OPTIMIZERS, SCHEDULERS
 from backprop_cli.config import Config, optimizer_hyperparams, resolved_steps, task_of
-from backprop_cli.data.readers import Batches, Dataset, Table, load_dataset
+from backprop_cli.data.batches import Batches
+from backprop_cli.data.load import load_dataset
+from backprop_cli.data.tables import Dataset, Table
 from backprop_cli.core.engine import Guard, Loop
 from backprop_cli.errors import DataError, DeviceError
 from backprop_cli.core.model import Net, build_model
@@ -149,7 +151,8 @@ def build_run(cfg: Config, *, dataset: Dataset | Table | None = None, device: Op
     device = device if device is not None else resolve_device(cfg.device)
     if dataset is None or isinstance(dataset, Table):
         dataset = load_dataset(cfg, dataset)
-    model = build_model(cfg.model, cfg.seed).to(device)
+    enc = dataset.table.encoding if dataset.table is not None else None
+    model = build_model(cfg.model, cfg.seed, enc.embeddings() if enc is not None else None).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, kernel)
     x, y = dataset.on(device)
     drop_last, why = batch_norm_drop_last(cfg, x.shape[0])
@@ -226,6 +229,8 @@ def _describe_data(run: Run) -> dict:
         "standardize": cfg.standardize,
         "standardize_target": cfg.standardize_target,
         "classes": list(table.classes) if table is not None and table.classes is not None else None,
+        "inputs": table.encoding.summary() if table is not None and table.encoding is not None else None,
+        "dropped_target": table.dropped_target if table is not None else 0,
     }
     if run.dataset.val_samples:
         out["validation"] = {"rows": run.dataset.val_samples, "source": table.val_source if table else None}

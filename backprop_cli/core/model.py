@@ -40,6 +40,26 @@ from backprop_cli.errors import ResourceError
 MAX_PARAMETERS = 2**60  # far above any memory; within torch's int64 size arithmetic (bytes < 2^63)
 
 
+class InputEncoding(nn.Module):
+    """Embedded category columns in front of the layers (``data.columns.NAME.encoding: embedding``): input
+    column ``c`` holds a category index (0 is ``<unknown>``) that picks a learnt row of an ``nn.Embedding``;
+    the other inputs pass as they are. Output: the passed inputs, then each embedding, concatenated."""
+
+    def __init__(self, n_inputs: int, embeddings: list[tuple[int, int, int]]):
+        super().__init__()
+        embedded = [c for c, _, _ in embeddings]
+        self.cols = tuple(embedded)
+        self.register_buffer("keep", torch.tensor([i for i in range(n_inputs) if i not in embedded],
+                                                  dtype=torch.int64), persistent=False)
+        self.tables = nn.ModuleList(nn.Embedding(rows, width) for _, rows, width in embeddings)
+        self.width = len(self.keep) + sum(width for _, _, width in embeddings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x.index_select(1, self.keep)]
+        parts += [table(x[:, c].long()).to(x.dtype) for c, table in zip(self.cols, self.tables)]
+        return torch.cat(parts, dim=1)
+
+
 @dataclass(frozen=True)
 class Block:
     """Hidden block ``k`` (from 1): its linear layer, its norm (or None), its dropout, whether it has a skip."""
@@ -53,12 +73,16 @@ class Block:
 
 class Net(nn.Module):
     """Linear layers ``layer1 … layerN``, with optional ``normK`` modules, one (stateless) activation,
-    dropout and skip connections in the hidden blocks (see the module's docstring)."""
+    dropout and skip connections in the hidden blocks (see the module's docstring); with embedded category
+    columns, an :class:`InputEncoding` named ``encoder`` in front of them."""
 
     def __init__(self, widths: list[int], activation: nn.Module | None = None, bias: bool = True,
-                 norm: str = "none", dropout: Optional[list[float]] = None, residual: bool = False):
+                 norm: str = "none", dropout: Optional[list[float]] = None, residual: bool = False,
+                 embeddings: list[tuple[int, int, int]] | None = None):
         super().__init__()
         self.widths = list(widths)
+        self.encoder = InputEncoding(widths[0], embeddings) if embeddings else None
+        widths = [self.encoder.width, *widths[1:]] if self.encoder is not None else self.widths  # layer1's input
         self.norm_name = norm
         hidden = len(widths) - 2
         dropout = list(dropout) if dropout is not None else [0.0] * hidden
@@ -87,6 +111,8 @@ class Net(nn.Module):
         (train's diagnostics on logging steps: a flag, not a hook, so DDP and torch.compile pass it
         through). ``masks``: block k → a fixed boolean keep-mask for its dropout (check-grads and
         inspect-grads: the same mask in every pass), else dropout draws its own in training mode."""
+        if self.encoder is not None:
+            x = self.encoder(x)
         kept = []
         if self._plain:  # the classic net: no per-block branches
             for layer in self._layers[:-1]:
@@ -117,10 +143,10 @@ def dropout_masks(net: Net, rows: int, seed: int, index: int) -> dict[int, torch
             for b in net.blocks if b.dropout}
 
 
-def net_of(cfg: ModelConfig) -> Net:
+def net_of(cfg: ModelConfig, embeddings: list[tuple[int, int, int]] | None = None) -> Net:
     """The network a model section describes, with torch's default init (no seed: see build_model)."""
     entry = ACTIVATIONS[cfg.activation.name]
-    return Net(cfg.widths, entry.module(cfg.activation), cfg.bias, cfg.norm, cfg.dropouts, cfg.residual)
+    return Net(cfg.widths, entry.module(cfg.activation), cfg.bias, cfg.norm, cfg.dropouts, cfg.residual, embeddings)
 
 
 def parameter_count(widths: list[int], bias: bool, norm: str = "none") -> int:
@@ -131,9 +157,10 @@ def parameter_count(widths: list[int], bias: bool, norm: str = "none") -> int:
     return count + (2 * sum(widths[1:-1]) if norm != "none" else 0)
 
 
-def build_model(cfg: ModelConfig, seed: int) -> Net:
+def build_model(cfg: ModelConfig, seed: int, embeddings: list[tuple[int, int, int]] | None = None) -> Net:
     """Seeded init: ``torch.manual_seed(seed)``, then construction on the CPU (same weights on every
-    device), then ``model.init`` (default: torch's own ``nn.Linear`` init)."""
+    device), then ``model.init`` (default: torch's own ``nn.Linear`` init). ``embeddings``: (input column,
+    rows, width) of each embedded category column (data.encoding.Encoding.embeddings)."""
     widths = cfg.widths
     count = parameter_count(widths, cfg.bias, cfg.norm)
     if count > MAX_PARAMETERS:
@@ -141,7 +168,7 @@ def build_model(cfg: ModelConfig, seed: int) -> Net:
                             f"({count * 4 / 2**40:,.0f} TiB); lower model.hidden_size, model.hidden_sizes or "
                             "model.input_size")
     torch.manual_seed(seed)
-    net = net_of(cfg)
+    net = net_of(cfg, embeddings)
     if cfg.init != "default":
         initialize(net, cfg)
     return net

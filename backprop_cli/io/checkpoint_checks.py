@@ -132,6 +132,9 @@ def data_problems(data: Any) -> list[str]:
         if sc is None:
             continue
         width = len(names.get(cols, []))
+        if key == "x_scaling" and data.get("encoding") is not None and isinstance(sc, dict) \
+                and isinstance(sc.get("mean"), list):
+            width = len(sc["mean"])  # one per encoded input (prediction checks it against data.encoding)
         ok = isinstance(sc, dict) and all(
             isinstance(sc.get(k), list) and len(sc[k]) == width
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in sc[k])
@@ -146,8 +149,11 @@ def data_problems(data: Any) -> list[str]:
         problems.append(f"data.split: expected null or a mapping of plain values (got {_describe(split)})")
     if data.get("base_dir") is not None and not isinstance(data["base_dir"], str):
         problems.append(f"data.base_dir: expected a folder name (got {_describe(data['base_dir'])})")
+    enc = data.get("encoding")
+    if enc is not None and not (isinstance(enc, dict) and isinstance(enc.get("columns"), list)):
+        problems.append(f"data.encoding: expected null or {{columns: [...]}} (got {_describe(enc)})")
     extra = sorted(k for k in data if k not in ("features", "targets", "classes", "x_scaling", "y_scaling", "split",
-                                                "base_dir"))
+                                                "base_dir", "encoding"))
     if extra:
         problems.append(f"data: unknown key {extra[0]!r}")
     return problems

@@ -57,6 +57,9 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
                  + (f"; {d['dropped']} row(s) with missing cells left out" if d.get("dropped") else "")),
         ("steps", f"{info['steps']} (seed {info['seed']})"),
     ]
+    if d.get("inputs"):
+        lines.append(("inputs", d["inputs"] + (f"; {d['dropped_target']} row(s) without a target left out"
+                                               if d.get("dropped_target") else "")))
     if d.get("classes"):
         shown = ", ".join(d["classes"][:10]) + (", …" if len(d["classes"]) > 10 else "")
         lines.append(("classes", f"{len(d['classes'])}: {shown}"))
@@ -66,6 +69,9 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         what = " and ".join(w for w, on in (("features", d.get("standardize")), ("targets", d.get("standardize_target")))
                             if on)
         lines.append(("scaling", f"{what} standardized with the training rows' mean and std"))
+        if d.get("standardize_target"):
+            lines.append(("units", "loss (each step's batch, epoch loss) is in standardized target units; "
+                                   "train_loss, val_loss, mae and r2 in the target's own units"))
     ev = info.get("evaluation")
     if ev:
         every = f"every {ev['every']} steps" + (" (each epoch)" if ev["every"] == ev["per_epoch"] else "")
@@ -234,6 +240,7 @@ class TrainReport:
         if self.waiting is not None:
             self.waiting.stop()
         self.log_every = log_every
+        self.std_target = bool(info["data"].get("standardize_target"))
         self.total = info["steps"]
         self.first = info.get("start_step", 0) + 1
         self.names = list(info["model"]["params"])
@@ -331,7 +338,7 @@ class TrainReport:
                 self.json_out.flush()
             except BrokenPipeError:
                 raise OutputClosed() from None
-        lines = _summary_lines(summary, outputs, status, reason, self.quiet)
+        lines = _summary_lines(summary, outputs, status, reason, self.quiet, getattr(self, "std_target", False))
         if self.plain:
             if not self.quiet:
                 self.console.print("")
@@ -349,7 +356,7 @@ class TrainReport:
                 self.console.print(block, crop=False)
 
 def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Optional[str],
-                   quiet: bool = False) -> list[tuple[str, str]]:
+                   quiet: bool = False, std_target: bool = False) -> list[tuple[str, str]]:
     rate = fmt(s.steps_per_s) if not math.isnan(s.steps_per_s) else "-"
     why = f" ({reason})" if reason and status != "done" else ""
     epochs = f", epoch {s.epochs}" if s.epochs else ""
@@ -357,14 +364,17 @@ def _summary_lines(s: Summary, outputs: dict[str, str], status: str, reason: Opt
         (status, f"{s.steps} step(s){epochs} in {fmt(s.wall_time)} s ({rate} steps/s){why}"),
         ("batch loss", f"first {fmt(s.first_loss)}, last {fmt(s.last_loss)}, best {fmt(s.best_loss)} "
                        f"(step {s.best_step}): each the loss of one batch"
+                       + (", in standardized target units" if std_target else "")
          if s.steps else "no step completed"),
     ]
     if not math.isnan(s.epoch_loss):
-        lines.append(("epoch loss", f"{fmt(s.epoch_loss)}: the mean over every row of the last complete epoch"))
+        lines.append(("epoch loss", f"{fmt(s.epoch_loss)}: the mean over every row of the last complete epoch"
+                      + (" (standardized units)" if std_target else "")))
     v = s.validation
     if v:
         metrics = ", ".join(f"{k} {fmt(v[k])}" for k in ("accuracy", "mae", "r2") if k in v)
-        lines.append(("validation", f"loss {fmt(v['loss'])}" + (f", {metrics}" if metrics else "")
+        lines.append(("validation", f"loss {fmt(v['loss'])}" + (" (target units)" if std_target else "")
+                      + (f", {metrics}" if metrics else "")
                       + f" (all validation rows, last evaluation); best loss {fmt(v['best_loss'])} at step "
                       f"{v['best_step']}"))
     if s.clipped:

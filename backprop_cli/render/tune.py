@@ -5,7 +5,6 @@ It formats plain rows (``runs.tune.trial_row``); it imports no torch, and Optuna
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -170,6 +169,3 @@ def plot_study(study, path: Path, title: str, metric: str = "Objective Value") -
     plt.close(fig)
     return "; ".join(notes)
 
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

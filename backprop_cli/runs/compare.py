@@ -21,7 +21,8 @@ from typing import Callable, Optional
 from backprop_cli.core.build import build_run, implementation_name, kernel_options, resolve_device
 from backprop_cli.config import (SGD, Adam, Config, default_log_every, optimizer_hyperparams, optimizer_label,
                                  optimizer_spec_text, resolved_steps)
-from backprop_cli.data.readers import Table, load_dataset
+from backprop_cli.data.load import load_dataset
+from backprop_cli.data.tables import Table
 from backprop_cli.core.engine import NonFiniteError, read_interval, run_steps
 from backprop_cli.core.records import StepRecord
 

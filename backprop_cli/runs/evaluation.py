@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from backprop_cli.config import is_classification, task_of
-from backprop_cli.data.readers import Scaling
+from backprop_cli.data.tables import Scaling
 
 EVAL_BATCH_ROWS = 65_536
 

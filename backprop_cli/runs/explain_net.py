@@ -5,7 +5,7 @@ from __future__ import annotations
 from backprop_cli.config import Config
 from backprop_cli.core.build import build_run
 from backprop_cli.core.layerwise import explain_network, plain
-from backprop_cli.data.readers import Table
+from backprop_cli.data.tables import Table
 
 
 def explain_config(cfg: Config, table: Table, batch: int = 0, sample: int = 0) -> dict:

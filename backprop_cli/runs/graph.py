@@ -6,7 +6,7 @@ from __future__ import annotations
 from backprop_cli.config import Config
 from backprop_cli.core.build import build_run
 from backprop_cli.core.graph import example_graph, network_graph
-from backprop_cli.data.readers import Table
+from backprop_cli.data.tables import Table
 
 
 def config_graph(cfg: Config, table: Table, batch: int = 0, saved: bool = False) -> dict:

@@ -17,7 +17,7 @@ from backprop_cli.core.build import Run, build_run, make_loss
 from backprop_cli.runs.resume import SCHEDULE_POSITION
 from backprop_cli.io.checkpoint import load_checkpoint, load_optimizer, load_weights
 from backprop_cli.config import Config, is_classification
-from backprop_cli.data.readers import Table
+from backprop_cli.data.tables import Table
 from backprop_cli.core.engine import run_steps
 from backprop_cli.core.grads import (compare, finite_differences, grad_statistics, manual_backward,
                                 nonfinite_count, tolerance)
@@ -208,6 +208,11 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
                     seed: int = 0) -> dict:
     """autograd vs the hand-written chain rule vs float64 central differences, per parameter."""
     cfg = run.cfg
+    if getattr(run.model, "encoder", None) is not None:
+        from backprop_cli.errors import ConfigError
+
+        raise ConfigError("check-grads: the hand-written chain rule covers the linear layers only, and this model "
+                          "embeds category columns (encoding: embedding); use encoding: onehot to check it")
     probe = backward_at(run, index)
     named = list(run.model.named_parameters())
     dtype = named[0][1].dtype

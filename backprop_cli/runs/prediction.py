@@ -18,7 +18,11 @@ import torch
 from backprop_cli.core.build import make_loss
 from backprop_cli.io.checkpoint import load_checkpoint, load_weights
 from backprop_cli.config import Config, CsvData, task_of, validate
-from backprop_cli.data.readers import Scaling, display_path, labels_to_classes, read_columns, read_table
+from backprop_cli.data.columns import rows_to_drop
+from backprop_cli.data.encoding import ColumnCode, Encoding
+from backprop_cli.data.load import read_table, targets_of
+from backprop_cli.data.readers import read_raw, source_of
+from backprop_cli.data.tables import Scaling
 from backprop_cli.errors import CheckpointError, ConfigError, DataError
 from backprop_cli.runs.evaluation import measure, outputs
 from backprop_cli.core.model import Net, build_model
@@ -38,6 +42,7 @@ class Trained:
     x_scaling: Optional[Scaling]
     y_scaling: Optional[Scaling]
     split: Optional[dict]
+    encoding: Optional[Encoding] = None
 
     @property
     def loss_name(self) -> str:
@@ -56,9 +61,6 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
                            base_dir=Path(base) if isinstance(base, str) else None)
         except ConfigError as e:
             raise CheckpointError(f"{path}: the config inside the checkpoint is not valid: {e.problems[0]}") from None
-    model = build_model(cfg.model, cfg.seed)
-    load_weights(model, state, path)
-    model.eval()
     features = data.get("features")
     targets = data.get("targets")
     if features is None:
@@ -74,41 +76,69 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
     classes = data.get("classes")
     if classes is None and task_of(cfg.loss) == "classes":
         classes = [str(k) for k in range(cfg.model.output_size)]
-    if len(features) != cfg.model.input_size:
-        raise CheckpointError(f"{path}: data.features names {len(features)} columns but the model takes "
+    if data.get("encoding") is not None:
+        try:
+            encoding = Encoding.from_plain(data["encoding"], str(path))
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        if [c.name for c in encoding.columns] != list(features):
+            raise CheckpointError(f"{path}: data.encoding does not code the columns data.features names")
+    else:  # written before column types: every feature a number, no missing cells
+        encoding = Encoding([ColumnCode(name, "number", "error") for name in features])
+    xs = data.get("x_scaling")
+    if xs is not None and len(xs["mean"]) != encoding.width:
+        raise CheckpointError(f"{path}: data.x_scaling has {len(xs['mean'])} columns, data.encoding {encoding.width}")
+    if encoding.width != cfg.model.input_size:
+        raise CheckpointError(f"{path}: data.features gives {encoding.width} inputs but the model takes "
                               f"{cfg.model.input_size}")
+    model = build_model(cfg.model, cfg.seed, encoding.embeddings())
+    load_weights(model, state, path)
+    model.eval()
     if classes is not None and len(classes) != cfg.model.output_size:
         raise CheckpointError(f"{path}: data.classes names {len(classes)} classes but the model has "
                               f"{cfg.model.output_size} outputs")
     return Trained(Path(path), int(state["step"]), cfg, model, list(features), list(targets), classes,
                    Scaling.from_plain(data.get("x_scaling")), Scaling.from_plain(data.get("y_scaling")),
-                   data.get("split"))
+                   data.get("split"), encoding)
 
 
 def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str] = None,
               key: str = "--data") -> tuple[np.ndarray, Optional[np.ndarray], Optional[list[str]], str]:
-    """(x scaled as in training, y (scaled targets or class indices) or None, the kept column, source) of a CSV
-    with the checkpoint's columns. A missing cell, a missing column or an unknown class is an error."""
-    where = display_path(path)
+    """(x encoded and scaled as in training, y (scaled targets or class indices) or None, the kept column, source)
+    of a file (CSV, TSV, Parquet, .gz text: as training read its data) with the checkpoint's columns. Missing
+    cells are filled by the columns' policies; with ``targets`` (evaluate) a row without a target, or with a
+    missing cell in a ``drop_rows`` column, is left out."""
+    spec = trained.cfg.data
+    delimiter, decimal = (spec.delimiter, spec.decimal) if isinstance(spec, CsvData) else (None, ".")
+    src = source_of(path, key, None, ".")
+    if src.format == "text" and delimiter is not None and not str(path).lower().removesuffix(".gz").endswith(
+            (".tsv", ".tab")):
+        src = source_of(path, key, delimiter, decimal)
+    enc = trained.encoding
     labels = task_of(trained.loss_name) == "classes"
-    label = trained.targets[0] if targets and labels else None
-    numbers = list(trained.targets) if targets and not labels else []
-    cols = read_columns(path, key=key, numeric=list(trained.features), targets=numbers, label=label, keep=keep,
-                        missing="error")
-    if cols.numbers.shape[0] == 0:
-        raise DataError(f"{where}: no data rows after the header")
-    x = cols.numbers
+    names = list(trained.targets) if targets else []
+    raw = read_raw(src, numbers=enc.number_columns() + ([] if labels else names),
+                   texts=enc.text_columns() + (names if labels else []), keep=keep)
+    if raw.rows == 0:
+        raise DataError(f"{src.where}: no data rows after the header")
+    kept_rows, _ = rows_to_drop(enc, raw, names, "evaluate" if targets else "predict")
+    rows = np.flatnonzero(kept_rows)
+    if len(rows) == 0:
+        raise DataError(f"{src.where}: no rows left to evaluate (every row lacks a target or has a missing cell in "
+                        "a drop_rows column)")
+    x = enc.transform(raw, rows, "predict")
     if trained.x_scaling is not None:
         trained.x_scaling.apply(x)
     y = None
     if targets:
-        if labels:
-            y, _ = labels_to_classes(cols, where, path, label, trained.classes, key)
-        else:
-            y = cols.targets
-            if trained.y_scaling is not None:
-                trained.y_scaling.apply(y)
-    return x, y, cols.kept, where
+        y, _ = targets_of(raw, rows, names, trained.loss_name, trained.classes if labels else None)
+        if not labels and trained.y_scaling is not None:
+            trained.y_scaling.apply(y)
+    kept = [raw.kept[i] for i in rows] if keep is not None else None
+    dropped = raw.rows - len(rows)
+    where = src.where + (f" ({dropped} rows without a target or with a drop_rows cell missing, left out)"
+                         if dropped else "")
+    return x, y, kept, where
 
 
 def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
@@ -121,7 +151,7 @@ def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
     raw = cfg.model_copy(update={"data": cfg.data.model_copy(update={"standardize": False,
                                                                        "standardize_target": False})})
     raw._base_dir, raw._source = cfg.base_dir, cfg.source
-    table = read_table(raw)
+    table = read_table(raw, trained.encoding if (trained.cfg.data.kind == "csv") else None)
     saved = trained.split or {}
     if saved.get("digest") is not None and (table.split or {}).get("digest") != saved["digest"]:
         raise DataError(f"{table.source}: the data no longer gives the validation rows the checkpoint's run held "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -20,7 +20,7 @@ precision: fp32              # fp32 | bf16 | fp16 (autocast; fp16 adds a GradSca
 compile: false               # true: torch.compile the model (slow start, faster long runs)
 
 model:
-  input_size: {input_size}              # number of input features
+  input_size: {input_size}              # {input_comment}
   hidden_size: {hidden_size}             # units in the hidden layer
   output_size: {output_size}              # outputs (classes, for cross_entropy)
   activation: {activation}             # relu | tanh | sigmoid | gelu | leaky_relu | identity
@@ -43,7 +43,8 @@ data:
   batch_size: {batch_size}               # rows per step (global batch under torchrun)
   shuffle: true                # false: batch k is rows k*B ... (k+1)*B-1
   drop_last: false             # true: leave out each epoch's last, smaller batch
-  standardize: {standardize}           # z-score the features with the training rows' mean and std
+  standardize: {standardize}           # z-score the number inputs with the training rows' mean and std
+  standardize_target: {standardize_target}    # regression: z-score the targets too (metrics stay in their units)
 
 train:
   steps: {steps}                   # total optimizer steps (or give epochs instead)
@@ -68,49 +69,74 @@ SYNTHETIC = """\
 
 CSV = """\
   kind: csv                    # synthetic | csv
-  path: {path}     # relative to this file's folder
-  target: {target}              # the column to predict (or a list of columns)
+  path: {path}     # relative to this file's folder (.csv, .tsv, .parquet, .gz text)
+{marks}  target: {target}              # the column to predict (or a list of columns)
   features: [{features}]
-  missing: {missing}              # error | drop_rows: rows with an empty or NA cell
-  validation: {validation}              # a share of the rows held out (or a CSV file with the same columns)"""
+  columns:                     # each input's type: number | category | binary (init counted the values)
+{columns}
+  missing: auto                # empty/NA cells: auto (numbers median, categories a level of their own)
+                               #   | error | drop_rows | mean | median | most_frequent (per column too)
+  validation: {validation}              # a share of the rows held out (or a file with the same columns)"""
 
 
 def _guess(path: Path, target: Optional[str]) -> dict:
-    """Survey a CSV: the numeric feature columns, the target, regression vs classification, the classes
-    (the distinct values of the target), and the rows with missing cells."""
-    from backprop_cli.data.readers import display_path, order_classes, survey
+    """Survey a table file: every column's type, the target, regression vs classification, the classes."""
+    from backprop_cli.data.labels import order_classes
+    from backprop_cli.data.survey import survey_file
 
-    chosen: dict = {}
-
-    def target_index(header: list[str]) -> int:
-        name = target or header[-1]
-        if name not in header:
-            raise DataError(f"{path}: --target {name!r} is not in the header (columns: {', '.join(header)})")
-        chosen["target"] = name
-        return header.index(name)
-
-    s = survey(Path(path), target_index)
-    name = chosen["target"]
+    s = survey_file(Path(path))
+    where = s.source.where
     if s.rows == 0:
-        raise DataError(f"{path}: needs a header row and at least one data row")
-    features = [h for h in s.header if h != name and h in s.numeric]
-    skipped = [h for h in s.header if h != name and h not in s.numeric]
+        raise DataError(f"{where}: needs a header row and at least one data row")
+    if target is None:
+        listed = ", ".join(f"{n} ({c.describe()})" for n, c in s.columns.items())
+        raise DataError(f"{where}: choose the column to predict with --target (columns: {listed})")
+    if target not in s.header:
+        raise DataError(f"{where}: --target {target!r} is not in the header (columns: {', '.join(s.header)})")
+    t = s.columns[target]
+    inputs = [s.columns[h] for h in s.header if h != target]
+    ids = [c.name for c in inputs if c.id_like]
+    features = [c for c in inputs if not c.id_like]
     if not features:
-        raise DataError(f"{path}: no numeric feature columns besides {name!r}")
-    numeric_target = name in s.numeric
-    many = len(s.distinct) > 20
-    if numeric_target:
-        integral = all(float(v) == int(float(v)) for v in s.distinct) if not many else False
-        classification = integral and 2 <= len(s.distinct) < s.rows
+        raise DataError(f"{where}: no input columns besides {target!r}" + (f" (left out as ids: {', '.join(ids)})"
+                                                                          if ids else ""))
+    if t.kind == "number":
+        classification = t.integers and 2 <= t.distinct <= 20 and t.distinct < s.rows
     else:
         classification = True
-        if len(s.distinct) < 2 or len(s.distinct) > 1000:
-            raise DataError(f"{display_path(path)}: column {name!r} holds text with {len(s.distinct)}"
-                            f"{'+' if len(s.distinct) > 1000 else ''} distinct values: not a class column; "
-                            "choose another with --target")
-    classes = order_classes(s.distinct)[0] if classification else None
-    return {"features": features, "target": name, "classification": classification, "classes": classes,
-            "rows": s.rows, "missing": s.missing_by_row([*features, name]), "skipped": skipped}
+        if t.distinct < 2 or t.distinct > 1000:
+            raise DataError(f"{where}: column {target!r} holds text with {t.distinct} distinct values: not a "
+                            "class column; choose another with --target")
+    classes = order_classes(t.values)[0] if classification else None
+    return {"survey": s, "features": features, "target": target, "classification": classification,
+            "classes": classes, "rows": s.rows, "missing_target": t.missing, "ids": ids}
+
+
+def _column_line(c) -> str:
+    """``    "island": {type: category}   # 3 distinct, 2 missing``"""
+    spec = f"type: {c.kind}"
+    note = f"{c.distinct} distinct, {c.missing} missing"
+    if c.kind == "category" and c.distinct > 1000:
+        spec += ", encoding: embedding"
+        note += "; embedded (over 1,000 values for one-hot)"
+    elif c.kind == "number" and c.integers and c.distinct <= 20:
+        note += "; integers: type: category may fit"
+    return f"    {json.dumps(c.name)}: {{{spec}}}  # {note}"
+
+
+def _width(features) -> tuple[int, str]:
+    nums = sum(1 for c in features if c.kind == "number")
+    parts = [f"{nums} number{'s' * (nums != 1)}"] if nums else []
+    width = nums
+    for c in features:
+        if c.kind == "binary":
+            width += 1
+            parts.append(f"{c.name} (binary)")
+        elif c.kind == "category":
+            k = 1 if c.distinct > 1000 else c.distinct + (1 if c.missing else 0)
+            width += k
+            parts.append(f"{c.name} ({k})")
+    return width, " + ".join(parts)
 
 
 def require_printable(path: Path, role: str, error: type[BackpropError] = OutputError) -> None:
@@ -128,36 +154,51 @@ def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional
     """The text of a starter config for ``path``, and a one-line description of what was guessed."""
     require_printable(path, "init")
     if csv_path is None:
-        text = TEMPLATE.format(path=path, input_size=4, hidden_size=16, output_size=1, activation="relu",
+        text = TEMPLATE.format(path=path, input_size=4, input_comment="number of inputs", hidden_size=16, output_size=1, activation="relu",
                                loss="mse", optimizer="sgd", lr="0.01", data=SYNTHETIC, batch_size=32, steps=200,
-                               epochs="null", standardize="false")
+                               epochs="null", standardize="false",
+                               standardize_target="false")
         return _align(text), "synthetic regression data"
     require_printable(csv_path, "--csv", DataError)
     g = _guess(csv_path, target)
     rel = os.path.relpath(csv_path.resolve(), path.resolve().parent)
-    import json
-
-    rows = g["rows"] - g["missing"]
+    src = g["survey"].source
+    rows = g["rows"] - g["missing_target"]
     validation = "0.2" if rows >= 50 else "null"
-    data = CSV.format(path=json.dumps(rel), target=json.dumps(g["target"]),
-                      features=", ".join(json.dumps(f) for f in g["features"]),
-                      missing="drop_rows" if g["missing"] else "error", validation=validation)
+    marks = ""
+    if src.format == "text" and src.delimiter != ("\t" if src.path.name.lower().split(".gz")[0].endswith(
+            (".tsv", ".tab")) else ","):
+        marks += f"  delimiter: {json.dumps(src.delimiter)}              # sniffed from the file\n"
+    if src.format == "text" and src.decimal != ".":
+        marks += f"  decimal: {json.dumps(src.decimal)}                # sniffed: numbers are written 1,5\n"
+    features = g["features"]
+    data = CSV.format(path=json.dumps(rel), target=json.dumps(g["target"]), marks=marks,
+                      features=", ".join(json.dumps(f.name) for f in features),
+                      columns="\n".join(_column_line(c) for c in features), validation=validation)
     cls = g["classification"]
     train_rows = rows - round(0.2 * rows) if validation != "null" else rows
+    width, how = _width(features)
     text = TEMPLATE.format(
-        path=path, input_size=len(g["features"]), hidden_size=32, output_size=len(g["classes"]) if cls else 1,
+        path=path, input_size="auto", input_comment=f"derived from the data: {how} = {width} inputs",
+        hidden_size=32, output_size=len(g["classes"]) if cls else 1,
         activation="relu", loss="cross_entropy" if cls else "mse", optimizer="adam", lr="0.001", data=data,
-        batch_size=max(1, min(32, train_rows)), steps="null", epochs=50, standardize="true")
+        batch_size=max(1, min(32, train_rows)), steps="null", epochs=50, standardize="true",
+        standardize_target="false" if cls else "true")
     if cls:
         shown = ", ".join(g["classes"][:6]) + (", …" if len(g["classes"]) > 6 else "")
         what = f"classification: {len(g['classes'])} classes in {g['target']!r} ({shown})"
     else:
-        what = f"regression on {g['target']!r}"
-    what += f", {len(g['features'])} features, {g['rows']} rows"
-    if g["missing"]:
-        what += f", {g['missing']} with missing cells (data.missing: drop_rows skips them)"
-    if g["skipped"]:
-        what += f"; not numeric, left out: {', '.join(g['skipped'])}"
+        what = f"regression on {g['target']!r} (standardize_target: true)"
+    kinds = [c.kind for c in features]
+    what += f", {len(features)} inputs ({kinds.count('number')} numbers, {kinds.count('category')} categories, " \
+            f"{kinds.count('binary')} binary: {width} model inputs), {g['rows']} rows"
+    cells = sum(c.missing for c in features)
+    if cells:
+        what += f", {cells} missing cells (filled: data.missing: auto)"
+    if g["missing_target"]:
+        what += f", {g['missing_target']} rows without a target (dropped)"
+    if g["ids"]:
+        what += f"; left out as ids (every value different): {', '.join(g['ids'])}"
     return _align(text), what
 
 

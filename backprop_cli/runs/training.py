@@ -20,7 +20,7 @@ from backprop_cli.core.build import Run, build_run, describe_run
 from backprop_cli.runs.resume import resume_from
 from backprop_cli.io.checkpoint import save_checkpoint
 from backprop_cli.config import Config, default_log_every
-from backprop_cli.data.readers import Table
+from backprop_cli.data.tables import Table
 from backprop_cli.core.diagnostics import Diagnostics
 from backprop_cli.core.engine import Loop, NonFiniteError, read_interval, run_steps
 from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputClosed, OutputError
@@ -104,6 +104,14 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
         if evaluator is not None:
             tracker.summary.validation = evaluator.summary()
             tracker.summary.evaluation = evaluator.detail
+            note = fit_warning(cfg, tracker.summary.validation, run.dataset.table)
+            if note is not None and outcome.status == "done":
+                tracker.summary.warnings = [*tracker.summary.warnings, note]
+                if main:
+                    try:
+                        reporter.warn(note)
+                    except (OutputClosed, BrokenPipeError):
+                        shown.closed = True
         if main:  # after a closed output too: its console prints nothing more, a JSON on stdout still gets out
             try:
                 reporter.finish(tracker.summary, outputs, outcome.status, outcome.reason)
@@ -179,6 +187,34 @@ def _train(run: Run, loop: Loop, stages: "Stages", start: int, log_every: int, o
     if should_stop():
         return Outcome("interrupted", last, last, f"signal ({stop.name})"), None
     return Outcome("done", last, last), None
+
+
+def fit_warning(cfg: Config, validation: Optional[dict], table: Optional[Table]) -> Optional[str]:
+    """One warning at the end of a run whose model is no better than a constant: validation R² below 0, or
+    accuracy at or below the share of the most frequent class; it names the likely cause and the key."""
+    if not validation:
+        return None
+    spec = cfg.data
+    if "r2" in validation and validation["r2"] is not None and validation["r2"] < 0:
+        if not spec.standardize_target:
+            cause = "the target is not standardized: set data.standardize_target: true"
+        elif not spec.standardize:
+            cause = "the inputs are not standardized: set data.standardize: true"
+        else:
+            cause = "too few epochs or an unsuited learning rate: raise train.epochs, or try another optimizer.lr"
+        return (f"validation R² is {validation['r2']:.3g}, below 0: the model predicts worse than the target's "
+                f"mean; likely cause: {cause}")
+    if "accuracy" in validation and table is not None and table.val_y is not None and table.classes is not None:
+        import numpy as np
+
+        counts = np.bincount(np.asarray(table.val_y).reshape(-1), minlength=len(table.classes))
+        share = float(counts.max() / counts.sum()) if counts.sum() else 0.0
+        if validation["accuracy"] <= share:
+            cause = ("the inputs are not standardized: set data.standardize: true" if not spec.standardize else
+                     "too few epochs or an unsuited learning rate: raise train.epochs, or try another optimizer.lr")
+            return (f"validation accuracy {validation['accuracy']:.3g} is no better than always predicting the "
+                    f"most frequent class ({share:.3g} of the validation rows); likely cause: {cause}")
+    return None
 
 
 def _evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:

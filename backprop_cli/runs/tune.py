@@ -152,7 +152,7 @@ def objective(job: Job, cfg0: Config, stop) -> Callable:
     """Optuna's objective: one trial is train's run of the config with the sampled values."""
     from backprop_cli.config import flops_per_step
     from backprop_cli.core.engine import NonFiniteError
-    from backprop_cli.data.readers import read_table
+    from backprop_cli.data.load import read_table
     from backprop_cli.runs.distributed import set_threads
     from backprop_cli.runs.training import Interrupted, TrainOptions, run_training
 
@@ -239,10 +239,10 @@ def work(job: Job, on_trial: Optional[Callable] = None) -> None:
             study.optimize(objective(job, cfg0, stop), n_trials=job.trials, timeout=job.timeout,
                            catch=(TrialFailed,), callbacks=[after])
     if stop():
-        raise Interrupted_(stop.name)
+        raise SearchInterrupted(stop.name)
 
 
-class Interrupted_(BackpropError):
+class SearchInterrupted(BackpropError):
     exit_code = EXIT_INTERRUPTED
 
     def __init__(self, name: str):
@@ -256,7 +256,7 @@ def _worker_main(job: Job) -> None:
     install()
     try:
         work(job)
-    except Interrupted_:
+    except SearchInterrupted:
         os._exit(EXIT_INTERRUPTED)
     except BackpropError as e:  # a spawned process has no console of its own: its one line, then its code
         sys.stderr.write(f"error: [worker] {e}\n")
@@ -312,7 +312,7 @@ def search(cfg: Config, config: Path, sets: list[str], spec: StorageSpec, study_
         try:
             for job in jobs:
                 work(job, seen)
-        except Interrupted_ as e:
+        except SearchInterrupted as e:
             result.interrupted = str(e)
         return result
     if threads is None:

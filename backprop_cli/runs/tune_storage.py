@@ -65,6 +65,15 @@ def resolve_storage(storage: Optional[str], config: Path, study: str, workers: i
     return spec
 
 
+def storage_file(spec: StorageSpec) -> Optional[Path]:
+    """The file a journal or SQLite storage writes (None: a server): never one of the command's inputs."""
+    if spec.kind == "journal":
+        return Path(spec.target)
+    if spec.target.startswith("sqlite:///") and len(spec.target) > len("sqlite:///"):
+        return Path(spec.target[len("sqlite:///"):].split("?", 1)[0])
+    return None
+
+
 def open_storage(spec: StorageSpec):
     """The Optuna storage, or one BackpropError line (exit 2) naming the storage, password masked."""
     if spec.kind == "journal":

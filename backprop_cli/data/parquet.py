@@ -1,0 +1,83 @@
+"""Parquet files (pyarrow): numbers (integer, floating, boolean, decimal) as float32, strings as texts; a
+nested or binary column is refused in one line. The same table as CSV gives the same columns (tested)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backprop_cli.data.readers import (FLOAT32_MAX, Column, RawTable, Source, Text, _arrow_text, _inferred,
+                                       _native, _open)
+from backprop_cli.errors import DataError
+
+
+def parquet_file(src: Source):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = _open(src)
+    try:
+        return pq.ParquetFile(_native(f, src.path)), f
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+        f.close()
+        raise DataError(f"{src.where}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+
+
+
+def read_parquet(src: Source, header, numbers, texts, infer, keep) -> RawTable:
+    """A Parquet file's columns: numbers (integer, floating, boolean) as float32, strings as texts. A nested or
+    binary column is refused with one line."""
+    import pyarrow as pa
+
+    used = list(dict.fromkeys([*numbers, *texts, *infer, *([keep] if keep else [])]))
+    pf, f = parquet_file(src)
+    with f:
+        for name in used:
+            t = pf.schema_arrow.field(name).type
+            if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t) \
+                    or pa.types.is_fixed_size_binary(t):
+                raise DataError(f"{src.where}: column {name!r}: Parquet type {t} is not supported (nested or "
+                                "binary); store numbers or text")
+        try:
+            table = pf.read(columns=used, use_threads=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, MemoryError) as e:
+            raise DataError(f"{src.where}: cannot read the Parquet file ({str(e).splitlines()[0][:120]})") from None
+    columns: dict[str, Column] = {}
+    formats = {}
+    for name in [*numbers, *texts, *infer]:
+        c = table.column(name)
+        formats[name] = str(c.type)
+        numeric = pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_decimal(c.type) \
+            or pa.types.is_boolean(c.type)
+        if name in texts:
+            columns[name] = _arrow_text(_integral_text(c))
+        elif numeric:
+            values = c.cast(pa.float64()).to_numpy(zero_copy_only=False)  # a null is NaN: missing
+            bad = np.flatnonzero(np.isinf(values) | (np.abs(np.nan_to_num(values)) > FLOAT32_MAX))
+            if len(bad):
+                raise DataError(f"{src.where}{src.at(int(bad[0]))}: column {name!r}: {values[bad[0]]} is not a "
+                                "finite float32 number")
+            columns[name] = values.astype(np.float32)
+        elif name in numbers:
+            t = _inferred(_arrow_text(c), src, name, src.at)
+            if isinstance(t, Text):
+                row = int(np.argmax(t.codes >= 0))
+                raise DataError(f"{src.where}{src.at(row)}: column {name!r}: not a number (got "
+                                f"{t.values[int(t.codes[row])]!r}; Parquet type {c.type})")
+            columns[name] = t
+        else:
+            columns[name] = _inferred(_arrow_text(c), src, name, src.at)
+    kept = [str(v) for v in table.column(keep).to_pylist()] if keep else None
+    return RawTable(header, columns, table.num_rows, src, kept, formats)
+
+
+def _integral_text(col):
+    """A Parquet column read as text: integers as written (``3``), floats that are integers too (``3.0`` → ``3``,
+    as a CSV file would most likely write them)."""
+    import pyarrow as pa
+
+    if pa.types.is_floating(col.type):
+        values = col.to_numpy(zero_copy_only=False)
+        ok = np.isfinite(values)
+        if ok.any() and np.all(values[ok] == np.round(values[ok])):
+            return col.cast(pa.int64(), safe=False).cast(pa.string())
+    return col.cast(pa.string())
