@@ -296,13 +296,14 @@ def test_the_vanishing_advice_names_the_cures_that_apply():
         assert warning.startswith("layer1: gradient norm 1e-06")  # norm1 is not compared
         return warning.split("; try ")[1]
 
+    # a two-layer net: "fewer layers" cannot apply
     assert advice("sigmoid", "default", "none", True) == ("model.activation: relu with model.init: kaiming, "
-                                                          "model.norm: batch, model.residual: true, or fewer layers")
+                                                          "model.norm: batch, or model.residual: true")
     # widths that never match: no skip can apply
     assert advice("sigmoid", "default", "none", None) == ("model.activation: relu with model.init: kaiming, "
-                                                          "model.norm: batch, or fewer layers")
+                                                          "or model.norm: batch")
     # what the run already has is not advised again
-    assert advice("sigmoid", "default", "batch", False) == "model.activation: relu with model.init: kaiming, or fewer layers"
+    assert advice("sigmoid", "default", "batch", False) == "model.activation: relu with model.init: kaiming"
 
 
 def test_train_advises_the_cures_for_the_deep_sigmoid_net(cli):
