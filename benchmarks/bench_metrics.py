@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backprop_cli.io.outputs import JsonLines, json_value  # noqa: E402
+from backprop_cli.io.metrics import JsonLines, json_value  # noqa: E402
 from mdtable import markdown  # noqa: E402
 
 

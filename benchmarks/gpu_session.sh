@@ -12,7 +12,7 @@
 #
 # then run `bash benchmarks/gpu_session.sh` there with `.whl` carried. Results go to $OUT (the device
 # tool's folder) or /tmp/gpu-out: the tests, the sync check and engine-vs-plain table per precision,
-# the optimizer kernels and the large-net table. Record them in the README's Performance section,
+# the optimizer kernels and the large-net table. Record them in benchmarks/README.md (section GPU),
 # with the GPU's name.
 set -uo pipefail
 cd "$(dirname "$0")/.."

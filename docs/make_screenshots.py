@@ -1,4 +1,4 @@
-"""Regenerate the pictures of real output used by the README: python docs/make_screenshots.py
+"""Regenerate the pictures of real output that the docs pages show: python docs/make_screenshots.py
 
 Each command runs for real, in-process, with its terminal output recorded by rich
 (Console(record=True)) 100 columns wide, as on an ordinary terminal, and saved as SVG under
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTH = 100  # columns: what the README's pictures show
+WIDTH = 100  # columns: what the docs' pictures show
 sys.path.insert(0, str(ROOT))
 
 SHOTS = [
@@ -36,18 +36,18 @@ def main() -> None:
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from backprop_cli.render import report
+    from backprop_cli.render import compare, console as render_console, train
     from backprop_cli.cli.app import app
 
     os.chdir(ROOT)
     (ROOT / "docs" / "img").mkdir(exist_ok=True)
-    report.TrainReport.show_progress = False
-    report.CompareProgress.show_progress = False
+    train.TrainReport.show_progress = False
+    compare.CompareProgress.show_progress = False
     for name, args in SHOTS:
         console = Console(record=True, width=WIDTH, force_terminal=True, color_system="truecolor",
                           file=io.StringIO(), highlight=False)
-        report.make_console = lambda stream=None, _c=console: _c
-        report.plain_output = lambda stream=None: False
+        render_console.make_console = lambda stream=None, _c=console: _c
+        render_console.plain_output = lambda stream=None: False
         result = CliRunner().invoke(app, args)
         if result.exit_code != 0:
             raise SystemExit(f"backprop {' '.join(args)} failed ({result.exit_code}):\n{result.output}")

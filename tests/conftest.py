@@ -6,6 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+REGRESSION = CONFIGS / "regression.yaml"
 
 os.environ.pop("NO_COLOR", None)
 os.environ.pop("COLUMNS", None)  # plain output in tests: no width limit unless a test sets one
@@ -126,3 +127,38 @@ def cli_in_a_new_process(*invocations, timeout=180):
                        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
                             "OMP_NUM_THREADS": "1"})
     return r.returncode, [json.loads(line) for line in r.stdout.splitlines()]
+
+
+# --------------------------------------------------------------------------- helpers of the untrusted-input tests
+
+def one_line(e: BaseException) -> str:
+    text = str(e)
+    assert text and "\n" not in text, text
+    return text
+
+
+def within(seconds, call):
+    """call() in a thread; fails if it is still running (blocked) after ``seconds``."""
+    import threading
+
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "blocked"
+    return outcome[0]
+
+
+def error_of(call):
+    """The one line of the BackpropError that ``call()`` raises, or None."""
+    from backprop_cli.errors import BackpropError
+
+    try:
+        call()
+    except BackpropError as e:
+        return one_line(e)
+    return None
+
+
+def files_in(folder):
+    return sorted(p.name for p in folder.iterdir())

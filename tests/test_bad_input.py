@@ -160,9 +160,12 @@ def test_random_text_gives_a_config_or_a_config_error(text, tmp_path_factory):
     path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
     path.write_text(text)
     try:
-        load_config(path)
-    except ConfigError:
-        pass
+        cfg = load_config(path)
+    except ConfigError as e:
+        assert e.exit_code == 2
+        assert e.problems and all(isinstance(p, str) and p and "\n" not in p for p in e.problems), e.problems
+    else:
+        assert isinstance(cfg, Config)
 
 
 def test_validated_configs_round_trip():

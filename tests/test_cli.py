@@ -88,7 +88,7 @@ def test_metrics_csv_one_column_per_parameter(cli, seed_cfg, tmp_path):
                                    "activations.layer1.dead_fraction", *(f"grad_to_weight.{p}" for p in PARAMS),
                                    *(f"update_ratios.{p}" for p in PARAMS)]
     assert len(lines) == 4 and lines[3].startswith("3,")
-    from backprop_cli.io.outputs import read_metrics
+    from backprop_cli.io.metrics_read import read_metrics
 
     jl = tmp_path / "m.jsonl"
     cli("train", "-c", seed_cfg, "--steps", 3, "--metrics", jl, "-q")
@@ -204,7 +204,7 @@ def test_python_dash_m_and_version():
 
 
 def test_no_color_env_gives_plain_output_even_on_a_terminal(monkeypatch):
-    from backprop_cli.render.report import plain_output
+    from backprop_cli.render.console import plain_output
 
     class Tty:
         def isatty(self):
@@ -237,7 +237,7 @@ def test_a_terminal_sees_a_line_while_torch_loads_and_plain_output_does_not(monk
     from rich.console import Console
 
     from backprop_cli.config import load_config, start_summary
-    from backprop_cli.render.report import TrainReport
+    from backprop_cli.render.train import TrainReport
 
     text = start_summary(load_config(CONFIGS / "seed.yaml"))  # no torch needed
     assert text == "10 → 20 → 1 relu · mse · sgd lr=0.01 · 5 samples · 1 step"

@@ -56,8 +56,9 @@ def test_schedules_log_the_lr_each_step_like_torch(cli, tmp_path, spec, make):
 
 def test_warmup_then_cosine(tmp_path, cli):
     m = tmp_path / "m.jsonl"
-    cli("train", "-c", REG, "--steps", 30, "--set", "scheduler={name: warmup_cosine, warmup_steps: 10, eta_min: 0.01}",
-        "--metrics", m, "-q")
+    r = cli("train", "-c", REG, "--steps", 30, "--set", "scheduler={name: warmup_cosine, warmup_steps: 10, eta_min: 0.01}",
+            "--metrics", m, "-q")
+    assert r.exit_code == 0, r.output
     lrs = [json.loads(line)["lr"] for line in m.read_text().splitlines()]
     assert lrs[:10] == pytest.approx([0.1 * (s + 1) / 10 for s in range(10)])
     assert lrs[10] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * 19 / 20)))

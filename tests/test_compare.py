@@ -11,7 +11,7 @@ import torch
 from backprop_cli.core.build import build_run
 from backprop_cli.runs.compare import compare_optimizers, default_optimizers, summarize, variant
 from backprop_cli.core.engine import NonFiniteError, run_steps
-from backprop_cli.render.report import fmt
+from backprop_cli.render.console import fmt
 from backprop_cli.config import load_config, parse_optimizer
 from backprop_cli.errors import ConfigError
 from conftest import CONFIGS

@@ -15,7 +15,7 @@ BASE = {"model": {"input_size": 3, "hidden_size": 4, "output_size": 2},
 
 
 def spec_of(section, name):
-    base = {**BASE, "data": {**BASE["data"], "targets": "classes"}} if schema.is_classification(name) else BASE
+    base = {**BASE, "data": {**BASE["data"], "targets": "classes"}} if section == "loss" and schema.is_classification(name) else BASE
     cfg = validate({**base, section: {"name": name}} if section != "activation"
                    else {**base, "model": {**base["model"], "activation": name}})
     return cfg.model.activation if section == "activation" else getattr(cfg, section)

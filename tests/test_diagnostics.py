@@ -235,7 +235,7 @@ def test_train_warns_in_the_table_and_the_json_summary(cli, tmp_path):
 
 
 def test_metrics_files_carry_the_diagnostics(cli, tmp_path):
-    from backprop_cli.io.outputs import read_metrics
+    from backprop_cli.io.metrics_read import read_metrics
 
     jl, csv = tmp_path / "m.jsonl", tmp_path / "m.csv"
     for path in (jl, csv):

@@ -1,4 +1,5 @@
-"""Every command in the tutorial and the README runs as written (so the docs cannot rot)."""
+"""Every command the docs show runs as written (so the docs cannot rot): the README's, the reference
+pages' (docs/*.md) and the tutorial's."""
 
 import os
 import re
@@ -76,17 +77,44 @@ def wait(command, expected, proc):
     assert proc.returncode == expected, f"{command}\n{err[-2000:]}"
 
 
-def test_the_readme_then_the_tutorial_run_as_written_in_one_folder(repo_copy, cli, monkeypatch):
-    """A reader who tries the README's examples and then the tutorial's, in the same folder, meets no
-    collision (a file one wrote that the other refuses to overwrite)."""
-    readme = commands((ROOT / "README.md").read_text())
-    tutorial = commands((ROOT / "docs" / "tutorial.md").read_text())
-    assert any(c.startswith("torchrun ") for c, _ in readme)
-    assert len([c for c, _ in readme if c.startswith("backprop ")]) >= 7 and len(tutorial) >= 12
-    run_all(readme + tutorial, repo_copy, cli, monkeypatch)
+def pages() -> list:
+    """The pages whose commands run, in the order a reader meets them: the README, the reference pages,
+    the benchmarks' page, then the tutorial (which the others point to)."""
+    reference = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "tutorial.md")
+    return [ROOT / "README.md", *reference, ROOT / "benchmarks" / "README.md", ROOT / "docs" / "tutorial.md"]
+
+
+def shown_commands() -> dict:
+    return {p.relative_to(ROOT).as_posix(): commands(p.read_text()) for p in pages()}
+
+
+def test_every_page_then_the_tutorial_run_as_written_in_one_folder(repo_copy, cli, monkeypatch):
+    """A reader who tries the README's examples, then the reference pages', then the tutorial's, in the
+    same folder, meets no collision (a file one wrote that the other refuses to overwrite). A command
+    shown on two pages runs once, where it is first shown."""
+    shown = shown_commands()
+    readme, tutorial = shown["README.md"], shown["docs/tutorial.md"]
+    assert len([c for c, _ in readme if c.startswith("backprop ")]) >= 3, "the README's quick start"
+    assert len(shown["docs/commands.md"]) >= 9 and len(tutorial) >= 12
+    assert any(c.startswith("torchrun ") for c, _ in shown["docs/scale.md"])
+    once, seen = [], set()
+    for page in shown.values():
+        for command, code in page:
+            if (command, code) not in seen:
+                seen.add((command, code))
+                once.append((command, code))
+    run_all(once, repo_copy, cli, monkeypatch)
     assert (repo_copy / "my.yaml").exists() and (repo_copy / "docs" / "compare.png").exists()
-    for picture in ("deep_sigmoid.png", "deep_relu.png"):
+    for picture in ("deep_sigmoid.png", "deep_relu.png", "compare.png"):
         assert (repo_copy / "docs" / picture).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_readme_shows_a_picture_a_quick_start_command_makes():
+    """The quick start's picture is one its own commands write (so a reader who runs them gets it)."""
+    text = (ROOT / "README.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert pictures == ["docs/compare.png"]
+    assert any("--plot docs/compare.png" in c for c, _ in commands(text))
 
 
 def test_the_tutorial_covers_the_walkthrough():
@@ -102,12 +130,15 @@ def test_the_tutorial_covers_the_walkthrough():
         assert needed in text, needed
 
 
-def test_readme_images_exist():
-    text = (ROOT / "README.md").read_text()
-    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(images) >= 6
-    for image in images:
-        path = ROOT / image
-        assert path.exists(), image
-        if path.suffix == ".svg":
-            assert path.read_text().lstrip().startswith("<svg")
+def test_the_pictures_the_pages_show_exist():
+    """Every picture of the README and the docs pages is there (an .svg is an SVG): paths relative to
+    the page, as GitHub and the site resolve them."""
+    found = 0
+    for page in pages():
+        for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
+            path = page.parent / image
+            assert path.exists(), f"{page.name}: {image}"
+            if path.suffix == ".svg":
+                assert path.read_text().lstrip().startswith("<svg"), image
+            found += 1
+    assert found >= 9

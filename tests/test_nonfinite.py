@@ -118,7 +118,8 @@ def test_skip_mode_stop_still_saves_the_unchanged_weights(cli, tmp_path):
 
 def test_the_accelerator_read_back_policy_on_the_cpu(cli, tmp_path):
     """train with the accelerator policy (read back on logging steps only) gives the same records."""
-    from backprop_cli.render.report import TrainReport, make_console
+    from backprop_cli.render.train import TrainReport
+    from backprop_cli.render.console import make_console
     from backprop_cli.runs.training import TrainOptions, run_training
 
     plain, deferred = tmp_path / "a.jsonl", tmp_path / "b.jsonl"

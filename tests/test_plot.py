@@ -81,7 +81,7 @@ def test_plot_compare_optimizers_metrics_one_run_per_optimizer(cli, tmp_path, mo
 
 def test_val_loss_records_are_drawn(tmp_path, monkeypatch):
     """Validation records (val_loss) are read and drawn with the loss."""
-    from backprop_cli.io.outputs import load_metrics
+    from backprop_cli.io.metrics_read import load_metrics
     from backprop_cli.render.plots import dashboard
 
     m = tmp_path / "v.jsonl"

@@ -130,7 +130,7 @@ def test_a_signal_during_a_save_waits_until_the_checkpoint_is_in_place(tmp_path)
 WRITE_INTERRUPTED = """
 import os, signal, sys, time
 from backprop_cli.io import signals
-from backprop_cli.io.outputs import AtomicFile
+from backprop_cli.io.atomic import AtomicFile
 
 signals.install()
 out = AtomicFile(sys.argv[1])

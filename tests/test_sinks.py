@@ -97,7 +97,7 @@ def test_metrics_lines_are_what_json_dumps_writes():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from backprop_cli.io.outputs import JsonLines
+    from backprop_cli.io.metrics import JsonLines
 
     enc = JsonLines()
     base = {"step": 7, "loss": 0.1234567890123, "grad_norm": 3e-9,
@@ -131,7 +131,8 @@ def test_metrics_lines_are_what_json_dumps_writes():
 
 def test_metrics_files_round_trip_in_batches(tmp_path, monkeypatch):
     """Records are written a batch at a time; the file holds every record once, in order, in both formats."""
-    from backprop_cli.io.outputs import MetricsWriter, read_metrics
+    from backprop_cli.io.metrics import MetricsWriter
+    from backprop_cli.io.metrics_read import read_metrics
 
     monkeypatch.setattr(MetricsWriter, "BATCH", 3)
     names = ["layer1.weight", "layer1.bias"]
@@ -146,3 +147,89 @@ def test_metrics_files_round_trip_in_batches(tmp_path, monkeypatch):
         assert read_metrics(tmp_path / f"m{suffix}") == recs
     text = (tmp_path / "m.jsonl").read_text()
     assert text == "".join(json.dumps(r) + "\n" for r in recs)
+
+
+# --------------------------------------------------------------------------- the stages, one by one
+
+def _rec(step, loss=1.0, skipped=False):
+    from backprop_cli.core.records import StepRecord
+
+    return StepRecord(step=step, loss=loss, grad_norm=0.0, grad_norms={}, lr=0.1, time=0.0, skipped=skipped)
+
+
+def test_epoch_sink_weights_each_batch_by_its_rows():
+    """epoch_loss is the mean over the epoch's rows: batches of 4, 4 and 2 rows, the last one's loss
+    counts half as much as the others; a skipped step is left out; a partial epoch gets none."""
+    from backprop_cli.runs.sinks import EpochSink
+
+    sink = EpochSink(3, lambda k: (4, 4, 2)[k])
+    recs = [_rec(1, 1.0), _rec(2, 2.0), _rec(3, 4.0), _rec(4, 1.0), _rec(5, 9.0, skipped=True), _rec(6, 3.0), _rec(7, 5.0)]
+    for r in recs:
+        sink.record(r)
+    assert [r.epoch for r in recs] == [1, 1, 1, 2, 2, 2, 3]
+    assert recs[2].epoch_loss == pytest.approx((1.0 * 4 + 2.0 * 4 + 4.0 * 2) / 10)
+    assert recs[5].epoch_loss == pytest.approx((1.0 * 4 + 3.0 * 2) / 6)  # step 5 skipped: its 4 rows left out
+    assert [r.epoch_loss for r in recs[:2] + recs[3:5] + recs[6:]] == [None] * 5
+
+
+def test_evaluation_sink_keeps_the_best_and_stops_after_patience():
+    from backprop_cli.runs.sinks import EvaluationSink, Outcome
+
+    losses = iter([1.0, 0.8, 0.79, 0.85, 0.9])
+    saved = []
+    sink = EvaluationSink(lambda: ({"val_loss": next(losses)}, {}), every=2, total=11, patience=3, min_delta=0.05,
+                          save_best=lambda step, loss: saved.append((step, loss)) or f"best at {step}")
+    assert [s for s in range(1, 12) if sink.due(s)] == [2, 4, 6, 8, 10, 11]
+    stopped_at = None
+    for step in range(1, 12):
+        rec = _rec(step, skipped=step == 10)
+        sink.record(rec)
+        assert (rec.evaluation is not None) == (sink.due(step) and step != 10)
+        if sink.stop_requested and stopped_at is None:
+            stopped_at = step
+    # 0.79 is a new best (saved) but not better than 0.8 by min_delta, so it counts towards patience;
+    # the step-10 record was skipped (no evaluation); 0.79, 0.85, 0.9 are three evaluations without an
+    # improvement of 0.05: stop at step 11
+    assert saved == [(2, 1.0), (4, 0.8), (6, 0.79)]
+    assert stopped_at == 11
+    assert sink.best_loss == 0.79 and sink.best_step == 6
+    assert sink.summary() == {"loss": 0.9, "best_step": 6, "best_loss": 0.79}
+    assert sink.close(Outcome("done", 11, 11)) == {"best checkpoint": "best at 6"}
+
+
+def test_checkpoint_sink_never_replaces_a_file_this_run_did_not_write(tmp_path):
+    from backprop_cli.runs.sinks import CheckpointSink, Outcome
+
+    writes = []
+    path = tmp_path / "good.pt"
+    path.write_text("the user's better model")
+    sink = CheckpointSink(path, lambda p, step: writes.append((p.name, step)), None, 10, lambda: True)
+    for step in range(1, 6):
+        sink.record(_rec(step))
+    assert writes == []  # no --save-every
+    sink.close(Outcome("stopped", 5, 5, "non-finite value", failed=True))
+    assert writes == [("good.last-good.pt", 5)]
+    assert path.read_text() == "the user's better model"
+    # past the last good step: nothing written at all
+    sink = CheckpointSink(path, lambda p, step: writes.append((p.name, step)), None, 10, lambda: True)
+    assert "not written" in sink.close(Outcome("stopped", 5, 6, "non-finite value", failed=True))["checkpoint"]
+    assert writes == [("good.last-good.pt", 5)]
+    # every save_every steps (not at the last step, written by close), then at the end
+    sink = CheckpointSink(tmp_path / "run.pt", lambda p, step: writes.append((p.name, step)), 3, 7, lambda: True)
+    for step in range(1, 8):
+        sink.record(_rec(step))
+    sink.close(Outcome("done", 7, 7))
+    assert writes[1:] == [("run.pt", 3), ("run.pt", 6), ("run.pt", 7)]
+
+
+def test_the_stages_complete_a_record_before_the_readers_see_it(cli, tmp_path):
+    """The metrics file (an output, the last stage) holds the epoch_loss and val_loss that the first two
+    stages put into the record, at the same steps as the console's summary says."""
+    r = cli("train", "-c", CONFIGS / "regression.yaml", "--steps", 20, "--set", "data.validation=0.25",
+            "--set", "train.eval_every=5", "--metrics", tmp_path / "m.jsonl", "--format", "json")
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs if "val_loss" in x] == [5, 10, 15, 20]
+    doc = json.loads(r.stdout)
+    assert doc["summary"]["validation"]["loss"] == recs[-1]["val_loss"]
+    assert any("epoch_loss" in x for x in recs)

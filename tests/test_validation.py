@@ -13,7 +13,7 @@ from backprop_cli.config import load_config
 from backprop_cli.data.split import split_rows
 from backprop_cli.data.tables import Scaling
 from backprop_cli.runs.evaluation import measure
-from backprop_cli.io.outputs import read_metrics
+from backprop_cli.io.metrics_read import read_metrics
 from conftest import CONFIGS, write
 
 PENGUINS = CONFIGS / "data" / "penguins.csv"

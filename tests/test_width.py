@@ -2,7 +2,7 @@
 
 Each command runs once per width, with its output recorded by a rich Console of that width (as a
 terminal, and as plain output with COLUMNS set); the JSON document of the same run is captured where
-the CLI builds it. Every number the text is meant to show is formatted with report.fmt (the shown
+the CLI builds it. Every number the text is meant to show is formatted with render.console.fmt (the shown
 precision) and must appear as a whole token: a number cut to 0.0960 from 0.09603 is not found. A
 column may be missing only if the note under its table names it, and only if it is one this test
 allows to give way; the numbers each command exists to show never do.
@@ -18,8 +18,11 @@ from rich.console import Console
 
 from backprop_cli.render import documents
 
-from backprop_cli.render import report
-from backprop_cli.render.report import fmt
+from backprop_cli.render import compare as render_compare
+from backprop_cli.render import console as render_console
+from backprop_cli.render import fit as render_fit
+from backprop_cli.render import train as render_train
+from backprop_cli.render.console import fmt
 from conftest import CONFIGS
 
 WIDTHS = [60, 80, 100, 150]
@@ -73,8 +76,8 @@ class Run:
 @pytest.fixture
 def record(cli, monkeypatch):
     """Run the CLI with every console recorded at ``width``; returns a :class:`Run`."""
-    monkeypatch.setattr(report.TrainReport, "show_progress", False)
-    monkeypatch.setattr(report.CompareProgress, "show_progress", False)
+    monkeypatch.setattr(render_train.TrainReport, "show_progress", False)
+    monkeypatch.setattr(render_compare.CompareProgress, "show_progress", False)
     docs: dict = {}
     for name in ("inspect_document", "check_document", "explain_document", "compare_document", "find_lr_document",
                  "evaluate_document"):
@@ -90,8 +93,8 @@ def record(cli, monkeypatch):
         plain = mode == "plain"
         console = Console(record=True, width=width, force_terminal=not plain, no_color=plain, file=io.StringIO(),
                           highlight=False, emoji=False)
-        monkeypatch.setattr(report, "make_console", lambda stream=None: console)
-        monkeypatch.setattr(report, "plain_output", lambda stream=None: plain)
+        monkeypatch.setattr(render_console, "make_console", lambda stream=None: console)
+        monkeypatch.setattr(render_console, "plain_output", lambda stream=None: plain)
         docs.clear()
         r = cli(*args)
         assert r.exit_code == code, r.output
@@ -323,12 +326,12 @@ def test_wide_shows_every_column_however_narrow(record):
 
 def _render(table, width):
     console = Console(record=True, width=width, file=io.StringIO(), highlight=False)
-    report.print_blocks(console, [table])
+    render_fit.print_blocks(console, [table])
     return console.export_text().splitlines()
 
 
 def _table(label_text="sgd lr=0.05 momentum=0.9"):
-    from backprop_cli.render.report import Col, FitTable
+    from backprop_cli.render.fit import Col, FitTable
 
     t = FitTable("title", [Col("label", align="left"), Col("final_loss", short="final"),
                            Col("steps_per_s", short="steps/s", drop=1), Col("time_s", short="time", drop=2)],
@@ -360,7 +363,7 @@ def test_fit_gives_way_in_the_documented_order(width, header, hidden):
 
 
 def test_stacked_rows_when_even_the_kept_columns_do_not_fit():
-    from backprop_cli.render.report import Col, FitTable
+    from backprop_cli.render.fit import Col, FitTable
 
     t = FitTable("", [Col("parameter", align="left"), Col("chain_rule.max_abs"), Col("finite_diff.max_abs")],
                  plain=True, label=0)
@@ -373,7 +376,9 @@ def test_stacked_rows_when_even_the_kept_columns_do_not_fit():
 
 
 def test_streamed_rows_take_their_width_from_the_widest_value_a_column_can_hold():
-    from backprop_cli.render.report import NUM_WIDTH, fit, fmt, train_columns
+    from backprop_cli.render.fit import NUM_WIDTH, fit
+    from backprop_cli.render.console import fmt
+    from backprop_cli.render.train import train_columns
 
     cols = train_columns([f"layer{k}.{w}" for k in range(1, 7) for w in ("weight", "bias")], 300,
                          scheduled=False, scale=False, skips=False)

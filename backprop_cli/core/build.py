@@ -161,7 +161,7 @@ def build_run(cfg: Config, *, dataset: Dataset | Table | None = None, device: Op
 
 
 def describe_run(run: Run) -> dict:
-    """What the start panel shows: plain data, rendered by report.py."""
+    """What the start panel shows: plain data, rendered by render/train.py."""
     cfg, model = run.cfg, run.model
     act = cfg.model.activation.model_dump()
     loss = cfg.loss.model_dump()

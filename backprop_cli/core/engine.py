@@ -2,7 +2,7 @@
 
     batch → forward → loss → zero_grad → backward → measure → guard → step → record
 
-On logging steps a :class:`~backprop_cli.core.diagnostics.Diagnostics` probe (``probe=``) also measures each
+On logging steps a :class:`Probe` (core.diagnostics.Diagnostics) (``probe=``) also measures each
 hidden layer's activations and each parameter's ‖grad‖/‖w‖ and ‖Δw‖/‖w‖; its numbers ride on the same
 read-back. Other steps pay nothing for it.
 
@@ -18,7 +18,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterator, NamedTuple, Optional, Protocol
 
 import torch
 from torch import nn
@@ -27,8 +27,17 @@ from backprop_cli.errors import EXIT_NONFINITE, BackpropError
 from backprop_cli.core.grads import clip_grads_, grads_of, step_stats, update_ratio, zero_grads
 from backprop_cli.core.records import StepRecord
 
-if TYPE_CHECKING:
-    from backprop_cli.core.diagnostics import Diagnostics
+
+class Probe(Protocol):
+    """What the loop asks of a per-layer probe on its logging steps (core.diagnostics.Diagnostics is one):
+    whether a step is due, how many numbers it measures, the measuring (device tensors, no sync) and
+    their unpacking into the record once read back."""
+
+    width: int
+
+    def due(self, step: int) -> bool: ...
+    def measure(self, hidden: list, grad_norms: torch.Tensor, params: list, before: list) -> torch.Tensor: ...
+    def unpack(self, values: list[float]) -> dict: ...
 
 BatchFn = Callable[[int], "tuple[torch.Tensor, torch.Tensor]"]
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,7 +84,7 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
               flush_every: tuple[int, ...] = (), measure_updates: bool = False,
               should_stop: Optional[Callable[[], bool]] = None,
               reduce_stats: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-              probe: Optional["Diagnostics"] = None,
+              probe: Optional[Probe] = None,
               stop_after_records: Optional[Callable[[], bool]] = None) -> Iterator[StepRecord]:
     """Run steps ``start_step+1 … steps`` and yield a record for each, in order.
 

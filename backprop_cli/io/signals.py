@@ -76,7 +76,7 @@ def exit_interrupted(signum: int = signal.SIGINT) -> None:
             os.unlink(path)
         except OSError:
             pass
-    from backprop_cli.runs.torchrun import rank  # tiny, no torch; under torchrun rank 0 speaks for all
+    from backprop_cli.torchrun import rank  # tiny, no torch; under torchrun rank 0 speaks for all
 
     if rank() == 0:
         how = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 from backprop_cli.core.health import layer_norms
-from backprop_cli.io.outputs import PLOT_SUFFIXES, AtomicFile, check_writable  # noqa: F401 - PLOT_SUFFIXES re-exported
+from backprop_cli.io.paths import PLOT_SUFFIXES, check_writable
+from backprop_cli.io.atomic import AtomicFile  # noqa: F401 - PLOT_SUFFIXES re-exported
+
 DPI = 100
 
 

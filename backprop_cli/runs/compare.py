@@ -159,7 +159,7 @@ def write_metrics(path, results: list[RunResult]) -> None:
     """Every run's step records in one .jsonl or .csv file, each with its ``optimizer`` (the label),
     ``seed`` and ``update_ratio``. A run that diverged ends with one more record: the step that went
     non-finite, its numbers as measured (non-finite ones are null in JSON) and ``"diverged": true``."""
-    from backprop_cli.io.outputs import MetricsWriter
+    from backprop_cli.io.metrics import MetricsWriter
 
     names = next((list(r.records[0].grad_norms) for r in results if r.records), None)
     if names is None:

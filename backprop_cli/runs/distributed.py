@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from backprop_cli.errors import BackpropError, DataError, DeviceError
-from backprop_cli.runs.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
+from backprop_cli.torchrun import rank, under_torchrun  # noqa: F401 - re-exported
 
 TIMEOUT = timedelta(seconds=120)
 

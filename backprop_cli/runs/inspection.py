@@ -14,7 +14,8 @@ from typing import Optional
 import torch
 
 from backprop_cli.core.build import Run, build_run, make_loss
-from backprop_cli.io.checkpoint import SCHEDULE_POSITION, load_checkpoint, load_optimizer, load_weights
+from backprop_cli.runs.resume import SCHEDULE_POSITION
+from backprop_cli.io.checkpoint import load_checkpoint, load_optimizer, load_weights
 from backprop_cli.core.components import ACTIVATIONS
 from backprop_cli.config import Config, is_classification
 from backprop_cli.data.tables import Table
@@ -277,10 +278,12 @@ def check_gradients(run: Run, index: int, samples: Optional[int] = None, h: floa
 
 
 
-def dump_gradients(path: Path, result: dict) -> None:
+def dump_gradients(path: Path, result: dict, json_document: str) -> None:
     """``.pt``: torch.save({name: grad, "weights": {...}, "loss": float}); ``.npz``: one array per
-    parameter; ``.json``: the inspect-grads JSON document. Written atomically."""
-    from backprop_cli.io.outputs import DUMP_SUFFIXES, AtomicFile, check_writable
+    parameter; ``.json``: the inspect-grads JSON document (``json_document``, built by the caller). Written
+    atomically."""
+    from backprop_cli.io.paths import DUMP_SUFFIXES, check_writable
+    from backprop_cli.io.atomic import AtomicFile
 
     path = check_writable(Path(path), DUMP_SUFFIXES, "gradient dump")
     suffix = path.suffix.lower()
@@ -293,7 +296,5 @@ def dump_gradients(path: Path, result: dict) -> None:
         with AtomicFile(path, "wb") as f:
             np.savez(f.file, **{n: g.numpy() for n, g in result["grads"].items()})
     else:
-        from backprop_cli.render.documents import inspect_document, json_text
-
         with AtomicFile(path, "w") as f:
-            f.file.write(json_text(inspect_document(result)))
+            f.file.write(json_document)

@@ -1,9 +1,14 @@
-"""Where a training run's records go. Each output is a sink with the same three methods:
+"""Where a training run's records go. Each stage is a :class:`Sink` with the same three methods:
 
 - ``record(rec)``: one step's record, in order;
 - ``close(outcome) -> {name: text}``: the run ended (done, stopped or interrupted); finish the output
   and say what was written;
 - ``abort()``: the run failed unexpectedly; leave what existed before untouched.
+
+The stages a record passes, in order (runs.training.Stages names them): the first two complete the
+record (:class:`EpochSink`: epoch and epoch_loss; :class:`EvaluationSink`: val_* and train_*), every
+later one only reads it — the summary (:class:`TrackerSink`), the console (:class:`ReporterSink`), the
+warnings (:class:`HealthSink`), then the outputs asked for (metrics, TensorBoard, checkpoint, plot).
 
 A new output (a plot, validation rows) is a new sink, not a new branch in the training loop.
 """
@@ -15,12 +20,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
 
 from backprop_cli.io.checkpoint import last_good_path
 from backprop_cli.errors import OutputClosed, OutputError
 from backprop_cli.core.health import HealthMonitor
-from backprop_cli.io.outputs import METRICS_SUFFIXES, MetricsWriter, check_folder, check_writable
+from backprop_cli.io.paths import METRICS_SUFFIXES, PLOT_SUFFIXES, check_folder, check_writable
+from backprop_cli.io.metrics import MetricsWriter
 from backprop_cli.core.records import StepRecord, Tracker
 
 
@@ -39,13 +45,21 @@ class Outcome:
         return self.model_step == self.last_step
 
 
-class Sink(Protocol):
-    def record(self, rec: StepRecord) -> None: ...
-    def close(self, outcome: Outcome) -> dict[str, str]: ...
-    def abort(self) -> None: ...
+class Sink:
+    """A stage of the run's records (see the module's docstring); by default each method does nothing."""
+
+    def record(self, rec: StepRecord) -> None:
+        pass
+
+    def close(self, outcome: Outcome) -> dict[str, str]:
+        """The run ended: finish the output and say what was written ({name: text})."""
+        return {}
+
+    def abort(self) -> None:
+        """The run failed unexpectedly: leave what existed before untouched."""
 
 
-class EpochSink:
+class EpochSink(Sink):
     """Tags each record with its epoch and, at the last step of an epoch whose every step this run took,
     with ``epoch_loss``: the mean of the batch losses weighted by the rows in each batch, i.e. the mean
     loss over the epoch's rows (skipped steps left out). Goes before the sinks that read records."""
@@ -67,23 +81,18 @@ class EpochSink:
         if k == self.per_epoch - 1 and self.seen == self.per_epoch and self.rows:
             rec.epoch_loss = self.total / self.rows
 
-    def close(self, outcome: Outcome) -> dict[str, str]:
-        return {}
 
-    def abort(self) -> None:
-        pass
-
-
-class EvaluationSink:
+class EvaluationSink(Sink):
     """Every ``every`` steps (and at the last step) measures the model, exactly at that step, on the
     validation rows and the training rows, and puts the numbers in the step's record (``val_loss``, ...).
     Keeps the best ``val_loss`` (``--save-best`` writes the model there) and stops the run early when
     ``val_loss`` has not improved by more than ``min_delta`` for ``patience`` evaluations.
-    ``measure()`` returns ``(record keys, validation detail)``."""
+    ``measure()`` returns ``(record keys, validation detail)``; ``save_best(step, val_loss)`` writes the
+    model at a new best and says what it wrote."""
 
     def __init__(self, measure: Callable[[], tuple[dict, dict]], every: int, total: int, *,
                  patience: Optional[int] = None, min_delta: float = 0.0,
-                 save_best: Optional[Callable[[int], str]] = None):
+                 save_best: Optional[Callable[[int, float], str]] = None):
         self.measure, self.every, self.total = measure, every, total
         self.patience, self.min_delta, self.save_best = patience, min_delta, save_best
         self.best_loss, self.best_step = math.inf, 0
@@ -107,7 +116,7 @@ class EvaluationSink:
         if loss < self.best_loss:
             self.best_loss, self.best_step = loss, rec.step
             if self.save_best is not None:
-                self.best_written = self.save_best(rec.step)
+                self.best_written = self.save_best(rec.step, loss)
         if self.patience is not None:
             if loss < self.reference - self.min_delta:
                 self.reference, self.waited = loss, 0
@@ -131,11 +140,8 @@ class EvaluationSink:
             return {"best checkpoint": "not written: no evaluation finished"}
         return {"best checkpoint": self.best_written}
 
-    def abort(self) -> None:
-        pass
 
-
-class TrackerSink:
+class TrackerSink(Sink):
     """Folds the records into the run's :class:`~backprop_cli.core.records.Summary`."""
 
     def __init__(self) -> None:
@@ -149,11 +155,8 @@ class TrackerSink:
         self.summary = self.tracker.finish()
         return {}
 
-    def abort(self) -> None:
-        pass
 
-
-class ReporterSink:
+class ReporterSink(Sink):
     """Hands each record to the reporter (the table on the terminal). When the reader of the output
     goes away (``backprop train ... | head``), ``closed`` is set and the run stops after this step."""
 
@@ -176,14 +179,8 @@ class ReporterSink:
         except (OutputClosed, BrokenPipeError):
             self.closed = True
 
-    def close(self, outcome: Outcome) -> dict[str, str]:
-        return {}
 
-    def abort(self) -> None:
-        pass
-
-
-class HealthSink:
+class HealthSink(Sink):
     """train's warnings (:class:`~backprop_cli.core.health.HealthMonitor`): each new one goes to the reporter
     (a line in the table) at once; all of them end in the summary."""
 
@@ -199,14 +196,8 @@ class HealthSink:
         for text in self.monitor.record(rec):
             self.reporter.warn(text)
 
-    def close(self, outcome: Outcome) -> dict[str, str]:
-        return {}
 
-    def abort(self) -> None:
-        pass
-
-
-class MetricsSink:
+class MetricsSink(Sink):
     """Every step's record in ``--metrics PATH`` (.jsonl or .csv), written atomically at the end."""
 
     def __init__(self, path: Path, param_names: list[str], extra: tuple[str, ...] = (),
@@ -225,7 +216,7 @@ class MetricsSink:
         self.writer.abort()
 
 
-class TensorBoardSink:
+class TensorBoardSink(Sink):
     """Scalars every step; gradient and weight histograms every ``log_every`` steps.
 
     TensorBoard writes from a thread of its own and raises its OSError (disk full, a read-only folder)
@@ -304,7 +295,7 @@ def _quiet_writer_threads() -> None:
     threading.excepthook = hook
 
 
-class CheckpointSink:
+class CheckpointSink(Sink):
     """``--save PATH``: every ``save_every`` steps, and at the end (also after Ctrl-C).
 
     A run that failed (a non-finite value) saves its last good state only while the weights are still
@@ -335,19 +326,15 @@ class CheckpointSink:
         kept = "" if target == self.path else f"; {self.path} is kept as it was"
         return {"checkpoint": f"{target} (step {step}): the last good state{kept}"}
 
-    def abort(self) -> None:
-        pass
 
+class PlotSink(Sink):
+    """``--plot PATH``: the dashboard of the run, drawn at the end from every record (also after Ctrl-C or a
+    stop: what the run recorded) by ``draw(path, {run label: records}, title)``: the reporter's, so that
+    the drawing stays in render/ (render.plots.dashboard)."""
 
-class PlotSink:
-    """``--plot PATH``: the dashboard of the run (:func:`backprop_cli.render.plots.dashboard`), drawn at the end
-    from every record (also after Ctrl-C or a stop: what the run recorded)."""
-
-    def __init__(self, path: Path, title: str = ""):
-        from backprop_cli.render.plots import PLOT_SUFFIXES
-
+    def __init__(self, path: Path, draw: Callable[..., None], title: str = ""):
         self.path = check_writable(path, PLOT_SUFFIXES, "plot")
-        self.title = title
+        self.draw, self.title = draw, title
         self.records: list[dict] = []
 
     def record(self, rec: StepRecord) -> None:
@@ -356,10 +343,6 @@ class PlotSink:
     def close(self, outcome: Outcome) -> dict[str, str]:
         if not self.records:
             return {"plot": "not written: no step completed"}
-        from backprop_cli.render.plots import dashboard
-
-        dashboard(self.path, {"": self.records}, title=self.title)
+        self.draw(self.path, {"": self.records}, title=self.title)
         return {"plot": str(self.path)}
 
-    def abort(self) -> None:
-        pass

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 from backprop_cli.runs import distributed
+from backprop_cli.runs.options import TrainOptions
 from backprop_cli.core.anomaly import AnomalyMode
 from backprop_cli.core.build import Run, build_run, describe_run
-from backprop_cli.io.checkpoint import resume_from, save_checkpoint
+from backprop_cli.runs.resume import resume_from
+from backprop_cli.io.checkpoint import save_checkpoint
 from backprop_cli.config import Config, default_log_every
 from backprop_cli.data.tables import Table
 from backprop_cli.core.diagnostics import Diagnostics
@@ -25,8 +27,7 @@ from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, OutputClosed, O
 from backprop_cli.core.records import StepRecord, Summary, is_logging_step
 from backprop_cli.io.signals import StopRequest, stop_on_signals
 from backprop_cli.runs.sinks import (CheckpointSink, EpochSink, EvaluationSink, HealthSink, MetricsSink, Outcome,
-                                PlotSink, ReporterSink,
-                                TensorBoardSink, TrackerSink)
+                                     PlotSink, ReporterSink, Sink, TensorBoardSink, TrackerSink)
 
 
 class Reporter(Protocol):
@@ -34,21 +35,7 @@ class Reporter(Protocol):
     def step(self, record: StepRecord) -> None: ...
     def warn(self, text: str) -> None: ...
     def finish(self, summary: Summary, outputs: dict[str, str], status: str, reason: Optional[str] = None) -> None: ...
-
-
-@dataclass
-class TrainOptions:
-    metrics: Optional[Path] = None
-    save: Optional[Path] = None
-    save_every: Optional[int] = None
-    resume: Optional[Path] = None
-    log_every: Optional[int] = None
-    detect_anomaly: bool = False
-    tensorboard: Optional[Path] = None
-    plot: Optional[Path] = None  # the dashboard of the run (plots.dashboard), drawn at the end
-    read_every: Optional[int] = None  # read the scalars back every N steps (default: engine.read_interval)
-    threads: Optional[str] = None  # how many CPU threads torch uses and why (distributed.set_threads)
-    save_best: Optional[Path] = None  # the checkpoint of the evaluation with the lowest val_loss
+    def dashboard(self, path: Path, runs: dict[str, list[dict]], title: str) -> None: ...  # for --plot
 
 
 class Interrupted(BackpropError):
@@ -70,10 +57,7 @@ def metric_columns(cfg: Config, validation: bool = False) -> tuple[str, ...]:
 
 
 def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Optional[Table] = None) -> Summary:
-    if opts.save_every is not None and opts.save is None:
-        raise OutputError("--save-every needs --save PATH (where to write the checkpoints)")
-    if opts.save_best is not None and getattr(cfg.data, "validation", None) is None:
-        raise OutputError("--save-best needs validation data: set data.validation to a fraction (e.g. 0.2) or a CSV file")
+    opts.check(cfg)
     ctx = distributed.start(cfg.distributed.backend, cfg.device) if distributed.under_torchrun() else None
     main = ctx is None or ctx.is_main
     run = build_run(cfg, dataset=table, device=ctx.device if ctx is not None else None)
@@ -97,24 +81,24 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
         else evaluator.every * default_log_every(-(-run.steps // evaluator.every)))  # rows at evaluations
     probe = Diagnostics.of(loop.model, cfg.model.activation.name,
                            lambda step: is_logging_step(step, start + 1, log_every, run.steps))
-    tracker = TrackerSink()
-    health = HealthSink(shown, cfg.model.activation.name, cfg.model.init)  # its warnings go through `shown`
-    sinks = [EpochSink(run.batches.per_epoch, run.batches.rows), *([evaluator] if evaluator else []),
-             tracker, shown, health]
+    stages = Stages(epoch=EpochSink(run.batches.per_epoch, run.batches.rows), evaluation=evaluator,
+                    summary=TrackerSink(), console=shown,
+                    health=HealthSink(shown, cfg.model.activation.name, cfg.model.init),  # warns through `shown`
+                    outputs=_output_sinks(run, opts, log_every, probe, reporter) if main else [])
+    tracker, health = stages.summary, stages.health
     if main:
-        sinks += _output_sinks(run, opts, log_every, probe)
         try:
             reporter.start(_start_info(run, opts, ctx, start, changes, evaluator), log_every)
         except (OutputClosed, BrokenPipeError):
             shown.closed = True
 
-    outcome, failure = _train(run, loop, sinks, start, log_every, opts, reduce, should_stop, stop, probe, evaluator)
+    outcome, failure = _train(run, loop, stages, start, log_every, opts, reduce, should_stop, stop, probe)
     if shown.closed and failure is None and outcome.status == "interrupted" and not stop():
         outcome = Outcome("stopped", outcome.last_step, outcome.model_step, "output closed")
     # A first signal while the outputs are written and the summary shown only asks to stop (as during
     # the steps): they are finished, then the run exits 130; a second Ctrl-C still ends it at once.
     with stop_on_signals(stop):
-        outputs, failure = _close(sinks, outcome, failure)
+        outputs, failure = _close(stages.all(), outcome, failure)
         tracker.summary.warnings = health.warnings
         if evaluator is not None:
             tracker.summary.validation = evaluator.summary()
@@ -163,11 +147,13 @@ def _close(sinks: list, outcome: Outcome, failure: Optional[BaseException]) -> t
     return outputs, failure
 
 
-def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: TrainOptions, reduce,
-           should_stop, stop: StopRequest, probe: Diagnostics, evaluator: Optional[EvaluationSink] = None
-           ) -> tuple[Outcome, Optional[BaseException]]:
-    """Feed every record to every sink. Returns how the run ended and the error to raise once the sinks
-    are closed; an unexpected error aborts every sink and propagates."""
+def _train(run: Run, loop: Loop, stages: "Stages", start: int, log_every: int, opts: TrainOptions, reduce,
+           should_stop, stop: StopRequest, probe: Diagnostics) -> tuple[Outcome, Optional[BaseException]]:
+    """Feed every record to every stage, in order. Returns how the run ended and the error to raise once
+    the stages are closed; an output that fails is dropped from them; an unexpected error aborts every
+    stage and propagates."""
+    evaluator = stages.evaluation
+    sinks = stages.all()
     last, current = start, None
     anomaly = AnomalyMode() if opts.detect_anomaly else None
     steps = run_steps(loop, run.steps, start_step=start, guard=run.guard,
@@ -185,7 +171,7 @@ def _train(run: Run, loop: Loop, sinks: list, start: int, log_every: int, opts: 
         return Outcome("stopped", last, e.model_step, "non-finite value", failed=True), e
     except OutputError as e:  # one output failed: drop it, close the others (the weights are fine)
         current.abort()
-        sinks.remove(current)
+        stages.outputs.remove(current)
         return Outcome("stopped", last, last, "output error"), e
     except BaseException as e:
         described = anomaly.nonfinite(e) if anomaly is not None else None
@@ -251,22 +237,21 @@ def _evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
         return evaluation_record(v, t, loss_name), detail
 
     early = cfg.train.early_stopping
-    save_best = None
-    if opts.save_best is not None:
-        write = _checkpoint_writer(run)
-
-        def save_best(step: int) -> str:
-            write(opts.save_best, step)
-            return f"{opts.save_best} (step {step}, val_loss {_short(evaluator.best_loss)})"
-
-    evaluator = EvaluationSink(measure_now, cfg.train.eval_every or run.batches.per_epoch, run.steps,
-                               patience=early.patience if early else None,
-                               min_delta=early.min_delta if early else 0.0, save_best=save_best)
-    return evaluator
+    save_best = _best_writer(run, opts.save_best) if opts.save_best is not None else None
+    return EvaluationSink(measure_now, cfg.train.eval_every or run.batches.per_epoch, run.steps,
+                          patience=early.patience if early else None,
+                          min_delta=early.min_delta if early else 0.0, save_best=save_best)
 
 
-def _short(v: float) -> str:
-    return f"{v:.5g}"
+def _best_writer(run: Run, path: Path):
+    """``--save-best``: the checkpoint at each new best val_loss, and the line that says so."""
+    write = _checkpoint_writer(run)
+
+    def save_best(step: int, val_loss: float) -> str:
+        write(path, step)
+        return f"{path} (step {step}, val_loss {val_loss:.5g})"
+
+    return save_best
 
 
 def _checkpoint_writer(run: Run):
@@ -281,12 +266,12 @@ def _checkpoint_writer(run: Run):
     return save
 
 
-def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> list:
+def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics, reporter: Reporter) -> list:
     """The sinks of the outputs asked for on the command line. If one cannot start (a folder that
     cannot be written), those already started are aborted: no temporary file stays."""
     sinks: list = []
     try:
-        _add_output_sinks(sinks, run, opts, log_every, probe)
+        _add_output_sinks(sinks, run, opts, log_every, probe, reporter)
     except BaseException:
         for sink in sinks:
             sink.abort()
@@ -294,7 +279,8 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnosti
     return sinks
 
 
-def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics) -> None:
+def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics,
+                      reporter: Reporter) -> None:
     import torch
 
     if opts.metrics is not None:
@@ -310,7 +296,7 @@ def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int,
 
         sinks.append(CheckpointSink(opts.save, save, opts.save_every, run.steps, finite))
     if opts.plot is not None:
-        sinks.append(PlotSink(opts.plot, title=Path(run.cfg.source).name))
+        sinks.append(PlotSink(opts.plot, reporter.dashboard, title=Path(run.cfg.source).name))
 
 
 def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str],
@@ -331,6 +317,24 @@ def _start_info(run: Run, opts: TrainOptions, ctx, start: int, changes: list[str
     if opts.resume is not None:
         info["resume"] = {"path": str(opts.resume), "step": start, "changes": changes}
     return info
+
+
+@dataclass
+class Stages:
+    """The sinks a record passes, in this order. The first two complete the record (epoch and epoch_loss;
+    the evaluation's val_* and train_*), so every later stage, which only reads it, sees it whole: the
+    summary, the console, the warnings (printed through the console), then the outputs asked for."""
+
+    epoch: EpochSink
+    evaluation: Optional[EvaluationSink]
+    summary: TrackerSink
+    console: ReporterSink
+    health: HealthSink
+    outputs: list[Sink]
+
+    def all(self) -> list[Sink]:
+        return [self.epoch, *([self.evaluation] if self.evaluation else []), self.summary, self.console,
+                self.health, *self.outputs]
 
 
 class _StopOrClosed:

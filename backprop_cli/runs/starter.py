@@ -222,7 +222,8 @@ def write_starter(path: Path, text: str, force: bool) -> None:
         raise OutputError(f"{path}: already exists; use --force to overwrite it")
     if path.is_dir():
         raise OutputError(f"{path}: is a directory")
-    from backprop_cli.io.outputs import check_writable, write_atomic
+    from backprop_cli.io.paths import check_writable
+    from backprop_cli.io.atomic import write_atomic
 
     check_writable(path, (".yaml", ".yml"), "config")
     validate_text(text, path)

@@ -1,0 +1,140 @@
+"""`backprop train`: the options, then runs.training (or one rank of it under torchrun)."""
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from backprop_cli.cli.common import check_command_outputs, command, flops, load, read_data, training_overrides
+from backprop_cli.cli.options import (ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
+                                      QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples)
+from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, ConfigError, known_error
+from backprop_cli.limits import MAX_COUNT
+
+
+@command(epilog=examples("backprop train --config configs/seed.yaml",
+                             "backprop train -c configs/regression.yaml --steps 500 --metrics run.jsonl",
+                             "backprop train -c configs/regression.yaml -s optimizer.lr=0.05 --save final.pt"))
+def train(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    device: DeviceOpt = None,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, max=MAX_COUNT, help="Print a row every N steps "
+                                                     "(default: train.log_every, else about 20-50 rows).",
+                                                     rich_help_panel="Output")] = None,
+    quiet: QuietOpt = False,
+    metrics: MetricsOpt = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Write a checkpoint (.pt) at the end (and on "
+                                                 "Ctrl-C, or the last good state on a non-finite stop).",
+                                                 rich_help_panel="Checkpoints")] = None,
+    save_every: Annotated[Optional[int], typer.Option("--save-every", min=1, max=MAX_COUNT, help="Also write --save every N steps.",
+                                                      rich_help_panel="Checkpoints")] = None,
+    save_best: Annotated[Optional[Path], typer.Option("--save-best", help="Write the checkpoint of the evaluation "
+                                                      "with the lowest val_loss (needs data.validation).",
+                                                      rich_help_panel="Checkpoints")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from a checkpoint up to train.steps "
+                                                   "(same model; lr and steps may change).",
+                                                   rich_help_panel="Checkpoints")] = None,
+    tensorboard: Annotated[Optional[Path], typer.Option("--tensorboard", metavar="DIR",
+                                                        help="Write TensorBoard scalars and histograms to DIR "
+                                                        "(needs the tensorboard extra).",
+                                                        rich_help_panel="Output")] = None,
+    detect_anomaly: Annotated[bool, typer.Option("--detect-anomaly", help="Debugging: torch.autograd anomaly "
+                                                 "mode names the operation that made a NaN (slow).",
+                                                 rich_help_panel="Teaching")] = False,
+    threads: ThreadsOpt = None,
+    no_zero_grad: NoZeroGradOpt = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the dashboard of the run (.png or .svg) at "
+                                                 "the end, as backprop plot does from --metrics.",
+                                                 rich_help_panel="Output")] = None,
+    wide: WideOpt = False,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Train the configured network, printing the loss and gradient norms step by step.
+
+    Under torchrun (torchrun --standalone --nproc_per_node=N -m backprop_cli train ...) it trains with
+    DistributedDataParallel; rank 0 prints and writes the files.
+    """
+    options = dict(locals())
+    from backprop_cli.torchrun import under_torchrun
+
+    if under_torchrun():
+        _train_distributed(options)
+    _train_body(**options)
+
+
+def _train_body(config, set_, steps, epochs, device, log_every, quiet, metrics, save, save_every, save_best, resume,
+                tensorboard, detect_anomaly, threads, no_zero_grad, plot, wide, format) -> None:
+    from backprop_cli.runs.options import TrainOptions
+
+    cfg = load(config, set_, training_overrides(steps, device, no_zero_grad, epochs))
+    opts = TrainOptions(metrics=metrics, save=save, save_every=save_every, save_best=save_best, resume=resume,
+                        log_every=log_every, detect_anomaly=detect_anomaly, tensorboard=tensorboard, plot=plot)
+    opts.check(cfg)
+    # --save may name the --resume checkpoint: it is read whole at the start and replaced atomically
+    outputs = {"--metrics": metrics, "--save-best": save_best, "--plot": plot, "--tensorboard": tensorboard}
+    check_command_outputs(cfg, config, {**outputs, "--save": save})
+    check_command_outputs(cfg, config, outputs, {"--resume": resume})
+    if tensorboard is not None:
+        from backprop_cli.io.paths import check_folder
+
+        check_folder(tensorboard, "TensorBoard folder")
+    from backprop_cli.config import start_summary
+    from backprop_cli.render.train import TrainReport
+    from backprop_cli.render.console import make_console, plain_output
+
+    if format == Format.json:
+        reporter = TrainReport(make_console(sys.stderr), plain=plain_output(sys.stderr), quiet=quiet,
+                               json_out=sys.stdout, wide=wide)
+    else:
+        reporter = TrainReport(make_console(), plain=plain_output(), quiet=quiet, wide=wide)
+    with reporter.starting(start_summary(cfg)):  # on a terminal, until the start panel replaces it
+        table = read_data(cfg)  # every data error before torch is imported
+
+        from backprop_cli.runs.distributed import set_threads
+        from backprop_cli.runs.training import run_training
+
+        opts.threads = set_threads(threads, flops(cfg))
+        run_training(cfg, opts, reporter, table)
+
+SHARED_ERROR_GRACE_S = 10.0  # under torchrun, how long other ranks wait for rank 0 to report a shared error
+
+
+def _train_distributed(options: dict) -> None:
+    """One rank under torchrun. Problems every rank meets alike (config, data) are printed by rank 0;
+    others name their rank. The process leaves through distributed.finish (os._exit)."""
+    import traceback
+
+    from backprop_cli.errors import DataError
+    from backprop_cli.render.console import print_errors
+    from backprop_cli.runs import distributed
+
+    rank = distributed.rank()
+    code = 0
+    try:
+        _train_body(**options)
+    except BackpropError as e:
+        code = e.exit_code
+        lines = e.problems if isinstance(e, ConfigError) else [str(e)]
+        if rank == 0:
+            print_errors(lines)
+        elif not isinstance(e, (ConfigError, DataError)):
+            print_errors([f"[rank {rank}] {line}" for line in lines])
+        else:  # rank 0 says it: leave it time to, before torchrun stops the ranks left when this one exits
+            import time
+
+            time.sleep(SHARED_ERROR_GRACE_S)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BaseException as e:  # noqa: BLE001 - report, then leave all ranks
+        known = known_error(e)
+        if known is not None:
+            print_errors([f"[rank {rank}] {known}"])
+            distributed.finish(known.exit_code)
+        traceback.print_exc()
+        print_errors([f"[rank {rank}] unexpected error; the other ranks are stopped by torchrun"])
+        code = 1
+    distributed.finish(code)
