@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from backprop_cli import __version__
-from backprop_cli.cli import (check_grads, compare, config, evaluate, explain, find_lr, init, inspect_grads, plot,
-                              predict, train)
+from backprop_cli.cli import (check_grads, compare, config, evaluate, explain, export, find_lr, init, inspect_grads,
+                              plot, predict, train)
 from backprop_cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 app = typer.Typer(
@@ -30,7 +30,7 @@ app.add_typer(config_app, name="config")
 
 # the order of --help
 COMMANDS = [train.train, inspect_grads.inspect_grads, check_grads.check_grads, explain.explain, evaluate.evaluate,
-            predict.predict, compare.compare_optimizers, plot.plot, find_lr.find_lr, init.init]
+            predict.predict, export.export, compare.compare_optimizers, plot.plot, find_lr.find_lr, init.init]
 CONFIG_COMMANDS = [config.config_show, config.config_validate]
 for group, commands in ((app, COMMANDS), (config_app, CONFIG_COMMANDS)):
     for fn in commands:

@@ -17,6 +17,7 @@ import torch
 
 from backprop_cli.core.build import make_loss
 from backprop_cli.io.checkpoint import load_checkpoint, load_weights
+from backprop_cli.io.safetensors_file import is_safetensors, load_safetensors
 from backprop_cli.config import Config, CsvData, task_of, validate
 from backprop_cli.data.columns import rows_to_drop
 from backprop_cli.data.encoding import ColumnCode, Encoding
@@ -43,6 +44,7 @@ class Trained:
     y_scaling: Optional[Scaling]
     split: Optional[dict]
     encoding: Optional[Encoding] = None
+    saved: Optional[dict] = None  # the file's own step, config and data sections, as stored (export writes them)
 
     @property
     def loss_name(self) -> str:
@@ -50,9 +52,10 @@ class Trained:
 
 
 def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
-    """The checkpoint's model (weights loaded, eval mode). ``cfg``: a config to use instead of the
+    """The checkpoint's model (weights loaded, eval mode); a safetensors file of ``backprop export`` is taken as
+    a checkpoint without optimizer and RNG state. ``cfg``: a config to use instead of the
     checkpoint's own (``evaluate --config``: its data section; the model must be the checkpoint's)."""
-    state = load_checkpoint(path)
+    state = load_safetensors(path) if is_safetensors(path) else load_checkpoint(path)  # backprop export's file
     data = state.get("data") or {}
     if cfg is None:
         base = data.get("base_dir")
@@ -99,7 +102,8 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
                               f"{cfg.model.output_size} outputs")
     return Trained(Path(path), int(state["step"]), cfg, model, list(features), list(targets), classes,
                    Scaling.from_plain(data.get("x_scaling")), Scaling.from_plain(data.get("y_scaling")),
-                   data.get("split"), encoding)
+                   data.get("split"), encoding,
+                   {"step": state["step"], "config": state["config"], "data": state.get("data")})
 
 
 def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str] = None,
