@@ -132,11 +132,31 @@ def assert_onnx_equals_predict(tmp_path, ckpt, task):
     return got
 
 
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """One trained checkpoint per task (training is the slow part), shared by the activation matrix."""
+    cache = {}
+
+    def get(task):
+        if task not in cache:
+            cache[task] = trained(tmp_path_factory.mktemp(task), task)
+        return cache[task]
+
+    return get
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity"])
 @pytest.mark.parametrize("task", list(TASKS))
-def test_onnx_on_raw_columns_equals_predict(tmp_path, task, activation):
-    ckpt = trained(tmp_path, task, activation)
-    assert_onnx_equals_predict(tmp_path, ckpt, task)
+def test_onnx_on_raw_columns_equals_predict(tmp_path, base, task, activation):
+    """The trained weights under each activation (activations hold no weights: the checkpoint's config names
+    another, and predict and the graph both run it)."""
+    import torch
+
+    state = torch.load(base(task), weights_only=True)
+    state["config"]["model"]["activation"] = {"name": activation}
+    torch.save(state, tmp_path / "m.pt")
+    write(tmp_path / "new.csv", NEW)
+    assert_onnx_equals_predict(tmp_path, tmp_path / "m.pt", task)
 
 
 @pytest.mark.parametrize("case", ["deep", "embedding", "no_bias", "plain_target", "two_targets"])
@@ -147,7 +167,7 @@ def test_onnx_of_each_architecture_equals_predict(tmp_path, case):
           "no_bias": {"sizes": "hidden_size: 4, bias: false", "task": "binary"},
           "plain_target": {"extra": ""}}.get(case, {})
     if case == "two_targets":
-        ckpt = trained(tmp_path, "regression")
+        trained(tmp_path, "regression")  # its files, trained again on two targets
         ckpt = _two_targets(tmp_path)
         path = export(tmp_path, ckpt, "m.onnx")
         got = run_onnx(path, tmp_path / "new.csv")
@@ -379,3 +399,26 @@ def test_importing_the_package_and_the_api_stays_torch_free():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def test_the_example_of_docs_export_prints_what_the_page_says(tmp_path, cli, monkeypatch):
+    import re
+    import shutil
+
+    page = (ROOT / "docs" / "export.md").read_text()
+    blocks = re.findall(r"```(\w*)\n(.*?)```", page, re.S)
+    bash = next(b for lang, b in blocks if lang == "bash")
+    code = next(b for lang, b in blocks if lang == "python")
+    printed = next(b for lang, b in blocks if lang == "text")
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    for line in bash.splitlines():
+        r = cli(*line.split()[1:])
+        assert r.exit_code == 0, (line, r.output)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    number = r"-?\d+\.\d+"
+    assert re.sub(number, "#", r.stdout) == re.sub(number, "#", printed)
+    np.testing.assert_allclose([float(v) for v in re.findall(number, r.stdout)],
+                               [float(v) for v in re.findall(number, printed)], atol=1e-4)

@@ -34,9 +34,13 @@ def format_of(out: Path, given: Optional[ExportFormat]) -> str:
 
 def check_opset(opset: int) -> None:
     """An opset the installed onnx cannot write is one line, exit 2, before torch is imported."""
-    import onnx.defs
-
     from backprop_cli.errors import ConfigError
+
+    try:
+        import onnx
+        import onnx.defs
+    except ImportError:
+        raise ConfigError("--format onnx needs the onnx package: pip install 'backprop-cli[export]'") from None
 
     top = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= top:
