@@ -7,17 +7,15 @@
     m.evaluate("test.csv")            # the document of `backprop evaluate --format json`
 
 ``data`` is a path (CSV, TSV, Parquet, .gz: as ``predict`` reads it), a pandas DataFrame, a pyarrow Table or
-a dict of columns. A table or dict goes through the same reader as a file (written to a temporary Parquet
-file), so every number equals the CLI's. Torch is imported by :func:`load`, not by ``import backprop_cli``.
+a dict of columns. A table or dict goes through the reader of a Parquet file's columns and predict's own
+encoding, so every number equals the CLI's. Torch is imported by :func:`load`, not by ``import backprop_cli``.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +49,8 @@ class Model:
     def _table(self, data: Any) -> tuple[list[str], np.ndarray]:
         from backprop_cli.runs.prediction import predict
 
-        with _as_file(data) as path:
-            header, rows = predict(self.trained, path)
-        return header, rows
+        path, table = _source(data)
+        return predict(self.trained, path, table=table)
 
     def predict(self, data: Any) -> np.ndarray:
         """Classes: the class name of each row [N]; binary targets: 0/1 [N] (one target) or [N, T];
@@ -77,38 +74,28 @@ class Model:
         """Loss and metrics on ``data`` (it holds the target columns), as ``backprop evaluate --format json``."""
         from backprop_cli.runs.prediction import evaluate
 
-        with _as_file(data) as path:
-            return evaluate(self.trained, path)
+        path, table = _source(data)
+        return evaluate(self.trained, path, table=table)
 
 
-@contextmanager
-def _as_file(data: Any) -> Iterator[Path]:
-    """A path as it is; a pandas DataFrame, pyarrow Table or dict of columns as a temporary Parquet file."""
+def _source(data: Any) -> tuple[Path, Any]:
+    """(the path, None) for a path; ("data", a pyarrow Table) for a pandas DataFrame, pyarrow Table or dict of
+    columns, read as predict reads a Parquet file's columns."""
     if isinstance(data, (str, os.PathLike)):
-        yield Path(data)
-        return
+        return Path(data), None
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if isinstance(data, pa.Table):
-        table = data
-    elif isinstance(data, dict):
-        try:
-            table = pa.table({str(k): _column(v) for k, v in data.items()})
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise DataError(f"data: the columns do not make a table ({str(e).splitlines()[0][:120]})") from None
-    elif hasattr(data, "columns") and hasattr(data, "iloc"):  # a pandas DataFrame
-        table = pa.Table.from_pandas(data, preserve_index=False)
-    else:
-        raise DataError(f"data: expected a path, a pandas DataFrame, a pyarrow Table or a dict of columns "
-                        f"(got {type(data).__name__})")
-    fd, name = tempfile.mkstemp(prefix="backprop-", suffix=".parquet")
-    os.close(fd)
+        return Path("data"), data
     try:
-        pq.write_table(table, name)
-        yield Path(name)
-    finally:
-        os.unlink(name)
+        if isinstance(data, dict):
+            return Path("data"), pa.table({str(k): _column(v) for k, v in data.items()})
+        if hasattr(data, "columns") and hasattr(data, "iloc"):  # a pandas DataFrame
+            return Path("data"), pa.Table.from_pandas(data, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise DataError(f"data: the columns do not make a table ({str(e).splitlines()[0][:120]})") from None
+    raise DataError(f"data: expected a path, a pandas DataFrame, a pyarrow Table or a dict of columns "
+                    f"(got {type(data).__name__})")
 
 
 def _column(values: Any):

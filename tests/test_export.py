@@ -284,7 +284,7 @@ def test_resume_refuses_safetensors_in_one_line(tmp_path, cli):
     ckpt = trained(tmp_path, "classes")
     path = export(tmp_path, ckpt, "m.safetensors")
     r = cli("train", "-c", tmp_path / "c.yaml", "--resume", path)
-    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "error:" in r.stderr, r.output
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "holds the weights only" in r.stderr, r.output
 
 
 def test_crafted_safetensors_is_one_line(tmp_path, cli):
@@ -422,3 +422,16 @@ def test_the_example_of_docs_export_prints_what_the_page_says(tmp_path, cli, mon
     assert re.sub(number, "#", r.stdout) == re.sub(number, "#", printed)
     np.testing.assert_allclose([float(v) for v in re.findall(number, r.stdout)],
                                [float(v) for v in re.findall(number, printed)], atol=1e-4)
+
+
+def test_api_bad_data_is_one_error_naming_it(tmp_path):
+    import backprop_cli as bp
+    from backprop_cli.errors import DataError
+
+    m = bp.load(trained(tmp_path, "classes"))
+    with pytest.raises(DataError, match=r"^data: --data: column 'size' is not in the header"):
+        m.predict({"x1": [1.0], "x2": [2.0], "colour": ["red"], "flag": ["yes"]})
+    with pytest.raises(DataError, match=r"^data: expected a path"):
+        m.predict(42)
+    with pytest.raises(DataError, match=r"column 'x1'"):
+        m.predict({"x1": ["a"], "x2": [2.0], "colour": ["red"], "flag": ["yes"], "size": ["S"]})
