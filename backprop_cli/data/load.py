@@ -98,8 +98,8 @@ def read_table(cfg: Config, encoding: Optional[Encoding] = None) -> Table:
     if len(train_rows) == 0:
         raise DataError(f"{src.where}: data.validation leaves no training rows")
     if encoding is None:
-        enc.fit(raw, train_rows)
-    x = enc.transform(raw, train_rows, "train")
+        enc.fit(raw, None if len(train_rows) == raw.rows else train_rows)
+    x = enc.transform(raw, None if len(train_rows) == raw.rows else train_rows, "train")
     table = Table(x, y, src.where, enc.names(), list(targets), classes, dropped=dropped, columns=list(features),
                   encoding=enc, dropped_target=no_target, split=split, val_source=text)
     if val is not None:

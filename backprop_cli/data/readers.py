@@ -330,8 +330,8 @@ def _read_fast(src: Source, header, numbers, texts, infer, keep) -> Optional[Raw
 
     try:
         table = _arrow_csv(src, numbers, texts + ([keep] if keep else []), infer, as_numbers=True)
-        if table is None and infer:
-            table = _arrow_csv(src, numbers, texts + ([keep] if keep else []) + infer, [], as_numbers=False)
+        if table is None and infer:  # a column to infer holds text: pyarrow infers each one's type
+            table = _arrow_csv(src, numbers, texts + ([keep] if keep else []), infer, as_numbers=False)
     except MemoryError:
         raise DataError(f"{src.where}: out of memory reading the file") from None
     if table is None:
@@ -346,7 +346,7 @@ def _read_fast(src: Source, header, numbers, texts, infer, keep) -> Optional[Raw
         columns[name] = _arrow_text(table.column(name))
     for name in infer:
         c = table.column(name)
-        if pa.types.is_floating(c.type):
+        if pa.types.is_floating(c.type) or pa.types.is_integer(c.type) or pa.types.is_null(c.type):
             values = _floats(c)
             if values is None:
                 return None
@@ -387,7 +387,9 @@ def _floats(col) -> Optional[np.ndarray]:
     import pyarrow as pa
 
     if not pa.types.is_float32(col.type):
-        col = col.cast(pa.float32())
+        if not pa.types.is_float64(col.type):
+            col = col.cast(pa.float64())  # integers: rounded once, as the exact reader rounds them
+        col = col.cast(pa.float32(), safe=False)
     out = np.empty(len(col), dtype=np.float32)
     at = 0
     for chunk in col.chunks:

@@ -64,7 +64,13 @@ def column_stats(a: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.nd
 def scaling_of(a: np.ndarray, scaled: Optional[np.ndarray] = None) -> tuple[Scaling, np.ndarray]:
     """The training rows' statistics of ``a`` (and each column's raw std). ``scaled``: which columns are
     standardized (the others get mean 0, std 1: a one-hot or indicator input is left as it is)."""
-    mean, std = column_stats(a)
+    if scaled is None:
+        mean, std = column_stats(a)
+    else:  # only the scaled columns' statistics are computed (an unscaled input's raw std is given as 0)
+        idx = np.flatnonzero(scaled)
+        mean, std = np.zeros(a.shape[1]), np.zeros(a.shape[1])
+        if len(idx):
+            mean[idx], std[idx] = column_stats(a[:, idx] if len(idx) < a.shape[1] else a)
     safe = np.where(std > 0, std, 1.0)
     if scaled is not None:
         mean, safe = np.where(scaled, mean, 0.0), np.where(scaled, safe, 1.0)
