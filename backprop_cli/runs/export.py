@@ -16,7 +16,6 @@ The file is written atomically and only after the checkpoint passed every check 
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -222,7 +221,3 @@ def onnx_model(trained: Trained, opset: int, meta_json: str):
     onnx.checker.check_model(model, full_check=True)
     return model
 
-
-def read_metadata(text: str) -> dict:
-    """The JSON an exported file carries (ONNX metadata_props, .pt2 extra file, safetensors header)."""
-    return json.loads(text)
