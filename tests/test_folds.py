@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backprop_cli.config import load_config
-from backprop_cli.data.readers import read_table
+from backprop_cli.data.load import read_table
 from backprop_cli.runs.folds import fold_ids, fold_table, raw_config
 from conftest import CONFIGS, write
 

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from backprop_cli import __version__
-from backprop_cli.cli import (check_grads, compare, config, evaluate, exercise, explain, find_lr, graph, init,
-                              inspect_grads, plot, predict, train, tune)
+from backprop_cli.cli import (check_grads, compare, config, evaluate, exercise, explain, export, find_lr, graph,
+                              init, inspect_grads, plot, predict, train, tune)
 from backprop_cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 app = typer.Typer(
@@ -31,8 +31,8 @@ app.add_typer(exercise.exercise_app, name="exercise")
 
 # the order of --help
 COMMANDS = [train.train, inspect_grads.inspect_grads, check_grads.check_grads, explain.explain, evaluate.evaluate,
-            predict.predict, compare.compare_optimizers, plot.plot, find_lr.find_lr, tune.tune, graph.graph,
-            init.init]
+            predict.predict, export.export, compare.compare_optimizers, plot.plot, find_lr.find_lr, tune.tune,
+            graph.graph, init.init]
 CONFIG_COMMANDS = [config.config_show, config.config_validate]
 for group, commands in ((app, COMMANDS), (config_app, CONFIG_COMMANDS), (exercise.exercise_app, exercise.COMMANDS)):
     for fn in commands:

@@ -31,16 +31,31 @@ def read_parquet(src: Source, header, numbers, texts, infer, keep) -> RawTable:
     used = list(dict.fromkeys([*numbers, *texts, *infer, *([keep] if keep else [])]))
     pf, f = parquet_file(src)
     with f:
-        for name in used:
-            t = pf.schema_arrow.field(name).type
-            if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t) \
-                    or pa.types.is_fixed_size_binary(t):
-                raise DataError(f"{src.where}: column {name!r}: Parquet type {t} is not supported (nested or "
-                                "binary); store numbers or text")
+        _refuse_types(pf.schema_arrow, used, src)
         try:
             table = pf.read(columns=used, use_threads=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, MemoryError) as e:
             raise DataError(f"{src.where}: cannot read the Parquet file ({str(e).splitlines()[0][:120]})") from None
+    return arrow_columns(table, src, header, numbers, texts, infer, keep)
+
+
+def _refuse_types(schema, used, src: Source) -> None:
+    import pyarrow as pa
+
+    for name in used:
+        t = schema.field(name).type
+        if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t) \
+                or pa.types.is_fixed_size_binary(t):
+            raise DataError(f"{src.where}: column {name!r}: Parquet type {t} is not supported (nested or "
+                            "binary); store numbers or text")
+
+
+def arrow_columns(table, src: Source, header, numbers, texts, infer, keep) -> RawTable:
+    """The named columns of a pyarrow Table (a Parquet file's, or one given in memory: backprop_cli.load), as
+    read_raw returns them; every name must be in ``header``."""
+    import pyarrow as pa
+
+    _refuse_types(table.schema, list(dict.fromkeys([*numbers, *texts, *infer, *([keep] if keep else [])])), src)
     columns: dict[str, Column] = {}
     formats = {}
     for name in [*numbers, *texts, *infer]:

@@ -23,6 +23,7 @@ import torch
 
 from backprop_cli.errors import CheckpointError
 from backprop_cli.io.atomic import AtomicFile
+from backprop_cli.io.safetensors_file import is_safetensors
 from backprop_cli.io.checkpoint_checks import (CHECKPOINT_VERSION, REQUIRED_KEYS, first_line, merged_groups,
                                                optimizer_state_problem, structure_problems)
 from backprop_cli.io.files import open_regular
@@ -110,6 +111,9 @@ def checkpoint_size_check(path: Path, expected_bytes: int | None = None) -> None
     """
     path = Path(path)
     with open_regular(path, "checkpoint file", CheckpointError) as f:
+        if is_safetensors(path):
+            raise CheckpointError(f"{path}: a safetensors file of backprop export holds the weights only (no "
+                                  "optimizer or RNG state); give the checkpoint of train --save it came from")
         _check_archive(f, path, expected_bytes)
 
 
@@ -146,6 +150,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu", expected_params: int 
     """
     path = Path(path)
     with open_regular(path, "checkpoint file", CheckpointError) as f:
+        if is_safetensors(path):
+            raise CheckpointError(f"{path}: a safetensors file of backprop export holds the weights only (no "
+                                  "optimizer or RNG state); give the checkpoint of train --save it came from")
         _check_archive(f, path, None if expected_params is None else expected_checkpoint_bytes(expected_params))
         f.seek(0)
         try:

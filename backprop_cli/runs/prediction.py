@@ -17,6 +17,7 @@ import torch
 
 from backprop_cli.core.build import make_loss
 from backprop_cli.io.checkpoint import load_checkpoint, load_weights
+from backprop_cli.io.safetensors_file import is_safetensors, load_safetensors
 from backprop_cli.config import Config, CsvData, task_of, validate
 from backprop_cli.data.columns import rows_to_drop
 from backprop_cli.data.encoding import ColumnCode, Encoding
@@ -43,6 +44,7 @@ class Trained:
     y_scaling: Optional[Scaling]
     split: Optional[dict]
     encoding: Optional[Encoding] = None
+    saved: Optional[dict] = None  # the file's own step, config and data sections, as stored (export writes them)
 
     @property
     def loss_name(self) -> str:
@@ -50,9 +52,10 @@ class Trained:
 
 
 def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
-    """The checkpoint's model (weights loaded, eval mode). ``cfg``: a config to use instead of the
+    """The checkpoint's model (weights loaded, eval mode); a safetensors file of ``backprop export`` is taken as
+    a checkpoint without optimizer and RNG state. ``cfg``: a config to use instead of the
     checkpoint's own (``evaluate --config``: its data section; the model must be the checkpoint's)."""
-    state = load_checkpoint(path)
+    state = load_safetensors(path) if is_safetensors(path) else load_checkpoint(path)  # backprop export's file
     data = state.get("data") or {}
     if cfg is None:
         base = data.get("base_dir")
@@ -99,15 +102,17 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
                               f"{cfg.model.output_size} outputs")
     return Trained(Path(path), int(state["step"]), cfg, model, list(features), list(targets), classes,
                    Scaling.from_plain(data.get("x_scaling")), Scaling.from_plain(data.get("y_scaling")),
-                   data.get("split"), encoding)
+                   data.get("split"), encoding,
+                   {"step": state["step"], "config": state["config"], "data": state.get("data")})
 
 
 def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str] = None,
-              key: str = "--data") -> tuple[np.ndarray, Optional[np.ndarray], Optional[list[str]], str]:
+              key: str = "--data", table=None) -> tuple[np.ndarray, Optional[np.ndarray], Optional[list[str]], str]:
     """(x encoded and scaled as in training, y (scaled targets or class indices) or None, the kept column, source)
     of a file (CSV, TSV, Parquet, .gz text: as training read its data) with the checkpoint's columns. Missing
     cells are filled by the columns' policies; with ``targets`` (evaluate) a row without a target, or with a
-    missing cell in a ``drop_rows`` column, is left out."""
+    missing cell in a ``drop_rows`` column, is left out. ``table``: a pyarrow Table to read instead of the file,
+    as a Parquet file's columns are read (``path`` then only names it in messages)."""
     spec = trained.cfg.data
     delimiter, decimal = (spec.delimiter, spec.decimal) if isinstance(spec, CsvData) else (None, ".")
     src = source_of(path, key, None, ".")
@@ -117,8 +122,12 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
     enc = trained.encoding
     labels = task_of(trained.loss_name) == "classes"
     names = list(trained.targets) if targets else []
-    raw = read_raw(src, numbers=enc.number_columns() + ([] if labels else names),
-                   texts=enc.text_columns() + (names if labels else []), keep=keep)
+    numbers = enc.number_columns() + ([] if labels else names)
+    texts = enc.text_columns() + (names if labels else [])
+    if table is None:
+        raw = read_raw(src, numbers=numbers, texts=texts, keep=keep)
+    else:
+        raw = _in_memory(table, Path(path), key, numbers, texts, keep)
     if raw.rows == 0:
         raise DataError(f"{src.where}: no data rows after the header")
     kept_rows, _ = rows_to_drop(enc, raw, names, "evaluate" if targets else "predict")
@@ -139,6 +148,18 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
     where = src.where + (f" ({dropped} rows without a target or with a drop_rows cell missing, left out)"
                          if dropped else "")
     return x, y, kept, where
+
+
+def _in_memory(table, path: Path, key: str, numbers: list[str], texts: list[str], keep: Optional[str]):
+    from backprop_cli.data.parquet import arrow_columns
+    from backprop_cli.data.readers import Source, missing_column
+
+    src = Source(path, key, format="parquet", where=str(path))
+    header = list(table.column_names)
+    for name in [*numbers, *texts, *([keep] if keep else [])]:
+        if name not in header:
+            raise missing_column(src, key, name, header)
+    return arrow_columns(table, src, header, numbers, texts, [], keep)
 
 
 def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
@@ -190,12 +211,12 @@ def training_rows_among(trained: Trained, x: np.ndarray) -> Optional[int]:
     return int(sum(row.tobytes() in known for row in np.ascontiguousarray(x)))
 
 
-def evaluate(trained: Trained, data: Optional[Path] = None) -> dict:
+def evaluate(trained: Trained, data: Optional[Path] = None, table=None) -> dict:
     """Loss and metrics on a CSV (default: the checkpoint's own validation rows), as ``train`` computes them.
     With ``data``, ``training_rows`` says how many of its rows the checkpoint's run trained on."""
     seen = None
     if data is not None:
-        x, y, _, source = read_rows(trained, data, targets=True)
+        x, y, _, source = read_rows(trained, data, targets=True, table=table)
         seen = training_rows_among(trained, x)
     else:
         x, y, source = own_validation(trained)
@@ -206,12 +227,12 @@ def evaluate(trained: Trained, data: Optional[Path] = None) -> dict:
             **({"training_rows": seen} if seen is not None else {}), **result}
 
 
-def predict(trained: Trained, data: Path, keep: Optional[str] = None) -> tuple[list[str], list[list]]:
+def predict(trained: Trained, data: Path, keep: Optional[str] = None, table=None) -> tuple[list[str], list[list]]:
     """One prediction per row of ``data``, in order: (column names, rows). Regression: one column per target,
     in the original units; cross_entropy: ``prediction`` (the class name) and ``p_<class>``; bce_with_logits:
     each target column's 0/1 prediction and ``p_<target>``. ``keep``: a column of the input passed through
     first (an id)."""
-    x, _, kept, _ = read_rows(trained, data, targets=False, keep=keep)
+    x, _, kept, _ = read_rows(trained, data, targets=False, keep=keep, table=table)
     out = outputs(trained.model, torch.from_numpy(x)).float()
     task = task_of(trained.loss_name)
     if task == "classes":
