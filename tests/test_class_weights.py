@@ -9,7 +9,7 @@ import torch
 from backprop_cli.config import load_config
 from backprop_cli.core import components
 from backprop_cli.core.build import auto_weights, build_run, make_loss
-from backprop_cli.config.schema import BCEWithLogitsLoss, CrossEntropyLoss
+from backprop_cli.config.components import BCEWithLogitsLoss, CrossEntropyLoss
 from backprop_cli.runs.inspection import check_gradients, prepare
 from conftest import CONFIGS, write
 
@@ -110,8 +110,8 @@ def test_init_suggests_auto_for_a_rare_class(cli, tmp_path):
     r = cli("init", tmp_path / "c.yaml", "--csv", tmp_path / "t.csv", "--target", "label")
     assert r.exit_code == 0, r.output
     text = (tmp_path / "c.yaml").read_text()
-    assert "class_weights: auto" in text and "5.0%" in text
+    assert "class_weights: auto}" in text and "5.0%" in text  # the suggestion, beside the key's own comment
     balanced = ["a,b,label"] + [f"{i},{i % 7},{'xy'[i % 2]}" for i in range(100)]
     (tmp_path / "u.csv").write_text("\n".join(balanced) + "\n")
     r = cli("init", tmp_path / "d.yaml", "--csv", tmp_path / "u.csv", "--target", "label")
-    assert "class_weights" not in (tmp_path / "d.yaml").read_text()
+    assert "class_weights: auto}" not in (tmp_path / "d.yaml").read_text()  # no suggestion when balanced

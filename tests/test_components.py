@@ -7,7 +7,8 @@ import torch
 
 from backprop_cli.core import components
 from backprop_cli.core.build import make_loss, make_optimizer, make_scheduler
-from backprop_cli.config import ACTIVATION_NAMES, LOSS_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES, schema
+from backprop_cli.config import ACTIVATION_NAMES, LOSS_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES
+from backprop_cli.config import components as components_schema
 from backprop_cli.config.load import parse_optimizer, validate
 
 BASE = {"model": {"input_size": 3, "hidden_size": 4, "output_size": 2},
@@ -15,15 +16,15 @@ BASE = {"model": {"input_size": 3, "hidden_size": 4, "output_size": 2},
 
 
 def spec_of(section, name):
-    base = {**BASE, "data": {**BASE["data"], "targets": "classes"}} if section == "loss" and schema.is_classification(name) else BASE
+    base = {**BASE, "data": {**BASE["data"], "targets": "classes"}} if section == "loss" and components_schema.is_classification(name) else BASE
     cfg = validate({**base, section: {"name": name}} if section != "activation"
                    else {**base, "model": {**base["model"], "activation": name}})
     return cfg.model.activation if section == "activation" else getattr(cfg, section)
 
 
 def test_the_name_tuples_are_derived_from_the_schema_unions():
-    for names, union in ((ACTIVATION_NAMES, schema.ActivationSpec), (LOSS_NAMES, schema.LossSpec),
-                         (OPTIMIZER_NAMES, schema.OptimizerSpec), (SCHEDULER_NAMES, schema.SchedulerSpec)):
+    for names, union in ((ACTIVATION_NAMES, components_schema.ActivationSpec), (LOSS_NAMES, components_schema.LossSpec),
+                         (OPTIMIZER_NAMES, components_schema.OptimizerSpec), (SCHEDULER_NAMES, components_schema.SchedulerSpec)):
         members = typing.get_args(typing.get_args(union)[0])
         assert names == tuple(typing.get_args(m.model_fields["name"].annotation)[0] for m in members)
 
@@ -39,17 +40,17 @@ def test_every_configurable_name_is_in_every_table():
         assert callable(entry.forward) and callable(entry.derivative) and entry.gain
     for entry in components.LOSSES.values():
         assert callable(entry.gradient)
-    assert set(schema.TASKS) == set(LOSS_NAMES)
+    assert set(components_schema.TASKS) == set(LOSS_NAMES)
 
 
 def test_one_task_per_loss_from_one_table():
     """The one answer to "is this classification?": cross_entropy takes class labels, bce_with_logits 0/1
     targets, every other loss real values."""
-    assert {n: schema.task_of(n) for n in LOSS_NAMES} == {
+    assert {n: components_schema.task_of(n) for n in LOSS_NAMES} == {
         "mse": "regression", "l1": "regression", "huber": "regression", "smooth_l1": "regression",
         "cross_entropy": "classes", "bce_with_logits": "binary"}
-    assert [n for n in LOSS_NAMES if schema.is_classification(n)] == ["cross_entropy", "bce_with_logits"]
-    assert schema.task_of(spec_of("loss", "cross_entropy")) == "classes"
+    assert [n for n in LOSS_NAMES if components_schema.is_classification(n)] == ["cross_entropy", "bce_with_logits"]
+    assert components_schema.task_of(spec_of("loss", "cross_entropy")) == "classes"
 
 
 @pytest.mark.parametrize("name", ACTIVATION_NAMES)

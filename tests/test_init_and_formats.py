@@ -215,7 +215,7 @@ def test_the_starter_marks_every_value_that_is_not_the_default(tmp_path):
                 continue
             a, b = mine[key], base[key]
             if section == "optimizer" and key != "name" and given["optimizer"]["name"] != default["optimizer"]["name"]:
-                from backprop_cli.config.schema import Adam, SGD  # the chosen optimizer's own default
+                from backprop_cli.config.components import Adam, SGD  # the chosen optimizer's own default
 
                 b = {"adam": Adam, "sgd": SGD}[given["optimizer"]["name"]].model_fields[key].default
             a, b = (x["name"] if isinstance(x, dict) and "name" in x else x for x in (a, b))

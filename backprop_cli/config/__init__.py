@@ -9,9 +9,8 @@
 """
 
 from backprop_cli.config.load import load_config, load_text, parse_optimizer, validate
-from backprop_cli.config.schema import (ACTIVATION_NAMES, DATA_KIND_NAMES, LOSS_NAMES, OPTIMIZER_NAMES,
-                                        PRECISION_NAMES, SCHEDULER_NAMES, SGD, Adam, Config, CsvData, ModelConfig,
-                                        SyntheticData, Task, is_classification, task_of)
+from backprop_cli.config.components import ACTIVATION_NAMES, LOSS_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES, SGD, Adam, Task, is_classification, task_of
+from backprop_cli.config.schema import DATA_KIND_NAMES, PRECISION_NAMES, Config, CsvData, ModelConfig, SyntheticData
 from backprop_cli.config.values import (DEFAULT_STEPS, default_log_every, flops_per_step, optimizer_hyperparams,
                                         optimizer_label, optimizer_spec_text, resolved_steps, start_summary, to_yaml)
 from backprop_cli.config.yamlfile import parse_value

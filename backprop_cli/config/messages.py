@@ -8,8 +8,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ValidationError
 
-from backprop_cli.config.schema import (ACTIVATION_NAMES, DATA_KIND_NAMES, LOSS_NAMES, NO_VALUE, OPTIMIZER_NAMES, SCHEDULER_NAMES, Config,
-                                        LocatedError)
+from backprop_cli.config.components import ACTIVATION_NAMES, LOSS_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES
+
+from backprop_cli.config.schema import DATA_KIND_NAMES, Config
+
+from backprop_cli.config.base import NO_VALUE, LocatedError
 from backprop_cli.config.yamlfile import dotted
 
 _TAGS = frozenset(ACTIVATION_NAMES + LOSS_NAMES + OPTIMIZER_NAMES + SCHEDULER_NAMES + DATA_KIND_NAMES)

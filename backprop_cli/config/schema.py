@@ -3,114 +3,58 @@
 Each component kind (activation, loss, optimizer, schedule) is a tagged union; the tuple of its names
 (``ACTIVATION_NAMES``, ...) is derived from the union, so adding a component is one model here and one
 entry in its table in ``backprop_cli/core/components.py``.
+
+The building blocks are in config/base.py, the components' sections (activations, losses, optimizers,
+schedules) in config/components.py.
 """
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
-                      model_serializer, model_validator)
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails
 
+from backprop_cli.config.base import (
+    NO_VALUE,
+    LocatedError,
+    NonNegFloat,
+    PositiveFloat,
+    Seed,
+    Size,
+    Strict,
+    drop_unset,
+    name_only,
+    tags,
+)
+from backprop_cli.config.components import (
+    SGD,
+    ActivationSpec,
+    LossSpec,
+    MSELoss,
+    NoSchedule,
+    OptimizerSpec,
+    Relu,
+    SchedulerSpec,
+    is_classification,
+    task_of,
+)
 from backprop_cli.config.tune import TuneConfig
-from backprop_cli.limits import MAX_COUNT, MAX_SEED
 
 
-class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, types are not coerced."""
 
-    # defer_build: each section's validator is built when first used (inside Config's), not at import:
-    # about 25 ms less start-up for every command (benchmarks/bench_command.py)
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=False, defer_build=True)
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Betas = Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
-
-# Sizes and counts that torch's int64 arithmetic can hold: larger integers are refused here with one
-# line instead of failing deep inside torch (a layer of 10^20 units, a seed of 2^64). A model too large
-# for memory is refused before allocation (backprop_cli/core/model.py).
-MAX_SIZE = MAX_COUNT
-Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-
-
-def _name_only(value: Any, default: str) -> Any:
-    """``loss: mse`` means ``loss: {name: mse}``; a mapping without ``name`` gets the default one."""
-    if isinstance(value, str):
-        return {"name": value}
-    if isinstance(value, dict) and "name" not in value:
-        return {"name": default, **value}
-    return value
-
-
-def tags(union: Any) -> tuple[str, ...]:
-    """The ``name`` (or ``kind``) literals of a tagged union's members, in order."""
-    while typing.get_origin(union) is Annotated:
-        union = typing.get_args(union)[0]
-    out = []
-    for member in typing.get_args(union):
-        for key in ("name", "kind"):
-            field = member.model_fields.get(key)
-            if field is not None:
-                out.append(typing.get_args(field.annotation)[0])
-                break
-    return tuple(out)
-
-
-class LocatedError(ValueError):
-    """Model-level problems, each belonging to a key path: ``[(loc, message, value), ...]``.
-
-    A value of :data:`NO_VALUE` prints no ``(got ...)``.
-    """
-
-    def __init__(self, found: list[tuple[tuple, str, Any]]):
-        self.found = found
-        super().__init__("; ".join(m for _, m, _ in found))
-
-
-NO_VALUE = object()
-
-# --------------------------------------------------------------------------- activations
-
-
-class Relu(Strict):
-    name: Literal["relu"]
-
-
-class Tanh(Strict):
-    name: Literal["tanh"]
-
-
-class Sigmoid(Strict):
-    name: Literal["sigmoid"]
-
-
-class Gelu(Strict):
-    name: Literal["gelu"]
-    approximate: Literal["none", "tanh"] = "none"
-
-
-class LeakyRelu(Strict):
-    name: Literal["leaky_relu"]
-    negative_slope: float = 0.01
-
-
-class Identity(Strict):
-    name: Literal["identity"]
-
-
-ActivationSpec = Annotated[Union[Relu, Tanh, Sigmoid, Gelu, LeakyRelu, Identity], Field(discriminator="name")]
-ACTIVATION_NAMES = tags(ActivationSpec)
-
-INITS = ("default", "xavier", "kaiming")
 NORM_NAMES = ("none", "batch", "layer")  # model.norm: after each hidden linear layer, before the activation
+
+
 DropoutP = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -158,7 +102,7 @@ class ModelConfig(Strict):
     @field_validator("activation", mode="before")
     @classmethod
     def _bare_name(cls, v: Any) -> Any:
-        return _name_only(v, "relu")
+        return name_only(v, "relu")
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -248,158 +192,14 @@ class ModelConfig(Strict):
         return out
 
 
-# --------------------------------------------------------------------------- losses
-
-Reduction = Literal["mean", "sum"]
-
-
-class MSELoss(Strict):
-    name: Literal["mse"]
-    reduction: Reduction = "mean"
-
-
-class L1Loss(Strict):
-    name: Literal["l1"]
-    reduction: Reduction = "mean"
-
-
-class HuberLoss(Strict):
-    name: Literal["huber"]
-    delta: PositiveFloat = 1.0
-    reduction: Reduction = "mean"
-
-
-class SmoothL1Loss(Strict):
-    name: Literal["smooth_l1"]
-    beta: NonNegFloat = 1.0
-    reduction: Reduction = "mean"
-
-
-def _drop_unset(out: dict, keys: tuple[str, ...]) -> dict:
-    for key in keys:
-        if out.get(key) is None:
-            out.pop(key, None)
-    return out
-
-
-class CrossEntropyLoss(Strict):
-    name: Literal["cross_entropy"]
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    reduction: Reduction = "mean"
-    # a weight per class (torch's CrossEntropyLoss weight), or auto: n / (k · count_c) over the training rows
-    class_weights: Optional[Union[Literal["auto"], Annotated[list[PositiveFloat], Field(min_length=2)]]] = None
-
-    @model_serializer(mode="wrap")
-    def _given_weights_only(self, handler):
-        return _drop_unset(handler(self), ("class_weights",))
-
-
-class BCEWithLogitsLoss(Strict):
-    name: Literal["bce_with_logits"]
-    reduction: Reduction = "mean"
-    # the weight of the positive rows (torch's pos_weight), one number or one per target column, or auto:
-    # count_negative / count_positive of each column over the training rows
-    pos_weight: Optional[Union[Literal["auto"], PositiveFloat, Annotated[list[PositiveFloat], Field(min_length=1)]]] = None
-
-    @model_serializer(mode="wrap")
-    def _given_weights_only(self, handler):
-        return _drop_unset(handler(self), ("pos_weight",))
-
-
-LossSpec = Annotated[Union[MSELoss, L1Loss, HuberLoss, SmoothL1Loss, CrossEntropyLoss, BCEWithLogitsLoss],
-                     Field(discriminator="name")]
-LOSS_NAMES = tags(LossSpec)
-
-# The task a loss defines, the one answer to "is this classification?" (read it through task_of):
-# "classes": one integer class label per row, the model gives one logit per class (cross_entropy);
-# "binary": 0/1 targets, one logit per target column (bce_with_logits);
-# "regression": real-valued targets, one output per target column (every other loss).
-Task = Literal["classes", "binary", "regression"]
-TASKS: dict[str, Task] = {"mse": "regression", "l1": "regression", "huber": "regression",
-                          "smooth_l1": "regression", "cross_entropy": "classes", "bce_with_logits": "binary"}
-assert set(TASKS) == set(LOSS_NAMES), "every loss names its task"
-
-
-def task_of(loss: Any) -> Task:
-    """The task of a loss given by name or as its config section."""
-    return TASKS[loss if isinstance(loss, str) else loss.name]
-
-
-def is_classification(loss: Any) -> bool:
-    """Class labels or 0/1 targets (accuracy is its metric), not real values."""
-    return task_of(loss) != "regression"
-
-# --------------------------------------------------------------------------- optimizers (defaults are torch's)
-
-
-class SGD(Strict):
-    name: Literal["sgd"]
-    lr: PositiveFloat = 1e-3
-    momentum: NonNegFloat = 0.0
-    dampening: NonNegFloat = 0.0
-    weight_decay: NonNegFloat = 0.0
-    nesterov: bool = False
-    maximize: bool = False
-
-    @field_validator("nesterov")
-    @classmethod
-    def _nesterov_needs_momentum(cls, v: bool, info: ValidationInfo) -> bool:
-        if v and (info.data.get("momentum", 0.0) <= 0 or info.data.get("dampening", 0.0) != 0):
-            raise ValueError("nesterov needs momentum > 0 and dampening 0")
-        return v
-
-
-class _AdamFamily(Strict):
-    name: str
-    lr: PositiveFloat = 1e-3
-    betas: Betas = [0.9, 0.999]
-    eps: PositiveFloat = 1e-8
-    weight_decay: NonNegFloat = 0.0
-    amsgrad: bool = False
-    maximize: bool = False
-
-
-class Adam(_AdamFamily):
-    name: Literal["adam"]
-
-
-class AdamW(_AdamFamily):
-    """Adam with decoupled weight decay (torch's default 1e-2)."""
-
-    name: Literal["adamw"]
-    weight_decay: NonNegFloat = 1e-2
-
-
-class RMSprop(Strict):
-    name: Literal["rmsprop"]
-    lr: PositiveFloat = 1e-2
-    alpha: Annotated[float, Field(ge=0, le=1)] = 0.99
-    eps: PositiveFloat = 1e-8
-    weight_decay: NonNegFloat = 0.0
-    momentum: NonNegFloat = 0.0
-    centered: bool = False
-    maximize: bool = False
-
-
-class Adagrad(Strict):
-    name: Literal["adagrad"]
-    lr: PositiveFloat = 1e-2
-    lr_decay: NonNegFloat = 0.0
-    weight_decay: NonNegFloat = 0.0
-    initial_accumulator_value: NonNegFloat = 0.0
-    eps: PositiveFloat = 1e-10
-    maximize: bool = False
-
-
-OptimizerSpec = Annotated[Union[SGD, Adam, AdamW, RMSprop, Adagrad], Field(discriminator="name")]
-OPTIMIZER_NAMES = tags(OptimizerSpec)
-
-# --------------------------------------------------------------------------- data
-
-
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-MISSING_POLICIES = ("auto", "error", "drop_rows", "mean", "median", "most_frequent", "constant")
+
+
+
+
 COLUMN_TYPES = ("number", "category", "binary")
+
+
 MAX_CATEGORIES = 1000  # distinct values a one-hot column may have (encoding: embedding has no bound)
 
 
@@ -458,7 +258,7 @@ class _DataCommon(Strict):
 
     @model_serializer(mode="wrap")
     def _given_split_seed_only(self, handler):
-        return _drop_unset(handler(self), ("split_seed",))
+        return drop_unset(handler(self), ("split_seed",))
 
 
 class SyntheticData(_DataCommon):
@@ -525,9 +325,9 @@ class CsvData(_DataCommon):
 
 
 DataSpec = Annotated[Union[SyntheticData, CsvData], Field(discriminator="kind")]
-DATA_KIND_NAMES = tags(DataSpec)
 
-# --------------------------------------------------------------------------- training
+
+DATA_KIND_NAMES = tags(DataSpec)
 
 
 class EarlyStopping(Strict):
@@ -565,38 +365,7 @@ class CompareConfig(Strict):
     @field_validator("optimizers", mode="before")
     @classmethod
     def _bare_names(cls, v: Any) -> Any:
-        return [_name_only(item, "sgd") for item in v] if isinstance(v, list) else v
-
-
-# --------------------------------------------------------------------------- learning-rate schedules
-
-
-class NoSchedule(Strict):
-    name: Literal["none"]
-
-
-class StepSchedule(Strict):
-    name: Literal["step"]
-    step_size: Size
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
-
-
-class CosineSchedule(Strict):
-    name: Literal["cosine"]
-    T_max: Optional[Size] = None  # default: the run's total steps
-    eta_min: NonNegFloat = 0.0
-
-
-class WarmupCosineSchedule(Strict):
-    name: Literal["warmup_cosine"]
-    warmup_steps: Size
-    T_max: Optional[Size] = None  # cosine length after warm-up; default: the rest of the run
-    eta_min: NonNegFloat = 0.0
-
-
-SchedulerSpec = Annotated[Union[NoSchedule, StepSchedule, CosineSchedule, WarmupCosineSchedule],
-                          Field(discriminator="name")]
-SCHEDULER_NAMES = tags(SchedulerSpec)
+        return [name_only(item, "sgd") for item in v] if isinstance(v, list) else v
 
 
 class DistributedConfig(Strict):
@@ -604,6 +373,8 @@ class DistributedConfig(Strict):
 
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]{1,4})?)$"
+
+
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
@@ -628,7 +399,7 @@ class Config(Strict):
     @field_validator("loss", "optimizer", "scheduler", mode="before")
     @classmethod
     def _bare_name(cls, v: Any, info: ValidationInfo) -> Any:
-        return _name_only(v, {"loss": "mse", "optimizer": "sgd", "scheduler": "none"}[info.field_name])
+        return name_only(v, {"loss": "mse", "optimizer": "sgd", "scheduler": "none"}[info.field_name])
 
     @model_validator(mode="after")
     def _loss_fits_targets(self) -> "Config":

@@ -44,7 +44,7 @@ class _Strict(BaseModel):
 
 
 def _located(found: list) -> Exception:
-    from backprop_cli.config.schema import LocatedError
+    from backprop_cli.config.base import LocatedError
 
     return LocatedError(found)
 
@@ -80,7 +80,7 @@ class Param(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Param":
-        from backprop_cli.config.schema import NO_VALUE
+        from backprop_cli.config.base import NO_VALUE
 
         found: list = []
         ranged = [k for k in ("low", "high", "step") if getattr(self, k) is not None] + (["log"] if self.log else [])
@@ -253,7 +253,8 @@ def _refusals(root: type, data: dict) -> list[str]:
 
 def space_problems(cfg: BaseModel) -> list[tuple]:
     """The checks of ``tune:`` that need the rest of the config: ``[(loc, message, value), ...]``."""
-    from backprop_cli.config.schema import NO_VALUE, is_classification
+    from backprop_cli.config.base import NO_VALUE
+    from backprop_cli.config.components import is_classification
 
     tune: TuneConfig = cfg.tune
     found: list[tuple] = []

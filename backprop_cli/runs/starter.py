@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from backprop_cli.errors import BackpropError, ConfigError, DataError, OutputError
+from backprop_cli.errors import BackpropError, DataError, OutputError
 
 TEMPLATE = """\
 # backprop config. Run: backprop train --config {path}
