@@ -195,6 +195,11 @@ def test_the_sweep_replaces_the_config_schedule(cli, tmp_path):
     (["--end", "nan"], "error: --end: must be a number greater than 0 (got nan)"),
     (["--steps", "2"], "error: --steps: the sweep needs at least 3 steps (got 2)"),
     (["--plot", "x.pdf"], "plot file must end in .png or .svg"),
+    (["--start", "0.1", "--end", "0.1000000000000001"], "error: --start and --end are too close for 100 steps: "
+     "consecutive learning rates would be the same number (got --start 0.1, --end 0.1000000000000001); widen the "
+     "range or give fewer --steps\n"),
+    (["--start", "5e-324", "--end", "1e-323", "--steps", "3"], "(got --start 5e-324, --end 1e-323); widen the range\n"),
+    (["--start", "1", "--end", "1.0000000000000002", "--steps", "3"], "widen the range\n"),
 ])
 def test_bad_sweeps_are_one_line_exit_2(cli, tmp_path, args, message):
     r = cli("find-lr", "-c", SEED, *args)
@@ -207,3 +212,33 @@ def test_bad_sweeps_do_not_import_torch(tmp_path):
 
     r = run(["find-lr", "-c", SEED, "--start", "1", "--end", "0.1"], tmp_path)
     assert r.stderr.strip().splitlines()[-1] == "NO-TORCH", r.stderr
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_positive = st.floats(min_value=5e-324, max_value=1e308, allow_nan=False) | st.sampled_from(
+    [5e-324, 1e-323, 0.1, 0.1000000000000001, 1.0, 1.0000000000000002])
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=_positive, end=_positive, steps=st.integers(3, 200))
+def test_any_accepted_sweep_has_distinct_points_and_suggests_without_dividing_by_zero(start, end, steps):
+    """The range check is exactly what the slopes need: an accepted sweep's learning rates (and their
+    log10) strictly increase; a refused one has two equal. Whatever the losses, the suggestion is a number
+    or None, never an exception."""
+    if start >= end:
+        return
+    lrs = [lrfind.lr_at(i, steps, start, end) for i in range(steps)]
+    logs = [math.log10(lr) for lr in lrs]
+    assert lrfind.too_close(start, end, steps) == any(b <= a for a, b in zip(logs, logs[1:]))
+    losses = [1.0 / (1 + i) if i < steps // 2 else float(i) for i in range(steps)]
+    got = lrfind.suggest(lrs, losses)  # even for a refused range (the engine's lr may round the same way)
+    assert got["suggested_lr"] is None or got["suggested_lr"] in lrs
+
+
+@given(lrs=st.lists(st.sampled_from([1e-3, 1e-2, 1e-2, 0.1]), min_size=3, max_size=30).map(sorted),
+       losses=st.lists(st.floats(0, 10), min_size=30, max_size=30))
+def test_suggest_with_repeated_learning_rates_is_defined(lrs, losses):
+    got = lrfind.suggest(lrs, losses[: len(lrs)])
+    assert got["suggested_lr"] is None or got["suggested_lr"] in lrs

@@ -49,6 +49,13 @@ def find_lr(
         problems.append(f"--steps: the sweep needs at least 3 steps (got {steps})")
     elif steps > MAX_COUNT:
         problems.append(f"--steps: must be at most {MAX_COUNT} (got {steps})")
+    if not problems:
+        from backprop_cli.runs.lrfind import too_close  # plain Python: no torch yet
+
+        if too_close(start, end, steps):
+            problems.append(f"--start and --end are too close for {steps} steps: consecutive learning rates would "
+                            f"be the same number (got --start {start!r}, --end {end!r}); widen the range"
+                            + ("" if too_close(start, end, 3) else " or give fewer --steps"))
     if problems:
         raise ConfigError(problems)
     cfg = load(config, set_, training_overrides(None, device))

@@ -38,6 +38,14 @@ def lr_at(i: int, steps: int, start: float, end: float) -> float:
     return start * (end / start) ** (min(i, steps - 1) / max(1, steps - 1))
 
 
+def too_close(start: float, end: float, steps: int) -> bool:
+    """Whether two consecutive learning rates of the sweep are the same number (in float64 or in the
+    log10 that the slopes are taken against): a range too narrow for its steps (0.1 to
+    0.1000000000000001, or 5e-324 to 1e-323 in 100 steps) has no slope to find."""
+    xs = [math.log10(lr_at(i, steps, start, end)) for i in range(steps)]
+    return any(b <= a for a, b in zip(xs, xs[1:]))
+
+
 def smooth(losses: list[float], beta: float = BETA) -> list[float]:
     """The debiased exponential moving average of the losses (fastai's smoothing)."""
     out, avg = [], 0.0
@@ -52,12 +60,15 @@ def gradient(values: list[float], xs: list[float]) -> list[float]:
     n = len(values)
     if n < 2:
         return [math.nan] * n
-    out = [(values[1] - values[0]) / (xs[1] - xs[0])]
+    def div(a: float, b: float) -> float:  # no slope where two xs are the same number
+        return a / b if b != 0 else math.nan
+
+    out = [div(values[1] - values[0], xs[1] - xs[0])]
     for i in range(1, n - 1):
         h0, h1 = xs[i] - xs[i - 1], xs[i + 1] - xs[i]
-        out.append((h0 ** 2 * values[i + 1] - h1 ** 2 * values[i - 1] + (h1 ** 2 - h0 ** 2) * values[i])
-                   / (h0 * h1 * (h0 + h1)))
-    out.append((values[-1] - values[-2]) / (xs[-1] - xs[-2]))
+        out.append(div(h0 ** 2 * values[i + 1] - h1 ** 2 * values[i - 1] + (h1 ** 2 - h0 ** 2) * values[i],
+                       h0 * h1 * (h0 + h1)))
+    out.append(div(values[-1] - values[-2], xs[-1] - xs[-2]))
     return out
 
 
@@ -99,8 +110,9 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
     skip = min(SKIP_BEGIN, len(smoothed) // 10)
     if len(smoothed) - skip >= 3:
         slopes = gradient(smoothed, [math.log10(lr) for lr in lrs])
-        steepest = min(range(skip, len(slopes)), key=slopes.__getitem__)
-        if slopes[steepest] < 0:
+        candidates = [i for i in range(skip, len(slopes)) if math.isfinite(slopes[i])]
+        steepest = min(candidates, key=slopes.__getitem__) if candidates else None
+        if steepest is not None and slopes[steepest] < 0:
             steepest_lr = lrs[steepest]
     drop = 1 - smoothed[best] / smoothed[0] if smoothed[0] > 0 else 0.0
     falls = drop >= CLEAR_DROP
