@@ -206,11 +206,13 @@ early stopping, `evaluate`, `predict`. The data is the Palmer penguins table shi
 length and depth, flipper length, body mass, island, sex and year, and two birds with no measurements
 at all (`NA`).
 
-`backprop init --csv` reads the file once and writes a commented config fitted to it. The target
-column holds text, so this is classification with one class per distinct value; the text columns
-`island` and `sex` cannot be inputs and are left out; the rows with missing cells are counted, and the
-config drops them (`data.missing: drop_rows`). `year` holds numbers, so it is a feature too (delete
-it from `data.features` and set `model.input_size: 4` if you think it should not be). It also holds
+`backprop init --csv` reads the file once and writes a commented config fitted to it, one line per
+column with its type. The target column holds text, so this is classification with one class per
+distinct value; `island` becomes a category (one-hot: one input per island) and `sex`, with two values,
+a binary input; the empty cells are filled from the training rows (numbers with their median, `sex`
+with its most frequent value: `data.missing: auto`), and `model.input_size: auto` counts the inputs this
+makes. `year` holds numbers, so it is an input too (delete it from `data.columns` if you think it
+should not be). It also holds
 out 20% of the rows for validation (`data.validation: 0.2`, the same share of each species) and
 standardizes the features with the training rows' mean and standard deviation (`data.standardize:
 true`: body mass in grams is some 250 times bill depth in millimetres, and spreads 400 times wider):
@@ -448,8 +450,8 @@ def _compare_diverged(out, ctx):
 
 
 def _init(out, ctx):
-    assert "3 classes" in out and "344 rows" in out and "2 with missing cells" in out
-    assert "left out: island, sex" in out
+    assert "3 classes" in out and "344 rows" in out and "19 missing cells" in out
+    assert "7 inputs (5 numbers, 1 categories, 1 binary: 9 model inputs)" in out  # island one-hot, sex binary
     # "body mass in grams is about 250 times bill depth in millimetres" (within a factor of 1.5)
     import csv
 

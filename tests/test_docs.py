@@ -36,7 +36,7 @@ def commands(markdown: str) -> list[tuple[str, int]]:
 @pytest.fixture
 def repo_copy(tmp_path):
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
-    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "img").mkdir(parents=True)  # the pages' commands draw into docs/ and docs/img/
     shutil.copytree(ROOT / "docs" / "exercises", tmp_path / "docs" / "exercises")
     return tmp_path
 

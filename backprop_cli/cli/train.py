@@ -114,7 +114,7 @@ def _cross_validate(cfg, opts, folds, seeds, threads, format) -> None:
     """--folds K or --seeds K: K runs, one line each, then the mean ± std."""
     from backprop_cli.render.console import make_console, plain_output
     from backprop_cli.runs.folds import cross_validate, raw_config, repeat_seeds
-    from backprop_cli.runs.torchrun import under_torchrun
+    from backprop_cli.torchrun import under_torchrun
 
     if under_torchrun():
         raise BackpropError(f"{'--folds' if folds else '--seeds'} runs in one process; run it without torchrun")
