@@ -220,7 +220,7 @@ true`: body mass in grams is some 250 times bill depth in millimetres, and sprea
     ("cmd", "backprop init my.yaml --csv configs/data/penguins.csv --target species"),
     ("md", """\
 Train it for up to 300 epochs with early stopping: the model is evaluated after every epoch on all
-69 held-out rows and all 273 training rows (`train_loss`, `val_loss`, `train_accuracy`,
+69 held-out rows and all 275 training rows (`train_loss`, `val_loss`, `train_accuracy`,
 `val_accuracy`; a row is printed every tenth evaluation), and training stops once five evaluations in
 a row fail to lower `val_loss` by more than 0.001. `--save-best` keeps the checkpoint of the lowest
 `val_loss`. `epoch_loss` is the mean loss over every row of an epoch, while `loss` is one batch's:
@@ -236,7 +236,8 @@ validation rows it gives exactly the numbers `train` printed for that step:
     ("cmd", "backprop evaluate --checkpoint best.pt"),
     ("md", """\
 `predict` gives one row per input row, in order: the predicted species and the probability of each.
-Columns the model does not read (`island`, and the `id` we copy to the output with `--keep`) are ignored:
+A column the model does not read (the `id` we copy to the output with `--keep`) is ignored, and the
+empty cells of the new birds are filled as in training:
 """),
     ("cmd", "backprop predict --checkpoint best.pt --data configs/data/penguins_new.csv --keep id"),
     ("md", """\
@@ -274,7 +275,7 @@ vanish anyway, from the small slope and the small weights alone:
     ("md", """![the dashboard of the six-layer sigmoid net: gradient norms in parallel bands, from 1e-5 to 1](deep_sigmoid.png)
 
 No learning rate rescues it: `find-lr` sweeps the lr from 1e-7 to 10 and the loss hardly moves, so it
-says its suggestions are noise:
+makes no suggestion at all:
 """),
     ("cmd", "backprop find-lr --config configs/deep_sigmoid.yaml"),
     ("md", """**The cure.** ReLU's slope is 1 wherever a unit is active, and Kaiming init (std √2/√fan_in) keeps
@@ -470,7 +471,7 @@ def _std(values):
 
 
 def _penguins(out, ctx):
-    assert "273 training rows" in out and "69 of 342 rows" in out and "(early stopping)" in out
+    assert "275 training rows" in out and "69 of 344 rows" in out and "(early stopping)" in out
     assert re.search(r"patience\s+5", out)
 
 
@@ -515,7 +516,8 @@ def _sigmoid_metrics(out, ctx):
 
 
 def _noise(out, ctx):
-    assert "guesses from noise" in out
+    assert "no suggestion: the smoothed loss never fell 10% below its start" in out
+    assert re.search(r"valley of the smoothed loss \(the suggestion\)\s+none", out)
 
 
 def _relu(out, ctx):
