@@ -112,7 +112,7 @@ def check_find_lr(tmp: Path) -> dict:
     metrics = tmp / "diabetes.jsonl"
     backprop("train", "-c", cfg, "--set", f"optimizer.lr={lr!r}", "--metrics", metrics)
     losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
-    return {"suggested_lr": lr, "steepest_lr": found["steepest_lr"], "min_loss_lr": found["min_loss_lr"],
+    return {"suggested_lr": lr, "steepest_lr": found["steepest_lr"], "lr_min": found["lr_min"],
             "first10": float(np.mean(losses[:10])), "last10": float(np.mean(losses[-10:])),
             "ratio": float(np.mean(losses[-10:]) / np.mean(losses[:10]))}
 

@@ -73,7 +73,7 @@ def test_suggestions_equal_the_numpy_reference(steps):
     got = lrfind.suggest(lrs, losses)
     steepest, min_over_10, smoothed = reference(lrs, losses)
     assert got["steepest_lr"] == pytest.approx(steepest, rel=1e-12)
-    assert got["min_loss_lr"] == pytest.approx(min_over_10, rel=1e-12)
+    assert got["lr_min"] == pytest.approx(min_over_10, rel=1e-12)
     assert got["suggested_lr"] == pytest.approx(lrs[fastai_valley(smoothed.tolist())], rel=1e-12)
     assert got["smoothed_losses"] == pytest.approx(smoothed.tolist(), rel=1e-12)
     assert got["drop"] == pytest.approx(1 - smoothed.min() / smoothed[0], rel=1e-12)
@@ -92,7 +92,7 @@ def test_with_many_points_the_suggestion_finds_the_steepest_descent():
 def test_no_descent_no_suggestion():
     lrs = [10 ** (-7 + i * 0.1) for i in range(30)]
     got = lrfind.suggest(lrs, [1.0 + i for i in range(30)])
-    assert got["suggested_lr"] is None and got["min_loss_lr"] is None and got["falls"] is False
+    assert got["suggested_lr"] is None and got["lr_min"] is None and got["falls"] is False
     assert lrfind.suggest([1e-3, 1e-2], [1.0, 0.5])["suggested_lr"] is None  # too few points
     assert lrfind.suggest([], [])["suggested_lr"] is None
     # a fall of 5% is noise: no suggestion, however steep one stretch is
@@ -127,7 +127,7 @@ def test_find_lr_json_end_to_end(cli, seed_cfg, tmp_path):
     r = cli("find-lr", "-c", seed_cfg, "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert set(doc) == {"suggested_lr", "steepest_lr", "min_loss_lr", "lrs", "losses", "smoothed_losses",
+    assert set(doc) == {"suggested_lr", "steepest_lr", "lr_min", "lrs", "losses", "smoothed_losses",
                         "stopped_early"}
     lrs, losses = doc["lrs"], doc["losses"]
     assert len(lrs) == len(losses) <= 100 and doc["stopped_early"] is True
@@ -137,7 +137,7 @@ def test_find_lr_json_end_to_end(cli, seed_cfg, tmp_path):
     smoothed = doc["smoothed_losses"]
     assert smoothed[-1] > 4 * min(smoothed) and all(s <= 4 * min(smoothed[:i + 1]) for i, s in enumerate(smoothed[:-1]))
     got = lrfind.suggest(lrs, losses)
-    assert doc["suggested_lr"] == got["suggested_lr"] and doc["min_loss_lr"] == got["min_loss_lr"]
+    assert doc["suggested_lr"] == got["suggested_lr"] and doc["lr_min"] == got["lr_min"]
     assert 1e-4 < doc["suggested_lr"] < 1
     # train's loop: the first step is train's first step (same weights, same batch)
     t = cli("train", "-c", seed_cfg, "--format", "json")

@@ -179,12 +179,12 @@ def test_evaluation_sink_keeps_the_best_and_stops_after_patience():
     saved = []
     sink = EvaluationSink(lambda: ({"val_loss": next(losses)}, {}), every=2, total=11, patience=3, min_delta=0.05,
                           save_best=lambda step, loss: saved.append((step, loss)) or f"best at {step}")
-    assert [s for s in range(1, 12) if sink.due(s)] == [2, 4, 6, 8, 10, 11]
+    assert [s for s in range(1, 12) if sink.evaluates_at(s)] == [2, 4, 6, 8, 10, 11]
     stopped_at = None
     for step in range(1, 12):
         rec = _rec(step, skipped=step == 10)
         sink.record(rec)
-        assert (rec.evaluation is not None) == (sink.due(step) and step != 10)
+        assert (rec.evaluation is not None) == (sink.evaluates_at(step) and step != 10)
         if sink.stop_requested and stopped_at is None:
             stopped_at = step
     # 0.79 is a new best (saved) but not better than 0.8 by min_delta, so it counts towards patience;

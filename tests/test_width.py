@@ -244,7 +244,7 @@ def test_find_lr(record, width, mode):
     run.check_fits()
     doc = run.docs["find_lr_document"]
     run.shows(doc["suggested_lr"])
-    run.shows(doc["min_loss_lr"])
+    run.shows(doc["lr_min"])
     run.shows(doc["lrs"][0])
     run.shows(doc["lrs"][-1])
     run.shows(len(doc["lrs"]))

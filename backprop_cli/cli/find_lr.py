@@ -74,7 +74,7 @@ def find_lr(
         from backprop_cli.render.plots import lr_figure
 
         lr_figure(plot, result["lrs"], result["losses"], result["smoothed_losses"], result["suggested_lr"],
-                  result["min_loss_lr"], title=f"{Path(config).name}: {result['optimizer']}, learning-rate range test")
+                  result["lr_min"], title=f"{Path(config).name}: {result['optimizer']}, learning-rate range test")
     emit(format, find_lr_document(result), lambda con, plain: render_with("render_find_lr", con, plain, result, wide=wide))
     if plot is not None:
         typer.echo(f"wrote plot: {plot}", err=True)

@@ -14,7 +14,7 @@ For each parameter: ``grad_to_weight`` = ‖grad‖/‖w‖ (the gradient before
 ``update_ratios`` = ‖Δw‖/‖w‖, how far this step's update moved it (w before the update; 0 when the
 update was skipped). About 1e-3 is the healthy update ratio of the "makemore" lectures.
 
-The engine asks :meth:`Diagnostics.due` at each step. On a due step the forward also returns the hidden
+The engine asks `Diagnostics.measures_at(step)` at each step. On such a step the forward also returns the hidden
 outputs (``Net.forward(x, keep_hidden=True)``: a flag, which DistributedDataParallel and torch.compile
 pass through where a hook would be missed), and :meth:`Diagnostics.measure` turns them, the gradient
 norms and the weights into one 1-D device tensor that rides on the engine's read-back (no sync of its
@@ -43,7 +43,7 @@ class Diagnostics:
         self.layers = [f"layer{k}" for k in range(1, hidden_layers + 1)]
         self.check, self.flat = entry.unit_check, entry.flat
         self.stats = ("mean", "std") + ((f"{self.check}_fraction",) if self.check else ())
-        self.due = due
+        self.measures_at = due
         self.min_rows = min_rows  # fewer rows than this: dead_fraction NaN
         self.width = len(self.layers) * len(self.stats) + 2 * len(self.names)
 

@@ -35,7 +35,7 @@ class Probe(Protocol):
 
     width: int
 
-    def due(self, step: int) -> bool: ...
+    def measures_at(self, step: int) -> bool: ...
     def measure(self, hidden: list, grad_norms: torch.Tensor, params: list, before: list) -> torch.Tensor: ...
     def unpack(self, values: list[float]) -> dict: ...
 
@@ -111,7 +111,7 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
     t0 = time.perf_counter()
     for i in range(start_step, steps):
         x, y = loop.batches(i)
-        probing = probe is not None and probe.due(i + 1)
+        probing = probe is not None and probe.measures_at(i + 1)
         with autocast:
             out, hidden = model(x, keep_hidden=True) if probing else (model(x), None)
             loss = loop.loss_fn(out, y)
@@ -142,7 +142,7 @@ def run_steps(loop: Loop, steps: int, *, start_step: int = 0, guard: Guard = Gua
             loop.scheduler.step()
         reads.add(i + 1, stats, values, ratio, float(lr), time.perf_counter() - t0, update, diag)
         stopping = should_stop is not None and should_stop()
-        if reads.due(i + 1, steps, stopping):
+        if reads.reads_at(i + 1, steps, stopping):
             yield from reads.flush()
             if stop_after_records is not None and stop_after_records():
                 return
@@ -265,7 +265,7 @@ class ReadBack:
             lr: float, elapsed: float, updated: bool, diag: Optional[torch.Tensor] = None) -> None:
         self.pending.append(_Pending(step, stats, values, ratio, lr, elapsed, updated, diag))
 
-    def due(self, step: int, last: int, stopping: bool) -> bool:
+    def reads_at(self, step: int, last: int, stopping: bool) -> bool:
         return (len(self.pending) >= self.every or step == last or stopping
                 or any(step % n == 0 for n in self.flush_every))
 

@@ -93,9 +93,9 @@ def compare_document(results: list, summary: list[dict]) -> dict:
 
 def find_lr_document(result: dict) -> dict:
     """``find-lr --format json``: the suggestions (``suggested_lr``: the valley rule, null when the loss never
-    fell; ``steepest_lr``; ``min_loss_lr``) and the sweep's learning rates and (raw) losses."""
+    fell; ``steepest_lr``; ``lr_min``) and the sweep's learning rates and (raw) losses."""
     return finite({"suggested_lr": result["suggested_lr"], "steepest_lr": result["steepest_lr"],
-                   "min_loss_lr": result["min_loss_lr"],
+                   "lr_min": result["lr_min"],
                    "lrs": list(result["lrs"]), "losses": list(result["losses"]),
                    "smoothed_losses": list(result["smoothed_losses"]), "stopped_early": result["stopped_early"]})
 

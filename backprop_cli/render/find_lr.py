@@ -26,7 +26,7 @@ def render_find_lr(console: Console, plain: bool, r: dict, wide: bool = False) -
     t = FitTable("suggestions", [Col("rule", align="left"), Col("lr")], plain=plain, wide=wide)
     t.add_row("valley of the smoothed loss (the suggestion)", fmt(r["suggested_lr"]) if r["suggested_lr"] else "none")
     t.add_row("steepest descent of the smoothed loss", fmt(r["steepest_lr"]) if r.get("steepest_lr") else "none")
-    t.add_row("the smoothed loss's minimum / 10", fmt(r["min_loss_lr"]) if r["min_loss_lr"] else "none")
+    t.add_row("the smoothed loss's minimum / 10", fmt(r["lr_min"]) if r["lr_min"] else "none")
     blocks.append(t)
     pick = r["suggested_lr"]
     if pick:

@@ -16,7 +16,7 @@ Three rules; the first is the suggestion:
 - ``steepest_lr``: the lr where the smoothed loss falls fastest (the most negative slope against
   log lr, central differences as ``numpy.gradient``), skipping the first tenth of the sweep (at most 10
   steps, where the average is still warming up) as Lightning does;
-- ``min_loss_lr``: the lr at the smoothed loss's minimum, divided by 10 (fastai's ``lr_min``).
+- ``lr_min``: the lr at the smoothed loss's minimum, divided by 10 (fastai's name and rule).
 
 Nothing is written: the config, checkpoints and the weights on disk are untouched. :func:`suggest` is
 plain Python (no torch).
@@ -98,12 +98,12 @@ def valley_index(values: list[float]) -> Optional[int]:
 
 def suggest(lrs: list[float], losses: list[float]) -> dict:
     """The suggestions from a sweep's learning rates and (raw) losses: ``{"suggested_lr", "steepest_lr",
-    "min_loss_lr", "smoothed_losses", "drop", "falls"}``; a suggestion is None where the curve gives none
+    "lr_min", "smoothed_losses", "drop", "falls"}``; a suggestion is None where the curve gives none
     (too few points, no descent). ``drop``: how far the smoothed loss fell below its start, as a fraction
     of it; ``falls``: it fell by at least :data:`CLEAR_DROP` (else the curve is noise: no suggested_lr)."""
     smoothed = smooth(losses)
     if not smoothed:
-        return {"suggested_lr": None, "steepest_lr": None, "min_loss_lr": None, "smoothed_losses": [],
+        return {"suggested_lr": None, "steepest_lr": None, "lr_min": None, "smoothed_losses": [],
                 "drop": 0.0, "falls": False}
     best = min(range(len(smoothed)), key=smoothed.__getitem__)
     steepest_lr: Optional[float] = None
@@ -119,13 +119,13 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
     valley = valley_index(smoothed) if falls and len(smoothed) >= 3 else None
     # never outside the descending region: not past the smoothed loss's minimum
     suggested = lrs[min(max(valley, 0), best)] if valley is not None else None
-    return {"suggested_lr": suggested, "steepest_lr": steepest_lr, "min_loss_lr": lrs[best] / 10 if falls else None,
+    return {"suggested_lr": suggested, "steepest_lr": steepest_lr, "lr_min": lrs[best] / 10 if falls else None,
             "smoothed_losses": smoothed, "drop": drop, "falls": falls}
 
 
 def find_lr(cfg, *, start: float, end: float, steps: int, table=None) -> dict:
     """The sweep on the config's run (see the module's doc): ``{"lrs", "losses", "smoothed_losses",
-    "suggested_lr", "min_loss_lr", "stopped_early", "steps", "stop_reason"}``."""
+    "suggested_lr", "lr_min", "stopped_early", "steps", "stop_reason"}``."""
     import torch
 
     from backprop_cli.core.build import build_run

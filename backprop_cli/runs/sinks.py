@@ -110,11 +110,11 @@ class EvaluationSink(Sink):
         self.detail: Optional[dict] = None
         self.best_written: Optional[str] = None
 
-    def due(self, step: int) -> bool:
+    def evaluates_at(self, step: int) -> bool:
         return step % self.every == 0 or step == self.total
 
     def record(self, rec: StepRecord) -> None:
-        if not self.due(rec.step) or rec.skipped:
+        if not self.evaluates_at(rec.step) or rec.skipped:
             return
         keys, self.detail = self.measure()
         rec.evaluation = keys
