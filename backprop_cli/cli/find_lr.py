@@ -32,7 +32,8 @@ def find_lr(
     format: FormatOpt = Format.table,
 ) -> None:
     """Find a learning rate: train from the initial weights while the lr grows exponentially from --start
-    to --end, stop when the smoothed loss passes 4× its minimum, and suggest the lr of steepest descent.
+    to --end, stop when the smoothed loss passes 4× its minimum, and suggest an lr inside its valley
+    (fastai's rule).
 
     The same loop as train (batches, clipping, precision); the config's schedule is replaced by the
     sweep. Nothing is written but --plot: the config and any checkpoint are untouched.
