@@ -130,6 +130,35 @@ def test_the_section_own_checks(cli, tmp_path):
     ]
 
 
+def test_set_reaches_a_field_of_a_space_entry_keyed_by_a_dotted_path(cli, tmp_path):
+    cfg = tiny(tmp_path, SPACE + "  optimizer.betas.0: {low: 0.8, high: 0.95}\n")
+
+    def space(*sets):
+        args = ["config", "show", "-c", cfg, "--format", "json"]
+        for s in sets:
+            args += ["--set", s]
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+        return {k: {f: v for f, v in e.items() if v is not None and v is not False}
+                for k, e in json.loads(r.stdout)["tune"]["space"].items()}
+
+    before = space()
+    assert before["optimizer.lr"] == {"low": 1.0e-3, "high": 0.3, "log": True}
+    after = space("tune.space.optimizer.lr.low=0.01", "tune.space.model.hidden_size.choices.1=16",
+                  "tune.space.optimizer.betas.0.high=0.9", "tune.space.optimizer.weight_decay.low=0",
+                  "tune.space.optimizer.weight_decay.high=0.1", "tune.space.data.batch_size={choices: [8, 16]}")
+    assert after == {
+        "optimizer.lr": {"low": 0.01, "high": 0.3, "log": True},
+        "model.hidden_size": {"choices": [2, 16, 8]},
+        "optimizer.betas.0": {"low": 0.8, "high": 0.9},
+        "optimizer.weight_decay": {"low": 0, "high": 0.1},
+        "data.batch_size": {"choices": [8, 16]},
+    }
+    r = cli("config", "validate", "-c", cfg, "--set", "tune.space.optimizer.lr.low=-1")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == ["error: --set: tune.space.optimizer.lr.low: a log range needs low > 0 (got -1)"]
+
+
 def test_tune_needs_validation_data_a_metric_of_the_task_and_something_to_search(cli, tmp_path):
     cfg = tiny(tmp_path, "metric: val_r2\nspace: {optimizer.lr: {low: 0.001, high: 0.1}}\n", validation="null")
     r = cli("config", "validate", "-c", cfg)

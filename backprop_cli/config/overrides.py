@@ -17,7 +17,8 @@ def apply_override(data: dict, spec: str) -> tuple[tuple, str]:
     shown = short(key)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {short(spec)}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.1")
-    path = tuple(int(p) if p.isascii() and p.isdigit() and len(p) <= 18 else p for p in key.split("."))
+    path = _space_path(data, tuple(int(p) if p.isascii() and p.isdigit() and len(p) <= 18 else p
+                                   for p in key.split(".")))
     try:
         value = parse_value(text)
     except ConfigError as e:
@@ -36,6 +37,33 @@ def apply_override(data: dict, spec: str) -> tuple[tuple, str]:
         node = nxt
     _put(node, path[-1], value, shown)
     return path, text.strip()
+
+
+SPACE_FIELDS = ("low", "high", "log", "step", "choices")
+
+
+def _space_path(data: dict, path: tuple) -> tuple:
+    """``tune.space`` is keyed by dotted config paths: ``tune.space.optimizer.lr.low`` names the field
+    ``low`` of the entry ``optimizer.lr``. The entry is the longest run of parts that names an entry the
+    file already has; otherwise everything before a field name (``low``, ``high``, ``log``, ``step``,
+    ``choices``), or the whole rest for a new entry given whole (``tune.space.optimizer.lr={low: …}``)."""
+    if len(path) < 4 or path[:2] != ("tune", "space"):
+        return path
+    rest = path[2:]
+    tune = data.get("tune") if isinstance(data, dict) else None
+    space = tune.get("space") if isinstance(tune, dict) else None
+    entry = len(rest)
+    known = [end for end in range(len(rest), 0, -1) if isinstance(space, dict) and _joined(rest[:end]) in space]
+    fields = [i for i, part in enumerate(rest) if i and part in SPACE_FIELDS]
+    if known:
+        entry = known[0]
+    elif fields:
+        entry = fields[0]
+    return ("tune", "space", _joined(rest[:entry])) + rest[entry:]
+
+
+def _joined(parts: tuple) -> str:
+    return ".".join(str(p) for p in parts)
 
 
 def _has(node: Any, part: Any) -> bool:
