@@ -159,10 +159,18 @@ def test_onnx_on_raw_columns_equals_predict(tmp_path, base, task, activation):
     assert_onnx_equals_predict(tmp_path, tmp_path / "m.pt", task)
 
 
-@pytest.mark.parametrize("case", ["deep", "embedding", "no_bias", "plain_target", "two_targets"])
+CURES = {"batch_norm": "hidden_sizes: [6, 5], norm: batch",
+         "layer_norm": "hidden_sizes: [6, 5], norm: layer",
+         "dropout": "hidden_sizes: [6, 5], dropout: [0.3, 0.1]",
+         "residual": "hidden_sizes: [5, 5, 5], residual: true",
+         "all_cures": "hidden_sizes: [5, 5, 5], norm: batch, dropout: 0.2, residual: true"}
+
+
+@pytest.mark.parametrize("case", ["deep", "embedding", "no_bias", "plain_target", "two_targets", *CURES])
 def test_onnx_of_each_architecture_equals_predict(tmp_path, case):
     task = "regression"
     kw = {"deep": {"sizes": "hidden_sizes: [6, 5, 4]"},
+          **{name: {"sizes": sizes, "task": "classes"} for name, sizes in CURES.items()},
           "embedding": {"size_spec": ", encoding: embedding, embedding_size: 2", "task": "classes"},
           "no_bias": {"sizes": "hidden_size: 4, bias: false", "task": "binary"},
           "plain_target": {"extra": ""}}.get(case, {})
@@ -278,6 +286,33 @@ def test_safetensors_holds_every_weight_without_pickle_and_predict_takes_it(tmp_
         b = cli(*command[:1], "--checkpoint", path, *command[1:])
         assert a.exit_code == b.exit_code == 0, b.output
         assert a.stdout.replace(str(ckpt), "X") == b.stdout.replace(str(path), "X")
+
+
+def test_norm_dropout_and_residual_export_in_eval_mode_to_torch_export_and_safetensors(tmp_path, cli):
+    """Batch norm's running statistics travel in every format; dropout is off in every export (eval mode)."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from backprop_cli.runs.prediction import load_trained, read_rows
+
+    ckpt = trained(tmp_path, "classes", sizes=CURES["all_cures"])
+    state = torch.load(ckpt, weights_only=True)
+    stats = [n for n in state["model"] if n.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 6 and all(state["model"][n].abs().sum() > 0 for n in stats)
+    tensors = load_file(str(export(tmp_path, ckpt, "m.safetensors")))
+    assert sorted(tensors) == sorted(state["model"])
+    for name, t in tensors.items():
+        np.testing.assert_array_equal(t, state["model"][name].numpy())
+    a = cli("predict", "--checkpoint", ckpt, "--data", tmp_path / "new.csv")
+    b = cli("predict", "--checkpoint", tmp_path / "m.safetensors", "--data", tmp_path / "new.csv")
+    assert a.exit_code == b.exit_code == 0 and a.stdout == b.stdout, b.output
+
+    program = torch.export.load(str(export(tmp_path, ckpt, "m.pt2")))
+    x, _, _, _ = read_rows(load_trained(ckpt), tmp_path / "new.csv", targets=False)
+    header, rows = predicted(ckpt, tmp_path / "new.csv")
+    runs = [torch.softmax(program.module()(torch.from_numpy(x)), dim=1).detach().numpy() for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])  # no dropout mask: the same answer twice
+    np.testing.assert_allclose(runs[0], np.array([r[1:] for r in rows]), rtol=1e-5, atol=1e-7)
 
 
 def test_resume_refuses_safetensors_in_one_line(tmp_path, cli):
