@@ -2,7 +2,7 @@
 
 import sys
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -58,9 +58,10 @@ def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = 
     except ConfigError as e:
         cfg, problems = None, list(e.problems)
     if cfg is not None:
+        from backprop_cli.config.values import device_problem
         from backprop_cli.data.load import data_problems
 
-        problems = data_problems(cfg) + ([p] if (p := _device_problem(cfg.device)) else [])
+        problems = data_problems(cfg) + ([p] if (p := device_problem(cfg.device)) else [])
     if format == Format.json:
         from backprop_cli.render.documents import json_text, validate_document
 
@@ -72,21 +73,3 @@ def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = 
     if problems:
         fail(problems, EXIT_BAD_INPUT)
     typer.echo(f"{config}: ok")
-
-
-def _device_problem(spec: str) -> Optional[str]:
-    """Whether the configured device exists, judged without torch: CUDA by the NVIDIA driver's device files,
-    MPS by the platform (``auto`` always exists)."""
-    import os
-    import platform
-
-    if spec.startswith("cuda"):
-        index = int(spec.partition(":")[2] or 0)
-        gpus = os.path.isdir("/proc/driver/nvidia/gpus") and len(os.listdir("/proc/driver/nvidia/gpus"))
-        if not gpus and not os.path.exists(f"/dev/nvidia{index}"):
-            return f"device: {spec!r} is not available (no NVIDIA GPU found); use device: cpu or auto"
-        if gpus and index >= gpus:
-            return f"device: {spec!r} is not available (this machine has {gpus} CUDA device(s))"
-    if spec == "mps" and not (sys.platform == "darwin" and platform.machine() == "arm64"):
-        return "device: 'mps' is not available (it needs an Apple silicon Mac); use device: cpu or auto"
-    return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
 from typing import Any
 
 import yaml
@@ -118,3 +121,18 @@ def to_yaml(cfg: Config, width: int = 78) -> str:
     break them (between list items; never inside a word)."""
     return yaml.dump(cfg.plain(), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=width,
                      allow_unicode=True)
+
+
+def device_problem(spec: str) -> str | None:
+    """Whether the configured device exists, judged without torch: CUDA by the NVIDIA driver's device files,
+    MPS by the platform (``auto`` always exists)."""
+    if spec.startswith("cuda"):
+        index = int(spec.partition(":")[2] or 0)
+        gpus = os.path.isdir("/proc/driver/nvidia/gpus") and len(os.listdir("/proc/driver/nvidia/gpus"))
+        if not gpus and not os.path.exists(f"/dev/nvidia{index}"):
+            return f"device: {spec!r} is not available (no NVIDIA GPU found); use device: cpu or auto"
+        if gpus and index >= gpus:
+            return f"device: {spec!r} is not available (this machine has {gpus} CUDA device(s))"
+    if spec == "mps" and not (sys.platform == "darwin" and platform.machine() == "arm64"):
+        return "device: 'mps' is not available (it needs an Apple silicon Mac); use device: cpu or auto"
+    return None
