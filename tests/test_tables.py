@@ -5,6 +5,8 @@ import gzip
 import json
 import textwrap
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -226,6 +228,10 @@ def test_config_validate_checks_the_data_without_torch(tmp_path, cli):
     assert cli("config", "validate", "-c", path).stdout.endswith(": ok\n")
     r = cli("config", "show", "-c", path)
     assert "input_size: auto  # derived from the data: 1 number + island (4) + sex (binary) = 6 inputs" in r.stdout
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if not (gpus.is_dir() and len(list(gpus.iterdir())) > 7):  # the device, judged without torch
+        r = cli("config", "validate", "-c", path, "--set", "device=cuda:7")
+        assert r.exit_code == 2 and r.stderr.startswith("error: device: 'cuda:7' is not available"), r.output
 
 
 BAD = [
