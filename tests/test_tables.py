@@ -4,7 +4,6 @@ training rows only, Parquet/TSV/gzip/delimiters/decimal comma, and the bad input
 import gzip
 import json
 import textwrap
-
 from pathlib import Path
 
 import numpy as np
