@@ -170,3 +170,19 @@ def test_a_stopped_and_resumed_schedule_is_bitwise_the_run_straight_through(cli,
     assert [x["loss"] for x in b] == [x["loss"] for x in a[stop:]]  # bitwise (JSON floats round-trip)
     assert [x.get("val_loss") for x in b] == [x.get("val_loss") for x in a[stop:]]
     assert len({x["lr"] for x in a}) > 2  # the schedule moved the lr
+
+
+@pytest.mark.parametrize("key,value", [("best", "low"), ("best", math.nan), ("num_bad_epochs", 1.5),
+                                       ("cooldown_counter", None)])
+def test_a_checkpoint_with_a_bad_plateau_state_is_refused_in_one_line(cli, tmp_path, key, value):
+    cfg, ck = tmp_path / "p.yaml", tmp_path / "h.pt"
+    cfg.write_text(PLATEAU)
+    assert cli("train", "-c", cfg, "--steps", 12, "--save", ck, "-q").exit_code == 0
+    state = torch.load(ck, weights_only=True)
+    assert isinstance(state["scheduler"]["best"], float) and state["scheduler"]["best"] < math.inf  # evaluated
+    state["scheduler"][key] = value
+    torch.save(state, ck)
+    r = cli("train", "-c", cfg, "--resume", ck, "-q")
+    assert r.exit_code == 2 and r.stdout == ""
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: {ck}") and f"scheduler.{key}" in line
