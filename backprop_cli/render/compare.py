@@ -129,7 +129,7 @@ def render_compare(console: Console, plain: bool, summary: list[dict], curves: d
     seeds = len(summary[0]["seeds"]) if summary else 1
     diverged = any(e.get("diverged") for e in summary)
     val = _val_keys(summary)
-    cols = [Col("label", align="left"), Col("rank")] + ([Col("status", align="left")] if diverged else [])
+    cols = [Col("label", align="left")] + ([Col("status", align="left")] if diverged else []) + [Col("rank")]
     cols += [VAL_COLUMNS[k] for k in val] + [COMPARE_COLUMNS[k] for k in COMPARE_KEYS]
     impl = summary[0].get("implementation") if summary else None
     kernel = f"{impl} optimizer implementation" if impl else "optimizer implementation"
@@ -141,8 +141,8 @@ def render_compare(console: Console, plain: bool, summary: list[dict], curves: d
     notes = ([ranking["why"] + "."] if ranking else []) + _early_notes(summary, seeds) + _divergence_notes(summary, seeds)
     t = FitTable(title, cols, plain=plain, wide=wide, label=0, caption="\n".join(notes) or None)
     for e in summary:
-        cells: list[Cell] = [e["label"], str(e["rank"]) if e.get("rank") else "-"]
-        cells += [_status(e, seeds)] if diverged else []
+        cells: list[Cell] = [e["label"]] + ([_status(e, seeds)] if diverged else [])
+        cells.append(str(e["rank"]) if e.get("rank") else "-")
         for key in val + COMPARE_KEYS:
             text = _ms(e, key, seeds)
             if key in e["best_in"]:
