@@ -65,19 +65,20 @@ def test_warmup_then_cosine(tmp_path, cli):
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
-@pytest.mark.parametrize("spec,options", [
-    ("{name: one_cycle, pct_start: 0.25}", dict(max_lr=0.1, pct_start=0.25)),  # max_lr: the optimizer's lr
+@pytest.mark.parametrize("spec,options,length,total", [
+    ("{name: one_cycle, pct_start: 0.25}", dict(max_lr=0.1, pct_start=0.25), ("--steps", 20), 20),  # max_lr: the lr
     ("{name: one_cycle, max_lr: 0.5, anneal_strategy: linear, div_factor: 10, final_div_factor: 100}",
-     dict(max_lr=0.5, anneal_strategy="linear", div_factor=10, final_div_factor=100)),
+     dict(max_lr=0.5, anneal_strategy="linear", div_factor=10, final_div_factor=100), ("--epochs", 2), 32),
 ])
-def test_one_cycle_logs_the_lr_of_torchs_one_cycle_lr(cli, tmp_path, spec, options):
+def test_one_cycle_logs_the_lr_of_torchs_one_cycle_lr(cli, tmp_path, spec, options, length, total):
+    """Over the run's steps: train.steps, or train.epochs × the batches of an epoch (1024 rows / 64 = 16)."""
     m = tmp_path / "m.jsonl"
-    r = cli("train", "-c", REG, "--steps", 20, "--set", f"scheduler={spec}", "--metrics", m, "-q")
+    r = cli("train", "-c", REG, *length, "--set", f"scheduler={spec}", "--metrics", m, "-q")
     assert r.exit_code == 0, r.output
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=20, cycle_momentum=False, **options)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=total, cycle_momentum=False, **options)
     expected = []
-    for _ in range(20):
+    for _ in range(total):
         expected.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
@@ -85,6 +86,14 @@ def test_one_cycle_logs_the_lr_of_torchs_one_cycle_lr(cli, tmp_path, spec, optio
     assert lrs == expected
     assert lrs[0] == pytest.approx(options["max_lr"] / options.get("div_factor", 25))
     assert max(lrs) == pytest.approx(options["max_lr"], rel=0.05)
+
+
+def test_one_cycle_leaves_the_momentum_as_configured():
+    run = build_run(load_config(REG, ["device=cpu", "train.steps=10", "scheduler=one_cycle"]))
+    for _ in range(5):
+        run.optimizer.step()
+        run.scheduler.step()
+    assert run.optimizer.param_groups[0]["momentum"] == 0.9 and run.optimizer.param_groups[0]["lr"] < 0.1
 
 
 PLATEAU = """\
