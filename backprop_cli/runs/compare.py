@@ -220,8 +220,9 @@ def ranking(results: list[RunResult]) -> dict:
 
 def write_metrics(path, results: list[RunResult]) -> None:
     """Every run's step records in one .jsonl or .csv file, each with its ``optimizer`` (the label),
-    ``seed`` and ``update_ratio`` (and, at evaluation steps, ``val_loss``, ... as in train's). A run that diverged ends with one more record: the step that went
-    non-finite, its numbers as measured (non-finite ones are null in JSON) and ``"diverged": true``."""
+    ``seed`` and ``update_ratio`` (and, at evaluation steps, ``val_loss``, ... as in train's). A run that
+    diverged ends with one more record: the step that went non-finite, its numbers as measured (non-finite
+    ones are null in JSON) and ``"diverged": true``."""
     from backprop_cli.io.metrics import MetricsWriter
 
     names = next((list(r.records[0].grad_norms) for r in results if r.records), None)
