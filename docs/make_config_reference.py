@@ -113,6 +113,29 @@ MEANING: dict[str, str] = {
     "scheduler.warmup_cosine": "linear warm-up from lr/`warmup_steps` to the lr, then cosine down to "
                                "`eta_min` over `T_max` steps",
     "scheduler.warmup_cosine.T_max": "the cosine's length after the warm-up; default: the rest of the run",
+    "scheduler.reduce_on_plateau": "torch's `ReduceLROnPlateau` on `val_loss` (mode min): multiply the lr by "
+                                   "`factor` when `val_loss` has not improved for more than `patience` "
+                                   "evaluations. Stepped by the evaluations every `train.eval_every` steps "
+                                   "(default: every epoch; not by the extra one at a run's last step); needs `data.validation`. Resumes "
+                                   "bitwise (its best and counters are in the checkpoint's `scheduler`)",
+    "scheduler.reduce_on_plateau.factor": "the lr is multiplied by this at each reduction",
+    "scheduler.reduce_on_plateau.patience": "evaluations without improvement that are tolerated; the next one "
+                                            "reduces the lr",
+    "scheduler.reduce_on_plateau.min_lr": "the lr is never reduced below this",
+    "scheduler.reduce_on_plateau.threshold": "relative: an evaluation improves when `val_loss` < best · "
+                                             "(1 − `threshold`)",
+    "scheduler.reduce_on_plateau.cooldown": "evaluations after a reduction that are not counted",
+    "scheduler.one_cycle": "torch's `OneCycleLR` over the run's total steps (`train.steps`, or `train.epochs` × "
+                           "batches per epoch): from `max_lr`/`div_factor` up to `max_lr` over the first "
+                           "`pct_start` of the steps, then down to `max_lr`/(`div_factor` · `final_div_factor`). "
+                           "The momentum (Adam's beta1) stays the optimizer's (torch's `cycle_momentum` is off). "
+                           "Resumes bitwise when the total is unchanged",
+    "scheduler.one_cycle.max_lr": "the peak lr; default: the optimizer's `lr` (compare-optimizers: each "
+                                  "optimizer's own)",
+    "scheduler.one_cycle.pct_start": "the share of the steps spent raising the lr",
+    "scheduler.one_cycle.anneal_strategy": "the shape of both phases",
+    "scheduler.one_cycle.div_factor": "the first lr is `max_lr` / `div_factor`",
+    "scheduler.one_cycle.final_div_factor": "the last lr is the first / `final_div_factor`",
     # data, every kind
     "data.kind": "where the rows come from: `synthetic` (generated from the seed) or `csv` (a file)",
     "data.batch_size": "rows per step, at most the number of rows (under torchrun: the global batch)",

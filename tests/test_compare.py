@@ -130,8 +130,10 @@ def test_json_document_schema(cli):
     r = cli("compare-optimizers", "-c", REG, "--steps", 20, "--format", "json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert set(doc) == {"runs", "summary"}
+    assert set(doc) == {"ranked_by", "runs", "summary"} and doc["ranked_by"] == "final_loss"  # no validation data
     assert [run["optimizer"] for run in doc["runs"]] == ["sgd", "adam"]
+    finals = [run["final_loss"] for run in doc["runs"]]
+    assert [e["rank"] for e in doc["summary"]] == [1 + sorted(finals).index(f) for f in finals]
     keys = {"optimizer", "label", "hyperparams", "implementation", "seed", "status", "diverged_at", "losses",
             "grad_norms", "final_loss", "best_loss", "steps_to_10pct", "mean_update_ratio", "time_s"}
     for run in doc["runs"]:

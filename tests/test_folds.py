@@ -90,3 +90,56 @@ def test_train_seeds_fixes_the_split_and_moves_the_init(cli, tmp_path):
         assert rs["mean"][key] == pytest.approx(np.mean(values)) and rs["std"][key] == pytest.approx(np.std(values))
     bad = cli("train", "-c", cfg_path, "--seeds", 2, "--folds", 2)
     assert bad.exit_code == 2 and "give --folds or --seeds, not both" in bad.output
+
+
+def test_each_fold_fills_missing_cells_with_its_own_training_rows_statistics(tmp_path, cli, monkeypatch):
+    """A table whose two folds differ: a's values are small in one fold and large in the other, c's most
+    frequent value is x in one and y in the other. Fold k's missing cells (training and held-out rows) get
+    the median / most frequent value of the other fold's rows, computed here, not the whole table's."""
+    from backprop_cli.data.load import FoldEncoder, read_fold_table
+
+    n, k, seed = 24, 2, 5
+    ids = fold_ids(n, k, seed)
+    rows = ["a,c,y"]
+    for i in range(n):
+        missing = i % 4 == 0
+        a = "" if missing else str(i if ids[i] == 0 else 1000 + i)
+        c = "" if i % 6 == 1 else ("x" if (ids[i] == 0) == (i % 5 != 0) else "y")
+        rows.append(f"{a},{c},{i % 3}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    cfg_path = write(tmp_path / "f.yaml", """
+seed: 5
+device: cpu
+model: {input_size: auto, hidden_size: 4, output_size: 1}
+optimizer: {name: sgd, lr: 0.01}
+data: {kind: csv, path: d.csv, target: y, batch_size: 4,
+       columns: {a: {missing: median}, c: {type: category, missing: most_frequent}}}
+train: {steps: 3}
+""")
+    cfg = load_config(cfg_path)
+    raw, encoder = read_fold_table(raw_config(cfg))
+    assert encoder is not None and raw.feature_names == ["a", "c=x", "c=y"]
+    a_cells = [row.split(",")[0] for row in rows[1:]]
+    c_cells = [row.split(",")[1] for row in rows[1:]]
+    whole_median = float(np.median([float(v) for v in a_cells if v]))
+    for fold in range(k):
+        train_rows, held = np.flatnonzero(ids != fold), np.flatnonzero(ids == fold)
+        present = [float(a_cells[i]) for i in train_rows if a_cells[i]]
+        median = float(np.median(present))
+        values, counts = np.unique([c_cells[i] for i in train_rows if c_cells[i]], return_counts=True)
+        frequent = str(values[np.argmax(counts)])
+        assert median != whole_median  # the held-out fold would change it
+        t = fold_table(raw, cfg, train_rows, held, f"fold {fold + 1}", encoder)
+        for x, picked in ((t.x, train_rows), (t.val_x, held)):
+            for row, i in zip(x, picked):
+                assert row[0] == pytest.approx(median if not a_cells[i] else float(a_cells[i]))
+                assert row[1:].tolist() == [float((c_cells[i] or frequent) == v) for v in ("x", "y")]
+        assert t.encoding.columns[0].fill == median and t.encoding.columns[1].fill == frequent
+    assert {raw.encoding.columns[0].fill} == {whole_median}  # the whole table's encoding is left as it was
+
+    calls = []
+    real = FoldEncoder.encode
+    monkeypatch.setattr(FoldEncoder, "encode", lambda self, a, b: calls.append(len(b)) or real(self, a, b))
+    r = cli("train", "-c", cfg_path, "--folds", k, "--format", "json", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert sorted(calls) == sorted(np.bincount(ids).tolist())  # train --folds encodes each fold's rows itself

@@ -45,8 +45,10 @@ def compare_optimizers(
     """Train several optimizers from the same initial weights on the same batches, side by side.
 
     Each run is train's run of the config with another optimizer: clipping, the schedule, precision
-    and the non-finite policy apply as in train. A run that diverges is marked; the others go on
-    (exit 3 only when every run diverged).
+    and the non-finite policy apply as in train. With data.validation every run is evaluated as train
+    evaluates (train.eval_every, early_stopping, restore_best) and the runs are ranked by val_loss;
+    without it, by the training loss (the output says which). A run that diverges is marked; the others
+    go on (exit 3 only when every run diverged).
     """
     single_process("compare-optimizers")
     size = parse_size(plot_size)
@@ -81,10 +83,11 @@ def compare_optimizers(
         same = "same initial weights and batches" if seeds == 1 else (
             f"mean ± std over {seeds} seeds (per seed, one initialisation and data order for every optimizer)")
         compare_figure(plot, series, size, title=f"{Path(config).name}: {same}")
-    emit(format, compare_document(results, summary),
+    ranking = cmp.ranking(results)
+    emit(format, compare_document(results, summary, ranking),
           lambda con, plain: render_with("render_compare", con, plain, summary,
                                      {s["label"]: s["loss_mean"] for s in series}, results[0].steps, quiet,
-                                     wide=wide))
+                                     wide=wide, ranking=ranking))
     for what, path in (("plot", plot), ("metrics", metrics)):
         if path is not None:
             typer.echo(f"wrote {what}: {path}", err=True)

@@ -120,7 +120,13 @@ def _cross_validate(cfg, opts, folds, seeds, threads, format) -> None:
         raise BackpropError(f"{'--folds' if folds else '--seeds'} runs in one process; run it without torchrun")
     if seeds is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split_seed": cfg.split_seed})})
-    raw = read_data(raw_config(cfg) if folds is not None else cfg)  # every data error before torch is imported
+    encoder = None  # --folds: each fold fills missing cells with its own training rows' statistics
+    if folds is not None:
+        from backprop_cli.data.load import read_fold_table
+
+        raw, encoder = read_fold_table(raw_config(cfg))  # every data error before torch is imported
+    else:
+        raw = read_data(cfg)
     from backprop_cli.runs.distributed import set_threads
 
     opts.threads = set_threads(threads, flops(cfg))
@@ -135,7 +141,7 @@ def _cross_validate(cfg, opts, folds, seeds, threads, format) -> None:
     from backprop_cli.render.documents import finite, json_text
 
     if folds is not None:
-        result = cross_validate(cfg, folds, raw, opts, on_run)
+        result = cross_validate(cfg, folds, raw, opts, on_run, encoder)
         doc, render = {"status": "done", "cross_validation": result}, render_folds
     else:
         result = repeat_seeds(cfg, seeds, raw, opts, on_run)

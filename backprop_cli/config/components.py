@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from backprop_cli.config.base import Betas, NonNegFloat, PositiveFloat, Size, Strict, drop_unset, tags
+from backprop_cli.limits import MAX_COUNT
 
 
 class Relu(Strict):
@@ -213,7 +214,30 @@ class WarmupCosineSchedule(Strict):
     eta_min: NonNegFloat = 0.0
 
 
-SchedulerSpec = Annotated[Union[NoSchedule, StepSchedule, CosineSchedule, WarmupCosineSchedule],
+class PlateauSchedule(Strict):
+    """torch's ReduceLROnPlateau on val_loss (mode min): stepped once per evaluation, not per step."""
+
+    name: Literal["reduce_on_plateau"]
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    patience: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 10  # evaluations without improvement
+    min_lr: NonNegFloat = 0.0
+    threshold: NonNegFloat = 1e-4  # relative: an improvement is val_loss < best · (1 − threshold)
+    cooldown: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0  # evaluations after a reduction that are not counted
+
+
+class OneCycleSchedule(Strict):
+    """torch's OneCycleLR over the run's total steps (cycle_momentum off: the momentum stays the optimizer's)."""
+
+    name: Literal["one_cycle"]
+    max_lr: Optional[PositiveFloat] = None  # default: the optimizer's lr
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+    div_factor: PositiveFloat = 25.0  # the first lr is max_lr / div_factor
+    final_div_factor: PositiveFloat = 1e4  # the last lr is the first / final_div_factor
+
+
+SchedulerSpec = Annotated[Union[NoSchedule, StepSchedule, CosineSchedule, WarmupCosineSchedule, PlateauSchedule,
+                                OneCycleSchedule],
                           Field(discriminator="name")]
 
 

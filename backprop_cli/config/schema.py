@@ -417,6 +417,10 @@ class Config(Strict):
         if self.train.early_stopping is not None and data.validation is None:
             found.append((("train", "early_stopping"), "early stopping needs validation data: set data.validation "
                           "to a fraction (e.g. 0.2) or a CSV file", NO_VALUE))
+        if self.scheduler.name == "reduce_on_plateau" and data.validation is None:
+            found.append((("scheduler",), "reduce_on_plateau lowers the lr when val_loss stops improving and needs "
+                          "validation data: set data.validation to a fraction (e.g. 0.2) or a CSV file",
+                          "reduce_on_plateau"))
         if data.standardize_target and is_classification(loss):
             found.append((("data", "standardize_target"), f"standardize_target is for regression, not {loss}",
                           data.standardize_target))

@@ -301,10 +301,57 @@ def _warmup_cosine(spec, optimizer, total_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _one_cycle(spec, optimizer, total_steps):
+    """torch's OneCycleLR over the run's steps; the momentum (or Adam's beta1) is left as configured."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=spec.max_lr or optimizer.param_groups[0]["lr"], total_steps=total_steps,
+        pct_start=spec.pct_start, anneal_strategy=spec.anneal_strategy, div_factor=spec.div_factor,
+        final_div_factor=spec.final_div_factor, cycle_momentum=False)
+
+
+class PlateauSchedule(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ReduceLROnPlateau (mode min) on val_loss, stepped by the run's regular evaluations (every
+    ``train.eval_every`` steps; not the extra one at a run's last step, so that a run stopped anywhere and
+    resumed follows the schedule of one straight through): ``patience`` and ``cooldown`` count them. The
+    engine's ``step()`` after every optimizer step only counts the steps. Its whole state (best,
+    num_bad_epochs, cooldown_counter, last_epoch, the step count) is its ``state_dict``, the checkpoint's
+    ``scheduler``; ``--resume`` restores the :attr:`POSITION` attributes (runs.resume.SCHEDULE_POSITION)."""
+
+    POSITION = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "_last_lr", "_step_count")
+
+    def __init__(self, optimizer, **options) -> None:
+        super().__init__(optimizer, **options)
+        self._step_count = 0  # optimizer steps taken
+
+    def step(self, metrics=None, epoch=None) -> None:  # type: ignore[override]
+        """The engine's call after an optimizer step (no metrics): counted; with a val_loss: torch's step."""
+        if metrics is None:
+            self._step_count += 1
+        else:
+            super().step(metrics)
+
+    def evaluated(self, val_loss: float, every: int) -> None:
+        """An evaluation's val_loss: a step of the schedule when it is a regular one (a multiple of ``every``)."""
+        if self._step_count % every == 0:
+            self.step(val_loss)
+
+    def get_lr(self) -> list[float]:
+        """No formula: the lr is where the reductions left it."""
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+
+def _plateau(spec, optimizer, total_steps):
+    return PlateauSchedule(optimizer, mode="min", factor=spec.factor, patience=spec.patience, min_lr=spec.min_lr,
+                           threshold=spec.threshold, threshold_mode="rel", cooldown=spec.cooldown)
+
+
 # name → (spec, optimizer, total steps) → an LRScheduler stepped once per optimizer step, or None
+# (reduce_on_plateau: a PlateauSchedule, stepped once per evaluation on val_loss)
 SCHEDULERS: dict[str, Callable] = {
     "none": lambda spec, optimizer, total_steps: None,
     "step": _step,
     "cosine": _cosine,
     "warmup_cosine": _warmup_cosine,
+    "reduce_on_plateau": _plateau,
+    "one_cycle": _one_cycle,
 }

@@ -70,12 +70,43 @@ def read_table(cfg: Config, encoding: Optional[Encoding] = None) -> Table:
     """The configured data, read, split, encoded, scaled and checked against the model and the loss (no torch
     for a file). ``encoding``: a fitted one to apply instead of fitting one (a checkpoint's own validation
     rows). ``model.input_size: auto`` is resolved here, to the encoded width."""
+    return _read_table(cfg, encoding)[0]
+
+
+class FoldEncoder:
+    """``train --folds``: the rows of a table read whole (:func:`read_fold_table`) encoded again for one fold,
+    with the fill values of missing cells (mean, median, most_frequent) learnt from that fold's training rows
+    only. The categories (and so the model's inputs) stay those of the whole table: every fold's model has
+    the same inputs."""
+
+    def __init__(self, raw: RawTable, kept: np.ndarray, encoding: Encoding):
+        self.raw, self.kept, self.encoding = raw, kept, encoding
+
+    def encode(self, train_rows: np.ndarray, held_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, Encoding]:
+        """(the training rows' inputs, the held-out rows' inputs, the fold's encoding); rows index the table."""
+        import copy
+
+        fold = copy.deepcopy(self.encoding)
+        fitted = copy.deepcopy(self.encoding).fit(self.raw, self.kept[train_rows])
+        for code, own in zip(fold.columns, fitted.columns):
+            code.fill = own.fill
+        return (fold.transform(self.raw, self.kept[train_rows], "train"),
+                fold.transform(self.raw, self.kept[held_out], "train"), fold)
+
+
+def read_fold_table(cfg: Config) -> tuple[Table, Optional[FoldEncoder]]:
+    """The table of ``train --folds`` (``cfg``: runs.folds.raw_config, every row unsplit and unscaled) and, for
+    a file, the :class:`FoldEncoder` that encodes each fold's rows with its own fill values (None: synthetic)."""
+    return _read_table(cfg, None, keep_rows=True)
+
+
+def _read_table(cfg: Config, encoding: Optional[Encoding], keep_rows: bool = False) -> tuple[Table, Optional[FoldEncoder]]:
     loss = cfg.loss.name
     spec = cfg.data
     if isinstance(spec, SyntheticData):
         table = split_and_scale(synthetic(spec, cfg.model.input_size, cfg.model.output_size, cfg.split_seed, loss), cfg)
         check_fits(cfg, table)
-        return table
+        return table, None
     src = data_source(cfg)
     raw, features, enc = read_file(src, spec, loss, encoding)
     targets = spec.target_columns
@@ -104,6 +135,7 @@ def read_table(cfg: Config, encoding: Optional[Encoding] = None) -> Table:
                   encoding=enc, dropped_target=no_target, split=split, val_source=text)
     if val is not None:
         table.val_x, table.val_y = enc.transform(raw, val[0], "train"), val[1]
+    folds = FoldEncoder(raw, kept, enc) if keep_rows and val is None and vpath is None else None
     del raw
     if vpath is not None:
         vsrc = data_source(cfg, vpath, "data.validation")
@@ -120,7 +152,7 @@ def read_table(cfg: Config, encoding: Optional[Encoding] = None) -> Table:
     if cfg.model.input_size is None:
         cfg.model.input_size = enc.width
     check_fits(cfg, table)
-    return table
+    return table, folds
 
 
 def load_dataset(cfg: Config, table: Table | None = None) -> Dataset:

@@ -72,9 +72,11 @@ def structure_problems(state: dict) -> list[str]:
         elif (problem := _plain_problem(sched)) is not None:
             problems.append(f"scheduler: {problem}")
         else:
-            for key in ("last_epoch", "_step_count"):
-                if key in sched and not _is_int(sched[key]):
+            for key in ("last_epoch", "_step_count", "num_bad_epochs", "cooldown_counter"):  # the last two:
+                if key in sched and not _is_int(sched[key]):  # reduce_on_plateau's counters
                     bad(f"scheduler.{key}", "an integer", sched[key])
+            if "best" in sched and not (_number(sched["best"]) or sched["best"] == math.inf):
+                bad("scheduler.best", "a finite number or inf (reduce_on_plateau's best val_loss)", sched["best"])
             for key in ("_last_lr", "base_lrs"):
                 if key in sched and not (isinstance(sched[key], list) and all(map(_number, sched[key]))):
                     bad(f"scheduler.{key}", "a list of finite numbers", sched[key])

@@ -60,6 +60,32 @@ COMPARE_COLUMNS = {
     "steps_per_s": Col("steps_per_s", short="steps/s", drop=5),
 }
 
+VAL_COLUMNS = {  # with validation data, after the label: the ranking's key first
+    "val_loss": Col("val_loss", short="val"),
+    "best_val_loss": Col("best_val_loss", short="best_val", drop=3),
+    "val_accuracy": Col("val_accuracy", short="val_acc"),
+    "val_r2": Col("val_r2"),
+}
+
+
+def _val_keys(summary: list[dict]) -> list[str]:
+    return [k for k in VAL_COLUMNS if summary and k in summary[0]]
+
+
+def _early_notes(summary: list[dict], seeds: int) -> list[str]:
+    """Which runs early stopping stopped, and whose numbers are their best evaluation's (restore_best)."""
+    out = []
+    for e in summary:
+        for d in e.get("stopped_early") or []:
+            seed = f" (seed {d['seed']})" if seeds > 1 else ""
+            out.append(f"{e['label']}{seed}: stopped early at step {d['step']} (train.early_stopping).")
+        for d in e.get("restored_best") or []:
+            seed = f" (seed {d['seed']})" if seeds > 1 else ""
+            out.append(f"{e['label']}{seed}: its val numbers are its best evaluation's, at step {d['step']} "
+                       "(restore_best).")
+    return out
+
+
 def _status(entry: dict, seeds: int) -> str:
     if not entry.get("diverged"):
         return "done"
@@ -97,11 +123,14 @@ def sparklines(curves: dict[str, list[float]], width: Optional[int]) -> Text:
     return Text("\n".join(lines))
 
 def render_compare(console: Console, plain: bool, summary: list[dict], curves: dict[str, list[float]],
-                   steps: int, quiet: bool = False, wide: bool = False) -> None:
+                   steps: int, quiet: bool = False, wide: bool = False, ranking: Optional[dict] = None) -> None:
+    """The table (``rank``: by val_loss with validation data, else by final_loss, as the line under
+    the table says), the sparklines, the notes."""
     seeds = len(summary[0]["seeds"]) if summary else 1
     diverged = any(e.get("diverged") for e in summary)
-    cols = [Col("label", align="left")] + ([Col("status", align="left")] if diverged else [])
-    cols += [COMPARE_COLUMNS[k] for k in COMPARE_KEYS]
+    val = _val_keys(summary)
+    cols = [Col("label", align="left")] + ([Col("status", align="left")] if diverged else []) + [Col("rank")]
+    cols += [VAL_COLUMNS[k] for k in val] + [COMPARE_COLUMNS[k] for k in COMPARE_KEYS]
     impl = summary[0].get("implementation") if summary else None
     kernel = f"{impl} optimizer implementation" if impl else "optimizer implementation"
     if seeds == 1:
@@ -109,11 +138,12 @@ def render_compare(console: Console, plain: bool, summary: list[dict], curves: d
     else:
         title = (f"{steps} steps, mean ± std over {seeds} seeds (each seed: one initialisation and data order "
                  f"for every optimizer), same {kernel}")
-    notes = _divergence_notes(summary, seeds)
+    notes = ([ranking["why"] + "."] if ranking else []) + _early_notes(summary, seeds) + _divergence_notes(summary, seeds)
     t = FitTable(title, cols, plain=plain, wide=wide, label=0, caption="\n".join(notes) or None)
     for e in summary:
         cells: list[Cell] = [e["label"]] + ([_status(e, seeds)] if diverged else [])
-        for key in COMPARE_KEYS:
+        cells.append(str(e["rank"]) if e.get("rank") else "-")
+        for key in val + COMPARE_KEYS:
             text = _ms(e, key, seeds)
             if key in e["best_in"]:
                 cells.append(Text(f"{text} *") if plain else Text(text, style="bold green"))

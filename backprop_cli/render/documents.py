@@ -77,18 +77,25 @@ def validate_document(config: str, problems: list[str]) -> dict:
     return {"config": config, "ok": not problems, "problems": list(problems)}
 
 
-def compare_document(results: list, summary: list[dict]) -> dict:
-    """``compare-optimizers --format json``: every run (per seed) and the summary per optimizer."""
+def compare_document(results: list, summary: list[dict], ranking: Optional[dict] = None) -> dict:
+    """``compare-optimizers --format json``: every run (per seed), the summary per optimizer and
+    ``ranked_by`` (``val_loss`` with validation data, else ``final_loss``). With validation data each run
+    also has ``validation`` (the summary's numbers: of the last evaluation, or the best's with restore_best,
+    and best_loss, best_step), ``evaluations`` ([{"step", "val_loss", "val_<metric>", ...}]) and
+    ``stopped_early`` (the step early stopping stopped it at, or null)."""
     runs = []
     for r in results:
         m = r.metrics()
-        runs.append({"optimizer": r.optimizer, "label": r.label, "hyperparams": r.hyperparams,
-                     "implementation": r.implementation, "seed": r.seed, "status": r.status,
-                     "diverged_at": r.diverged_at, "losses": r.losses, "grad_norms": r.total_grad_norms,
-                     "final_loss": m["final_loss"], "best_loss": m["best_loss"],
-                     "steps_to_10pct": m["steps_to_10pct"], "mean_update_ratio": m["mean_update_ratio"],
-                     "time_s": m["time_s"]})
-    return finite({"runs": runs, "summary": summary})
+        run = {"optimizer": r.optimizer, "label": r.label, "hyperparams": r.hyperparams,
+               "implementation": r.implementation, "seed": r.seed, "status": r.status,
+               "diverged_at": r.diverged_at, "losses": r.losses, "grad_norms": r.total_grad_norms,
+               "final_loss": m["final_loss"], "best_loss": m["best_loss"],
+               "steps_to_10pct": m["steps_to_10pct"], "mean_update_ratio": m["mean_update_ratio"],
+               "time_s": m["time_s"]}
+        if r.task_metric is not None:
+            run.update(validation=r.validation, evaluations=r.evaluations, stopped_early=r.stopped_early)
+        runs.append(run)
+    return finite({"ranked_by": (ranking or {}).get("ranked_by", "final_loss"), "runs": runs, "summary": summary})
 
 
 def find_lr_document(result: dict) -> dict:

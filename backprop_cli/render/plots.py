@@ -14,7 +14,8 @@ DPI = 100
 
 
 def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200, 500), title: str = "") -> None:
-    """Two panels: loss per step (log y) and total grad norm per step, one line per optimizer.
+    """Two panels: loss per step (log y) and total grad norm per step, one line per optimizer; with
+    validation data a third: val_loss at each evaluation (log y).
 
     ``series``: ``[{"label", "steps", "loss_mean", "loss_std", "grad_mean", "grad_std", "ends"}]``
     (:func:`backprop_cli.runs.compare.curves`); the std lists are None for a single seed, else drawn as
@@ -24,7 +25,9 @@ def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200
     """
     path = check_writable(Path(path), PLOT_SUFFIXES, "plot")
     plt = _pyplot()
-    fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    validation = any(s.get("val_steps") for s in series)  # a third panel: val_loss at each evaluation
+    fig, axes = plt.subplots(1, 3 if validation else 2, figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    ax_loss, ax_grad = axes[0], axes[1]
     try:
         for ax, mean_key, std_key, end_key in ((ax_loss, "loss_mean", "loss_std", "loss"),
                                                (ax_grad, "grad_mean", "grad_std", "grad_norm")):
@@ -48,7 +51,9 @@ def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200
         ax_loss.set(xlabel="step", ylabel="loss (log scale)", title="loss")
         ax_grad.set_yscale("log")
         ax_grad.set(xlabel="step", ylabel="total gradient L2 norm (log scale)", title="gradient norm")
-        for ax in (ax_loss, ax_grad):
+        if validation:
+            _validation_panel(axes[2], series)
+        for ax in axes:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend()
         if title:
@@ -57,6 +62,22 @@ def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200
         _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _validation_panel(ax, series: list[dict]) -> None:
+    """compare-optimizers with validation data: each optimizer's val_loss at its evaluations (log y), ± std
+    bands over the seeds, a marker per evaluation."""
+    for s in series:
+        if not s.get("val_steps"):
+            continue
+        (line,) = ax.plot(s["val_steps"], s["val_loss_mean"], marker="o", markersize=3, linewidth=1.5,
+                          label=s["label"])
+        if s.get("val_loss_std") is not None:
+            lo = [max(m - d, m / 10) for m, d in zip(s["val_loss_mean"], s["val_loss_std"])]
+            hi = [m + d for m, d in zip(s["val_loss_mean"], s["val_loss_std"])]
+            ax.fill_between(s["val_steps"], lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="val_loss (log scale)", title="validation loss")
 
 
 def _pyplot():

@@ -4,9 +4,10 @@ The rows of the table (all of them: the folds replace ``data.validation``) are d
 seeded hash of the row index (the hash of ``data.readers.split_rows``, seeded by ``seed``), class by class
 for cross_entropy and one-column bce_with_logits (stratified: each fold holds each class's share, give or
 take one row). Fold k trains a fresh model (the config's seed: the same initial weights in every fold)
-on the other K − 1 folds and evaluates on fold k; with ``data.standardize`` the scaling statistics are
-those of fold k's training rows only (the scaling code of ``data.readers``), so no statistic of the
-held-out rows leaks into training. Early stopping and ``restore_best``, when configured, watch fold k's
+on the other K − 1 folds and evaluates on fold k; the fill values of missing cells (mean, median,
+most_frequent: data.load.FoldEncoder) and, with ``data.standardize``, the scaling statistics are those of
+fold k's training rows only (the scaling code of ``data.split``), so no statistic of the held-out rows
+leaks into training. The categories of a category column (so the model's inputs) are the whole table's. Early stopping and ``restore_best``, when configured, watch fold k's
 held-out rows. Nothing is written: ``--save``, ``--save-best``, ``--metrics``, ``--tensorboard``,
 ``--plot`` and ``--resume`` are refused with ``--folds`` (which of K models would they keep?).
 """
@@ -20,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from backprop_cli.config import Config, task_of
+from backprop_cli.data.load import FoldEncoder
 from backprop_cli.data.split import _splitmix64, scale
 from backprop_cli.data.tables import Table
 
@@ -56,14 +58,21 @@ def raw_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"data": data})
 
 
-def fold_table(raw: Table, cfg: Config, train_rows: np.ndarray, held_out: np.ndarray, label: str) -> Table:
-    """The table of one fold: the training and held-out rows given by index, scaled with the training
-    rows' statistics (data.standardize / standardize_target), as ``data.split.scale`` does for a split."""
-    x, y = raw.x[train_rows].copy(), raw.y[train_rows].copy()
-    vx, vy = raw.x[held_out].copy(), raw.y[held_out].copy()
+def fold_table(raw: Table, cfg: Config, train_rows: np.ndarray, held_out: np.ndarray, label: str,
+               encoder: Optional[FoldEncoder] = None) -> Table:
+    """The table of one fold: the training and held-out rows given by index, the missing cells filled with
+    the training rows' statistics (``encoder``: a file's rows encoded again, data.load.FoldEncoder), then
+    scaled with the training rows' statistics (data.standardize / standardize_target), as
+    ``data.split.scale`` does for a split."""
+    y, vy = raw.y[train_rows].copy(), raw.y[held_out].copy()
+    if encoder is not None:
+        x, vx, encoding = encoder.encode(train_rows, held_out)
+    else:
+        x, vx, encoding = raw.x[train_rows].copy(), raw.x[held_out].copy(), raw.encoding
     t = dataclasses.replace(raw, x=x, y=y, val_x=vx, val_y=vy, val_source=label, x_scaling=None, y_scaling=None,
+                            encoding=encoding,
                             split={"validation": "fold", "rows": int(raw.samples), "validation_rows": int(len(held_out))})
-    scale(t, cfg, raw.encoding.scaled() if raw.encoding is not None else None)
+    scale(t, cfg, encoding.scaled() if encoding is not None else None)
     return t
 
 
@@ -88,8 +97,10 @@ class _Quiet:
         pass
 
 
-def cross_validate(cfg: Config, k: int, raw: Table, opts, on_fold=None) -> dict:
-    """Train and evaluate each of the ``k`` folds; ``on_fold(index, result)`` after each. Returns
+def cross_validate(cfg: Config, k: int, raw: Table, opts, on_fold=None, encoder: Optional[FoldEncoder] = None) -> dict:
+    """Train and evaluate each of the ``k`` folds of ``raw`` (read by data.load.read_fold_table, with its
+    ``encoder``: each fold's missing cells are filled with its training rows' statistics; without one, as
+    ``raw`` was filled); ``on_fold(index, result)`` after each. Returns
     ``{"folds": [{"fold", "train_rows", "validation_rows", "steps", "status", metrics...}], "mean": {...},
     "std": {...}, "k", "stratified", "seed"}``: mean and (population) std of every validation metric."""
     from backprop_cli.errors import DataError
@@ -104,7 +115,8 @@ def cross_validate(cfg: Config, k: int, raw: Table, opts, on_fold=None) -> dict:
     folds = []
     for i in range(k):
         held_out, train_rows = np.flatnonzero(ids == i), np.flatnonzero(ids != i)
-        table = fold_table(raw, cfg, train_rows, held_out, f"fold {i + 1} of {k}: {len(held_out)} of {n} rows")
+        table = fold_table(raw, cfg, train_rows, held_out, f"fold {i + 1} of {k}: {len(held_out)} of {n} rows",
+                           encoder)
         summary = run_training(run_cfg, opts, _Quiet(), table)
         v = dict(summary.validation or {})
         result = {"fold": i + 1, "train_rows": int(len(train_rows)), "validation_rows": int(len(held_out)),

@@ -30,7 +30,8 @@ def config_changes(saved: dict, current: dict) -> list[str]:
 
 
 # The scheduler's position (from the checkpoint); its shape (step_size, T_max, ...) comes from the config.
-SCHEDULE_POSITION = ("last_epoch", "_step_count", "_last_lr", "base_lrs")
+# reduce_on_plateau's position adds its best val_loss and counters (core.components.PlateauSchedule.POSITION).
+SCHEDULE_POSITION = ("last_epoch", "_step_count", "_last_lr", "base_lrs", "best", "num_bad_epochs", "cooldown_counter")
 
 
 def _same_model(saved: Any, cfg) -> bool:

@@ -76,7 +76,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
 
         loop.model = torch.compile(loop.model)
 
-    evaluator = _evaluation_sink(run, opts if main else TrainOptions())
+    evaluator = evaluation_sink(run, opts if main else TrainOptions())
     log_every = opts.log_every or cfg.train.log_every or (
         default_log_every(run.steps) if evaluator is None
         else evaluator.every * default_log_every(-(-run.steps // evaluator.every)))  # rows at evaluations
@@ -220,8 +220,12 @@ def fit_warning(cfg: Config, validation: Optional[dict], table: Optional[Table])
     return None
 
 
-def _evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
-    """Evaluation on the validation rows (and the training rows), when the run has validation data."""
+def evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
+    """Evaluation on the validation rows (and the training rows), when the run has validation data
+    (compare-optimizers evaluates its runs with it too). A ``reduce_on_plateau`` schedule steps on each
+    regular evaluation's val_loss (core.components.PlateauSchedule), before ``--save-best`` writes and
+    before the step's record reaches ``--save``."""
+    from backprop_cli.core.components import PlateauSchedule
     from backprop_cli.runs.evaluation import evaluation_record, measure
 
     cfg = run.cfg
@@ -234,15 +238,21 @@ def _evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
     train_x, train_y = run.dataset.on(run.device)
     loss_name = cfg.loss.name
 
+    plateau = run.scheduler if isinstance(run.scheduler, PlateauSchedule) else None
+
     def measure_now() -> tuple[dict, dict]:
         v = measure(run.model, run.loss_fn, loss_name, *val, classes=classes, y_scaling=y_scaling, detail=True)
         t = measure(run.model, run.loss_fn, loss_name, train_x, train_y, classes=classes, y_scaling=y_scaling)
         detail = {k: v[k] for k in ("classes", "confusion", "per_class") if k in v}
-        return evaluation_record(v, t, loss_name), detail
+        keys = evaluation_record(v, t, loss_name)
+        if plateau is not None:
+            plateau.evaluated(keys["val_loss"], every)
+        return keys, detail
 
     early = cfg.train.early_stopping
+    every = cfg.train.eval_every or run.batches.per_epoch
     save_best = _best_writer(run, opts.save_best) if opts.save_best is not None else None
-    return EvaluationSink(measure_now, cfg.train.eval_every or run.batches.per_epoch, run.steps,
+    return EvaluationSink(measure_now, every, run.steps,
                           patience=early.patience if early else None,
                           min_delta=early.min_delta if early else 0.0, save_best=save_best,
                           snapshot=(lambda: _state_of(run)) if early is not None and early.restore_best else None)
