@@ -307,7 +307,9 @@ class _Repr(reprlib.Repr):
         return _tensor_words(x) if isinstance(x, torch.Tensor) else " ".join(super().repr1(x, level).split("\n"))
 
     def repr_int(self, x: int, level: int) -> str:  # 10**5000 is past what Python turns into text
-        return super().repr_int(x, level) if x.bit_length() <= 128 else f"<an integer of {x.bit_length():,} bits>"
+        if x.bit_length() <= 128:
+            return super().repr_int(x, level)
+        return f"<{'a negative' if x < 0 else 'an'} integer of {x.bit_length():,} bits>"
 
 
 _REPR = _Repr()
