@@ -399,3 +399,43 @@ def test_a_value_that_scales_beyond_float32_names_its_file_and_column(cli, pengu
                                    "scaled (got 3.00000001e+38, mean 43."), r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Warning" not in r.output
     assert not (tmp_path / "p.csv").exists()
+
+
+def _outputs_doc() -> str:
+    return " ".join((ROOT / "docs" / "outputs.md").read_text().split())
+
+
+def test_the_checkpoint_format_section_names_every_key_and_the_evaluation_entry():
+    """docs/outputs.md's table of checkpoint keys is the format's contract: every key a checkpoint may hold,
+    and the evaluation entry's four keys, as checkpoint_checks accepts them."""
+    from backprop_cli.io.checkpoint_checks import EVALUATION_KEYS, KNOWN_KEYS
+
+    text = (ROOT / "docs" / "outputs.md").read_text()
+    section = text[text.index("## Checkpoints"):text.index("## What backprop promises")]
+    rows = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
+    assert sorted(rows) == sorted(KNOWN_KEYS)
+    row = next(line for line in section.splitlines() if line.startswith("| `evaluation`"))
+    assert all(f'"{k}"' in row for k in EVALUATION_KEYS), row
+
+
+def test_the_messages_the_docs_quote_are_the_checks_own(cli, penguins, tmp_path):
+    """The examples of docs/outputs.md's 'checkpoints you give' are what the checks print."""
+    from test_validation import FEATURES
+
+    doc = _outputs_doc()
+    _, ckpt, rows = penguins
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("data", "x_scaling", "std", 2, 1e-310)),
+            "--data", rows)
+    message = r.stderr.split("not a valid backprop checkpoint: ")[1].strip()
+    head, tail = message.split(", as float32 holds it, ")
+    assert f"`{head}, as float32 holds it, ... {tail[tail.index('(got'):]}`" in doc, message
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("step", "x")), "--data", rows)
+    assert "step: expected an integer 0 … 1125899906842624 (got str 'x')" in r.stderr and \
+        "step: expected an integer 0 … 1125899906842624 (got str 'x')" in doc
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("step", 10**400)), "--data", rows)
+    assert "(got int <an integer of 1,329 bits>)" in r.stderr and "`<an integer of 1,329 bits>`" in doc
+    big = write(tmp_path / "rows.csv", "species," + ",".join(FEATURES) + "\nAdelie,3e38,18.7,181,3750\n")
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("data", "x_scaling", "std", 0, 0.001)),
+            "--data", big)
+    message = r.stderr.removeprefix(f"error: {tmp_path}/").strip()
+    assert f"`{message}`" in doc, message
