@@ -490,3 +490,28 @@ def test_a_crafted_evaluation_entry_is_one_line(cli, tmp_path, straight, evaluat
     r = cli("train", "-c", cfg, "--resume", ck, "-q")
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
     assert r.stderr.startswith(f"error: {ck}: not a valid backprop checkpoint: ") and fragment in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("first", ["restore_best", "plain"])
+def test_restore_best_after_a_resume_says_when_the_best_is_the_checkpoints(cli, tmp_path, straight, first):
+    """The best's weights are not in a checkpoint: when the best evaluation came before the resume, the
+    resumed run cannot restore it and says so (one warning naming the steps), instead of claiming it did.
+    (With restore_best the first run's --save is at its best step, so the resume starts there.)"""
+    cfg, _, summary, _ = straight
+    best = summary["validation"]["best_step"]
+    cut = next(k for k in range(5, summary["steps"], 5) if k > best)
+    keep = ["--set", "train.early_stopping={patience: 2, restore_best: true}"]
+    assert cli("train", "-c", cfg, *(keep if first == "restore_best" else []), "--steps", cut, "--save",
+               tmp_path / "c.pt", "-q").exit_code == 0
+    start = best if first == "restore_best" else cut
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == start
+    r = cli("train", "-c", cfg, *keep, "--resume", tmp_path / "c.pt", "--format", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)["summary"]
+    assert out["validation"]["best_step"] == best and "restored_best" not in out["validation"]
+    where = ("the checkpoint resumed from holds them" if first == "restore_best"
+             else "the first run's --save-best file holds them")
+    assert [w for w in out["warnings"] if w.startswith("restore_best:")] == [
+        f"restore_best: the best evaluation is the checkpoint's (step {best}, val_loss "
+        f"{out['validation']['best_loss']:.5g}; resumed from step {start}) and no later one was better; the resumed "
+        f"run has no copy of its weights, so the model at the end and --save are the last step's ({where})"]

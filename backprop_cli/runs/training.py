@@ -109,8 +109,11 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
         if evaluator is not None:
             tracker.summary.validation = evaluator.summary()
             tracker.summary.evaluation = evaluator.detail
-            note = fit_warning(cfg, tracker.summary.validation, run.dataset.table)
-            if note is not None and outcome.status == "done":
+            fit = fit_warning(cfg, tracker.summary.validation, run.dataset.table)
+            for note in (fit if outcome.status == "done" else None,
+                         None if outcome.failed else _best_before_resume(evaluator, start)):
+                if note is None:
+                    continue
                 tracker.summary.warnings = [*tracker.summary.warnings, note]
                 if main:
                     try:
@@ -293,6 +296,18 @@ def _restore_best(run: Run, evaluator: Optional[EvaluationSink], outcome: Outcom
         return outcome
     step = evaluator.restore(lambda state: _put_back(run, state))
     return outcome if step is None else dataclasses.replace(outcome, model_step=step)
+
+
+def _best_before_resume(evaluator: EvaluationSink, start: int) -> Optional[str]:
+    """restore_best after --resume: when the best evaluation is the checkpoint's (at or before the resume), its
+    weights are not there to restore (a checkpoint keeps the evaluation's numbers, not a second model): say so."""
+    if evaluator.snapshot is None or evaluator.best_state is not None or not 0 < evaluator.best_step <= start:
+        return None
+    where = ("the checkpoint resumed from holds them" if evaluator.best_step == start
+             else "the first run's --save-best file holds them")
+    return (f"restore_best: the best evaluation is the checkpoint's (step {evaluator.best_step}, val_loss "
+            f"{evaluator.best_loss:.5g}; resumed from step {start}) and no later one was better; the resumed run "
+            f"has no copy of its weights, so the model at the end and --save are the last step's ({where})")
 
 
 def _best_writer(run: Run, path: Path, evaluator: EvaluationSink):
