@@ -6,6 +6,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from backprop_cli.data.load import read_table
 from backprop_cli.data.readers import Text, read_raw, source_of
@@ -368,3 +370,45 @@ def test_validation_rows_that_scale_beyond_float32_name_their_file_and_column(tm
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
     assert r.stderr.startswith("error: ") and "v.csv: column 'a': a value is not finite in float32 once scaled " \
         "(got 3.00000001e+38, mean 1.00000048, std 4.76837158e-07)" in r.stderr, r.stderr
+
+
+_F32 = float(np.finfo(np.float32).max)
+FLOAT32S = st.floats(width=32, allow_nan=False, allow_infinity=False) | st.sampled_from([_F32, -_F32, 1e-45, 3.4e38])
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=st.data())
+def test_scaling_any_float32_data_is_the_float64_formula_or_one_line(data):
+    """Any finite float32 data under any statistics a checkpoint may hold (float32's range, std from its
+    smallest normal number): the scaled values are (v − mean) / std computed in float64 (the oracle here),
+    stored as float32, or one DataError naming the file and the column whose value leaves float32. Never a
+    numpy warning, never a non-finite value left in the data."""
+    from backprop_cli.data.split import scaling_of
+    from backprop_cli.data.tables import Scaling
+
+    cols = data.draw(st.integers(1, 3), label="columns")
+    rows = data.draw(st.lists(st.lists(FLOAT32S, min_size=cols, max_size=cols), min_size=1, max_size=6), label="rows")
+    a = np.array(rows, dtype=np.float32)
+    if data.draw(st.booleans(), label="own statistics"):
+        sc, _ = scaling_of(a)  # what training computes: always within the bounds the checks hold
+        assert all(abs(m) <= _F32 for m in sc.mean) and all(1.1754943508222875e-38 <= s <= _F32 for s in sc.std)
+    else:
+        stat = st.floats(-_F32, _F32)
+        sc = Scaling(data.draw(st.lists(stat, min_size=cols, max_size=cols), label="mean"),
+                     data.draw(st.lists(st.floats(1.1754943508222875e-38, _F32), min_size=cols, max_size=cols),
+                               label="std"))
+    with np.errstate(over="ignore"):
+        want = ((a.astype(np.float64) - np.array(sc.mean)) / np.array(sc.std)).astype(np.float32)
+    names = [f"c{i}" for i in range(cols)]
+    got = a.copy()
+    try:
+        sc.apply(got, names, "d.csv")
+    except DataError as e:
+        bad = int(np.argwhere(~np.isfinite(want))[0][1])
+        assert str(e).startswith(f"d.csv: column 'c{bad}': a value is not finite in float32 once scaled"), str(e)
+        event("refused")
+        return
+    event("scaled")
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, want)

@@ -11,6 +11,7 @@ import numpy as np
 
 SCALE_CHUNK = 1 << 16  # rows scaled at a time in float64 (no float64 copy of the whole table)
 
+
 def display_path(path: Path) -> str:
     """The path as the user would write it: relative to the current folder when it is below it."""
     try:
