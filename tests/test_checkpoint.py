@@ -263,3 +263,179 @@ def test_a_failed_run_writes_its_last_good_state_beside_an_existing_checkpoint(c
     fresh = tmp_path / "fresh.pt"
     r = cli("train", "-c", REGRESSION, "--set", "optimizer.lr=100", "--save", fresh, "--save-every", 5)
     assert r.exit_code == 3 and load_checkpoint(fresh)["step"] == 7 and not (tmp_path / "fresh.last-good.pt").exists()
+
+
+# ------------------------------------- numbers beyond what the run uses (issue 23, items 7 and 9)
+
+@pytest.fixture(scope="module")
+def penguins(tmp_path_factory):
+    """A penguins run with validation and standardized inputs (its ``data`` entry: columns, classes,
+    statistics): its config, checkpoint and a CSV of rows to predict."""
+    from test_validation import FEATURES, penguins_yaml
+
+    tmp = tmp_path_factory.mktemp("penguins")
+    cfg = penguins_yaml(tmp, "steps: 3")
+    _train("train", "-c", cfg, "--save", tmp / "p.pt", "-q", "--threads", "1")
+    rows = write(tmp / "rows.csv", "species," + ",".join(FEATURES) + "\nAdelie,39.1,18.7,181,3750\n"
+                 "Gentoo,46.1,13.2,211,4500\n")
+    return cfg, tmp / "p.pt", rows
+
+
+def _crafted(ckpt, tmp_path, change):
+    state = torch.load(ckpt, weights_only=True)
+    change(state)
+    path = tmp_path / "x.pt"
+    torch.save(state, path)
+    return path
+
+
+def _put(*keys_value):
+    *keys, value = keys_value
+
+    def change(state):
+        node = state
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return change
+
+
+HUGE = 10**400  # 1,329 bits: float() overflows on it, str() of 10**5000 fails
+BITS = "<an integer of 1,329 bits>"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (_put("data", "x_scaling", "mean", 0, HUGE), "data: expected integers of at most 64 bits (got " + BITS),
+    (_put("data", "x_scaling", "mean", 1, 1e300), "data.x_scaling.mean[1] (column bill_depth_mm): expected a number "
+     "float32 holds (|v| ≤ 3.4028235e+38), since the float32 data are scaled with it (got float 1e+300)"),
+    (_put("data", "x_scaling", "std", 2, 1e-310), "data.x_scaling.std[2] (column flipper_length_mm): expected a number "
+     "from 1.1754944e-38 to 3.4028235e+38, as float32 holds it, since the float32 data are scaled with it (got float "
+     "1e-310)"),
+    (_put("data", "x_scaling", "std", 3, 1e-40), "data.x_scaling.std[3] (column body_mass_g): expected a number from"),
+    (_put("data", "x_scaling", "std", 0, 3.5e38), "data.x_scaling.std[0] (column bill_length_mm): expected a number "),
+    (_put("data", "x_scaling", "std", 0, 0), "(got int 0)"),
+    (_put("config", "optimizer", "lr", HUGE), "config: expected integers of at most 64 bits (got " + BITS),
+    (_put("config", "train", "steps", 2**300), "config: expected integers of at most 64 bits (got <an integer of "
+     "301 bits>)"),
+    (_put("config", "seed", 2**64), "config: expected integers of at most 64 bits (got 18446744073709551616)"),
+    (_put("step", HUGE), "step: expected an integer 0 … 1125899906842624 (got int " + BITS),
+    (_put("step", 2**60), "step: expected an integer 0 … 1125899906842624 (got int 1152921504606846976)"),
+    (_put("scheduler", {"last_epoch": HUGE}), "scheduler: expected integers of at most 64 bits"),
+    (_put("scheduler", {"last_epoch": 2**60}), "scheduler.last_epoch: expected an integer -1 … 1125899906842624"),
+    (_put("scheduler", {"_step_count": -5}), "scheduler._step_count: expected an integer -1 … 1125899906842624"),
+    (_put("rng", "data", "next_batch", HUGE), "rng.data: expected integers of at most 64 bits"),
+], ids=["mean-10**400", "mean-1e300", "std-1e-310", "std-subnormal32", "std-3.5e38", "std-0", "lr-10**400",
+        "steps-2**300", "seed-2**64", "step-10**400", "step-2**60", "last_epoch-10**400", "last_epoch-2**60", "step_count--5",
+        "next_batch-10**400"])
+@pytest.mark.parametrize("command", ["evaluate", "predict", "export", "resume", "inspect-grads"])
+def test_numbers_beyond_what_the_run_uses_are_one_line(cli, penguins, tmp_path, change, fragment, command):
+    """Crafted numbers load under weights_only=True; they are refused where the checkpoint is read, one line
+    naming the key (the column, for a scaling statistic), whichever command reads it: never OverflowError."""
+    cfg, ckpt, rows = penguins
+    bad = _crafted(ckpt, tmp_path, change)
+    args = {"evaluate": ["evaluate", "--checkpoint", bad],
+            "predict": ["predict", "--checkpoint", bad, "--data", rows],
+            "export": ["export", "--checkpoint", bad, "--out", tmp_path / "m.safetensors"],
+            "resume": ["train", "-c", cfg, "--resume", bad, "--steps", 40],
+            "inspect-grads": ["inspect-grads", "-c", cfg, "--checkpoint", bad]}[command]
+    r = cli(*args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith(f"error: {bad}: not a valid backprop checkpoint: "), r.stderr
+    assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1 and r.stdout == "", r.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda s: s["optimizer"]["param_groups"][0].__setitem__("lr", HUGE),
+     f"param_groups[0].lr: expected a finite number ≥ 0 (got int {BITS})"),
+    (lambda s: s["optimizer"]["param_groups"][0].__setitem__("eps", -HUGE), "param_groups[0].eps: expected a "
+     "finite number (got int <a negative integer of 1,329 bits>)"),
+    (lambda s: s["optimizer"]["param_groups"][0].__setitem__("betas", (0.9, HUGE)), "param_groups[0].betas: "
+     "expected 2 finite numbers"),
+    (lambda s: s["optimizer"]["state"][0].__setitem__("step", HUGE),
+     f"state[0].step: expected a count 0 … 1125899906842624 (got int {BITS})"),
+    (lambda s: s["optimizer"]["state"][0].__setitem__("step", torch.tensor(1e30)),
+     "state[0].step: expected a count 0 … 1125899906842624 (got float 1.0000000150474662e+30)"),
+], ids=["group-lr", "group-eps", "group-betas", "state-step", "state-step-tensor"])
+@pytest.mark.parametrize("command", ["resume", "inspect-grads"])
+def test_huge_numbers_in_the_optimizer_state_are_one_line(cli, penguins, tmp_path, change, fragment, command):
+    cfg, ckpt, _ = penguins
+    bad = _crafted(ckpt, tmp_path, change)
+    args = (["train", "-c", cfg, "--resume", bad, "--steps", 40, "-q"] if command == "resume"
+            else ["inspect-grads", "-c", cfg, "--checkpoint", bad])
+    r = cli(*args)
+    assert r.exit_code == 2, r.output
+    assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_names_of_encoded_inputs_are_the_encodings_own():
+    """checkpoint_checks names a scaling column of an encoded input as data.encoding does (io may not import
+    data, so the rule is written twice; this holds the two equal)."""
+    from backprop_cli.data.encoding import ColumnCode, Encoding
+    from backprop_cli.io.checkpoint_checks import _encoded_names
+
+    enc = Encoding([ColumnCode("bill", "number", "mean", indicator=True),
+                    ColumnCode("island", "category", "category", levels=["Biscoe", "Dream", "<missing>"]),
+                    ColumnCode("sex", "binary", "error", levels=["f", "m"]),
+                    ColumnCode("city", "category", "error", levels=["a", "b"], encoding="embedding", embedding_size=2)])
+    assert _encoded_names(enc.plain()) == enc.names() == [
+        "bill", "bill_missing", "island=Biscoe", "island=Dream", "island=<missing>", "sex", "city"]
+    assert _encoded_names({"columns": [{"name": 10**5000, "levels": []}]}) is None  # never formats a crafted value
+
+
+def test_a_value_that_scales_beyond_float32_names_its_file_and_column(cli, penguins, tmp_path):
+    """Statistics that are fine, data that is not: 3e38 under a std of 0.001 is inf in float32. predict and
+    evaluate say so in one line (exit 2) instead of writing rows of empty probabilities."""
+    from test_validation import FEATURES
+
+    cfg, ckpt, _ = penguins
+    bad = _crafted(ckpt, tmp_path, _put("data", "x_scaling", "std", 0, 0.001))
+    rows = write(tmp_path / "big.csv", "species," + ",".join(FEATURES) + "\nAdelie,3e38,18.7,181,3750\n")
+    for args in (["predict", "--checkpoint", bad, "--data", rows, "--out", tmp_path / "p.csv"],
+                 ["evaluate", "--checkpoint", bad, "--data", rows]):
+        r = cli(*args)
+        assert r.exit_code == 2, r.output
+        assert r.stderr.startswith(f"error: {rows}: column 'bill_length_mm': a value is not finite in float32 once "
+                                   "scaled (got 3.00000001e+38, mean 43."), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Warning" not in r.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def _outputs_doc() -> str:
+    return " ".join((ROOT / "docs" / "outputs.md").read_text().split())
+
+
+def test_the_checkpoint_format_section_names_every_key_and_the_evaluation_entry():
+    """docs/outputs.md's table of checkpoint keys is the format's contract: every key a checkpoint may hold,
+    and the evaluation entry's four keys, as checkpoint_checks accepts them."""
+    from backprop_cli.io.checkpoint_checks import EVALUATION_KEYS, KNOWN_KEYS
+
+    text = (ROOT / "docs" / "outputs.md").read_text()
+    section = text[text.index("## Checkpoints"):text.index("## What backprop promises")]
+    rows = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
+    assert sorted(rows) == sorted(KNOWN_KEYS)
+    row = next(line for line in section.splitlines() if line.startswith("| `evaluation`"))
+    assert all(f'"{k}"' in row for k in EVALUATION_KEYS), row
+
+
+def test_the_messages_the_docs_quote_are_the_checks_own(cli, penguins, tmp_path):
+    """The examples of docs/outputs.md's 'checkpoints you give' are what the checks print."""
+    from test_validation import FEATURES
+
+    doc = _outputs_doc()
+    _, ckpt, rows = penguins
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("data", "x_scaling", "std", 2, 1e-310)),
+            "--data", rows)
+    message = r.stderr.split("not a valid backprop checkpoint: ")[1].strip()
+    head, tail = message.split(", as float32 holds it, ")
+    assert f"`{head}, as float32 holds it, ... {tail[tail.index('(got'):]}`" in doc, message
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("step", "x")), "--data", rows)
+    assert "step: expected an integer 0 … 1125899906842624 (got str 'x')" in r.stderr and \
+        "step: expected an integer 0 … 1125899906842624 (got str 'x')" in doc
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("step", 10**400)), "--data", rows)
+    assert "(got int <an integer of 1,329 bits>)" in r.stderr and "`<an integer of 1,329 bits>`" in doc
+    big = write(tmp_path / "rows.csv", "species," + ",".join(FEATURES) + "\nAdelie,3e38,18.7,181,3750\n")
+    r = cli("predict", "--checkpoint", _crafted(ckpt, tmp_path, _put("data", "x_scaling", "std", 0, 0.001)),
+            "--data", big)
+    message = r.stderr.removeprefix(f"error: {tmp_path}/").strip()
+    assert f"`{message}`" in doc, message

@@ -121,7 +121,16 @@ def _cycle(kind):
     return x
 
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=6))
+# Numbers past what a run uses (issue 23, items 7 and 9): ints beyond 64 bits and beyond float64 (10**400),
+# floats finite in float64 but 0, subnormal or inf in float32, the bounds of the counts, nan and inf.
+NUMBERS = st.one_of(
+    st.builds(lambda bits, sign, off: sign * (2**bits + off), st.integers(0, 1400), st.sampled_from([1, -1]),
+              st.integers(-3, 3)),  # any size of integer, cheap to draw (st.integers(-10**400, ...) overruns)
+    st.integers(-2**66, 2**66), st.floats(),
+    st.sampled_from([10**400, -10**400, 2**1100, 2**64, 2**63, 2**50, 2**50 + 1, -1, 0, 1, 1e300, -1e300, 1e-310,
+                     1e-45, 1e-40, 1.1754943508222875e-38, 3.4028234663852886e38, 3.5e38, -3.5e38, 0.0, -0.0,
+                     float("inf"), float("-inf"), float("nan")]))
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=6), NUMBERS)
 VALUES = st.recursive(
     SCALARS | tensors(),
     lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
@@ -295,3 +304,96 @@ def test_crashing_checkpoints_exit_2_with_one_line_through_resume(tmp_path):
         assert r["exit_code"] == 2, (bad, r)
         lines = r["stderr"].strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and fragment in lines[0], lines
+
+
+# --------------------------------------------------------------------------- the numbers a checkpoint holds
+
+
+@pytest.fixture(scope="module")
+def penguins(tmp_path_factory):
+    """A penguins checkpoint with everything that holds a number: scaling statistics, a step schedule, the
+    evaluation entry (validation with early stopping), Adam's state; its config and rows to predict."""
+    from typer.testing import CliRunner
+
+    from backprop_cli.cli.app import app
+    from test_validation import FEATURES, penguins_yaml
+
+    tmp = tmp_path_factory.mktemp("penguins")
+    cfg = penguins_yaml(tmp, "steps: 4, eval_every: 2, early_stopping: {patience: 3}")
+    r = CliRunner().invoke(app, ["train", "-c", str(cfg), "--set", "scheduler={name: step, step_size: 2}",
+                                 "--save", str(tmp / "p.pt"), "-q", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    rows = tmp / "rows.csv"
+    rows.write_text("species," + ",".join(FEATURES) + "\nAdelie,39.1,18.7,181,3750\nGentoo,46.1,13.2,211,4500\n")
+    return cfg, torch.load(tmp / "p.pt", weights_only=True), rows
+
+
+def number_slots(state):
+    """Every place in a checkpoint that holds a number (a one-element tensor for the optimizer's steps)."""
+    def number(v):
+        return (isinstance(v, (int, float)) and not isinstance(v, bool)) or (
+            isinstance(v, torch.Tensor) and v.numel() == 1 and v.dim() == 0)
+    return [p for p in slots(state) if p[0] != "model" and number(_get(state, p))]
+
+
+def _resume_and_step(cfg, path):
+    """train --resume in-process: the run resumed from ``path`` (its evaluation entry included), one step."""
+    from backprop_cli.runs.resume import resume_from
+    from backprop_cli.runs.sinks import EvaluationSink
+
+    run = build_run(load_config(cfg, ["scheduler={name: step, step_size: 2}", "train.steps=40"]))
+    with torch.random.fork_rng(devices=[]):
+        start, _, evaluation = resume_from(run, path)
+        EvaluationSink(lambda: ({}, {}), 2, run.steps, patience=3).continue_from(evaluation)
+        x, y = run.batches(start)
+        run.optimizer.zero_grad()
+        run.loss_fn(run.model(x), y).backward()
+        run.optimizer.step()
+        run.scheduler.step()
+
+
+def test_the_number_slots_cover_every_checked_field(penguins):
+    found = {p[:2] if p[0] in ("data", "optimizer", "config") else p[:1] for p in number_slots(penguins[1])}
+    assert {("data", "x_scaling"), ("config", "optimizer"), ("step",), ("scheduler",), ("evaluation",), ("rng",),
+            ("optimizer", "param_groups"), ("optimizer", "state")} <= found, found
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a numpy overflow warning is a finding too
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_number_in_a_checkpoint_runs_or_is_one_line(cli, penguins, folder, data):  # cli: stateless
+    """Every number the checkpoint holds (scaling statistics, config, step, scheduler counters, the evaluation
+    entry, param groups, optimizer steps), replaced by any number (huge ints, subnormals, inf, nan, float32's
+    edges): predict and train --resume run (finite probabilities, no empty cell) or give one error line,
+    exit 2. Never an OverflowError, a numpy warning or a traceback."""
+    from backprop_cli.errors import BackpropError
+
+    cfg, good, rows = penguins
+    state = copy.deepcopy(good)
+    for path in data.draw(st.lists(st.sampled_from(number_slots(good)), min_size=1, max_size=2), label="paths"):
+        value = data.draw(NUMBERS, label=f"value at {path}")
+        if isinstance(_get(good, path), torch.Tensor) and data.draw(st.booleans(), label="as a tensor"):
+            try:
+                value = torch.tensor(float(value))
+            except OverflowError:
+                pass
+        apply(state, (path, "value", value))
+    path = folder / "numbers.pt"
+    torch.save(state, path)
+    r = cli("predict", "--checkpoint", path, "--data", rows)
+    if r.exit_code == 0:
+        lines = r.stdout.strip().splitlines()
+        assert len(lines) == 3 and all(cell not in ("", "nan") for line in lines for cell in line.split(",")), lines
+        event("predicted")
+    else:
+        assert r.exit_code == 2 and r.stderr.startswith(f"error: {path}: "), r.output
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == "", r.output
+        event("predict refused")
+    try:
+        _resume_and_step(cfg, path)
+    except BackpropError as e:
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e), str(e)
+        event("resume refused")
+        return
+    event("resumed and stepped")

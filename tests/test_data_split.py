@@ -6,6 +6,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from backprop_cli.data.load import read_table
 from backprop_cli.data.readers import Text, read_raw, source_of
@@ -317,3 +319,96 @@ def test_dev_zero_is_refused_as_data_and_by_init(tmp_path, cli):
         read_table(cfg)
     r = cli("init", tmp_path / "x.yaml", "--csv", "/dev/zero")
     assert r.exit_code == 2 and "character device" in r.stderr and not (tmp_path / "x.yaml").exists()
+
+
+# ---------------------------------- scaling at float32's extremes (issue 23, item 9)
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a numpy overflow warning is a finding too
+def test_float32_data_of_the_extremes_are_scaled_in_float64(tmp_path, cli, reader):
+    """standardize on finite float32 data of ±3.4e38: v − mean overflows float32, not float64. The scaled
+    values are the float64 formula's on the float32 values (computed here), the run trains (exit 0, not 3)
+    and evaluate reads its checkpoint back."""
+    rng = np.random.default_rng(0)
+    a = rng.choice([3.4e38, -3.4e38, 1.0], size=60)
+    b, y = rng.random(60), rng.random(60)
+    text = "a,b,y\n" + "".join(f"{p!r},{q!r},{t!r}\n" for p, q, t in zip(a.tolist(), b.tolist(), y.tolist()))
+    cfg = setup(tmp_path, text, data_extra=", standardize: true", batch=10)
+    t = read_table(cfg)
+    a32 = a.astype(np.float32).astype(np.float64)
+    mean, std = a32.mean(), a32.std()
+    assert np.isfinite(t.x).all() and t.x.dtype == np.float32
+    np.testing.assert_allclose(t.x[:, 0], ((a32 - mean) / std).astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(t.x_scaling.mean[0], mean, rtol=1e-12)
+    np.testing.assert_allclose(t.x_scaling.std[0], std, rtol=1e-12)
+    r = cli("train", "-c", tmp_path / "c.yaml", "--steps", 3, "--save", tmp_path / "c.pt", "-q")
+    assert r.exit_code == 0, r.output
+    r = cli("evaluate", "--checkpoint", tmp_path / "c.pt", "--data", tmp_path / "d.csv")
+    assert r.exit_code == 0 and "Warning" not in r.output, r.output
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_std_below_float32s_smallest_normal_counts_as_a_constant_column(tmp_path, cli):
+    """Subnormal float32 data (1e-40 … 3e-40): their std is no number a checkpoint may hold (float32 keeps
+    few digits there), so the column is centred, not divided, and the run's own checkpoint loads."""
+    text = "a,b,y\n" + "".join(f"{v},{i},{i % 3}\n" for i, v in enumerate(["1e-40", "2e-40", "3e-40"] * 4))
+    setup(tmp_path, text, data_extra=", standardize: true", batch=4)
+    t = read_table(setup(tmp_path, text, data_extra=", standardize: true", batch=4))
+    assert t.x_scaling.std[0] == 1.0 and 0 < t.x_scaling.mean[0] < 1e-39 and t.x_scaling.std[1] > 1
+    assert abs(t.x[:, 0]).max() < 1e-39
+    assert cli("train", "-c", tmp_path / "c.yaml", "--steps", 2, "--save", tmp_path / "c.pt", "-q").exit_code == 0
+    r = cli("evaluate", "--checkpoint", tmp_path / "c.pt", "--data", tmp_path / "d.csv")
+    assert r.exit_code == 0, r.output
+
+
+def test_validation_rows_that_scale_beyond_float32_name_their_file_and_column(tmp_path, cli):
+    """The statistics come from the training rows; a validation row far outside them can leave float32 once
+    scaled: one line naming the validation file and the column (exit 2), never a run that fails at step 1."""
+    text = "a,b,y\n" + "".join(f"{1 + i % 2 * 1e-6!r},{i},{i % 3}\n" for i in range(12))
+    setup(tmp_path, text, data_extra=", standardize: true, validation: v.csv", batch=4)
+    (tmp_path / "v.csv").write_text("a,b,y\n3e38,1,0\n1,2,1\n")
+    r = cli("train", "-c", tmp_path / "c.yaml", "--steps", 2, "-q")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
+    assert r.stderr.startswith("error: ") and "v.csv: column 'a': a value is not finite in float32 once scaled " \
+        "(got 3.00000001e+38, mean 1.00000048, std 4.76837158e-07)" in r.stderr, r.stderr
+
+
+_F32 = float(np.finfo(np.float32).max)
+FLOAT32S = st.floats(width=32, allow_nan=False, allow_infinity=False) | st.sampled_from([_F32, -_F32, 1e-45, 3.4e38])
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=st.data())
+def test_scaling_any_float32_data_is_the_float64_formula_or_one_line(data):
+    """Any finite float32 data under any statistics a checkpoint may hold (float32's range, std from its
+    smallest normal number): the scaled values are (v − mean) / std computed in float64 (the oracle here),
+    stored as float32, or one DataError naming the file and the column whose value leaves float32. Never a
+    numpy warning, never a non-finite value left in the data."""
+    from backprop_cli.data.split import scaling_of
+    from backprop_cli.data.tables import Scaling
+
+    cols = data.draw(st.integers(1, 3), label="columns")
+    rows = data.draw(st.lists(st.lists(FLOAT32S, min_size=cols, max_size=cols), min_size=1, max_size=6), label="rows")
+    a = np.array(rows, dtype=np.float32)
+    if data.draw(st.booleans(), label="own statistics"):
+        sc, _ = scaling_of(a)  # what training computes: always within the bounds the checks hold
+        assert all(abs(m) <= _F32 for m in sc.mean) and all(1.1754943508222875e-38 <= s <= _F32 for s in sc.std)
+    else:
+        stat = st.floats(-_F32, _F32)
+        sc = Scaling(data.draw(st.lists(stat, min_size=cols, max_size=cols), label="mean"),
+                     data.draw(st.lists(st.floats(1.1754943508222875e-38, _F32), min_size=cols, max_size=cols),
+                               label="std"))
+    with np.errstate(over="ignore"):
+        want = ((a.astype(np.float64) - np.array(sc.mean)) / np.array(sc.std)).astype(np.float32)
+    names = [f"c{i}" for i in range(cols)]
+    got = a.copy()
+    try:
+        sc.apply(got, names, "d.csv")
+    except DataError as e:
+        bad = int(np.argwhere(~np.isfinite(want))[0][1])
+        assert str(e).startswith(f"d.csv: column 'c{bad}': a value is not finite in float32 once scaled"), str(e)
+        event("refused")
+        return
+    event("scaled")
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, want)

@@ -370,3 +370,148 @@ def test_damaged_checkpoint_bytes_never_escape_as_another_error(tmp_path):
             loaded += 1
             assert isinstance(state, dict)
     assert loaded < len(damaged)
+
+
+# ------------------------------------------- the evaluation goes on after a resume (issue 23, item 2)
+
+HOUSES = """\
+model: {{input_size: 4, hidden_size: 16, output_size: 1}}
+loss: mse
+optimizer: {{name: adam, lr: 1.0}}
+data: {{kind: csv, path: {path}, target: price_k, batch_size: 16, validation: 0.2, standardize: true,
+        standardize_target: true}}
+train: {{steps: 60, eval_every: 5{early}}}
+"""
+
+
+def _core(recs):
+    """What a step computes (time and the logging-step diagnostics depend on where a run starts)."""
+    return [{k: v for k, v in x.items() if k in ("step", "epoch", "loss", "grad_norm", "grad_norms", "lr")
+             or k.startswith(("val_", "train_"))} for x in recs]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The houses run straight through (adam at lr 1.0 overshoots: its val_loss rises after a best, and
+    patience 2 stops it early): its config, metrics records, JSON summary and --save-best checkpoint."""
+    from typer.testing import CliRunner
+
+    from backprop_cli.cli.app import app
+
+    tmp = tmp_path_factory.mktemp("houses")
+    cfg = write(tmp / "h.yaml", HOUSES.format(path=ROOT / "configs" / "data" / "houses.csv",
+                                              early=", early_stopping: {patience: 2}"))
+    r = CliRunner().invoke(app, ["train", "-c", str(cfg), "--metrics", str(tmp / "full.jsonl"), "--save-best",
+                                 str(tmp / "best_full.pt"), "--format", "json", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    return cfg, records(tmp / "full.jsonl"), json.loads(r.stdout)["summary"], tmp / "best_full.pt"
+
+
+@pytest.mark.parametrize("where", ["after the best", "before the best"])
+def test_a_resumed_run_keeps_its_best_and_its_patience(cli, tmp_path, straight, where):
+    """The best val_loss, its step and early stopping's counter are in the checkpoint, so a run stopped and
+    resumed is the uninterrupted run: the same records bitwise, the same early stop, the same best checkpoint
+    (its weights and step), and --save-best is never replaced by a worse model."""
+    cfg, full, summary, best_full = straight
+    stop, best = summary["steps"], summary["validation"]["best_step"]
+    cuts = [k for k in range(5, stop, 5) if (k > best if where == "after the best" else k < best)]
+    assert stop < 60 and cuts, (best, stop)  # the run stops early, and there is an evaluation to cut at
+    cut = cuts[0] if where == "after the best" else cuts[-1]
+    part = cli("train", "-c", cfg, "--steps", cut, "--save", tmp_path / "cut.pt", "--save-best", tmp_path / "best.pt",
+               "-q")
+    assert part.exit_code == 0, part.output
+    saved = load_checkpoint(tmp_path / "cut.pt")["evaluation"]
+    assert (saved["best_step"] == best) == (where == "after the best") and saved["best_loss"] is not None
+    assert saved["waited"] >= 1 or where == "before the best"  # after the best, the counter has started
+    rest = tmp_path / "rest.jsonl"
+    r = cli("train", "-c", cfg, "--resume", tmp_path / "cut.pt", "--metrics", rest, "--save-best",
+            tmp_path / "best.pt", "--format", "json")
+    assert r.exit_code == 0, r.output
+    resumed = json.loads(r.stdout)["summary"]
+    after = [x for x in full if x["step"] > cut]
+    assert _core(records(rest)) == _core(after)  # bitwise, the evaluations included, none after the early stop
+    assert records(rest)[-1]["step"] == stop and resumed["validation"] == summary["validation"]
+    kept, want = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(best_full)
+    assert kept["step"] == want["step"] == best
+    assert kept["model"].keys() == want["model"].keys()
+    assert all(torch.equal(kept["model"][k], want["model"][k]) for k in want["model"])
+    assert kept["evaluation"] == want["evaluation"] and kept["evaluation"]["best_step"] == best
+
+
+def test_a_checkpoint_without_an_evaluation_entry_resumes_from_scratch(cli, tmp_path, straight):
+    """Checkpoints written before the entry existed still load: the resumed run's best starts anew."""
+    cfg = straight[0]
+    assert cli("train", "-c", cfg, "--steps", 10, "--save", tmp_path / "c.pt", "-q").exit_code == 0
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    del state["evaluation"]
+    torch.save(state, tmp_path / "old.pt")
+    r = cli("train", "-c", cfg, "--resume", tmp_path / "old.pt", "--steps", 15, "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["summary"]["validation"]["best_step"] == 15  # the only evaluation it saw
+
+
+def test_a_run_that_stopped_early_has_nothing_to_resume(cli, tmp_path, straight):
+    """Its counter already reaches the patience: one line, exit 2, saying which key to raise; with a
+    larger patience the run goes on."""
+    cfg, _, summary, _ = straight
+    ck = tmp_path / "stopped.pt"
+    assert cli("train", "-c", cfg, "--save", ck, "-q").exit_code == 0
+    assert load_checkpoint(ck)["step"] == summary["steps"] and load_checkpoint(ck)["evaluation"]["waited"] == 2
+    r = cli("train", "-c", cfg, "--resume", ck, "-q")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
+    assert r.stderr.startswith(f"error: {ck}: its run had stopped early (val_loss did not improve for 2 "
+                               "evaluations, train.early_stopping.patience 2): nothing to resume; raise "
+                               "train.early_stopping.patience (e.g. --set train.early_stopping.patience=4)"), r.stderr
+    r = cli("train", "-c", cfg, "--resume", ck, "--set", "train.early_stopping.patience=3", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["summary"]["steps"] == 5  # one more evaluation without a better val_loss: stopped
+
+
+@pytest.mark.parametrize("evaluation, fragment", [
+    ({"best_loss": 1.0}, "evaluation: expected a mapping of best_loss, best_step, reference, waited"),
+    ({"best_loss": "x", "best_step": 1, "reference": None, "waited": 0},
+     "evaluation.best_loss: expected a finite number or null (got str 'x')"),
+    ({"best_loss": float("nan"), "best_step": 1, "reference": None, "waited": 0},
+     "evaluation.best_loss: expected a finite number or null (got float nan)"),
+    ({"best_loss": 1.0, "best_step": 2**60, "reference": None, "waited": 0},
+     "evaluation.best_step: expected an integer 0 … 1125899906842624 (got int 1152921504606846976)"),
+    ({"best_loss": 1.0, "best_step": 1, "reference": 1.0, "waited": -1},
+     "evaluation.waited: expected an integer 0 … 1125899906842624 (got int -1)"),
+    ({"best_loss": 1.0, "best_step": 1, "reference": 10**400, "waited": 0},
+     "evaluation.reference: expected a finite number or null (got int <an integer of 1,329 bits>)"),
+], ids=["keys", "str", "nan", "step", "waited", "huge"])
+def test_a_crafted_evaluation_entry_is_one_line(cli, tmp_path, straight, evaluation, fragment):
+    cfg = straight[0]
+    ck = tmp_path / "c.pt"
+    assert cli("train", "-c", cfg, "--steps", 5, "--save", ck, "-q").exit_code == 0
+    state = torch.load(ck, weights_only=True)
+    state["evaluation"] = evaluation
+    torch.save(state, ck)
+    r = cli("train", "-c", cfg, "--resume", ck, "-q")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
+    assert r.stderr.startswith(f"error: {ck}: not a valid backprop checkpoint: ") and fragment in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("first", ["restore_best", "plain"])
+def test_restore_best_after_a_resume_says_when_the_best_is_the_checkpoints(cli, tmp_path, straight, first):
+    """The best's weights are not in a checkpoint: when the best evaluation came before the resume, the
+    resumed run cannot restore it and says so (one warning naming the steps), instead of claiming it did.
+    (With restore_best the first run's --save is at its best step, so the resume starts there.)"""
+    cfg, _, summary, _ = straight
+    best = summary["validation"]["best_step"]
+    cut = next(k for k in range(5, summary["steps"], 5) if k > best)
+    keep = ["--set", "train.early_stopping={patience: 2, restore_best: true}"]
+    assert cli("train", "-c", cfg, *(keep if first == "restore_best" else []), "--steps", cut, "--save",
+               tmp_path / "c.pt", "-q").exit_code == 0
+    start = best if first == "restore_best" else cut
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == start
+    r = cli("train", "-c", cfg, *keep, "--resume", tmp_path / "c.pt", "--format", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)["summary"]
+    assert out["validation"]["best_step"] == best and "restored_best" not in out["validation"]
+    where = ("the checkpoint resumed from holds them" if first == "restore_best"
+             else "the first run's --save-best file holds them")
+    assert [w for w in out["warnings"] if w.startswith("restore_best:")] == [
+        f"restore_best: the best evaluation is the checkpoint's (step {best}, val_loss "
+        f"{out['validation']['best_loss']:.5g}; resumed from step {start}) and no later one was better; the resumed "
+        f"run has no copy of its weights, so the model at the end and --save are the last step's ({where})"]

@@ -61,9 +61,16 @@ def column_stats(a: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.nd
     return mean + shift, np.sqrt(var)
 
 
+# The statistics scale float32 data and a checkpoint keeps them as float32 holds them (io/checkpoint_checks.py
+# refuses others): a std below float32's smallest normal number counts as 0 (the column is constant at
+# float32's precision: centred, not divided), mean and std at most float32's largest (rounding in float64).
+FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+
+
 def scaling_of(a: np.ndarray, scaled: Optional[np.ndarray] = None) -> tuple[Scaling, np.ndarray]:
     """The training rows' statistics of ``a`` (and each column's raw std). ``scaled``: which columns are
-    standardized (the others get mean 0, std 1: a one-hot or indicator input is left as it is)."""
+    standardized (the others get mean 0, std 1: a one-hot or indicator input is left as it is). Computed in
+    float64; a std below float32's smallest normal number (1.2e-38) counts as a constant column's."""
     if scaled is None:
         mean, std = column_stats(a)
     else:  # only the scaled columns' statistics are computed (an unscaled input's raw std is given as 0)
@@ -71,7 +78,8 @@ def scaling_of(a: np.ndarray, scaled: Optional[np.ndarray] = None) -> tuple[Scal
         mean, std = np.zeros(a.shape[1]), np.zeros(a.shape[1])
         if len(idx):
             mean[idx], std[idx] = column_stats(a[:, idx] if len(idx) < a.shape[1] else a)
-    safe = np.where(std > 0, std, 1.0)
+    mean, std = np.clip(mean, -FLOAT32_MAX, FLOAT32_MAX), np.minimum(std, FLOAT32_MAX)
+    safe = np.where(std >= FLOAT32_TINY, std, 1.0)
     if scaled is not None:
         mean, safe = np.where(scaled, mean, 0.0), np.where(scaled, safe, 1.0)
     return Scaling([float(v) for v in mean], [float(v) for v in safe]), std
@@ -110,16 +118,19 @@ def scale(table: Table, cfg: Config, scaled: Optional[np.ndarray] = None) -> Tab
         raise DataError(f"{table.source}: data.validation leaves no training rows")
     x_scaling, raw_std = scaling_of(table.x, scaled)
     table.raw_std = raw_std
+    # a value not finite once scaled is named by its file (a validation file's own, or the data's)
+    val_where = table.val_source if (table.split or {}).get("validation") == "file" and table.val_source else \
+        table.source
     if spec.standardize:
-        for part in (table.x, table.val_x):
+        for part, where in ((table.x, table.source), (table.val_x, val_where)):
             if part is not None:
-                x_scaling.apply(part)
+                x_scaling.apply(part, table.feature_names, where)
         table.x_scaling = x_scaling
     if spec.standardize_target:
         y_scaling, _ = scaling_of(table.y)
-        for part in (table.y, table.val_y):
+        for part, where in ((table.y, table.source), (table.val_y, val_where)):
             if part is not None:
-                y_scaling.apply(part)
+                y_scaling.apply(part, table.target_names, where)
         table.y_scaling = y_scaling
     return table
 

@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+SCALE_CHUNK = 1 << 16  # rows scaled at a time in float64 (no float64 copy of the whole table)
+
 
 def display_path(path: Path) -> str:
     """The path as the user would write it: relative to the current folder when it is below it."""
@@ -26,10 +28,30 @@ class Scaling:
     mean: list[float]
     std: list[float]
 
-    def apply(self, a: np.ndarray) -> None:
-        """Scale ``a`` (rows, columns) in place."""
-        a -= np.asarray(self.mean, dtype=a.dtype)
-        a /= np.asarray(self.std, dtype=a.dtype)
+    def apply(self, a: np.ndarray, names: Optional[list[str]] = None, where: str = "") -> None:
+        """Scale ``a`` (rows, columns) in place. Computed in float64, a chunk of rows at a time, then stored in
+        ``a``'s dtype: float32 data of ±3.4e38 scale to finite values (``v − mean`` alone would overflow
+        float32). A value that is not finite in ``a``'s dtype once scaled (3e38 under a std of 0.001) is a
+        DataError naming the file (``where``) and the column (``names``)."""
+        mean, std = np.asarray(self.mean, dtype=np.float64), np.asarray(self.std, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for lo in range(0, a.shape[0], SCALE_CHUNK):
+                part = ((a[lo:lo + SCALE_CHUNK].astype(np.float64) - mean) / std).astype(a.dtype)
+                bad = ~np.isfinite(part)
+                if bad.any():
+                    raise self._not_finite(a, lo, np.argwhere(bad)[0], mean, std, names, where)
+                a[lo:lo + SCALE_CHUNK] = part
+
+    @staticmethod
+    def _not_finite(a: np.ndarray, lo: int, at: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                    names: Optional[list[str]], where: str) -> Exception:
+        from backprop_cli.errors import DataError
+
+        row, col = int(lo + at[0]), (int(at[1]) if len(at) > 1 else 0)
+        name = repr(names[col]) if names is not None and col < len(names) else f"{col + 1}"
+        value = float(a[(row, col) if a.ndim > 1 else row])
+        return DataError(f"{where + ': ' if where else ''}column {name}: a value is not finite in {a.dtype} once "
+                         f"scaled (got {value:.9g}, mean {float(mean[col]):.9g}, std {float(std[col]):.9g})")
 
     def plain(self) -> dict:
         return {"mean": list(self.mean), "std": list(self.std)}

@@ -78,17 +78,21 @@ def restore_rng(state: dict, path: Path | str = "checkpoint") -> None:
 
 
 def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, scheduler=None,
-                    device: torch.device | None = None, data: dict | None = None) -> None:
+                    device: torch.device | None = None, data: dict | None = None,
+                    evaluation: dict | None = None) -> None:
     """Write ``{"model", "optimizer", "scheduler", "step", "config", "rng", "version"}`` atomically
     (temp file in the same folder, flush, fsync, ``os.replace``); a failure (disk full) is one
     OutputError and leaves the previous file. ``data`` (data.Table.info(): the columns, class names,
-    scaling and split) is written too when given."""
+    scaling and split) is written too when given, and ``evaluation`` (runs.sinks.EvaluationSink.state():
+    the best val_loss, its step, early stopping's reference and counter) likewise."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "step": int(step), "config": config,
              "rng": rng_state(device or torch.device("cpu"), step), "version": CHECKPOINT_VERSION}
     if data is not None:
         state["data"] = data
+    if evaluation is not None:  # a resumed run goes on from them (--save-best, early stopping)
+        state["evaluation"] = evaluation
     check_writable(Path(path), what="checkpoint")
     with deferred(), AtomicFile(Path(path), "wb") as f:  # Ctrl-C waits until the checkpoint is in place
         torch.save(state, f.file)

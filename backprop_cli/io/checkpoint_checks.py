@@ -10,9 +10,20 @@ from typing import Any
 
 import torch
 
+from backprop_cli.limits import MAX_COUNT
+
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "step", "config")
-KNOWN_KEYS = (*REQUIRED_KEYS, "scheduler", "rng", "version", "data")  # data: since validation and scaling
+KNOWN_KEYS = (*REQUIRED_KEYS, "scheduler", "rng", "version", "data",  # data: since validation and scaling
+              "evaluation")  # evaluation: the best val_loss, its step and early stopping's counter (resume)
+EVALUATION_KEYS = ("best_loss", "best_step", "reference", "waited")
+# The scaling statistics are used on float32 data: each one must be a number float32 holds, a std no smaller
+# than float32's smallest normal number (below it float32 loses precision, and 1e-310 is 0 there).
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # 3.4028234663852886e38
+FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)  # 1.1754943508222875e-38
+# No integer a checkpoint holds needs more than 64 bits (counts are at most MAX_COUNT, seeds 2**63 - 1); a
+# bigger one (10**400) overflows every float and torch's int64, and 10**5000 is past what Python prints.
+MAX_INT_BITS = 64
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # How torch runs the step (kernel, graph capture, autograd through it): this run's choice, never
 # the checkpoint's (capturable=True on a CPU run, say, fails at the first step).
@@ -73,15 +84,15 @@ def structure_problems(state: dict) -> list[str]:
             problems.append(f"scheduler: {problem}")
         else:
             for key in ("last_epoch", "_step_count", "num_bad_epochs", "cooldown_counter"):  # the last two:
-                if key in sched and not _is_int(sched[key]):  # reduce_on_plateau's counters
-                    bad(f"scheduler.{key}", "an integer", sched[key])
+                if key in sched and not (_is_int(sched[key]) and -1 <= sched[key] <= MAX_COUNT):  # plateau's
+                    bad(f"scheduler.{key}", f"an integer -1 … {MAX_COUNT}", sched[key])
             if "best" in sched and not (_number(sched["best"]) or sched["best"] == math.inf):
                 bad("scheduler.best", "a finite number or inf (reduce_on_plateau's best val_loss)", sched["best"])
             for key in ("_last_lr", "base_lrs"):
                 if key in sched and not (isinstance(sched[key], list) and all(map(_number, sched[key]))):
                     bad(f"scheduler.{key}", "a list of finite numbers", sched[key])
-    if not _is_int(state["step"]) or state["step"] < 0:
-        bad("step", "an integer ≥ 0", state["step"])
+    if not _count(state["step"]):
+        bad("step", f"an integer 0 … {MAX_COUNT}", state["step"])
     config = state["config"]
     if not isinstance(config, dict):
         bad("config", "a mapping of plain values (as in the YAML)", config)
@@ -91,6 +102,8 @@ def structure_problems(state: dict) -> list[str]:
         problems += _config_problems(config)
     if state.get("data") is not None:
         problems += data_problems(state["data"])
+    if state.get("evaluation") is not None:
+        problems += evaluation_problems(state["evaluation"])
     rng = state.get("rng")
     if rng is not None:
         if not isinstance(rng, dict):
@@ -108,10 +121,8 @@ def structure_problems(state: dict) -> list[str]:
 def data_problems(data: Any) -> list[str]:
     """The ``data`` entry (written since checkpoints carry scaling and class names; older ones have none):
     ``features`` and ``targets`` lists of names, ``classes`` a list of names or null, ``x_scaling`` and
-    ``y_scaling`` null or ``{"mean", "std"}`` lists of finite numbers (std > 0) as long as the columns,
-    ``split`` null or a mapping of plain values."""
-    import math
-
+    ``y_scaling`` null or ``{"mean", "std"}`` lists as long as the columns of numbers float32 holds (see
+    :func:`_scaling_problems`), ``split`` null or a mapping of plain values."""
     if not isinstance(data, dict):
         return [f"data: expected a mapping (got {_describe(data)})"]
     if (problem := _plain_problem(data)) is not None:
@@ -137,15 +148,12 @@ def data_problems(data: Any) -> list[str]:
         if key == "x_scaling" and data.get("encoding") is not None and isinstance(sc, dict) \
                 and isinstance(sc.get("mean"), list):
             width = len(sc["mean"])  # one per encoded input (prediction checks it against data.encoding)
-        ok = isinstance(sc, dict) and all(
-            isinstance(sc.get(k), list) and len(sc[k]) == width
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in sc[k])
-            for k in ("mean", "std"))
-        if ok and any(v <= 0 for v in sc["std"]):
-            ok = False
-        if not ok:
-            problems.append(f"data.{key}: expected null or {{mean, std}}: lists of {width} finite numbers, std > 0 "
-                            f"(got {_describe(sc)})")
+        if not (isinstance(sc, dict) and all(isinstance(sc.get(k), list) and len(sc[k]) == width
+                                             for k in ("mean", "std"))):
+            problems.append(f"data.{key}: expected null or {{mean, std}}: lists of {width} numbers (got {_describe(sc)})")
+            continue
+        problems += _scaling_problems(key, sc, names.get(cols) if key != "x_scaling" or data.get("encoding") is None
+                                      else _encoded_names(data["encoding"]))
     split = data.get("split")
     if split is not None and not isinstance(split, dict):
         problems.append(f"data.split: expected null or a mapping of plain values (got {_describe(split)})")
@@ -158,6 +166,55 @@ def data_problems(data: Any) -> list[str]:
                                                 "base_dir", "encoding"))
     if extra:
         problems.append(f"data: unknown key {extra[0]!r}")
+    return problems
+
+
+def _scaling_problems(key: str, sc: dict, names: list[str] | None) -> list[str]:
+    """Each column's mean and std, checked as the float32 they scale: a mean float32 holds (|v| ≤ 3.4e38),
+    a std from float32's smallest normal number to its largest (1e-310 is 0 in float32, 1e300 inf).
+    The first bad value of each list, naming its column."""
+    problems = []
+    for k in ("mean", "std"):
+        for i, v in enumerate(sc[k]):
+            ok = _number(v) and (abs(float(v)) <= FLOAT32_MAX if k == "mean" else FLOAT32_TINY <= v <= FLOAT32_MAX)
+            if not ok:
+                column = f" (column {_name(names[i])})" if names is not None and i < len(names) else ""
+                want = (f"a number float32 holds (|v| ≤ {FLOAT32_MAX:.8g})" if k == "mean" else
+                        f"a number from {FLOAT32_TINY:.8g} to {FLOAT32_MAX:.8g}, as float32 holds it")
+                problems.append(f"data.{key}.{k}[{i}]{column}: expected {want}, since the float32 data are scaled "
+                                f"with it (got {_describe(v)})")
+                break
+    return problems
+
+
+def _encoded_names(encoding: Any) -> list[str] | None:
+    """The names of the encoded inputs of a checkpoint's ``data.encoding`` (``island=Biscoe`` for a one-hot
+    column, ``x_missing`` for an indicator), as data.encoding.Encoding.names() gives them (io does not import
+    data; tests/test_checkpoint.py holds the two equal); None where the entry is not of that shape."""
+    columns = encoding.get("columns") if isinstance(encoding, dict) else None
+    if not isinstance(columns, list):
+        return None
+    out = []
+    for c in columns:
+        if not (isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("levels"), list)
+                and all(isinstance(v, str) for v in c["levels"])):
+            return None
+        onehot = c.get("type") == "category" and c.get("encoding") == "onehot"
+        out += [f"{c['name']}={v}" for v in c["levels"]] if onehot else [c["name"]]
+        out += [f"{c['name']}_missing"] if c.get("indicator") is True else []
+    return out
+
+
+def evaluation_problems(ev: Any) -> list[str]:
+    """The ``evaluation`` entry (train with validation data, since resumed runs go on from it): ``best_loss``
+    and ``reference`` (the val_loss early stopping counts improvements against) finite numbers or null (no
+    evaluation yet), ``best_step`` and ``waited`` (evaluations without an improvement) counts."""
+    if not (isinstance(ev, dict) and set(ev) == set(EVALUATION_KEYS)):
+        return [f"evaluation: expected a mapping of {', '.join(EVALUATION_KEYS)} (got {_describe(ev)})"]
+    problems = [f"evaluation.{k}: expected a finite number or null (got {_describe(ev[k])})"
+                for k in ("best_loss", "reference") if ev[k] is not None and not _number(ev[k])]
+    problems += [f"evaluation.{k}: expected an integer 0 … {MAX_COUNT} (got {_describe(ev[k])})"
+                 for k in ("best_step", "waited") if not _count(ev[k])]
     return problems
 
 
@@ -186,10 +243,13 @@ def _cpu_rng_problem(value: Any) -> str | None:
 
 def _plain_problem(value: Any) -> str | None:
     """Why ``value`` is not plain data (mappings with string keys, lists, strings, numbers, booleans,
-    None) of at most MAX_DEPTH levels and MAX_VALUES values; else None. A cycle is too deep."""
+    None) of at most MAX_DEPTH levels and MAX_VALUES values, integers of at most MAX_INT_BITS bits; else
+    None. A cycle is too deep."""
     stack, count = [(value, 1)], 0
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool) and item.bit_length() > MAX_INT_BITS:
+            return f"expected integers of at most {MAX_INT_BITS} bits (got {_REPR.repr(item)})"
         count += 1
         if count > MAX_VALUES:
             return f"more than {MAX_VALUES:,} values"
@@ -211,8 +271,16 @@ def _is_int(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    """An int or a finite float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """An int or a float (not a bool) that is a finite float64: every number a run uses becomes one, so an int
+    like 10**400 (which pickle holds, and float() overflows on) is not a number here."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else value.bit_length() <= 1023
+
+
+def _count(value: Any) -> bool:
+    """An integer count 0 … MAX_COUNT (a step of 10**400 overflows torch's int64 and every float)."""
+    return _is_int(value) and 0 <= value <= MAX_COUNT
 
 
 def _dense(value: Any) -> bool:
@@ -239,6 +307,11 @@ class _Repr(reprlib.Repr):
 
     def repr1(self, x: Any, level: int) -> str:
         return _tensor_words(x) if isinstance(x, torch.Tensor) else " ".join(super().repr1(x, level).split("\n"))
+
+    def repr_int(self, x: int, level: int) -> str:  # 10**5000 is past what Python turns into text
+        if x.bit_length() <= 128:
+            return super().repr_int(x, level)
+        return f"<{'a negative' if x < 0 else 'an'} integer of {x.bit_length():,} bits>"
 
 
 _REPR = _Repr()
@@ -344,7 +417,8 @@ def _step_problem(value: Any) -> str | None:
         value = value.item()
     elif not isinstance(value, (int, float)) or isinstance(value, bool):
         return f"expected a number or a one-element float tensor (got {_describe(value)})"
-    return None if math.isfinite(value) and value >= 0 else f"expected a finite count ≥ 0 (got {value})"
+    return None if _number(value) and 0 <= value <= MAX_COUNT else \
+        f"expected a count 0 … {MAX_COUNT} (got {_describe(value)})"
 
 
 def _buffer_problem(value: Any, param: torch.Tensor) -> str | None:

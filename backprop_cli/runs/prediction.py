@@ -137,12 +137,12 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
                         "a drop_rows column)")
     x = enc.transform(raw, rows, "predict")
     if trained.x_scaling is not None:
-        trained.x_scaling.apply(x)
+        trained.x_scaling.apply(x, enc.names(), src.where)
     y = None
     if targets:
         y, _ = targets_of(raw, rows, names, trained.loss_name, trained.classes if labels else None)
         if not labels and trained.y_scaling is not None:
-            trained.y_scaling.apply(y)
+            trained.y_scaling.apply(y, names, src.where)
     kept = [raw.kept[i] for i in rows] if keep is not None else None
     dropped = raw.rows - len(rows)
     where = src.where + (f" ({dropped} rows without a target or with a drop_rows cell missing, left out)"
@@ -178,10 +178,11 @@ def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
         raise DataError(f"{table.source}: the data no longer gives the validation rows the checkpoint's run held "
                         "out (the file changed); give --data CSV")
     x, y = table.val_x, table.val_y
+    where = table.val_source if (table.split or {}).get("validation") == "file" else table.source
     if trained.x_scaling is not None:
-        trained.x_scaling.apply(x)
+        trained.x_scaling.apply(x, trained.encoding.names(), where)
     if trained.y_scaling is not None:
-        trained.y_scaling.apply(y)
+        trained.y_scaling.apply(y, list(trained.targets), where)
     return x, y, table.val_source or table.source
 
 
@@ -204,7 +205,10 @@ def training_rows_among(trained: Trained, x: np.ndarray) -> Optional[int]:
         return None
     seen = np.ascontiguousarray(np.array(table.x, dtype=x.dtype, copy=True))
     if trained.x_scaling is not None:
-        trained.x_scaling.apply(seen)
+        try:
+            trained.x_scaling.apply(seen, trained.encoding.names(), table.source)
+        except DataError:  # a training row that no longer scales: not one of these rows
+            return None
     if seen.shape[1] != x.shape[1]:
         return None
     known = {row.tobytes() for row in seen}

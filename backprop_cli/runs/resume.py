@@ -45,8 +45,10 @@ def _same_model(saved: Any, cfg) -> bool:
         return False
 
 
-def resume_from(run, path: Path) -> tuple[int, list[str]]:
-    """Load weights, optimizer, scheduler and RNG state into ``run``; returns (saved step, what changed).
+def resume_from(run, path: Path) -> tuple[int, list[str], dict | None]:
+    """Load weights, optimizer, scheduler and RNG state into ``run``; returns (saved step, what changed, the
+    checkpoint's ``evaluation`` entry: the best val_loss, its step and early stopping's counter, or None
+    for a checkpoint without one).
 
     A different model, optimizer or scheduler is refused; other changes (lr, steps, ...) are applied.
     """
@@ -96,7 +98,7 @@ def resume_from(run, path: Path) -> tuple[int, list[str]]:
     if step >= run.steps:
         raise CheckpointError(f"{path}: the checkpoint is at step {step} and the run has {run.steps} steps: "
                               f"nothing to resume; raise train.steps (e.g. --steps {step + run.steps})")
-    return step, changes
+    return step, changes, state.get("evaluation")
 
 
 def _same_split(state: dict, run, path: Path) -> None:

@@ -120,13 +120,12 @@ class EvaluationSink(Sink):
         rec.evaluation = keys
         self.last = keys
         loss = keys["val_loss"]
-        if loss < self.best_loss:
+        best = loss < self.best_loss
+        if best:
             self.best_loss, self.best_step = loss, rec.step
             self.best_keys, self.best_detail = keys, self.detail
             if self.snapshot is not None:
                 self.best_state = self.snapshot()
-            if self.save_best is not None:
-                self.best_written = self.save_best(rec.step, loss)
         if self.patience is not None:
             if loss < self.reference - self.min_delta:
                 self.reference, self.waited = loss, 0
@@ -134,6 +133,31 @@ class EvaluationSink(Sink):
                 self.waited += 1
                 if self.waited >= self.patience:
                     self.stop_requested = True
+        if best and self.save_best is not None:  # after the counter: the file holds this step's state()
+            self.best_written = self.save_best(rec.step, loss)
+
+    def state(self) -> dict:
+        """What a checkpoint keeps (its ``evaluation`` entry) so that a resumed run goes on as the
+        uninterrupted one: the best val_loss and its step (--save-best replaces its file only with a better
+        model) and early stopping's reference and counter. None stands for "no evaluation yet" (infinity)."""
+        def finite(v: float) -> Optional[float]:
+            return float(v) if math.isfinite(v) else None
+
+        return {"best_loss": finite(self.best_loss), "best_step": int(self.best_step),
+                "reference": finite(self.reference), "waited": int(self.waited)}
+
+    def continue_from(self, saved: Optional[dict]) -> None:
+        """Go on from a checkpoint's :meth:`state` (one written before checkpoints had it: from scratch).
+        ``stop_requested`` is then True when the saved counter already reaches this run's patience."""
+        if not saved:
+            return
+
+        def number(v: Optional[float]) -> float:
+            return math.inf if v is None else float(v)
+
+        self.best_loss, self.best_step = number(saved["best_loss"]), int(saved["best_step"])
+        self.reference, self.waited = number(saved["reference"]), int(saved["waited"])
+        self.stop_requested = self.patience is not None and self.waited >= self.patience
 
     def summary(self) -> Optional[dict]:
         """``validation`` of the summary: the last evaluation's numbers, and the best val_loss and its step."""

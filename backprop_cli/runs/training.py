@@ -62,7 +62,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
     ctx = distributed.start(cfg.distributed.backend, cfg.device) if distributed.under_torchrun() else None
     main = ctx is None or ctx.is_main
     run = build_run(cfg, dataset=table, device=ctx.device if ctx is not None else None)
-    start, changes = resume_from(run, opts.resume) if opts.resume is not None else (0, [])
+    start, changes, evaluated = resume_from(run, opts.resume) if opts.resume is not None else (0, [], None)
 
     stop = StopRequest()
     shown = ReporterSink(reporter if main else _Silent())
@@ -77,6 +77,8 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
         loop.model = torch.compile(loop.model)
 
     evaluator = evaluation_sink(run, opts if main else TrainOptions())
+    if evaluator is not None and opts.resume is not None:
+        _continue_evaluation(evaluator, evaluated, opts.resume)
     log_every = opts.log_every or cfg.train.log_every or (
         default_log_every(run.steps) if evaluator is None
         else evaluator.every * default_log_every(-(-run.steps // evaluator.every)))  # rows at evaluations
@@ -87,7 +89,7 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
                     summary=TrackerSink(), console=shown,
                     health=HealthSink(shown, cfg.model.activation.name, cfg.model.init, cfg.model.norm,  # warns
                                       None if not cfg.model.residual_layers else not cfg.model.residual),  # via shown
-                    outputs=_output_sinks(run, opts, log_every, probe, reporter) if main else [])
+                    outputs=_output_sinks(run, opts, log_every, probe, reporter, evaluator) if main else [])
     tracker, health = stages.summary, stages.health
     if main:
         try:
@@ -107,8 +109,11 @@ def run_training(cfg: Config, opts: TrainOptions, reporter: Reporter, table: Opt
         if evaluator is not None:
             tracker.summary.validation = evaluator.summary()
             tracker.summary.evaluation = evaluator.detail
-            note = fit_warning(cfg, tracker.summary.validation, run.dataset.table)
-            if note is not None and outcome.status == "done":
+            fit = fit_warning(cfg, tracker.summary.validation, run.dataset.table)
+            for note in (fit if outcome.status == "done" else None,
+                         None if outcome.failed else _best_before_resume(evaluator, start)):
+                if note is None:
+                    continue
                 tracker.summary.warnings = [*tracker.summary.warnings, note]
                 if main:
                     try:
@@ -251,11 +256,27 @@ def evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
 
     early = cfg.train.early_stopping
     every = cfg.train.eval_every or run.batches.per_epoch
-    save_best = _best_writer(run, opts.save_best) if opts.save_best is not None else None
-    return EvaluationSink(measure_now, every, run.steps,
+    sink = EvaluationSink(measure_now, every, run.steps,
                           patience=early.patience if early else None,
-                          min_delta=early.min_delta if early else 0.0, save_best=save_best,
+                          min_delta=early.min_delta if early else 0.0,
                           snapshot=(lambda: _state_of(run)) if early is not None and early.restore_best else None)
+    if opts.save_best is not None:
+        sink.save_best = _best_writer(run, opts.save_best, sink)
+    return sink
+
+
+def _continue_evaluation(evaluator: EvaluationSink, saved: Optional[dict], path: Path) -> None:
+    """--resume: the evaluation goes on from the checkpoint's (the best val_loss, its step, early stopping's
+    reference and counter), so --save-best is replaced only by a better model and early stopping stops at
+    the uninterrupted run's step. A checkpoint whose run had already stopped early leaves nothing to resume."""
+    from backprop_cli.errors import CheckpointError
+
+    evaluator.continue_from(saved)
+    if evaluator.stop_requested:
+        raise CheckpointError(f"{path}: its run had stopped early (val_loss did not improve for {evaluator.waited} "
+                              f"evaluations, train.early_stopping.patience {evaluator.patience}): nothing to resume; "
+                              f"raise train.early_stopping.patience (e.g. --set train.early_stopping.patience="
+                              f"{evaluator.waited + evaluator.patience})")
 
 
 def _state_of(run: Run) -> tuple[dict, dict, Optional[dict]]:
@@ -287,9 +308,21 @@ def _restore_best(run: Run, evaluator: Optional[EvaluationSink], outcome: Outcom
     return outcome if step is None else dataclasses.replace(outcome, model_step=step)
 
 
-def _best_writer(run: Run, path: Path):
+def _best_before_resume(evaluator: EvaluationSink, start: int) -> Optional[str]:
+    """restore_best after --resume: when the best evaluation is the checkpoint's (at or before the resume), its
+    weights are not there to restore (a checkpoint keeps the evaluation's numbers, not a second model): say so."""
+    if evaluator.snapshot is None or evaluator.best_state is not None or not 0 < evaluator.best_step <= start:
+        return None
+    where = ("the checkpoint resumed from holds them" if evaluator.best_step == start
+             else "the first run's --save-best file holds them")
+    return (f"restore_best: the best evaluation is the checkpoint's (step {evaluator.best_step}, val_loss "
+            f"{evaluator.best_loss:.5g}; resumed from step {start}) and no later one was better; the resumed run "
+            f"has no copy of its weights, so the model at the end and --save are the last step's ({where})")
+
+
+def _best_writer(run: Run, path: Path, evaluator: EvaluationSink):
     """``--save-best``: the checkpoint at each new best val_loss, and the line that says so."""
-    write = _checkpoint_writer(run)
+    write = _checkpoint_writer(run, evaluator)
 
     def save_best(step: int, val_loss: float) -> str:
         write(path, step)
@@ -298,24 +331,28 @@ def _best_writer(run: Run, path: Path):
     return save_best
 
 
-def _checkpoint_writer(run: Run):
+def _checkpoint_writer(run: Run, evaluator: Optional[EvaluationSink] = None):
+    """Writes the run's checkpoint; with validation data it carries the evaluation's state (the best val_loss,
+    its step, early stopping's counter) as of the step saved (the evaluation stage runs before the outputs)."""
     table = run.dataset.table
     # the config's folder too: `evaluate` finds the data paths of the config inside the checkpoint from it
     data = {**table.info(), "base_dir": str(run.cfg.base_dir)} if table is not None else None
 
     def save(path: Path, step: int) -> None:
         save_checkpoint(path, model=run.model, optimizer=run.optimizer, step=step, config=run.cfg.plain(),
-                        scheduler=run.scheduler, device=run.device, data=data)
+                        scheduler=run.scheduler, device=run.device, data=data,
+                        evaluation=evaluator.state() if evaluator is not None else None)
 
     return save
 
 
-def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics, reporter: Reporter) -> list:
+def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics, reporter: Reporter,
+                  evaluator: Optional[EvaluationSink] = None) -> list:
     """The sinks of the outputs asked for on the command line. If one cannot start (a folder that
     cannot be written), those already started are aborted: no temporary file stays."""
     sinks: list = []
     try:
-        _add_output_sinks(sinks, run, opts, log_every, probe, reporter)
+        _add_output_sinks(sinks, run, opts, log_every, probe, reporter, evaluator)
     except BaseException:
         for sink in sinks:
             sink.abort()
@@ -324,7 +361,7 @@ def _output_sinks(run: Run, opts: TrainOptions, log_every: int, probe: Diagnosti
 
 
 def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int, probe: Diagnostics,
-                      reporter: Reporter) -> None:
+                      reporter: Reporter, evaluator: Optional[EvaluationSink] = None) -> None:
     import torch
 
     if opts.metrics is not None:
@@ -333,7 +370,7 @@ def _add_output_sinks(sinks: list, run: Run, opts: TrainOptions, log_every: int,
     if opts.tensorboard is not None:
         sinks.append(TensorBoardSink(opts.tensorboard, run.model, log_every))
     if opts.save is not None:
-        save = _checkpoint_writer(run)
+        save = _checkpoint_writer(run, evaluator)
 
         def finite() -> bool:
             return all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
