@@ -153,3 +153,15 @@ def test_the_table_walks_through_the_norm_dropout_and_skip(tmp_path, cli, monkey
                    "z2.grad", "δ2·W2 + δh2 (the skip)", "training mode", "norm1"):
         assert needed in out, needed
     assert out.index("layer3 (output layer)") < out.index("layer2\n") < out.index("layer1\n")
+
+
+def test_the_block_table_fits_60_columns(tmp_path, cli, monkeypatch):
+    from rich.cells import cell_len
+
+    held_out_csv(tmp_path)
+    cfg = config(tmp_path, [6, 6], "layer", 0.25, True, "tanh", False)
+    monkeypatch.chdir(tmp_path)
+    r = cli("explain", "--config", cfg, env={"COLUMNS": "60"})
+    assert r.exit_code == 0, r.output
+    assert max(cell_len(line) for line in r.stdout.splitlines()) <= 60
+    assert "over the units, per row" in r.stdout and "normalizes" not in r.stdout  # layer norm: no batch statistics
