@@ -5,6 +5,7 @@ and reads its own CSV rows). The mode is training mode: batch norm with the batc
 dropout with the fixed keep-mask check-grads uses."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -165,3 +166,35 @@ def test_the_block_table_fits_60_columns(tmp_path, cli, monkeypatch):
     assert r.exit_code == 0, r.output
     assert max(cell_len(line) for line in r.stdout.splitlines()) <= 60
     assert "over the units, per row" in r.stdout and "normalizes" not in r.stdout  # layer norm: no batch statistics
+
+
+def test_graph_of_a_net_with_norm_dropout_and_skip_has_every_parameter_and_explains_loss(tmp_path, cli, monkeypatch):
+    """graph walks the net's own blocks (before: only its linear layers, so the norm layers were missing):
+    every parameter is a leaf, one batch-norm node per hidden block, the loss is explain's (same mode,
+    same mask), and each leaf's gradient summary is that of explain's autograd gradient."""
+    from backprop_cli.core.graph import summary
+
+    held_out_csv(tmp_path)
+    cfg = config(tmp_path, [6, 6], "batch", 0.25, True, "tanh", False)
+    monkeypatch.chdir(tmp_path)
+    g = json.loads(cli("graph", "--config", cfg, "--batch", 1, "--format", "json").stdout)
+    e = json.loads(cli("explain", "--config", cfg, "--batch", 1, "--format", "json").stdout)
+    leaves = {n["name"]: n for n in g["nodes"] if n["kind"] == "leaf"}
+    assert sorted(leaves) == sorted(["layer1.weight", "norm1.weight", "norm1.bias", "layer2.weight", "norm2.weight",
+                                     "norm2.bias", "layer3.weight", "layer3.bias"])
+    assert sum(n["op"] == "NativeBatchNormBackward0" for n in g["nodes"]) == 2
+    labels = {n["label"] for n in g["nodes"]}
+    assert {"z1", "u1", "a1", "h1", "z2", "u2", "a2", "d2", "h2", "ŷ = z3", "L"} <= labels
+    def same(text, values):  # graph's float32 summary (4 digits) against explain's float64 numbers
+        got = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", text.replace("mean", ""))]
+        want = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?",
+                                             summary(torch.tensor(values)).replace("mean", ""))]
+        assert got == pytest.approx(want, rel=2e-3, abs=1e-6), (text, want)
+
+    loss = next(n for n in g["nodes"] if n["kind"] == "loss")
+    same(loss["value"], e["loss"])
+    for layer in e["layers"]:
+        same(leaves[f"{layer['name']}.weight"]["grad"], layer["autograd_weight"])
+        if layer.get("norm"):
+            same(leaves[f"{layer['norm']['name']}.weight"]["grad"], layer["norm"]["autograd_weight"])
+            same(leaves[f"{layer['norm']['name']}.bias"]["grad"], layer["norm"]["autograd_bias"])
