@@ -184,3 +184,48 @@ def test_every_command_that_trains_picks_threads_the_same_way(cli, keep_threads,
     if command == "train":  # the start panel says how many and why
         r = cli(command, "-c", CONFIGS / "seed.yaml")
         assert "threads:    1 (small step: 7.23 kFLOP < 50 MFLOP)" in r.stdout
+
+
+def test_batch_norm_under_ddp_keeps_rank_0s_running_statistics_and_resumes(tmp_path):
+    """model.norm: batch under torchrun: each rank normalizes its own slice of the global batch (no
+    SyncBatchNorm), DDP broadcasts rank 0's buffers before every forward, so the running mean and variance
+    in the checkpoint are those of rank 0's slices. Computed here from the rows and the saved weights:
+    step 1 from the seeded init's layer1, step 2 (after --resume) from the first checkpoint's."""
+    import torch
+    from torch import nn
+
+    rows = [[0.1 * i, (-1) ** i * 0.3 * i, 1.0 / (i + 1)] for i in range(8)]
+    write(tmp_path / "d.csv", "a,b,c,y\n" + "".join(f"{a},{b},{c},{a - b + c}\n" for a, b, c in rows))
+    cfg = write(tmp_path / "c.yaml", "seed: 4\nmodel: {input_size: 3, hidden_sizes: [5, 5], output_size: 1, "
+                                     "activation: tanh, norm: batch}\noptimizer: {name: sgd, lr: 0.1}\n"
+                                     "data: {kind: csv, path: d.csv, target: y, batch_size: 8, shuffle: false}\n"
+                                     "train: {steps: 2, log_every: 1}\n")
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    r = run(TORCHRUN + ["train", "-c", str(cfg), "--steps", "1", "--save", str(one)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run(TORCHRUN + ["train", "-c", str(cfg), "--resume", str(one), "--save", str(two)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, second = (torch.load(p, weights_only=True) for p in (one, two))
+    assert first["step"] == 1 and second["step"] == 2
+    x = torch.tensor(rows, dtype=torch.float32)
+    torch.manual_seed(4)
+    w_init = nn.Linear(3, 5, bias=False).weight.detach()  # layer1: the first module the seeded net builds
+
+    def update(mean, var, weight, part):
+        z = part @ weight.T
+        return 0.9 * mean + 0.1 * z.mean(0), 0.9 * var + 0.1 * z.var(0, unbiased=True)
+
+    rank0, rank1 = x[:4], x[4:]  # the global batch of 8, split in rank order
+    mean, var = update(torch.zeros(5), torch.ones(5), w_init, rank0)
+    m1 = first["model"]
+    torch.testing.assert_close(m1["norm1.running_mean"], mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m1["norm1.running_var"], var, rtol=1e-5, atol=1e-6)
+    other, _ = update(torch.zeros(5), torch.ones(5), w_init, rank1)
+    glob, _ = update(torch.zeros(5), torch.ones(5), w_init, x)
+    assert (m1["norm1.running_mean"] - other).abs().max() > 1e-3 and (m1["norm1.running_mean"] - glob).abs().max() > 1e-3
+    assert int(m1["norm1.num_batches_tracked"]) == 1
+    # resume: the buffers come back from the checkpoint, step 2 goes on from rank 0's slice again
+    mean2, var2 = update(m1["norm1.running_mean"], m1["norm1.running_var"], m1["layer1.weight"], rank0)
+    torch.testing.assert_close(second["model"]["norm1.running_mean"], mean2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second["model"]["norm1.running_var"], var2, rtol=1e-5, atol=1e-6)
+    assert int(second["model"]["norm1.num_batches_tracked"]) == 2

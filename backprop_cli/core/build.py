@@ -155,7 +155,7 @@ class Run:
     device: torch.device
     model: Net
     loss_fn: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: Optional[torch.optim.Optimizer]  # None: built with optimizer=False (no training)
     dataset: Dataset
     batches: Batches
     steps: int
@@ -173,21 +173,24 @@ class Run:
 
 
 def build_run(cfg: Config, *, dataset: Dataset | Table | None = None, device: Optional[torch.device] = None,
-              kernel: Optional[dict] = None) -> Run:
+              kernel: Optional[dict] = None, optimizer: bool = True) -> Run:
     """Everything a run of ``cfg`` needs. ``dataset``: data already read (compare reads it once for
-    all its runs); ``kernel``: optimizer kernel options shared with other runs (compare)."""
+    all its runs); ``kernel``: optimizer kernel options shared with other runs (compare).
+    ``optimizer=False``: no optimizer and no schedule (None), for commands that only run a forward and a
+    backward (explain --config, graph): building a torch optimizer imports torch._dynamo, about a second
+    of start-up (benchmarks/README.md)."""
     device = device if device is not None else resolve_device(cfg.device)
     if dataset is None or isinstance(dataset, Table):
         dataset = load_dataset(cfg, dataset)
     enc = dataset.table.encoding if dataset.table is not None else None
     model = build_model(cfg.model, cfg.seed, enc.embeddings() if enc is not None else None).to(device)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, kernel)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), device, kernel) if optimizer else None
     x, y = dataset.on(device)
     cfg, auto_key = resolve_loss(cfg, y)
     drop_last, why = batch_norm_drop_last(cfg, x.shape[0])
     batches = Batches(x, y, cfg.data.batch_size, cfg.data.shuffle, cfg.seed, drop_last)
     steps = resolved_steps(cfg, batches.per_epoch)
-    scheduler = make_scheduler(cfg.scheduler, optimizer, steps)
+    scheduler = make_scheduler(cfg.scheduler, optimizer, steps) if optimizer is not None else None
     return Run(cfg, device, model, make_loss(cfg.loss).to(device), optimizer, dataset, batches, steps, scheduler,
                guard_of(cfg), drop_last_why=why, auto_weights=auto_key)
 

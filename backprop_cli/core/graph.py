@@ -175,20 +175,37 @@ def example_graph(x: float = 2.0, y: float = 1.0, w1: float = 0.5, w2: float = 0
 
 def network_graph(run, batch: int = 0, saved: bool = False) -> dict:
     """One forward and backward of the configured net (its seeded init) on batch ``batch``, each layer's
-    output named as ``explain --config`` names it (z_k, h_k, ŷ)."""
+    output named as ``explain --config`` names it (z_k, h_k, ŷ; in a block with a norm, dropout or skip
+    also u_k, a_k and d_k). Training mode, as explain: batch norm with the batch's statistics, dropout
+    with the fixed keep-mask of (seed, batch) (:func:`backprop_cli.core.model.dropout_masks`); the same
+    steps as the net's own forward with those masks."""
+    from backprop_cli.core.components import DROPOUT, RESIDUAL
+    from backprop_cli.core.model import dropout_masks
+
     model = run.model
     x, y = run.batches(batch)
-    layers = model.layers
+    model.train()
+    masks = dropout_masks(model, x.shape[0], run.cfg.seed, batch)
     named: dict[str, torch.Tensor] = {}
-    h = x
-    for k, layer in enumerate(layers, start=1):
-        z = layer(h)
-        if k < len(layers):
-            named[f"z{k}"] = z
-            h = model.activation(z)
+    h = model.encoder(x) if getattr(model, "encoder", None) is not None else x
+    for b in model.blocks:
+        k = b.k
+        z = b.layer(h)
+        named[f"z{k}"] = z
+        if b.norm is not None:
+            z = b.norm(z)
+            named[f"u{k}"] = z
+        a = model.activation(z)
+        keep = k in masks
+        named[f"a{k}" if keep or b.residual else f"h{k}"] = a
+        if keep:
+            a = DROPOUT.forward(a, masks[k].to(a.device), b.dropout)
+            named[f"d{k}" if b.residual else f"h{k}"] = a
+        h = RESIDUAL.forward(h, a) if b.residual else a
+        if b.residual:
             named[f"h{k}"] = h
-        else:
-            named[f"ŷ = z{k}"] = z
+    z = model.layers[-1](h)
+    named[f"ŷ = z{len(model.layers)}"] = z
     loss = run.loss_fn(z, y)
     named["L"] = loss
     for p in model.parameters():

@@ -10,5 +10,5 @@ from backprop_cli.data.tables import Table
 
 def explain_config(cfg: Config, table: Table, batch: int = 0, sample: int = 0) -> dict:
     """The seeded net of ``cfg`` (its init, on the CPU) on batch ``batch`` of its data order; plain data."""
-    run = build_run(cfg, dataset=table)
+    run = build_run(cfg, dataset=table, optimizer=False)
     return plain(explain_network(run, batch, sample))

@@ -11,7 +11,7 @@ from backprop_cli.data.tables import Table
 
 def config_graph(cfg: Config, table: Table, batch: int = 0, saved: bool = False) -> dict:
     """The graph of one forward and backward of ``cfg``'s net at its seeded init, on batch ``batch``."""
-    return network_graph(build_run(cfg, dataset=table), batch, saved)
+    return network_graph(build_run(cfg, dataset=table, optimizer=False), batch, saved)
 
 
 def scalar_graph(saved: bool = False) -> dict:
