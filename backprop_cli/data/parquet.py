@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_cli.data.readers import (FLOAT32_MAX, Column, RawTable, Source, Text, _arrow_text, _inferred,
-                                       _native, _open)
+from backprop_cli.data.arrowcsv import arrow_text as _arrow_text
+from backprop_cli.data.arrowcsv import native as _native
+from backprop_cli.data.readers import FLOAT32_LIMIT, Column, RawTable, Source, Text, _inferred, _open
 from backprop_cli.errors import DataError
 
 
@@ -67,7 +68,7 @@ def arrow_columns(table, src: Source, header, numbers, texts, infer, keep) -> Ra
             columns[name] = _arrow_text(_integral_text(c))
         elif numeric:
             values = c.cast(pa.float64()).to_numpy(zero_copy_only=False)  # a null is NaN: missing
-            bad = np.flatnonzero(np.isinf(values) | (np.abs(np.nan_to_num(values)) > FLOAT32_MAX))
+            bad = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) >= FLOAT32_LIMIT)  # inf, or inf in float32
             if len(bad):
                 raise DataError(f"{src.where}{src.at(int(bad[0]))}: column {name!r}: {values[bad[0]]} is not a "
                                 "finite float32 number")
