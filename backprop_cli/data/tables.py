@@ -27,9 +27,14 @@ class Scaling:
     std: list[float]
 
     def apply(self, a: np.ndarray) -> None:
-        """Scale ``a`` (rows, columns) in place."""
-        a -= np.asarray(self.mean, dtype=a.dtype)
-        a /= np.asarray(self.std, dtype=a.dtype)
+        """Scale ``a`` (rows, columns) in place; a column of mean 0 and std 1 (one-hot, indicator) is not touched
+        (the same values: v − 0 and v / 1 are v), so a wide one-hot table costs only its scaled columns."""
+        mean, std = np.asarray(self.mean, dtype=a.dtype), np.asarray(self.std, dtype=a.dtype)
+        d = np.diff(np.concatenate([[0], ((mean != 0) | (std != 1)).astype(np.int8), [0]]))
+        for lo, hi in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+            part = a[..., lo:hi]
+            part -= mean[lo:hi]
+            part /= std[lo:hi]
 
     def plain(self) -> dict:
         return {"mean": list(self.mean), "std": list(self.std)}
