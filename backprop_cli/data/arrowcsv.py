@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from backprop_cli.data.readers import (MISSING_TOKENS, STRIP, Column, RawTable, Source, Text, _drop_missing_values,
-                                       _inferred, _open, header_lines)
+                                       _inferred, _open, header_lines, table_array)
 from backprop_cli.errors import DataError
 
 _COLUMN = re.compile(r"In CSV column #(\d+)")
@@ -119,7 +119,7 @@ def _float_columns(table, names, block) -> Optional[dict[str, Column]]:
     row-major matrix (under the key ``"\\0block"``; each column a view of it), the others one array each. None if
     a value is not finite (inf, or beyond float32's range: the exact reader names it)."""
     rows = table.num_rows
-    matrix = np.empty((rows, len(block)), dtype=np.float32)
+    matrix = table_array((rows, len(block)))
     alone = {n: np.empty(rows, dtype=np.float32) for n in names if n not in block}
     order = [*block, *alone]
     part = np.empty((len(order), 0), dtype=np.float32)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from backprop_cli.config.schema import MAX_CATEGORIES
-from backprop_cli.data.readers import Column, RawTable, Text
+from backprop_cli.data.readers import Column, RawTable, Text, table_array
 from backprop_cli.errors import DataError
 
 MISSING_CATEGORY = "<missing>"  # the level of a category's missing cells (missing: auto)
@@ -243,7 +243,7 @@ class Encoding:
                 c.type != "number" or c.indicator for c in self.columns):
             x = matrix
         else:
-            x = np.zeros((n, self.width), dtype=np.float32)
+            x = table_array((n, self.width), zeros=True)
             self._numbers(raw, rows, x)
         src = raw.source if whole else _Shifted(raw.source, rows)
         starts = np.cumsum([0] + [c.width for c in self.columns])[:-1]
