@@ -317,7 +317,7 @@ class Encoding:
         return Encoding(out)
 
 
-def _contiguous_numbers(raw: RawTable, names: list[str], rows: Optional[np.ndarray], group: int = 8):
+def _contiguous_numbers(raw: RawTable, names: list[str], rows: Optional[np.ndarray], group: int = 4):
     """(name, the column's ``rows`` as a contiguous array) of the number columns ``names`` that sit in the fast
     reader's block: a few side by side copied out at a time (one pass over the matrix per group, not per column)."""
     if raw.block is None:
