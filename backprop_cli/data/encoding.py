@@ -62,11 +62,13 @@ class ColumnCode:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, col: Column, where: str) -> None:
-        """Learn the levels and the fill value from the training rows ``col``."""
+    def fit(self, col: Column, where: str, scratch: bool = False) -> None:
+        """Learn the levels and the fill value from the training rows ``col`` (``scratch``: a copy of them, which
+        the median may reorder in place)."""
         if self.type == "number":
             gone = np.isnan(col)
             present = col[~gone] if gone.any() else col
+            scratch = scratch or present is not col
             if self.missing in ("mean", "median", "most_frequent"):
                 if len(present) == 0:
                     raise DataError(f"{where}: column {self.name!r}: no values in the training rows to take the "
@@ -75,7 +77,8 @@ class ColumnCode:
                     self.fill = float(present.mean(dtype=np.float64))
                 elif self.missing == "median":  # the middle value(s), averaged in float64
                     k = len(present)
-                    upper = np.partition(present, k // 2)  # one selection; the lower middle is the largest below
+                    upper = present if scratch else present.copy()
+                    upper.partition(k // 2)  # one selection, in place; the lower middle is the largest below
                     lo = upper[k // 2] if k % 2 else upper[:k // 2].max()
                     self.fill = float((np.float64(lo) + np.float64(upper[k // 2])) / 2)
                 else:
@@ -213,7 +216,7 @@ class Encoding:
         code = {c.name: c for c in self.columns}
         done = set()
         for name, col in _contiguous_numbers(raw, [c.name for c in self.columns if c.type == "number"], rows):
-            code[name].fit(col, raw.source.where)  # a group of the block's columns at a time
+            code[name].fit(col, raw.source.where, scratch=True)  # a group of the block's columns at a time
             done.add(name)
         for c in self.columns:
             if c.name not in done:
