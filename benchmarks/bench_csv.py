@@ -5,6 +5,7 @@
     python benchmarks/bench_csv.py --readers               # also polars and pandas (pip install -e '.[bench]')
     python benchmarks/bench_csv.py --readers polars        # only some of them
     python benchmarks/bench_csv.py --dir /big/disk         # where the files are written (default: a temp dir)
+    python benchmarks/bench_csv.py --only 1000000 --repeats 7 --against /tmp/old  # another checkout, in turn
 
 Each size is written once, then read in fresh processes, the readers taking turns (median of --repeats):
 
@@ -76,12 +77,19 @@ def short_rows(path, width):
 reader, path = sys.argv[1], Path(sys.argv[2])
 names = [f"f{i}" for i in range(19)]
 import numpy as np
-if reader == "backprop":
+if reader.startswith("backprop"):
     from backprop_cli.config import validate
-    from backprop_cli.data.load import read_table
+    try:
+        from backprop_cli.data.load import read_table
+    except ImportError:  # a checkout from before the data package (--against)
+        from backprop_cli.data.readers import read_table
     import pyarrow.csv  # imported before the baseline: its import is not the reading
-    cfg = validate({"model": {"input_size": "auto", "hidden_size": 4, "output_size": 1},
-                    "data": {"kind": "csv", "path": str(path), "target": "y"}})
+    try:
+        cfg = validate({"model": {"input_size": "auto", "hidden_size": 4, "output_size": 1},
+                        "data": {"kind": "csv", "path": str(path), "target": "y"}})
+    except Exception:  # a checkout from before input_size: auto
+        cfg = validate({"model": {"input_size": 19, "hidden_size": 4, "output_size": 1},
+                        "data": {"kind": "csv", "path": str(path), "target": "y"}})
 elif reader.startswith("polars"):
     import polars as pl
 else:
@@ -89,7 +97,7 @@ else:
 base = status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
 t, c = time.perf_counter(), cpu()
-if reader == "backprop":
+if reader.startswith("backprop"):
     table = read_table(cfg)
     arrays = [table.x, table.y]
 elif reader.startswith("polars"):
@@ -118,8 +126,12 @@ def write_csv(path: Path, rows: int) -> None:
             np.savetxt(f, block, fmt="%.6g", delimiter=",")
 
 
+AGAINST: dict[str, Path] = {}  # reader name → another checkout of backprop (--against)
+
+
 def run_child(reader: str, path: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    root = AGAINST.get(reader, ROOT)
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, reader, str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
@@ -165,9 +177,14 @@ def main() -> None:
                     help=f"also time these readers, if installed ({', '.join(OTHERS)}; all of them when none is named)")
     ap.add_argument("--dir", type=Path, help="write the CSV files here (default: a temporary folder)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--against", type=Path, nargs="*", default=[], metavar="DIR",
+                    help="also time these checkouts of backprop (e.g. git worktree add /tmp/old COMMIT), in turn")
     args = ap.parse_args()
     sizes = sorted(set(args.only) if args.only else {10_000, 100_000, 1_000_000, *args.rows})
     readers = ["backprop"]
+    for folder in args.against:
+        AGAINST[f"backprop@{folder.name}"] = folder.resolve()
+        readers.append(f"backprop@{folder.name}")
     if args.readers is not None:
         for name in args.readers or OTHERS:
             try:

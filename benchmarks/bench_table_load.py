@@ -2,6 +2,7 @@
 
     python benchmarks/bench_table_load.py              # 1,000,000 rows, CSV and Parquet (about 2 minutes)
     python benchmarks/bench_table_load.py --rows 200000
+    python benchmarks/bench_table_load.py --against /tmp/main   # another checkout, in turn (git worktree add)
 
 A table of 15 number columns (1% of their cells empty), 5 category columns (8 to 40 levels, 1% empty) and a
 number target is written once as CSV and as Parquet. A fresh process then runs ``read_table`` on a config
@@ -85,8 +86,8 @@ def write_tables(folder: Path, rows: int) -> tuple[Path, Path]:
     return csv, parquet
 
 
-def run_child(path: Path, declared: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def run_child(path: Path, declared: str, root: Path = ROOT) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     r = subprocess.run([sys.executable, "-c", CHILD, str(path), declared], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise SystemExit(r.stderr[-2000:])
@@ -97,20 +98,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--against", type=Path, help="another checkout of backprop, timed in turn (the ratio is per pair)")
     args = ap.parse_args()
+    trees = {"this": ROOT, **({args.against.name: args.against.resolve()} if args.against else {})}
     with tempfile.TemporaryDirectory() as tmp:
         csv, parquet = write_tables(Path(tmp), args.rows)
         print(f"{args.rows:,} rows x 15 numbers + 5 categories; CSV {csv.stat().st_size / 2**20:.0f} MiB, "
               f"Parquet {parquet.stat().st_size / 2**20:.0f} MiB; load average {os.getloadavg()[0]:.2f}")
         for path, declared in ((csv, "declared"), (csv, "inferred"), (parquet, "declared"), (parquet, "inferred")):
-            runs = [run_child(path, declared) for _ in range(args.repeats)]
-            t = statistics.median(r["time"] for r in runs)
-            c = statistics.median(r["cpu"] for r in runs)
-            growth = statistics.median(r["growth"] for r in runs)
-            r = runs[0]
-            print(f"{path.suffix[1:]:8} {declared:9} {t:.2f} s (CPU {c:.2f} s, all threads), peak growth {growth / 2**20:.0f} MiB = "
-                  f"{growth / r['result']:.2f}x the float32 arrays ({r['result'] / 2**20:.0f} MiB: "
-                  f"{r['rows']:,} rows x {r['width']} inputs + target)")
+            runs: dict[str, list] = {name: [] for name in trees}
+            for _ in range(args.repeats):  # the checkouts take turns: a change of load hits them alike
+                for name, root in trees.items():
+                    runs[name].append(run_child(path, declared, root))
+            for name in trees:
+                t = statistics.median(r["time"] for r in runs[name])
+                c = statistics.median(r["cpu"] for r in runs[name])
+                growth = statistics.median(r["growth"] for r in runs[name])
+                r = runs[name][0]
+                ratio = "" if name == "this" else "; CPU per pair this/it: " + ", ".join(
+                    f"{a['cpu'] / b['cpu']:.2f}" for a, b in zip(runs["this"], runs[name]))
+                print(f"{path.suffix[1:]:8} {declared:9} {name:8} {t:.2f} s (CPU {c:.2f} s, all threads), peak growth "
+                      f"{growth / 2**20:.0f} MiB = {growth / r['result']:.2f}x the float32 arrays ({r['result'] / 2**20:.0f} "
+                      f"MiB: {r['rows']:,} rows x {r['width']} inputs + target){ratio}", flush=True)
 
 
 if __name__ == "__main__":

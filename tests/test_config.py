@@ -1,5 +1,6 @@
 """Config loading and validation: every kind of mistake is reported, with file, line, key and value."""
 
+import json
 import textwrap
 
 import pytest
@@ -137,6 +138,42 @@ def test_nesterov_needs_momentum(tmp_path):
 def test_steps_and_epochs_are_exclusive(tmp_path):
     out = problems(tmp_path, BASE + "train: {steps: 3, epochs: 2}\n")
     assert "train.epochs: give train.steps or train.epochs, not both" in out[0]
+
+
+def test_both_spellings_in_one_place_name_where_each_came_from(tmp_path):
+    """issue 22 item 5: file and file, --set and --set, an option and --set are errors naming each key's origin;
+    file and command line is an override (the command line's key replaces the file's)."""
+    path = cfg_file(tmp_path, BASE + "train:\n  steps: 3\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["optimizer.lr=-1"])
+    assert e.value.problems[0] == (f"{path}:12: train.epochs: give train.steps or train.epochs, not both: train.steps "
+                                   f"({path}:11) and train.epochs ({path}:12) are both in the file; remove one (an "
+                                   "override of one replaces the other) (got 2)")
+    assert len(e.value.problems) == 2 and "optimizer.lr" in e.value.problems[1]  # all problems at once
+    one = cfg_file(tmp_path, BASE + "train:\n  steps: 3\n")
+    cfg = load_config(one, ["train.epochs=2"])  # file and --set: the --set replaces the file's steps
+    assert (cfg.train.steps, cfg.train.epochs) == (None, 2)
+    out = problems(tmp_path, BASE + "train:\n  steps: 3\n", ["train.epochs=2", "train.steps=4"])
+    assert out == ["--set: train.epochs: give train.steps or train.epochs, not both: train.steps (--set "
+                   "train.steps=4) and train.epochs (--set train.epochs=2) are both on the command line; give one "
+                   "(got 2)"]
+    cfg = load_config(cfg_file(tmp_path, BASE), ["model.hidden_sizes=[3, 3]"])  # replaces the file's hidden_size
+    assert (cfg.model.hidden_size, cfg.model.hidden_sizes) == (None, [3, 3])
+    out = problems(tmp_path, BASE, ["model.hidden_sizes=[3,3]", "model.hidden_size=3"])
+    assert out == ["--set: model.hidden_sizes: give model.hidden_size or model.hidden_sizes, not both: "
+                   "model.hidden_size (--set model.hidden_size=3) and model.hidden_sizes (--set "
+                   "model.hidden_sizes=[3,3]) are both on the command line; give one (got [3,3])"]
+
+
+def test_an_option_and_a_set_of_the_other_spelling_are_named(tmp_path, cli):
+    """--steps stands for --set train.steps=N: with --set train.epochs=M both are on the command line."""
+    path = cfg_file(tmp_path, BASE + "train:\n  epochs: 2\n")
+    r = cli("train", "-c", path, "--steps", 3, "--set", "train.epochs=2", "-q")
+    assert r.exit_code == 2 and r.stderr.strip() == (
+        "error: --set: train.epochs: give train.steps or train.epochs, not both: train.steps (--steps 3) and "
+        "train.epochs (--set train.epochs=2) are both on the command line; give one (got 2)")
+    r = cli("train", "-c", path, "--steps", 3, "-q", "--format", "json")  # the option replaces the file's epochs
+    assert r.exit_code == 0 and json.loads(r.stdout)["summary"]["steps"] == 3
 
 
 def test_loss_must_fit_targets(tmp_path):

@@ -20,11 +20,13 @@ def training_overrides(steps: Optional[int], device: Optional[str], no_zero_grad
     """The common options of every command that trains, as the config overrides they stand for."""
     if steps is not None and epochs is not None:
         raise ConfigError("give --steps or --epochs, not both")
-    extra = []
-    if steps is not None:
-        extra += [f"train.steps={steps}", "train.epochs=null"]
+    from backprop_cli.config.overrides import Override
+
+    extra = []  # each replaces the file's other key (config.load.REPLACES); with the other on the command line
+    if steps is not None:  # too, both are named as an error
+        extra.append(Override(f"train.steps={steps}", f"--steps {steps}"))
     if epochs is not None:
-        extra += [f"train.epochs={epochs}", "train.steps=null"]
+        extra.append(Override(f"train.epochs={epochs}", f"--epochs {epochs}"))
     if device is not None:
         extra.append(f"device={device}")
     if no_zero_grad:

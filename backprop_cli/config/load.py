@@ -12,9 +12,9 @@ from typing import Any, Optional
 from pydantic import BaseModel, ValidationError
 
 from backprop_cli.config.messages import Where, messages
-from backprop_cli.config.overrides import apply_override, split_top_level
+from backprop_cli.config.overrides import apply_override, origin_of, split_top_level
 from backprop_cli.config.schema import Config, OptimizerOnly
-from backprop_cli.config.yamlfile import parse_value, parse_yaml, read_text, short
+from backprop_cli.config.yamlfile import dotted, parse_value, parse_yaml, read_text, short
 from backprop_cli.errors import ConfigError
 
 
@@ -28,17 +28,22 @@ def validate(data: Any, *, source: str = "<config>", base_dir: Optional[Path] = 
         kind = type(data).__name__
         raise ConfigError(f"{source}:1: expected a mapping of config sections at the top level (got a {kind})")
     overridden: dict[tuple, str] = {}
+    origins: dict[tuple, str] = {}
     for spec in overrides or []:
         path, text = apply_override(data, spec)
         overridden[path] = text
+        origins[path] = origin_of(spec)
     _clear_replaced(data, overridden)
     where = Where(source, lines or {}, raw or {}, overridden)
+    both = _both_given(data, origins, where)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(messages(e, data, where)) from None
+        raise ConfigError(both + messages(e, data, where)) from None
     except RecursionError:
         raise ConfigError(f"{source}: the config nests too deeply") from None
+    if both:
+        raise ConfigError(both)
     cfg._base_dir = base_dir or Path.cwd()
     cfg._source = source
     return cfg
@@ -48,6 +53,27 @@ def validate(data: Any, *, source: str = "<config>", base_dir: Optional[Path] = 
 # train.steps=N` on a file with train.epochs); only both given in the same place are an error.
 REPLACES = {("train", "steps"): ("train", "epochs"), ("train", "epochs"): ("train", "steps"),
             ("model", "hidden_sizes"): ("model", "hidden_size"), ("model", "hidden_size"): ("model", "hidden_sizes")}
+
+
+def _both_given(data: dict, origins: dict, where: Where) -> list[str]:
+    """One line per pair of keys that say the same thing and are both set (not null) after the overrides: both in
+    the file, or both on the command line. Each key is named with where it came from (``FILE:LINE``, the
+    ``--set`` or the option); the second is taken out, so that the schema does not report the pair again."""
+    out = []
+    for first, second in (PAIRS):
+        section = data.get(first[0])
+        if not isinstance(section, dict) or section.get(first[1]) is None or section.get(second[1]) is None:
+            continue
+        named = [f"{dotted(k)} ({origins.get(k) or where.location(k)})" for k in (first, second)]
+        place = "both on the command line; give one" if second in origins else \
+            "both in the file; remove one (an override of one replaces the other)"
+        out.append(where.line(second, f"give {dotted(first)} or {dotted(second)}, not both: {named[0]} and "
+                                      f"{named[1]} are {place}", section[second[1]]))
+        section.pop(second[1])
+    return out
+
+
+PAIRS = ((("train", "steps"), ("train", "epochs")), (("model", "hidden_size"), ("model", "hidden_sizes")))
 
 
 def _clear_replaced(data: dict, overridden: dict) -> None:

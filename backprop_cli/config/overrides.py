@@ -8,6 +8,23 @@ from backprop_cli.config.yamlfile import dotted, parse_value, short
 from backprop_cli.errors import ConfigError
 
 
+class Override(str):
+    """A ``KEY.PATH=VALUE`` override that a command-line option stands for (``--steps 3`` is
+    ``train.steps=3``): messages name the option the user typed."""
+
+    origin: str
+
+    def __new__(cls, spec: str, origin: str) -> "Override":
+        self = super().__new__(cls, spec)
+        self.origin = origin
+        return self
+
+
+def origin_of(spec: str) -> str:
+    """How the user gave an override: ``--set KEY=VALUE``, or the option it stands for."""
+    return getattr(spec, "origin", None) or f"--set {short(spec.strip())}"
+
+
 def apply_override(data: dict, spec: str) -> tuple[tuple, str]:
     """Apply one ``key.path=value`` override in place; returns the path and the value's text."""
     if "=" not in spec:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from backprop_cli.config.schema import MAX_CATEGORIES
-from backprop_cli.data.readers import Column, RawTable, Text
+from backprop_cli.data.readers import Column, RawTable, Text, table_array
 from backprop_cli.errors import DataError
 
 MISSING_CATEGORY = "<missing>"  # the level of a category's missing cells (missing: auto)
@@ -62,11 +62,13 @@ class ColumnCode:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, col: Column, where: str) -> None:
-        """Learn the levels and the fill value from the training rows ``col``."""
+    def fit(self, col: Column, where: str, scratch: bool = False) -> None:
+        """Learn the levels and the fill value from the training rows ``col`` (``scratch``: a copy of them, which
+        the median may reorder in place)."""
         if self.type == "number":
             gone = np.isnan(col)
             present = col[~gone] if gone.any() else col
+            scratch = scratch or present is not col
             if self.missing in ("mean", "median", "most_frequent"):
                 if len(present) == 0:
                     raise DataError(f"{where}: column {self.name!r}: no values in the training rows to take the "
@@ -75,8 +77,10 @@ class ColumnCode:
                     self.fill = float(present.mean(dtype=np.float64))
                 elif self.missing == "median":  # the middle value(s), averaged in float64
                     k = len(present)
-                    mid = np.partition(present, [(k - 1) // 2, k // 2])[[(k - 1) // 2, k // 2]].astype(np.float64)
-                    self.fill = float(mid.mean())
+                    upper = present if scratch else present.copy()
+                    upper.partition(k // 2)  # one selection, in place; the lower middle is the largest below
+                    lo = upper[k // 2] if k % 2 else upper[:k // 2].max()
+                    self.fill = float((np.float64(lo) + np.float64(upper[k // 2])) / 2)
                 else:
                     values, counts = np.unique(present, return_counts=True)
                     self.fill = float(values[int(np.argmax(counts))])
@@ -124,10 +128,11 @@ class ColumnCode:
                 "constant": index.get(self.fill, -2)}.get(self.missing, -2)
         return np.array([index.get(v, -2) for v in values] + [fill], dtype=np.int64)
 
-    def transform(self, col: Column, out: np.ndarray, src, stage: str, lut: Optional[np.ndarray] = None) -> None:
-        """Write this column's inputs into ``out`` (rows, width), zeros on entry. ``lut``: :meth:`lookup` of
-        the column's values (computed here when not given)."""
-        gone = np.isnan(col) if self.type == "number" else (col.codes < 0)
+    def transform(self, col: Column, x: np.ndarray, at: int, src, stage: str, lut: np.ndarray) -> None:
+        """Write this column's inputs into columns ``at`` … ``at + width`` of ``x`` (rows, inputs), zeros on
+        entry; a number column's values are there already (``col`` is unused), only its missing cells are
+        filled. ``col``: the column's rows of ``x``; ``lut``: :meth:`lookup` of a text column's values."""
+        gone = np.isnan(x[:, at]) if self.type == "number" else (col.codes < 0)
         if gone.any() and self.missing in ("error", "drop_rows"):
             row = int(np.argmax(gone))
             why = (f"set data.columns.{self.name}.missing (median, most_frequent, ...) or data.missing: drop_rows"
@@ -135,15 +140,11 @@ class ColumnCode:
                    "nothing: train with a fill policy (data.missing: auto, the default) to predict such rows")
             raise DataError(f"{src.where}{src.at(row)}: column {self.name!r}: missing value; {why}")
         if self.indicator:
-            out[:, -1] = gone
+            x[:, at + self.width - 1] = gone
         if self.type == "number":
-            v = out[:, 0]
-            v[:] = col
             if gone.any():
-                v[gone] = np.float32(self.fill)
+                x[np.flatnonzero(gone), at] = np.float32(self.fill)
             return
-        if lut is None:
-            lut = self.lookup(col.values)
         idx = lut[col.codes]  # code −1 (missing) picks the fill at the end; −2: a value not seen in training
         unknown = idx == -2
         if unknown.any() and (self.on_unknown == "error" or stage == "validation" or self.type == "binary"):
@@ -153,12 +154,12 @@ class ColumnCode:
             raise DataError(f"{src.where}{src.at(row)}: column {self.name!r}: {value!r} is not a value of the "
                             f"training rows ({known})")
         if self.type == "binary":
-            out[:, 0] = idx == 1
+            x[:, at] = idx == 1
         elif self.encoding == "embedding":
-            out[:, 0] = np.where(unknown, 0, idx + 1)  # row 0 of the embedding: <unknown>
-        else:
-            rows = np.flatnonzero(~unknown)
-            out[rows, idx[rows]] = 1.0
+            x[:, at] = np.where(unknown, 0, idx + 1)  # row 0 of the embedding: <unknown>
+        else:  # one-hot: a 1 at (row, at + level), written through the flat view of the C-contiguous rows
+            rows = np.flatnonzero(~unknown) if unknown.any() else np.arange(len(idx))
+            x.reshape(-1)[rows * x.shape[1] + (at + idx[rows])] = 1.0
 
     def plain(self) -> dict:
         return {"name": self.name, "type": self.type, "missing": self.missing, "indicator": self.indicator,
@@ -212,22 +213,26 @@ class Encoding:
         return f"{' + '.join(parts)} = {self.width} inputs"
 
     def fit(self, raw: RawTable, rows: Optional[np.ndarray]) -> "Encoding":
+        code = {c.name: c for c in self.columns}
+        done = set()
+        for name, col in _contiguous_numbers(raw, [c.name for c in self.columns if c.type == "number"], rows):
+            code[name].fit(col, raw.source.where, scratch=True)  # a group of the block's columns at a time
+            done.add(name)
         for c in self.columns:
-            col = raw.columns[c.name]
-            if rows is not None:
-                col = col.take(rows) if isinstance(col, Text) else col[rows]
-            c.fit(col, raw.source.where)
+            if c.name not in done:
+                col = raw.columns[c.name]
+                if rows is not None:
+                    col = col.take(rows) if isinstance(col, Text) else col[rows]
+                c.fit(col, raw.source.where)
         return self
 
-    BLOCK_ROWS = 1 << 14  # rows encoded at a time: a block of the result stays in cache while its columns are written
-
     def transform(self, raw: RawTable, rows: Optional[np.ndarray] = None, stage: str = "train") -> np.ndarray:
-        """The inputs (rows, width) float32, C-contiguous, of ``rows`` of ``raw`` (default all), written a block
-        of rows at a time (each column into the block), not a row at a time."""
-        whole = rows is None  # all rows: each block is a slice (a view), not a gather
+        """The inputs (rows, width) float32, C-contiguous, of ``rows`` of ``raw`` (default all), a column (or a run
+        of number columns) at a time over all rows, never a row at a time. With every row, and inputs that are
+        exactly the fast reader's number block (``raw.block``, same columns in the same order), the result is
+        that block itself, its missing cells filled in place: no copy (read nothing of ``raw`` after)."""
+        whole = rows is None
         n = raw.rows if whole else len(rows)
-        rows = np.arange(n) if whole else rows
-        x = np.zeros((n, self.width), dtype=np.float32)
         luts = []
         for c in self.columns:
             col = raw.columns[c.name]
@@ -236,18 +241,56 @@ class Encoding:
                 raise DataError(f"{raw.source.where}: column {c.name!r}: the model's column is a {c.type}, "
                                 f"this file's holds {'text' if isinstance(col, Text) else 'numbers'}")
             luts.append(c.lookup(col.values) if isinstance(col, Text) else None)
-        for lo in range(0, n, self.BLOCK_ROWS):
-            part = rows[lo:lo + self.BLOCK_ROWS]
-            block = x[lo:lo + self.BLOCK_ROWS]
-            src = _Shifted(raw.source, part)
-            at = 0
-            for c, lut in zip(self.columns, luts):
-                col = raw.columns[c.name]
-                pick = slice(lo, lo + self.BLOCK_ROWS) if whole else part
-                col = Text(col.codes[pick], col.values) if isinstance(col, Text) else col[pick]
-                c.transform(col, block[:, at:at + c.width], src, stage, lut)
-                at += c.width
+        names, matrix = raw.block if raw.block is not None else ([], None)
+        if whole and names and names == [c.name for c in self.columns] and not any(
+                c.type != "number" or c.indicator for c in self.columns):
+            x = matrix
+        else:
+            x = table_array((n, self.width), zeros=True)
+            self._numbers(raw, rows, x)
+        src = raw.source if whole else _Shifted(raw.source, rows)
+        starts = np.cumsum([0] + [c.width for c in self.columns])[:-1]
+        numbers = [int(at) for c, at in zip(self.columns, starts) if c.type == "number"]
+        nan = dict(zip(numbers, _nan_columns(x, numbers)))
+        for c, lut, at in zip(self.columns, luts, starts):
+            col = raw.columns[c.name]
+            if isinstance(col, Text) and not whole:
+                col = col.take(rows)
+            if c.type != "number" or c.indicator or c.missing in ("error", "drop_rows") or nan[int(at)]:
+                c.transform(col, x, int(at), src, stage, lut)
         return x
+
+    def _numbers(self, raw: RawTable, rows: Optional[np.ndarray], x: np.ndarray) -> None:
+        """Copy the number columns' values into ``x``: a run of them that sits side by side in ``raw.block`` as
+        one slice copy, any other a column at a time."""
+        names, matrix = raw.block if raw.block is not None else ([], None)
+        where = {name: j for j, name in enumerate(names)}
+        starts = np.cumsum([0] + [c.width for c in self.columns])
+        i = 0
+        while i < len(self.columns):
+            c = self.columns[i]
+            if c.type != "number":
+                i += 1
+                continue
+            j = i  # the run i … j: side by side in x (no indicator between) and in the block
+            if c.name in where:
+                while (j + 1 < len(self.columns) and not self.columns[j].indicator
+                       and self.columns[j + 1].type == "number"
+                       and where.get(self.columns[j + 1].name) == where[self.columns[j].name] + 1):
+                    j += 1
+                src, b = matrix, where[c.name]
+                cols = slice(b, b + j - i + 1)
+            else:
+                src, cols = raw.columns[c.name][:, None], slice(0, 1)
+            out = slice(int(starts[i]), int(starts[i]) + j - i + 1)
+            if rows is None:
+                x[:, out] = src[:, cols]
+            else:
+                for lo in range(0, len(rows), self.GATHER_ROWS):
+                    x[lo:lo + self.GATHER_ROWS, out] = src[rows[lo:lo + self.GATHER_ROWS], cols]
+            i = j + 1
+
+    GATHER_ROWS = 1 << 16  # rows gathered at a time (a bounded temporary)
 
     def plain(self) -> dict:
         return {"columns": [c.plain() for c in self.columns]}
@@ -275,6 +318,39 @@ class Encoding:
                                   list(c["levels"]), c["encoding"], c.get("embedding_size"),
                                   c.get("on_unknown", "zeros")))
         return Encoding(out)
+
+
+def _contiguous_numbers(raw: RawTable, names: list[str], rows: Optional[np.ndarray], group: int = 4):
+    """(name, the column's ``rows`` as a contiguous array) of the number columns ``names`` that sit in the fast
+    reader's block: a few side by side copied out at a time (one pass over the matrix per group, not per column)."""
+    if raw.block is None:
+        return
+    block, matrix = raw.block
+    where = {n: j for j, n in enumerate(block)}
+    want = sorted(where[n] for n in names if n in where)
+    for lo in range(0, len(want), group):
+        js = want[lo:lo + group]
+        a, b = js[0], js[-1] + 1
+        n = raw.rows if rows is None else len(rows)
+        t = np.empty((b - a, n), dtype=np.float32)
+        for r in range(0, n, 1 << 14):  # transposed a cache-sized slab at a time: one pass over the matrix
+            t[:, r:r + (1 << 14)] = (matrix[r:r + (1 << 14), a:b] if rows is None else
+                                     matrix[rows[r:r + (1 << 14)], a:b]).T
+        for j in js:
+            yield block[j], t[j - a]
+        del t
+
+
+def _nan_columns(x: np.ndarray, columns: list[int], chunk: int = 1 << 14) -> np.ndarray:
+    """Which of ``x``'s ``columns`` hold a NaN: one pass over the rows, a slab at a time."""
+    out = np.zeros(len(columns), dtype=bool)
+    if not columns:
+        return out
+    a, b = min(columns), max(columns) + 1
+    pick = np.array(columns) - a
+    for lo in range(0, x.shape[0], chunk):
+        out |= np.isnan(x[lo:lo + chunk, a:b]).any(axis=0)[pick]
+    return out
 
 
 class _Shifted:

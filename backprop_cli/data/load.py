@@ -49,7 +49,7 @@ def read_file(src: Source, spec: CsvData, loss: str, encoding: Optional[Encoding
     else:
         numbers, texts, infer = encoding.number_columns(), encoding.text_columns(), []
     raw = read_raw(src, numbers=numbers + ([] if labels else targets), texts=texts + (targets if labels else []),
-                   infer=infer, header=header)
+                   infer=infer, header=header, block=features)  # the inputs side by side: x without a copy
     if raw.rows == 0:
         raise DataError(f"{src.where}: no data rows after the header")
     return raw, features, encoding if encoding is not None else column_codes(spec, features, raw)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_cli.data.readers import (FLOAT32_MAX, Column, RawTable, Source, Text, _arrow_text, _inferred,
-                                       _native, _open)
+from backprop_cli.data.arrowcsv import arrow_text as _arrow_text
+from backprop_cli.data.arrowcsv import native as _native
+from backprop_cli.data.readers import FLOAT32_LIMIT, Column, RawTable, Source, Text, _inferred, _open, table_array
 from backprop_cli.errors import DataError
 
 
@@ -23,7 +24,7 @@ def parquet_file(src: Source):
 
 
 
-def read_parquet(src: Source, header, numbers, texts, infer, keep) -> RawTable:
+def read_parquet(src: Source, header, numbers, texts, infer, keep, block=()) -> RawTable:
     """A Parquet file's columns: numbers (integer, floating, boolean) as float32, strings as texts. A nested or
     binary column is refused with one line."""
     import pyarrow as pa
@@ -36,7 +37,7 @@ def read_parquet(src: Source, header, numbers, texts, infer, keep) -> RawTable:
             table = pf.read(columns=used, use_threads=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, MemoryError) as e:
             raise DataError(f"{src.where}: cannot read the Parquet file ({str(e).splitlines()[0][:120]})") from None
-    return arrow_columns(table, src, header, numbers, texts, infer, keep)
+    return arrow_columns(table, src, header, numbers, texts, infer, keep, block)
 
 
 def _refuse_types(schema, used, src: Source) -> None:
@@ -50,10 +51,12 @@ def _refuse_types(schema, used, src: Source) -> None:
                             "binary); store numbers or text")
 
 
-def arrow_columns(table, src: Source, header, numbers, texts, infer, keep) -> RawTable:
+def arrow_columns(table, src: Source, header, numbers, texts, infer, keep, block=()) -> RawTable:
     """The named columns of a pyarrow Table (a Parquet file's, or one given in memory: backprop_cli.load), as
-    read_raw returns them; every name must be in ``header``."""
+    read_raw returns them; every name must be in ``header``. ``block``: the number columns to place side by side
+    in one row-major matrix (``RawTable.block``), as the fast CSV reader does."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     _refuse_types(table.schema, list(dict.fromkeys([*numbers, *texts, *infer, *([keep] if keep else [])])), src)
     columns: dict[str, Column] = {}
@@ -66,12 +69,14 @@ def arrow_columns(table, src: Source, header, numbers, texts, infer, keep) -> Ra
         if name in texts:
             columns[name] = _arrow_text(_integral_text(c))
         elif numeric:
-            values = c.cast(pa.float64()).to_numpy(zero_copy_only=False)  # a null is NaN: missing
-            bad = np.flatnonzero(np.isinf(values) | (np.abs(np.nan_to_num(values)) > FLOAT32_MAX))
-            if len(bad):
-                raise DataError(f"{src.where}{src.at(int(bad[0]))}: column {name!r}: {values[bad[0]]} is not a "
-                                "finite float32 number")
-            columns[name] = values.astype(np.float32)
+            wide = c.cast(pa.float64())
+            top = pc.max(pc.abs(wide)).as_py()  # nulls skipped; NaN is missing
+            if top is not None and not top < FLOAT32_LIMIT and not np.isnan(top):  # inf, or inf in float32
+                values = wide.to_numpy(zero_copy_only=False)
+                bad = int(np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) >= FLOAT32_LIMIT)[0])
+                raise DataError(f"{src.where}{src.at(bad)}: column {name!r}: {values[bad]} is not a finite float32 "
+                                "number")
+            columns[name] = wide.cast(pa.float32(), safe=False).to_numpy(zero_copy_only=False)  # null: NaN
         elif name in numbers:
             t = _inferred(_arrow_text(c), src, name, src.at)
             if isinstance(t, Text):
@@ -82,7 +87,15 @@ def arrow_columns(table, src: Source, header, numbers, texts, infer, keep) -> Ra
         else:
             columns[name] = _inferred(_arrow_text(c), src, name, src.at)
     kept = [str(v) for v in table.column(keep).to_pylist()] if keep else None
-    return RawTable(header, columns, table.num_rows, src, kept, formats)
+    raw = RawTable(header, columns, table.num_rows, src, kept, formats)
+    inblock = [n for n in block if isinstance(columns.get(n), np.ndarray)]
+    if inblock:
+        matrix = table_array((table.num_rows, len(inblock)))
+        for j, name in enumerate(inblock):
+            matrix[:, j] = columns[name]
+            columns[name] = matrix[:, j]
+        raw.block = (inblock, matrix)
+    return raw
 
 
 def _integral_text(col):

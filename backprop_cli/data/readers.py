@@ -6,9 +6,13 @@ is NaN), a text (codes into its distinct stripped values; a missing cell is −1
 present cell is one, else a text; a column that is mostly numbers with a few other cells is an error naming
 the first). Nothing here decides what a missing cell means: that is the column's policy (``encoding.py``).
 
-Large text files are read by ``pyarrow.csv`` (multi-threaded, only the columns used); when it refuses the file
-the exact reader (Python's ``csv`` module) reads it and names the line and the column of the problem. Small
-files go through the exact reader alone (no pyarrow import). Both give the same columns (tested).
+Large text files are read by ``pyarrow.csv`` (``arrowcsv.py``: multi-threaded, only the columns used); when it
+refuses the file the exact reader (Python's ``csv`` module) reads it and names the line and the column of the
+problem. Small files go through the exact reader alone (no pyarrow import). Both give the same table by
+construction: the same header names (stripped here, handed to pyarrow), the same whitespace stripped
+(:data:`STRIP`), the same missing tokens, and every number rounded once from its decimal text to the nearest
+float32 (:func:`to_float32`, as pyarrow's parser rounds); ``tests/test_readers_agree.py`` checks it on
+generated files.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,6 +36,8 @@ from backprop_cli.errors import DataError
 MISSING_TOKENS = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "#N/A")
 FAST_READER_BYTES = 1 << 20  # files at least this large go through pyarrow; smaller ones through the exact reader
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_LIMIT = 2.0 ** 128 - 2.0 ** 103  # halfway from FLOAT32_MAX to 2**128: a number at least this large is inf
+STRIP = " \t\r\n\x0b\x0c"  # the whitespace stripped around names and values (pyarrow's utf8_trim gets the same)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TAB_SUFFIXES = (".tsv", ".tab")
 
@@ -95,10 +101,30 @@ class RawTable:
     source: Source
     kept: Optional[list[str]] = None  # the ``keep`` column's cells as written
     formats: dict = field(default_factory=dict)  # column → the file's own type name (Parquet), for messages
+    # (names, matrix): number columns read side by side into one row-major float32 matrix, each column of
+    # ``columns`` a view of it (the fast reader's ``block``; None from the other readers)
+    block: Optional[tuple[list[str], np.ndarray]] = None
 
     def missing(self, name: str) -> np.ndarray:
         c = self.columns[name]
         return (c.codes < 0) if isinstance(c, Text) else np.isnan(c)
+
+
+def table_array(shape, zeros: bool = False) -> np.ndarray:
+    """A new float32 array of table size, its memory not advised as huge pages (numpy advises every large
+    allocation so): where free memory is fragmented, the kernel compacts memory to fault in each 2 MiB page
+    (measured here, 1M × 130 float32 = 500 MiB first written: 2.2 s of system time advised, 0.4 s not;
+    benchmarks/README.md, "Loading tables")."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage as advise
+    except ImportError:  # numpy < 2, or a numpy without it
+        advise = None
+    was = advise(False) if advise is not None else None
+    try:
+        return np.zeros(shape, dtype=np.float32) if zeros else np.empty(shape, dtype=np.float32)
+    finally:
+        if advise is not None:
+            advise(was)
 
 
 # --------------------------------------------------------------------------- opening
@@ -152,7 +178,7 @@ def read_header(src: Source) -> list[str]:
             first = next(_records(f, src), None)
         if first is None:
             raise DataError(f"{src.where}: empty file; expected a header row and data rows")
-        header = [h.strip() for h in first[1]]
+        header = [h.strip(STRIP) for h in first[1]]
     seen: set[str] = set()
     for name in header:
         if not name:
@@ -170,6 +196,13 @@ def missing_column(src: Source, key: str, name: str, header: list[str]) -> DataE
     return DataError(f"{src.where}: {key}: column {name!r} is not in the header (columns: {', '.join(header)}){hint}")
 
 
+def header_lines(src: Source) -> int:
+    """The physical lines up to the end of the header record of a text file (blank lines before it included)."""
+    with _open(src) as f:
+        first = next(_records(f, src), None)
+    return first[0] if first else 0
+
+
 def line_of_row(src: Source, row: int) -> Optional[int]:
     """The line of data row ``row`` (from 0; empty lines are not rows) of a text file."""
     with _open(src) as f:
@@ -184,10 +217,11 @@ def line_of_row(src: Source, row: int) -> Optional[int]:
 
 def read_raw(src: Source, *, numbers: list[str] = (), texts: list[str] = (), infer: list[str] = (),
              keep: Optional[str] = None, header: Optional[list[str]] = None,
-             fast: Optional[bool] = None) -> RawTable:
+             fast: Optional[bool] = None, block: Sequence[str] = ()) -> RawTable:
     """The named columns of ``src``: ``numbers`` as float32 (NaN: missing), ``texts`` as :class:`Text`,
     ``infer`` as either; ``keep``: a column passed through as written. Every problem names the file, the
-    line and the column. ``fast``: force (True) or avoid (False) pyarrow's CSV reader (default: by size)."""
+    line and the column. ``fast``: force (True) or avoid (False) pyarrow's CSV reader (default: by size).
+    ``block``: the number columns the fast reader places side by side in one matrix (``RawTable.block``)."""
     header = header if header is not None else read_header(src)
     numbers, texts, infer = list(numbers), list(texts), list(infer)
     for name in [*numbers, *texts, *infer, *([keep] if keep else [])]:
@@ -196,21 +230,26 @@ def read_raw(src: Source, *, numbers: list[str] = (), texts: list[str] = (), inf
     if src.format == "parquet":
         from backprop_cli.data.parquet import read_parquet
 
-        return read_parquet(src, header, numbers, texts, infer, keep)
+        return read_parquet(src, header, numbers, texts, infer, keep, block)
     if fast is None:
         try:
             fast = src.path.stat().st_size >= FAST_READER_BYTES
         except OSError:
             fast = False
     if fast:
-        table = _read_fast(src, header, numbers, texts, infer, keep)
+        from backprop_cli.data.arrowcsv import read_fast
+
+        table = read_fast(src, header, numbers, texts, infer, keep, block)
         if table is not None:
             return table
     return _read_exact(src, header, numbers, texts, infer, keep)
 
 
 def _number(cell: str, src: Source, line: int, column: str) -> float:
-    text = cell.strip()
+    """A cell as float64 (NaN: missing), checked to be a finite number; :func:`to_float32` rounds it."""
+    text = cell.strip(STRIP)
+    if text in MISSING_TOKENS:
+        return math.nan
     try:
         v = float(text.replace(",", ".") if src.decimal == "," else text)
     except ValueError:
@@ -218,9 +257,8 @@ def _number(cell: str, src: Source, line: int, column: str) -> float:
                         f"category, set data.columns.{column}.type: category") from None
     if not math.isfinite(v):
         raise DataError(f"{src.where}:{line}: column {column!r}: not a finite number (got {text!r})")
-    if abs(v) > FLOAT32_MAX:
-        raise DataError(f"{src.where}:{line}: column {column!r}: {text} is beyond float32's range "
-                        f"(±{FLOAT32_MAX:.4g}), the precision the model computes in")
+    if abs(v) > FLOAT32_MAX and np.isinf(to_float32(np.array([v]), lambda rows: [text])[0]):
+        raise _beyond(src, column, text, f":{line}")
     return v
 
 
@@ -229,6 +267,53 @@ def _is_number(text: str, decimal: str) -> bool:
         return math.isfinite(float(text.replace(",", ".") if decimal == "," else text))
     except ValueError:
         return False
+
+
+def to_float32(v: np.ndarray, text_of) -> np.ndarray:
+    """float64 values of decimal texts as float32, each rounded once from its text to the nearest float32 (ties
+    to even), as pyarrow's parser (fast_float) rounds: casting the float64 rounds twice, which differs when the
+    float64 is exactly halfway between two float32s and the text is not (``1.0000000596046448``).
+    ``text_of(rows)``: the texts of those rows (asked only for such halfway values, which are rare). A value
+    beyond float32's range comes out as ±inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = v.astype(np.float32)
+        a = np.abs(v)
+        bits = v.view(np.uint64)
+        tie = (a >= 2.0 ** -126) & (a < 2.0 ** 128) & ((bits & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000))
+        small = a < 2.0 ** -126  # float32's subnormals: a step of 2**-149
+        if small.any():
+            s = a[small] * 2.0 ** 149
+            tie[small] = (s - np.floor(s)) == 0.5
+    rows = np.flatnonzero(tie)
+    if len(rows):
+        from decimal import Decimal
+
+        for row, text in zip(rows, text_of(rows)):
+            exact, mid = Decimal(text.replace(",", ".")), Decimal(float(v[row]))
+            if exact == mid:
+                continue  # a true tie: to even, as the cast did
+            up = exact > mid  # the nearest float32 is the neighbour above the midpoint
+            f = out[row]
+            if (float(f) > float(v[row])) != up:
+                out[row] = np.nextafter(f, np.float32(np.inf if up else -np.inf))
+    return out
+
+
+def _beyond(src: Source, name: str, text: str, at: str) -> DataError:
+    return DataError(f"{src.where}{at}: column {name!r}: {text} is beyond float32's range "
+                     f"(±{FLOAT32_MAX:.4g}), the precision the model computes in")
+
+
+def _cells(src: Source, rows: np.ndarray, index: int) -> list[str]:
+    """The stripped cells of column ``index`` in data rows ``rows`` (sorted) of a text file: a second pass."""
+    want, out = set(int(r) for r in rows), {}
+    with _open(src) as f:
+        records = _records(f, src)
+        next(records, None)
+        for row, (_, cells) in enumerate(records):
+            if row in want:
+                out[row] = cells[index].strip(STRIP)
+    return [out[int(r)] for r in rows]
 
 
 def _read_exact(src: Source, header, numbers, texts, infer, keep) -> RawTable:
@@ -243,7 +328,6 @@ def _read_exact(src: Source, header, numbers, texts, infer, keep) -> RawTable:
     strs: list[list[str]] = [[] for _ in [*tidx, *iidx]]
     lines: list[int] = []
     kept: list[str] = []
-    nan = float("nan")
     with _open(src) as f:
         records = _records(f, src)
         next(records, None)  # the header
@@ -253,17 +337,20 @@ def _read_exact(src: Source, header, numbers, texts, infer, keep) -> RawTable:
                     src.delimiter == "," and len(cells) > width) else ""
                 raise DataError(f"{src.where}:{line}: row has {len(cells)} cells, the header has {width}{hint}")
             for out, i in zip(nums, nidx):
-                cell = cells[i]
-                out.append(nan if cell.strip() in MISSING_TOKENS else _number(cell, src, line, header[i]))
+                out.append(_number(cells[i], src, line, header[i]))
             for out, i in zip(strs, (*tidx, *iidx)):
-                out.append(cells[i].strip())
+                out.append(cells[i].strip(STRIP))
             if iidx:
                 lines.append(line)
             if kidx is not None:
                 kept.append(cells[kidx])
     columns: dict[str, Column] = {}
-    for name, values in zip(numbers, nums):
-        columns[name] = np.array(values, dtype=np.float32)
+    for name, i, values in zip(numbers, nidx, nums):
+        v = to_float32(np.array(values, dtype=np.float64), lambda rows, i=i: _cells(src, rows, i))
+        big = np.flatnonzero(np.isinf(v))
+        if len(big):
+            raise _beyond(src, name, _cells(src, big[:1], i)[0], src.at(int(big[0])))
+        columns[name] = v
     for name, values in zip(texts, strs):
         columns[name] = _text_of(np.array(values, dtype=object))
     for name, values in zip(infer, strs[len(tidx):]):
@@ -301,14 +388,13 @@ def _inferred(t: Text, src: Source, name: str, at) -> Column:
     values are not numbers; otherwise an error at the first cell that is not a number."""
     ok = np.array([_is_number(v, src.decimal) for v in t.values], dtype=bool)
     if ok.all():
-        table = np.array([float(v.replace(",", ".") if src.decimal == "," else v) for v in t.values] + [np.nan],
-                         dtype=np.float64)
-        if len(table) > 1 and np.abs(table[:-1]).max() > FLOAT32_MAX:
-            big = int(np.argmax(np.abs(table[:-1]) > FLOAT32_MAX))
-            row = int(np.argmax(t.codes == big))
-            raise DataError(f"{src.where}{at(row)}: column {name!r}: {t.values[big]} is beyond float32's range "
-                            f"(±{FLOAT32_MAX:.4g}), the precision the model computes in")
-        return table.astype(np.float32)[t.codes]  # code −1 picks the NaN at the end
+        values = np.array([float(v.replace(",", ".") if src.decimal == "," else v) for v in t.values],
+                          dtype=np.float64)
+        table = np.append(to_float32(values, lambda rows: [t.values[r] for r in rows]), np.float32(np.nan))
+        if np.isinf(table).any():
+            big = int(np.argmax(np.isinf(table)))
+            raise _beyond(src, name, t.values[big], at(int(np.argmax(t.codes == big))))
+        return table[t.codes]  # code −1 picks the NaN at the end
     if ok.sum() * 2 >= len(ok):  # mostly numbers: a typo, not a category
         bad = np.flatnonzero(~ok)
         row = int(np.argmax(np.isin(t.codes, bad)))
@@ -316,133 +402,3 @@ def _inferred(t: Text, src: Source, name: str, at) -> Column:
         raise DataError(f"{src.where}{at(row)}: column {name!r}: not a number (got {cell!r}); if it is a "
                         f"category, set data.columns.{name}.type: category")
     return t
-
-
-# --------------------------------------------------------------------------- pyarrow: text
-
-
-def _read_fast(src: Source, header, numbers, texts, infer, keep) -> Optional[RawTable]:
-    """pyarrow's CSV reader; None when it refuses the file (the exact reader names the problem).
-
-    Numbers are parsed straight to float32; text columns read as strings. A column to infer is first read as
-    float32; if the file does not parse that way, it is read again with those columns as strings."""
-    import pyarrow as pa
-
-    try:
-        table = _arrow_csv(src, numbers, texts + ([keep] if keep else []), infer, as_numbers=True)
-        if table is None and infer:  # a column to infer holds text: pyarrow infers each one's type
-            table = _arrow_csv(src, numbers, texts + ([keep] if keep else []), infer, as_numbers=False)
-    except MemoryError:
-        raise DataError(f"{src.where}: out of memory reading the file") from None
-    if table is None:
-        return None
-    columns: dict[str, Column] = {}
-    for name in numbers:
-        values = _floats(table.column(name))
-        if values is None:
-            return None
-        columns[name] = values
-    for name in texts:
-        columns[name] = _arrow_text(table.column(name))
-    for name in infer:
-        c = table.column(name)
-        if pa.types.is_floating(c.type) or pa.types.is_integer(c.type) or pa.types.is_null(c.type):
-            values = _floats(c)
-            if values is None:
-                return None
-            columns[name] = values
-        else:
-            columns[name] = _inferred(_arrow_text(c), src, name, src.at)
-    kept = [str(v) for v in table.column(keep).to_pylist()] if keep else None
-    rows = table.num_rows
-    del table
-    return RawTable(header, columns, rows, src, kept)
-
-
-def _arrow_csv(src: Source, numbers, strings, infer, as_numbers: bool):
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    types = {n: pa.float32() for n in [*numbers, *(infer if as_numbers else [])]}
-    types.update({n: pa.string() for n in strings})
-    used = list(dict.fromkeys([*numbers, *strings, *infer]))
-    convert = pacsv.ConvertOptions(column_types=types, include_columns=used, null_values=list(MISSING_TOKENS),
-                                   strings_can_be_null=False, decimal_point=src.decimal)
-    try:
-        with _open(src) as f:
-            stream = pa.input_stream(_native(f, src.path), compression=src.compression)
-            return pacsv.read_csv(stream, read_options=pacsv.ReadOptions(use_threads=True),
-                                  parse_options=pacsv.ParseOptions(delimiter=src.delimiter),
-                                  convert_options=convert, memory_pool=pa.system_memory_pool())
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
-        return None  # the exact reader names the line and the column
-    except OSError as e:
-        if src.compression:
-            return None
-        raise DataError(f"{src.where}: cannot read: {e.strerror or e}") from None
-
-
-def _floats(col) -> Optional[np.ndarray]:
-    """A float32 arrow column as one numpy array, NaN where a cell is missing; None if a value is not finite."""
-    import pyarrow as pa
-
-    if not pa.types.is_float32(col.type):
-        if not pa.types.is_float64(col.type):
-            col = col.cast(pa.float64())  # integers: rounded once, as the exact reader rounds them
-        col = col.cast(pa.float32(), safe=False)
-    out = np.empty(len(col), dtype=np.float32)
-    at = 0
-    for chunk in col.chunks:
-        n = len(chunk)
-        values = _arrow_values(chunk, np.float32)
-        part = out[at:at + n]
-        part[:] = values
-        if not np.isfinite(part).all() and not chunk.null_count:
-            return None
-        if chunk.null_count:
-            bits = np.unpackbits(np.frombuffer(chunk.buffers()[0], dtype=np.uint8), bitorder="little")
-            absent = bits[chunk.offset:chunk.offset + n] == 0
-            if not np.isfinite(part[~absent]).all():
-                return None
-            part[absent] = np.nan
-        at += n
-    return out
-
-
-def _arrow_values(arr, dtype) -> np.ndarray:
-    """The values of a primitive arrow array as a numpy view of its data buffer (null slots hold anything)."""
-    dtype = np.dtype(dtype)
-    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
-
-
-def _arrow_text(col) -> Text:
-    """A string arrow column stripped, as codes into its distinct values (missing tokens and nulls: −1)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc  # its import costs 0.1 s: only for text columns
-
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        col = col.cast(pa.string())
-    stripped = pc.utf8_trim_whitespace(col)
-    if hasattr(stripped, "combine_chunks"):
-        stripped = stripped.combine_chunks()
-    enc = stripped.dictionary_encode()
-    values = [str(v) for v in enc.dictionary.to_pylist()]
-    codes = _arrow_values(enc.indices, np.int32).astype(np.int32)
-    if enc.indices.null_count:
-        bits = np.unpackbits(np.frombuffer(enc.indices.buffers()[0], dtype=np.uint8), bitorder="little")
-        codes = np.where(bits[enc.indices.offset:enc.indices.offset + len(codes)] == 0, np.int32(-1), codes)
-    # the same codes whatever the reader: distinct values in sorted order
-    order = np.argsort(np.array(values, dtype=object).astype(str), kind="stable") if values else np.zeros(0, int)
-    rank = np.empty(len(values) + 1, dtype=np.int32)
-    rank[order] = np.arange(len(values), dtype=np.int32)
-    rank[-1] = -1
-    t = Text(rank[codes], [values[i] for i in order])
-    return _drop_missing_values(t.codes, t.values)
-
-
-def _native(f, path: Path) -> str:
-    """A path pyarrow opens itself for the file already opened (and checked) as ``f``: its own reader is
-    several times faster than reading through a Python file object. On Linux ``/proc/self/fd/N`` names
-    exactly the file that was checked."""
-    proc = f"/proc/self/fd/{f.fileno()}"
-    return proc if os.path.exists(proc) else str(path)

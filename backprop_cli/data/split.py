@@ -67,6 +67,12 @@ def column_stats(a: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.nd
 FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The [lo, hi) runs of True in a bool vector."""
+    d = np.diff(np.concatenate([[0], np.asarray(mask, dtype=np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
 def scaling_of(a: np.ndarray, scaled: Optional[np.ndarray] = None) -> tuple[Scaling, np.ndarray]:
     """The training rows' statistics of ``a`` (and each column's raw std). ``scaled``: which columns are
     standardized (the others get mean 0, std 1: a one-hot or indicator input is left as it is). Computed in
@@ -74,10 +80,9 @@ def scaling_of(a: np.ndarray, scaled: Optional[np.ndarray] = None) -> tuple[Scal
     if scaled is None:
         mean, std = column_stats(a)
     else:  # only the scaled columns' statistics are computed (an unscaled input's raw std is given as 0)
-        idx = np.flatnonzero(scaled)
         mean, std = np.zeros(a.shape[1]), np.zeros(a.shape[1])
-        if len(idx):
-            mean[idx], std[idx] = column_stats(a[:, idx] if len(idx) < a.shape[1] else a)
+        for lo, hi in runs(scaled):  # side-by-side scaled columns as one view: no copy of the others
+            mean[lo:hi], std[lo:hi] = column_stats(a[:, lo:hi])
     mean, std = np.clip(mean, -FLOAT32_MAX, FLOAT32_MAX), np.minimum(std, FLOAT32_MAX)
     safe = np.where(std >= FLOAT32_TINY, std, 1.0)
     if scaled is not None:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-SCALE_CHUNK = 1 << 16  # rows scaled at a time in float64 (no float64 copy of the whole table)
+SCALE_CHUNK = 1 << 16  # rows scaled at a time (one chunk-sized temporary, never a copy of the whole table)
 
 
 def display_path(path: Path) -> str:
@@ -29,27 +29,34 @@ class Scaling:
     std: list[float]
 
     def apply(self, a: np.ndarray, names: Optional[list[str]] = None, where: str = "") -> None:
-        """Scale ``a`` (rows, columns) in place. Computed in float64, a chunk of rows at a time, then stored in
-        ``a``'s dtype: float32 data of ±3.4e38 scale to finite values (``v − mean`` alone would overflow
-        float32). A value that is not finite in ``a``'s dtype once scaled (3e38 under a std of 0.001) is a
-        DataError naming the file (``where``) and the column (``names``)."""
+        """Scale ``a`` (rows, columns) in place. A column of mean 0 and std 1 (one-hot, indicator) is not
+        touched (v − 0 and v / 1 are v), so a wide one-hot table costs only its scaled columns. The others are
+        computed in float64, a chunk of rows at a time, then stored in ``a``'s dtype: the mean is not rounded to
+        float32 first (a column near 1000 with a std of 1e-4 would lose a third of a unit), and float32 data of
+        ±3.4e38 scale to finite values (``v − mean`` alone would overflow float32). A value not finite in
+        ``a``'s dtype once scaled (3e38 under a std of 0.001) is a DataError naming the file (``where``) and the
+        column (``names``)."""
         mean, std = np.asarray(self.mean, dtype=np.float64), np.asarray(self.std, dtype=np.float64)
+        d = np.diff(np.concatenate([[0], ((mean != 0) | (std != 1)).astype(np.int8), [0]]))
+        rows = a.reshape(a.shape[0], -1)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            for lo in range(0, a.shape[0], SCALE_CHUNK):
-                part = ((a[lo:lo + SCALE_CHUNK].astype(np.float64) - mean) / std).astype(a.dtype)
-                bad = ~np.isfinite(part)
-                if bad.any():
-                    raise self._not_finite(a, lo, np.argwhere(bad)[0], mean, std, names, where)
-                a[lo:lo + SCALE_CHUNK] = part
+            for c0, c1 in zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()):
+                for lo in range(0, rows.shape[0], SCALE_CHUNK):
+                    part = rows[lo:lo + SCALE_CHUNK, c0:c1]
+                    scaled = ((part.astype(np.float64) - mean[c0:c1]) / std[c0:c1]).astype(a.dtype)
+                    bad = np.argwhere(~np.isfinite(scaled))
+                    if len(bad):
+                        raise self._not_finite(rows, lo, bad[0] + [0, c0], mean, std, names, where)
+                    part[...] = scaled
 
     @staticmethod
     def _not_finite(a: np.ndarray, lo: int, at: np.ndarray, mean: np.ndarray, std: np.ndarray,
                     names: Optional[list[str]], where: str) -> Exception:
         from backprop_cli.errors import DataError
 
-        row, col = int(lo + at[0]), (int(at[1]) if len(at) > 1 else 0)
+        row, col = int(lo + at[0]), int(at[1])
         name = repr(names[col]) if names is not None and col < len(names) else f"{col + 1}"
-        value = float(a[(row, col) if a.ndim > 1 else row])
+        value = float(a[row, col])
         return DataError(f"{where + ': ' if where else ''}column {name}: a value is not finite in {a.dtype} once "
                          f"scaled (got {value:.9g}, mean {float(mean[col]):.9g}, std {float(std[col]):.9g})")
 
