@@ -137,8 +137,12 @@ def test_the_readme_shows_a_picture_a_quick_start_command_makes():
     """The quick start's picture is one its own commands write (so a reader who runs them gets it)."""
     text = (ROOT / "README.md").read_text()
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert pictures == ["docs/compare.png"]
+    assert pictures == ["docs/compare.png", "docs/img/tune.png"]
     assert any("--plot docs/compare.png" in c for c, _ in commands(text))
+    # the search's picture: the README names the command, and docs/tune.md's run of it (tested there) draws it
+    assert "`backprop tune --config configs/tune.yaml --trials 12 --plot docs/img/tune.png`" in text
+    assert any(c.startswith("backprop tune --config configs/tune.yaml --trials 12 --plot docs/img/tune.png")
+               for c, _ in commands((ROOT / "docs" / "tune.md").read_text()))
 
 
 def test_the_tutorial_covers_the_walkthrough():

@@ -76,10 +76,22 @@ def _text(cell: Cell) -> Text:
     return cell.copy() if isinstance(cell, Text) else Text(str(cell))
 
 def _fold(text: Text, limit: int) -> list[Text]:
-    """``text`` in pieces of at most ``limit`` characters (only what no layout can fit is folded)."""
-    if limit <= 0 or len(text.plain) <= limit:
+    """``text`` in pieces of at most ``limit`` characters (only what no layout can fit is folded), each
+    broken after a space where one lies in the piece's second half, so that a number or word is not split
+    over two lines unless it is longer than half the width; a continued piece keeps the text's indent."""
+    plain = text.plain
+    if limit <= 0 or len(plain) <= limit:
         return [text]
-    return list(text.divide(range(limit, len(text.plain), limit)))
+    indent = len(plain) - len(plain.lstrip(" "))
+    indent = indent if indent < limit // 2 else 0
+    cuts, start, room = [], 0, limit
+    while len(plain) - start > room:
+        space = plain.rfind(" ", start + room // 2, start + room)
+        end = space + 1 if space > 0 else start + room
+        cuts.append(end)
+        start, room = end, limit - indent
+    pieces = list(text.divide(cuts))
+    return [pieces[0]] + [Text(" " * indent) + p for p in pieces[1:]]
 
 def _pad(cell: Cell, width: int, align: str) -> Text:
     text = _text(cell)
