@@ -52,6 +52,10 @@ optimizer:
 
 scheduler: none                # none | step (step_size, gamma) | cosine (T_max, eta_min)
                                #   | warmup_cosine (warmup_steps, T_max, eta_min)
+                               #   | reduce_on_plateau (factor, patience, min_lr, threshold,
+                               #   cooldown; on val_loss, needs data.validation)
+                               #   | one_cycle (max_lr, pct_start, anneal_strategy, div_factor,
+                               #   final_div_factor)
 
 data:
 {data}
