@@ -14,13 +14,16 @@ from backprop_cli.core.records import ALL_METRICS
 
 
 def finite(value: Any) -> Any:
-    """A copy of plain data with every non-finite float replaced by None (dicts, lists, tuples)."""
+    """A copy of plain data with every non-finite float replaced by None (dicts, lists, tuples; a numpy
+    array or number as its lists and Python numbers)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # an evaluation's confusion matrix
+        return finite(value.tolist())
     return value
 
 
@@ -107,25 +110,3 @@ def evaluate_document(result: dict) -> dict:
     keys = ("checkpoint", "step", "data", "rows", "training_rows", "loss", *ALL_METRICS, "classes", "confusion",
             "per_class")
     return finite({k: result[k] for k in keys if k in result})
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.7g}" if math.isfinite(v) else ""
-    return str(v)
-
-
-def predictions_text(header: list[str], rows: list[list], fmt: str) -> str:
-    """``predict``'s output: CSV (a header row, then one row per input row; numbers with 7 significant
-    digits), or JSON ``{"columns": [...], "predictions": [{column: value}, ...]}``."""
-    if fmt == "json":
-        return json_text({"columns": list(header), "predictions": [dict(zip(header, r)) for r in rows]}) + "\n"
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for r in rows:
-        w.writerow([_cell(v) for v in r])
-    return buf.getvalue()
