@@ -50,17 +50,34 @@ def _plain(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+def _csv_column(col: list) -> list[str]:
+    """One column's cells as text, column-wise: the common cases (finite floats, integers, plain texts)
+    without a call per cell."""
+    kinds = set(map(type, col))
+    if kinds == {float} and all(map(math.isfinite, col)):
+        return [f"{v:.7g}" for v in col]
+    if kinds == {int}:
+        return list(map(str, col))
+    if kinds == {str}:
+        return [t if t.isprintable() and not t.startswith(FORMULA_PREFIXES) else csv_text(t) for t in col]
+    return list(map(_cell, col))
+
+
 def predictions_chunks(header: list[str], batches: Iterable[list[list]], fmt: str) -> Iterator[str]:
-    """``predict``'s output as text, one chunk per batch of rows: ``csv`` (a header row, then one row per input
-    row; numbers with 7 significant digits, an empty cell for a non-finite one); ``json``: ``{"columns": [...],
-    "predictions": [{column: value}, ...]}``, the array written one object per line as the rows come;
-    ``jsonl`` (JSON Lines): one ``{column: value}`` object per line. A non-finite number is ``null`` in JSON."""
+    """``predict``'s output as text, one chunk per batch (a batch: a list of columns, each a list of values):
+    ``csv`` (a header row, then one row per input row; numbers with 7 significant digits, an empty cell for
+    a non-finite one); ``json``: ``{"columns": [...], "predictions": [{column: value}, ...]}``, the array
+    written one object per line as the rows come; ``jsonl`` (JSON Lines): one ``{column: value}`` object per
+    line. A non-finite number is ``null`` in JSON."""
     if fmt in ("json", "jsonl"):
         first = True
         if fmt == "json":
             yield '{"columns": ' + json.dumps(list(header)) + ', "predictions": ['
-        for rows in batches:
-            lines = [json.dumps({k: _plain(v) for k, v in zip(header, r)}, allow_nan=False) for r in rows]
+        encode = json.JSONEncoder(allow_nan=False).encode
+        for columns in batches:
+            columns = [list(map(_plain, col)) if set(map(type, col)) <= {float, int} and not all(
+                map(math.isfinite, col)) else col for col in columns]
+            lines = [encode(dict(zip(header, row))) for row in zip(*columns)]
             if not lines:
                 continue
             if fmt == "jsonl":
@@ -74,8 +91,8 @@ def predictions_chunks(header: list[str], batches: Iterable[list[list]], fmt: st
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([csv_text(h) for h in header])
-    for rows in batches:
-        w.writerows([_cell(v) for v in r] for r in rows)
+    for columns in batches:
+        w.writerows(zip(*map(_csv_column, columns)))
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()
@@ -83,5 +100,5 @@ def predictions_chunks(header: list[str], batches: Iterable[list[list]], fmt: st
 
 
 def predictions_text(header: list[str], rows: list[list], fmt: str) -> str:
-    """``predict``'s whole output as one text (see :func:`predictions_chunks`)."""
-    return "".join(predictions_chunks(header, [rows], fmt))
+    """``predict``'s whole output as one text, from rows (see :func:`predictions_chunks`)."""
+    return "".join(predictions_chunks(header, [[list(c) for c in zip(*rows)] or [[] for _ in header]], fmt))

@@ -375,7 +375,8 @@ def prediction_columns(trained: Trained, keep: Optional[str] = None) -> list[str
 def predict_stream(trained: Trained, data: Path, keep: Optional[str] = None, table=None,
                    batch_rows: int = PREDICT_BATCH_ROWS, stream: Optional[bool] = None,
                    ) -> tuple[list[str], Iterator[list[list]]]:
-    """(column names, the output rows a batch at a time, in input order). Regression: one column per target,
+    """(column names, the output a batch at a time, in input order: each batch a list of columns, each a list
+    of Python values, one per row). Regression: one column per target,
     in the original units; cross_entropy: ``prediction`` (the class name) and ``p_<class>``; bce_with_logits:
     each target column's 0/1 prediction and ``p_<target>``. ``keep``: a column of the input passed through
     first (an id). The input is read a batch at a time too (data.batched: Parquet row groups, pyarrow's
@@ -399,32 +400,33 @@ def predict_stream(trained: Trained, data: Path, keep: Optional[str] = None, tab
             for lo in range(0, raw.rows, batch_rows):
                 part = raw if raw.rows <= batch_rows else rows_of(raw, lo, min(lo + batch_rows, raw.rows))
                 x, _, kept, _ = encoded(trained, part, None)
-                rows = _rows(trained, outputs(trained.model, torch.from_numpy(x)).float())
-                yield rows if kept is None else [[k, *r] for k, r in zip(kept, rows)]
+                columns = _columns_of(trained, outputs(trained.model, torch.from_numpy(x)).float())
+                yield columns if kept is None else [list(kept), *columns]
         if total == 0:
             raise DataError(f"{src.where}: no data rows after the header")
 
     return header, batches()
 
 
-def _rows(trained: Trained, out: torch.Tensor) -> list[list]:
-    """The output rows of one batch of the model's raw outputs (the per-batch transform)."""
+def _columns_of(trained: Trained, out: torch.Tensor) -> list[list]:
+    """The output columns of one batch of the model's raw outputs (the per-batch transform), as Python lists:
+    column-wise, so that no list per row is built."""
     task = task_of(trained.loss_name)
     if task == "classes":
         probs = torch.softmax(out, dim=1).numpy()
-        best = probs.argmax(axis=1)
-        return [[trained.classes[k], *p] for k, p in zip(best.tolist(), probs.tolist())]
+        names = trained.classes
+        return [[names[k] for k in probs.argmax(axis=1).tolist()], *probs.T.tolist()]
     if task == "binary":
-        probs = torch.sigmoid(out).numpy()
-        return [[*(int(v > 0.5) for v in p), *p] for p in probs.tolist()]
-    values = out.numpy().astype(np.float64)
+        probs = torch.sigmoid(out).numpy().reshape(len(out), -1)
+        return [*(probs > 0.5).astype(np.int64).T.tolist(), *probs.T.tolist()]
+    values = out.numpy().astype(np.float64).reshape(len(out), -1)
     if trained.y_scaling is not None:
         values = values * np.asarray(trained.y_scaling.std) + np.asarray(trained.y_scaling.mean)
-    return values.tolist()
+    return values.T.tolist()
 
 
 def predict(trained: Trained, data: Path, keep: Optional[str] = None, table=None) -> tuple[list[str], list[list]]:
     """One prediction per row of ``data``, in order: (column names, rows), all at once (the Python API; the
     command streams them: :func:`predict_stream`)."""
     header, batches = predict_stream(trained, data, keep, table)
-    return header, [row for batch in batches for row in batch]
+    return header, [list(row) for columns in batches for row in zip(*columns)]
