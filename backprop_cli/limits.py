@@ -12,6 +12,12 @@ MAX_SEED = 2**63 - 1
 MAX_INT_CHARS = 100
 MAX_SEEDS = 1000  # compare-optimizers --seeds: each seed is a whole run per optimizer
 MAX_EXPLAIN_UPDATES = 10_000  # explain --updates: the history is kept and shown row by row
+# Classes of a classification (a label column's distinct labels, a checkpoint's data.classes, a cross_entropy
+# model's outputs): every evaluation counts a classes × classes confusion matrix, so 10,000 classes in a 0.3 MB
+# CSV took gigabytes. init's bound too: it calls a text column with more distinct values not a class column.
+MAX_CLASSES = 1000
+# evaluate's and train's table show the confusion matrix up to this many classes; --format json has it whole.
+MAX_SHOWN_CONFUSION = 30
 
 THREADS_PER_CORE = 4  # the most --threads may ask for: more only slows torch down, and OpenMP aborts
 # Below this much work per step (6 · batch · parameters) one thread is as fast as all cores or faster:

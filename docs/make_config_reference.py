@@ -167,8 +167,9 @@ MEANING: dict[str, str] = {
     "data.csv.path": "CSV file with a header row, relative to the config file's folder; a regular file (a "
                      "directory, FIFO, device, dangling symlink or symlink loop is one error line)",
     "data.csv.target": "column name or list of names; for `cross_entropy` one column of class labels, text "
-                       "or numbers: the classes are the sorted distinct values (numbers sorted by value, `1` "
-                       "and `1.0` one class, integers named as integers) mapped to 0…K−1, and "
+                       "or numbers: the classes are the sorted distinct values (a label that reads as a finite "
+                       "number is named by its value: `1`, `1.0` and `01` one class `1`, `0.50` the class `0.5`; "
+                       "all numbers: sorted by value; `inf` is an error) mapped to 0…K−1, at most 1,000, and "
                        "`model.output_size` must be K",
     "data.csv.features": "the input columns; default: every other column",
     "data.csv.missing": "what a cell that is empty or one of `NA N/A n/a NaN nan -nan NULL null #N/A` becomes: `auto` (numbers the training rows' median, categories a `<missing>` level), `error` (an error naming its line and column), `drop_rows` (the row is left out; the run says how many), `mean`, `median`, `most_frequent` or `constant` (with `fill`), each statistic from the training rows; per column in `columns`; a row without a target is left out ([tables](tables.md))",

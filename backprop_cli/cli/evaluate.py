@@ -19,7 +19,8 @@ def evaluate(
                                                  "validation rows of the checkpoint's own config).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Use this config's data section "
                                                    "(and model, which must be the checkpoint's) instead of the "
-                                                   "checkpoint's own.")] = None,
+                                                   "checkpoint's own; --set alone overrides the checkpoint's "
+                                                   "own config.")] = None,
     set_: SetOpt = None,
     threads: ThreadsOpt = None,
     wide: WideOpt = False,
@@ -39,5 +40,5 @@ def evaluate(
     from backprop_cli.runs.prediction import load_trained
 
     set_threads(threads)
-    result = work(load_trained(checkpoint, cfg), data)
+    result = work(load_trained(checkpoint, cfg, None if config is not None else set_), data)
     emit(format, evaluate_document(result), lambda con, plain: render_with("render_evaluate", con, plain, result, wide=wide))

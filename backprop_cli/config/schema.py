@@ -300,6 +300,9 @@ class CsvData(_DataCommon):
         found = []
         if self.decimal == "," and (self.delimiter or ",") == ",":
             found.append((("decimal",), "decimal: ',' needs another data.delimiter (e.g. ';')", self.decimal))
+        for key, v in (("path", self.path), ("validation", self.validation)):
+            if isinstance(v, str) and "\x00" in v:  # open() would raise ValueError: embedded null byte
+                found.append(((key,), "a path cannot hold a NUL byte", v))
         if self.delimiter is not None and self.delimiter in "\"\r\n":
             found.append((("delimiter",), "a delimiter cannot be a quote or a line break", self.delimiter))
         if self.missing == "constant":

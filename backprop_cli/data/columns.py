@@ -14,6 +14,14 @@ from backprop_cli.data.readers import RawTable, Source, Text, missing_column
 from backprop_cli.errors import DataError
 
 DEFAULT_POLICY = {"number": "median", "category": "category", "binary": "most_frequent"}
+# What a missing cell in a missing: error column can be answered with where the model is a checkpoint's: each
+# hint is one the command can follow (predict takes no config; evaluate takes --set on the checkpoint's config)
+MISSING_HINTS = {
+    "evaluate": "the model was trained with missing: error; evaluate --set data.columns.{name}.missing=drop_rows "
+                "(or data.missing=drop_rows) leaves such rows out",
+    "predict": "the model was trained with missing: error, which fills nothing: train with a fill policy "
+               "(data.missing: auto, the default) to predict such rows",
+}
 
 
 def input_columns(spec: CsvData, header: list[str], src: Source) -> list[str]:
@@ -84,8 +92,8 @@ def rows_to_drop(enc: Encoding, raw: RawTable, targets: list[str], stage: str = 
             gone = raw.missing(c.name) & keep
             if gone.any():
                 row = int(np.argmax(gone))
-                hint = (f"set data.columns.{c.name}.missing (median, most_frequent, ...) or data.missing: drop_rows"
-                        if stage == "train" else "the model was trained with missing: error")
+                hint = MISSING_HINTS.get(stage, "set data.columns.{name}.missing (median, most_frequent, ...) or "
+                                         "data.missing: drop_rows").format(name=c.name)
                 raise DataError(f"{raw.source.where}{raw.source.at(row)}: column {c.name!r}: missing value; {hint}")
     return keep, no_target
 

@@ -14,10 +14,11 @@ from backprop_cli.data.columns import column_codes, input_columns, reader_roles,
 from backprop_cli.data.encoding import Encoding
 from backprop_cli.data.labels import labels_to_classes
 from backprop_cli.data.readers import RawTable, Source, read_header, read_raw, source_of
-from backprop_cli.data.split import scale, split_and_scale, validation_rows
+from backprop_cli.data.split import content_digest, scale, split_and_scale, validation_rows
 from backprop_cli.data.synthetic import synthetic
 from backprop_cli.data.tables import Dataset, Table
 from backprop_cli.errors import DataError
+from backprop_cli.limits import MAX_CLASSES
 
 
 def data_source(cfg: Config, path: Optional[Path] = None, key: str = "data.path") -> Source:
@@ -59,7 +60,7 @@ def targets_of(raw: RawTable, rows: np.ndarray, targets: list[str], loss: str,
                classes: Optional[list[str]] = None) -> tuple[np.ndarray, Optional[list[str]]]:
     """The target array of ``rows`` (float32 (rows, outputs), or int64 class indices) and the class names."""
     if task_of(loss) == "classes":
-        return labels_to_classes(raw.columns[targets[0]].take(rows), raw.source, targets[0], classes)
+        return labels_to_classes(raw.columns[targets[0]].take(rows), raw.source, targets[0], classes, rows)
     y = np.empty((len(rows), len(targets)), dtype=np.float32)
     for j, name in enumerate(targets):
         y[:, j] = raw.columns[name][rows]
@@ -110,7 +111,8 @@ def _read_table(cfg: Config, encoding: Optional[Encoding], keep_rows: bool = Fal
     src = data_source(cfg)
     raw, features, enc = read_file(src, spec, loss, encoding)
     targets = spec.target_columns
-    keep, no_target = rows_to_drop(enc, raw, targets)
+    stage = "train" if encoding is None else "evaluate"  # evaluate: a checkpoint's own validation rows
+    keep, no_target = rows_to_drop(enc, raw, targets, stage)
     kept = np.flatnonzero(keep)
     dropped = raw.rows - len(kept)
     if len(kept) == 0:
@@ -121,7 +123,8 @@ def _read_table(cfg: Config, encoding: Optional[Encoding], keep_rows: bool = Fal
     if vpath is not None:
         train_rows, split, text = kept, None, None
     else:
-        mask, split, text = validation_rows(y, src.where, cfg)
+        mask, split, text = validation_rows(y, src.where, cfg, content_digest(raw.columns, kept, [*features, *targets])
+                                            if isinstance(spec.validation, float) else None)
         train_rows = kept if mask is None else kept[~mask]
         if mask is not None:
             val = (kept[mask], y[mask])
@@ -140,13 +143,14 @@ def _read_table(cfg: Config, encoding: Optional[Encoding], keep_rows: bool = Fal
     if vpath is not None:
         vsrc = data_source(cfg, vpath, "data.validation")
         vraw, _, _ = read_file(vsrc, spec, loss, enc, features)
-        vkeep, _ = rows_to_drop(enc, vraw, targets, "validation")
+        vkeep, _ = rows_to_drop(enc, vraw, targets, stage)
         vrows = np.flatnonzero(vkeep)
         if len(vrows) == 0:
             raise DataError(f"{vsrc.where}: no data rows left (every row has a missing cell in a used column)")
         table.val_x = enc.transform(vraw, vrows, "validation")
         table.val_y, _ = targets_of(vraw, vrows, targets, loss, classes)
-        table.split = {"validation": "file", "path": vsrc.where, "rows": int(len(vrows))}
+        table.split = {"validation": "file", "path": vsrc.where, "rows": int(len(vrows)),
+                       "content": content_digest(vraw.columns, vrows, [*features, *targets])}
         table.val_source = vsrc.where
     scale(table, cfg, enc.scaled())
     if cfg.model.input_size is None:
@@ -176,6 +180,10 @@ def check_fits(cfg: Config, ds: Table) -> None:
                         f"{m.input_size}; set model.input_size: auto (or {nfeat})")
     if task_of(loss) == "classes":
         k = len(ds.classes) if ds.classes is not None else int(ds.y.max()) + 1
+        if m.output_size > MAX_CLASSES:  # synthetic classes (a label column is bounded as it is read)
+            raise DataError(f"{ds.source}: model.output_size: {m.output_size:,} classes, more than the "
+                            f"{MAX_CLASSES:,} a classification may have (every evaluation counts a classes × "
+                            "classes confusion matrix)")
         if k != m.output_size:
             names = ", ".join(ds.classes[:8]) + (", …" if len(ds.classes) > 8 else "") if ds.classes else ""
             raise DataError(f"{ds.source}: the target has {k} classes ({names}) but model.output_size is "

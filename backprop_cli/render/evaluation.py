@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from backprop_cli.core.records import ALL_METRICS
+from backprop_cli.limits import MAX_SHOWN_CONFUSION
 from backprop_cli.render.console import fmt
 from backprop_cli.render.fit import Col, FitTable, print_blocks
 
@@ -24,7 +25,10 @@ def evaluation_tables(detail: Optional[dict], plain: bool, wide: bool = False) -
         t.add_row(row["class"], fmt(row["precision"]), fmt(row["recall"]), fmt(row["f1"]), str(row["support"]))
     blocks: list = [t]
     conf = detail.get("confusion")
-    if conf:
+    if conf is not None and len(conf) > MAX_SHOWN_CONFUSION:
+        blocks.append(Text(f"confusion matrix: {len(conf):,} × {len(conf):,} classes, more than the "
+                           f"{MAX_SHOWN_CONFUSION} shown as a table; --format json has it whole"))
+    elif conf is not None and len(conf):
         names = detail["classes"]
         c = FitTable("confusion matrix", [Col("true \\ predicted", align="left")] + [Col(n) for n in names],
                      plain=plain, wide=wide, label=0)

@@ -25,6 +25,7 @@ import copy
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -160,19 +161,20 @@ class _Accumulator:
         loss = float(self.loss_sum) / rows if rows else math.nan
         out: dict = {"loss": loss}
         if self.kind == "classes":
-            conf = self.confusion.tolist() if self.confusion is not None else []
-            total = sum(map(sum, conf))
-            out["accuracy"] = sum(conf[i][i] for i in range(len(conf))) / total if total else math.nan
+            # array sums, not Python loops over a k×k list (k ≤ limits.MAX_CLASSES); the matrix stays an array
+            conf = (self.confusion.cpu().numpy() if self.confusion is not None
+                    else np.zeros((self.k or 0, self.k or 0), dtype=np.int64))
+            k = conf.shape[0]
+            total = int(conf.sum())
+            tp, predicted, actual = np.diagonal(conf).tolist(), conf.sum(0).tolist(), conf.sum(1).tolist()
+            out["accuracy"] = sum(tp) / total if total else math.nan
+            per_class = [_prf(name, tp[i], predicted[i] - tp[i], actual[i] - tp[i])
+                         for i, name in enumerate(self.classes or [str(i) for i in range(k)])]
             if detail:
-                names = self.classes or [str(i) for i in range(len(conf))]
-                out["classes"] = list(names)
-                out["confusion"] = conf
-                out["per_class"] = [_prf(name, conf[i][i], sum(row[i] for row in conf) - conf[i][i],
-                                         sum(conf[i]) - conf[i][i]) for i, name in enumerate(names)]
-            k = len(conf)
-            f1 = [_prf("", conf[i][i], sum(row[i] for row in conf) - conf[i][i], sum(conf[i]) - conf[i][i])["f1"]
-                  for i in range(k)]
-            out["f1_macro"] = sum(f1) / k if k and total else math.nan
+                out["classes"] = [row["class"] for row in per_class]
+                out["confusion"] = conf  # rows: true class, columns: predicted; JSON writes it as lists
+                out["per_class"] = per_class
+            out["f1_macro"] = sum(row["f1"] for row in per_class) / k if k and total else math.nan
             out["roc_auc"] = self._auc_one_vs_rest(k)
             out["log_loss"] = float(self.nll_sum) / total if total else math.nan
         elif self.kind == "binary":
@@ -192,7 +194,7 @@ class _Accumulator:
                 if len(c) == 1:
                     tp, fp, fn, tn = c[0]
                     out["classes"] = ["0", "1"]
-                    out["confusion"] = [[int(tn), int(fp)], [int(fn), int(tp)]]
+                    out["confusion"] = np.array([[tn, fp], [fn, tp]], dtype=np.int64)
         else:
             cols = self.sum_y.shape[0]
             n = rows // cols if cols else 0

@@ -8,9 +8,10 @@ none: its features and targets come from its config, no scaling, classes named 0
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from backprop_cli.data.load import read_table, targets_of
 from backprop_cli.data.readers import read_raw, source_of
 from backprop_cli.data.tables import Scaling
 from backprop_cli.errors import CheckpointError, ConfigError, DataError
+from backprop_cli.limits import MAX_CLASSES
 from backprop_cli.runs.evaluation import measure, outputs
 from backprop_cli.core.model import Net, build_model
 
@@ -45,24 +47,33 @@ class Trained:
     split: Optional[dict]
     encoding: Optional[Encoding] = None
     saved: Optional[dict] = None  # the file's own step, config and data sections, as stored (export writes them)
+    config_given: bool = False  # cfg is the user's (evaluate --config), not the checkpoint's own
 
     @property
     def loss_name(self) -> str:
         return self.cfg.loss.name
 
 
-def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
+def load_trained(path: Path, cfg: Optional[Config] = None, overrides: Optional[list[str]] = None) -> Trained:
     """The checkpoint's model (weights loaded, eval mode); a safetensors file of ``backprop export`` is taken as
     a checkpoint without optimizer and RNG state. ``cfg``: a config to use instead of the
-    checkpoint's own (``evaluate --config``: its data section; the model must be the checkpoint's)."""
+    checkpoint's own (``evaluate --config``: its data section; the model must be the checkpoint's);
+    ``overrides``: ``--set`` on the checkpoint's own config (``evaluate --set`` without ``--config``). The
+    config's missing-cell policies ``drop_rows`` and ``error`` apply to the checkpoint's columns (they need no
+    fitted value); a fill the model was not trained with is one line."""
     state = load_safetensors(path) if is_safetensors(path) else load_checkpoint(path)  # backprop export's file
     data = state.get("data") or {}
+    base = data.get("base_dir")
+    if isinstance(base, str) and "\x00" in base:  # a crafted checkpoint: open() would raise ValueError
+        raise CheckpointError(f"{path}: data.base_dir: a folder name cannot hold a NUL byte (got {base!r})")
+    given = cfg is not None
     if cfg is None:
-        base = data.get("base_dir")
         try:
             cfg = validate(dict(state["config"]), source=f"{path} (its config)",
-                           base_dir=Path(base) if isinstance(base, str) else None)
+                           base_dir=Path(base) if isinstance(base, str) else None, overrides=overrides)
         except ConfigError as e:
+            if overrides:
+                raise
             raise CheckpointError(f"{path}: the config inside the checkpoint is not valid: {e.problems[0]}") from None
     features = data.get("features")
     targets = data.get("targets")
@@ -73,11 +84,22 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
             raise CheckpointError(f"{path}: the checkpoint does not name its feature columns (it was written "
                                   "before checkpoints kept them, without data.features): give --config with "
                                   "data.features")
+    named = "data.targets" if targets is not None else "the config's data.target"
     if targets is None:
         targets = cfg.data.target_columns if isinstance(cfg.data, CsvData) else [f"y{i}" for i in
                                                                                  range(cfg.model.output_size)]
     classes = data.get("classes")
-    if classes is None and task_of(cfg.loss) == "classes":
+    task = task_of(cfg.loss)
+    if task == "classes" and max(cfg.model.output_size, len(classes or ())) > MAX_CLASSES:
+        raise CheckpointError(f"{path}: {max(cfg.model.output_size, len(classes or ())):,} classes, more than the "
+                              f"{MAX_CLASSES:,} a classification may have")
+    want = 1 if task == "classes" else cfg.model.output_size
+    if len(targets) != want:  # a crafted or mismatched data.targets: the metrics would broadcast, predict invent
+        raise CheckpointError(f"{path}: {named} names {len(targets)} column{'s' * (len(targets) != 1)} ("
+                              f"{', '.join(map(repr, targets[:4]))}{', …' if len(targets) > 4 else ''}) but the "
+                              f"model's {cfg.loss.name} takes " + ("1 label column" if task == "classes" else
+                                                                   f"{want} target column{'s' * (want != 1)}"))
+    if classes is None and task == "classes":
         classes = [str(k) for k in range(cfg.model.output_size)]
     if data.get("encoding") is not None:
         try:
@@ -88,6 +110,7 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
             raise CheckpointError(f"{path}: data.encoding does not code the columns data.features names")
     else:  # written before column types: every feature a number, no missing cells
         encoding = Encoding([ColumnCode(name, "number", "error") for name in features])
+    encoding = with_config_policies(encoding, cfg, given or bool(overrides))
     xs = data.get("x_scaling")
     if xs is not None and len(xs["mean"]) != encoding.width:
         raise CheckpointError(f"{path}: data.x_scaling has {len(xs['mean'])} columns, data.encoding {encoding.width}")
@@ -103,7 +126,50 @@ def load_trained(path: Path, cfg: Optional[Config] = None) -> Trained:
     return Trained(Path(path), int(state["step"]), cfg, model, list(features), list(targets), classes,
                    Scaling.from_plain(data.get("x_scaling")), Scaling.from_plain(data.get("y_scaling")),
                    data.get("split"), encoding,
-                   {"step": state["step"], "config": state["config"], "data": state.get("data")})
+                   {"step": state["step"], "config": state["config"], "data": state.get("data")}, given)
+
+
+def with_config_policies(enc: Encoding, cfg: Config, given: bool) -> Encoding:
+    """The checkpoint's column codes with the config's missing policies where they apply to any model:
+    ``drop_rows`` and ``error`` (a checkpoint written before column types records every column as ``error``).
+    ``given`` (the user's --config or --set): a fill policy other than the model's is a ConfigError."""
+    import dataclasses
+
+    spec = cfg.data
+    if not isinstance(spec, CsvData):
+        return enc
+    out = []
+    for code in enc.columns:
+        own = (spec.columns or {}).get(code.name)
+        asked = (own.missing if own is not None else None) or spec.missing
+        key = f"data.columns.{code.name}.missing" if own is not None and own.missing else "data.missing"
+        if asked in ("drop_rows", "error"):
+            code = dataclasses.replace(code, missing=asked)
+        elif given and asked != "auto" and asked != code.missing and not (
+                code.type != "number" and asked in ("mean", "median")):
+            raise ConfigError(f"{key}: {asked} for column {code.name!r}: the model was trained with missing: "
+                              f"{code.missing} and holds no {asked} fill for it; evaluate fills a cell only as the "
+                              "model learnt, or leaves the row out (drop_rows) or refuses it (error)")
+        out.append(code)
+    return Encoding(out)
+
+
+def _source(trained: Trained, path: Path, key: str):
+    spec = trained.cfg.data
+    delimiter, decimal = (spec.delimiter, spec.decimal) if isinstance(spec, CsvData) else (None, ".")
+    src = source_of(path, key, None, ".")
+    if src.format == "text" and delimiter is not None and not str(path).lower().removesuffix(".gz").endswith(
+            (".tsv", ".tab")):
+        src = source_of(path, key, delimiter, decimal)
+    return src
+
+
+def _columns(trained: Trained, targets: bool) -> tuple[list[str], list[str], list[str]]:
+    """(target names read, number columns, text columns) of a file read for this model."""
+    enc = trained.encoding
+    labels = task_of(trained.loss_name) == "classes"
+    names = list(trained.targets) if targets else []
+    return names, enc.number_columns() + ([] if labels else names), enc.text_columns() + (names if labels else [])
 
 
 def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str] = None,
@@ -113,41 +179,44 @@ def read_rows(trained: Trained, path: Path, *, targets: bool, keep: Optional[str
     cells are filled by the columns' policies; with ``targets`` (evaluate) a row without a target, or with a
     missing cell in a ``drop_rows`` column, is left out. ``table``: a pyarrow Table to read instead of the file,
     as a Parquet file's columns are read (``path`` then only names it in messages)."""
-    spec = trained.cfg.data
-    delimiter, decimal = (spec.delimiter, spec.decimal) if isinstance(spec, CsvData) else (None, ".")
-    src = source_of(path, key, None, ".")
-    if src.format == "text" and delimiter is not None and not str(path).lower().removesuffix(".gz").endswith(
-            (".tsv", ".tab")):
-        src = source_of(path, key, delimiter, decimal)
-    enc = trained.encoding
-    labels = task_of(trained.loss_name) == "classes"
-    names = list(trained.targets) if targets else []
-    numbers = enc.number_columns() + ([] if labels else names)
-    texts = enc.text_columns() + (names if labels else [])
+    src = _source(trained, path, key)
+    names, numbers, texts = _columns(trained, targets)
     if table is None:
         raw = read_raw(src, numbers=numbers, texts=texts, keep=keep)
     else:
         raw = _in_memory(table, Path(path), key, numbers, texts, keep)
     if raw.rows == 0:
         raise DataError(f"{src.where}: no data rows after the header")
-    kept_rows, _ = rows_to_drop(enc, raw, names, "evaluate" if targets else "predict")
-    rows = np.flatnonzero(kept_rows)
-    if len(rows) == 0:
+    x, y, kept, dropped = encoded(trained, raw, names if targets else None, src.where)
+    if len(x) == 0:
         raise DataError(f"{src.where}: no rows left to evaluate (every row lacks a target or has a missing cell in "
                         "a drop_rows column)")
-    x = enc.transform(raw, rows, "predict")
-    if trained.x_scaling is not None:
-        trained.x_scaling.apply(x, enc.names(), src.where)
-    y = None
-    if targets:
-        y, _ = targets_of(raw, rows, names, trained.loss_name, trained.classes if labels else None)
-        if not labels and trained.y_scaling is not None:
-            trained.y_scaling.apply(y, names, src.where)
-    kept = [raw.kept[i] for i in rows] if keep is not None else None
-    dropped = raw.rows - len(rows)
     where = src.where + (f" ({dropped} rows without a target or with a drop_rows cell missing, left out)"
                          if dropped else "")
     return x, y, kept, where
+
+
+def encoded(trained: Trained, raw, targets: Optional[list[str]], where: str = ""):
+    """(x encoded and scaled, y or None, the kept cells or None, rows left out) of one RawTable (a whole file or
+    a batch of its rows); ``targets``: the target columns (evaluate), or None (predict: every row); ``where``:
+    the file, named by a value that is not finite once scaled."""
+    enc = trained.encoding
+    labels = task_of(trained.loss_name) == "classes"
+    kept_rows, _ = rows_to_drop(enc, raw, targets or [], "evaluate" if targets is not None else "predict")
+    rows = np.flatnonzero(kept_rows)
+    whole = len(rows) == raw.rows
+    x = enc.transform(raw, None if whole else rows, "predict")
+    if trained.x_scaling is not None:
+        trained.x_scaling.apply(x, enc.names(), where)
+    y = None
+    if targets is not None:
+        y, _ = targets_of(raw, rows, targets, trained.loss_name, trained.classes if labels else None)
+        if not labels and trained.y_scaling is not None:
+            trained.y_scaling.apply(y, list(targets), where)
+    kept = None
+    if raw.kept is not None:
+        kept = raw.kept if whole else [raw.kept[i] for i in rows]
+    return x, y, kept, raw.rows - len(rows)
 
 
 def _in_memory(table, path: Path, key: str, numbers: list[str], texts: list[str], keep: Optional[str]):
@@ -169,12 +238,8 @@ def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
     validation = getattr(cfg.data, "validation", None)
     if validation is None:
         raise DataError(f"{trained.path}: its run had no validation data; give --data CSV")
-    raw = cfg.model_copy(update={"data": cfg.data.model_copy(update={"standardize": False,
-                                                                       "standardize_target": False})})
-    raw._base_dir, raw._source = cfg.base_dir, cfg.source
-    table = read_table(raw, trained.encoding if (trained.cfg.data.kind == "csv") else None)
-    saved = trained.split or {}
-    if saved.get("digest") is not None and (table.split or {}).get("digest") != saved["digest"]:
+    table = _read_own_data(trained)
+    if not same_split(trained.split, table.split):
         raise DataError(f"{table.source}: the data no longer gives the validation rows the checkpoint's run held "
                         "out (the file changed); give --data CSV")
     x, y = table.val_x, table.val_y
@@ -186,6 +251,61 @@ def own_validation(trained: Trained) -> tuple[np.ndarray, np.ndarray, str]:
     return x, y, table.val_source or table.source
 
 
+def same_split(saved: Optional[dict], mine: Optional[dict]) -> bool:
+    """Whether the data read again gives the split the checkpoint recorded: the held-out rows' indices
+    (``digest``) and the rows' content (``content``, in checkpoints written since it is recorded: an older one
+    is checked for what it has)."""
+    saved, mine = saved or {}, mine or {}
+    return all(saved.get(k) is None or mine.get(k) == saved[k] for k in ("digest", "content"))
+
+
+def _read_own_data(trained: Trained, encoding: bool = True):
+    """The data of the checkpoint's config, read as in training without scaling. When the checkpoint's own
+    config names the file (no --config), an error names the file and the problem, never the file's content:
+    a crafted checkpoint may name any file (``data.path: /etc/passwd``)."""
+    from backprop_cli.data.load import data_source
+    from backprop_cli.data.readers import read_header
+
+    cfg = trained.cfg
+    raw = cfg.model_copy(update={"data": cfg.data.model_copy(update={"standardize": False,
+                                                                       "standardize_target": False})})
+    raw._base_dir, raw._source = cfg.base_dir, cfg.source
+    enc = trained.encoding if encoding and cfg.data.kind == "csv" else None
+    if trained.config_given or not isinstance(cfg.data, CsvData):
+        return read_table(raw, enc)
+    names = {*trained.features, *trained.targets, *(trained.classes or ())}
+    for path, key in ((raw.data_path(), "data.path"), (raw.validation_path(), "data.validation")):
+        if path is None:
+            continue
+        src = data_source(raw, path, key)
+        try:
+            header = read_header(src)
+        except DataError as e:
+            raise DataError(without_content(str(e), names)) from None
+        absent = [n for n in [*trained.features, *cfg.data.target_columns] if n not in header]
+        if absent:
+            raise DataError(f"{src.where}: the checkpoint's config names this file ({key}), but it has no "
+                            f"column {absent[0]!r} of the run's: not the run's data; give --data CSV")
+    try:
+        return read_table(raw, enc)
+    except DataError as e:
+        raise DataError(without_content(str(e), names)) from None
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+_LISTED = re.compile(r" \((?:got|columns:)[^()]*\)")
+
+
+def without_content(message: str, names: set) -> str:
+    """An error line about a file a checkpoint names, with what came from the file taken out: every quoted text
+    that is not one of the checkpoint's own names becomes '…', and the lists of what the file holds
+    (``(columns: ...)``, ``(got ...)``) are left out."""
+    def quoted(m: re.Match) -> str:
+        return m.group(0) if m.group(0)[1:-1] in names else "'…'"
+
+    return _LISTED.sub("", _QUOTED.sub(quoted, message))
+
+
 def training_rows_among(trained: Trained, x: np.ndarray) -> Optional[int]:
     """How many of these rows (scaled as in training) are rows the checkpoint's run trained on: its config's
     CSV read again, split as in training (the saved validation digest must still match), its training rows'
@@ -193,15 +313,11 @@ def training_rows_among(trained: Trained, x: np.ndarray) -> Optional[int]:
     cfg = trained.cfg
     if not isinstance(cfg.data, CsvData):
         return None
-    raw = cfg.model_copy(update={"data": cfg.data.model_copy(update={"standardize": False,
-                                                                       "standardize_target": False})})
-    raw._base_dir, raw._source = cfg.base_dir, cfg.source
     try:
-        table = read_table(raw)
+        table = _read_own_data(trained, encoding=False)
     except (DataError, OSError):
         return None
-    saved = (trained.split or {}).get("digest")
-    if saved is not None and (table.split or {}).get("digest") != saved:
+    if not same_split(trained.split, table.split):
         return None
     seen = np.ascontiguousarray(np.array(table.x, dtype=x.dtype, copy=True))
     if trained.x_scaling is not None:
@@ -231,30 +347,91 @@ def evaluate(trained: Trained, data: Optional[Path] = None, table=None) -> dict:
             **({"training_rows": seen} if seen is not None else {}), **result}
 
 
-def predict(trained: Trained, data: Path, keep: Optional[str] = None, table=None) -> tuple[list[str], list[list]]:
-    """One prediction per row of ``data``, in order: (column names, rows). Regression: one column per target,
+PREDICT_BATCH_ROWS = 65_536  # rows per batch read (Parquet), per forward pass and per write
+
+
+def prediction_columns(trained: Trained, keep: Optional[str] = None) -> list[str]:
+    """The output's column names, in order (see :func:`predict_stream`): distinct, or a ConfigError naming the
+    clash before any work: a ``--keep`` column named ``prediction`` or ``p_<class>``, or class or target names
+    whose columns coincide, would make a JSON object drop one of them."""
+    task = task_of(trained.loss_name)
+    if task == "classes":
+        header = ["prediction"] + [f"p_{c}" for c in trained.classes]
+    elif task == "binary":
+        header = [*trained.targets, *(f"p_{t}" for t in trained.targets)]
+    else:
+        header = list(trained.targets)
+    if keep is not None:
+        if keep == "":
+            raise ConfigError("--keep: expected a column name (got '')")
+        header = [keep, *header]
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            mine = keep is not None and name == keep
+            what = f"--keep {keep!r}" if mine else "the checkpoint's class or target names"
+            raise ConfigError(f"{what}: the predictions would have two columns named {name!r} (columns: "
+                              f"{', '.join(header[:8])}{', …' if len(header) > 8 else ''}); "
+                              + ("keep another column" if mine else "the checkpoint is not usable for predict"))
+        seen.add(name)
+    return header
+
+
+def predict_stream(trained: Trained, data: Path, keep: Optional[str] = None, table=None,
+                   batch_rows: int = PREDICT_BATCH_ROWS, stream: Optional[bool] = None,
+                   ) -> tuple[list[str], Iterator[list[list]]]:
+    """(column names, the output a batch at a time, in input order: each batch a list of columns, each a list
+    of Python values, one per row). Regression: one column per target,
     in the original units; cross_entropy: ``prediction`` (the class name) and ``p_<class>``; bce_with_logits:
     each target column's 0/1 prediction and ``p_<target>``. ``keep``: a column of the input passed through
-    first (an id)."""
-    x, _, kept, _ = read_rows(trained, data, targets=False, keep=keep, table=table)
-    out = outputs(trained.model, torch.from_numpy(x)).float()
+    first (an id). The input is read a batch at a time too (data.batched: Parquet row groups, pyarrow's
+    streaming CSV reader for a large text file), so memory holds one batch; a bad cell is an error when its
+    batch is read, so the caller writes nowhere final until the iterator ends (cli/predict.py). ``table``: a
+    pyarrow Table in memory (the Python API), read whole."""
+    from backprop_cli.data.batched import raw_batches, rows_of
+
+    header = prediction_columns(trained, keep)
+    src = _source(trained, Path(data), "--data")
+    _, numbers, texts = _columns(trained, False)
+    if table is not None:
+        raws = iter([_in_memory(table, Path(data), "--data", numbers, texts, keep)])
+    else:
+        raws = raw_batches(src, numbers=numbers, texts=texts, keep=keep, batch_rows=batch_rows, stream=stream)
+
+    def batches() -> Iterator[list[list]]:
+        total = 0
+        for raw in raws:
+            total += raw.rows
+            for lo in range(0, raw.rows, batch_rows):
+                part = raw if raw.rows <= batch_rows else rows_of(raw, lo, min(lo + batch_rows, raw.rows))
+                x, _, kept, _ = encoded(trained, part, None, src.where)
+                columns = _columns_of(trained, outputs(trained.model, torch.from_numpy(x)).float())
+                yield columns if kept is None else [list(kept), *columns]
+        if total == 0:
+            raise DataError(f"{src.where}: no data rows after the header")
+
+    return header, batches()
+
+
+def _columns_of(trained: Trained, out: torch.Tensor) -> list[list]:
+    """The output columns of one batch of the model's raw outputs (the per-batch transform), as Python lists:
+    column-wise, so that no list per row is built."""
     task = task_of(trained.loss_name)
     if task == "classes":
         probs = torch.softmax(out, dim=1).numpy()
-        best = probs.argmax(axis=1)
-        header = ["prediction"] + [f"p_{c}" for c in trained.classes]
-        rows = [[trained.classes[k], *p.tolist()] for k, p in zip(best, probs)]
-    elif task == "binary":
-        probs = torch.sigmoid(out).numpy()
-        header = [*trained.targets, *(f"p_{t}" for t in trained.targets)]
-        rows = [[*(int(v > 0.5) for v in p), *p.tolist()] for p in probs]
-    else:
-        values = out.numpy().astype(np.float64)
-        if trained.y_scaling is not None:
-            values = values * np.asarray(trained.y_scaling.std) + np.asarray(trained.y_scaling.mean)
-        header = list(trained.targets)
-        rows = [r.tolist() for r in values]
-    if keep is not None:
-        header = [keep, *header]
-        rows = [[k, *r] for k, r in zip(kept, rows)]
-    return header, rows
+        names = trained.classes
+        return [[names[k] for k in probs.argmax(axis=1).tolist()], *probs.T.tolist()]
+    if task == "binary":
+        probs = torch.sigmoid(out).numpy().reshape(len(out), -1)
+        return [*(probs > 0.5).astype(np.int64).T.tolist(), *probs.T.tolist()]
+    values = out.numpy().astype(np.float64).reshape(len(out), -1)
+    if trained.y_scaling is not None:
+        values = values * np.asarray(trained.y_scaling.std) + np.asarray(trained.y_scaling.mean)
+    return values.T.tolist()
+
+
+def predict(trained: Trained, data: Path, keep: Optional[str] = None, table=None) -> tuple[list[str], list[list]]:
+    """One prediction per row of ``data``, in order: (column names, rows), all at once (the Python API; the
+    command streams them: :func:`predict_stream`)."""
+    header, batches = predict_stream(trained, data, keep, table)
+    return header, [list(row) for columns in batches for row in zip(*columns)]
