@@ -10,7 +10,7 @@ from backprop_cli.cli.common import (check_command_outputs, command, emit, flops
                                      single_process, torch_loaded, training_overrides)
 from backprop_cli.cli.options import (SeedsOpt, ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
                                       QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples, parse_size)
-from backprop_cli.errors import BackpropError, ConfigError, OutputError
+from backprop_cli.errors import BackpropError, ConfigError, OutputError, shown
 
 
 @command("compare-optimizers", loads_torch=True, epilog=examples(
@@ -91,7 +91,7 @@ def compare_optimizers(
                                      wide=wide))
     for what, path in (("plot", plot), ("metrics", metrics)):
         if path is not None:
-            typer.echo(f"wrote {what}: {path}", err=True)
+            typer.echo(shown(f"wrote {what}: {path}"), err=True)
     if failed is not None:
         raise failed
     if results and all(r.status == "diverged" for r in results):

@@ -9,7 +9,7 @@ import typer
 from backprop_cli.cli.common import (check_command_outputs, command, emit, flops, load, read_data, render_with,
                                      single_process, training_overrides)
 from backprop_cli.cli.options import ConfigOpt, DeviceOpt, Format, FormatOpt, SetOpt, ThreadsOpt, WideOpt, examples
-from backprop_cli.errors import ConfigError
+from backprop_cli.errors import ConfigError, shown
 from backprop_cli.limits import MAX_COUNT
 
 
@@ -83,6 +83,6 @@ def find_lr(
             failed, plot = e, None
     emit(format, find_lr_document(result), lambda con, plain: render_with("render_find_lr", con, plain, result, wide=wide))
     if plot is not None:
-        typer.echo(f"wrote plot: {plot}", err=True)
+        typer.echo(shown(f"wrote plot: {plot}"), err=True)
     if failed is not None:
         raise failed
