@@ -374,3 +374,24 @@ def test_any_names_and_numbers_draw(tmp_path, names, labels, title, values):
     out = tmp_path / "f.png"
     dashboard(out, runs, (400, 300), title=title)
     assert out.read_bytes().startswith(PNG)
+
+
+def test_a_panel_of_many_series_says_how_many_its_legend_leaves_out():
+    """Issue 23, item 6: each panel's series are kept in a dict (the list.index was quadratic) and its legend
+    lists LEGEND_MAX entries at most, the last saying how many more lines the panel draws."""
+    import matplotlib.pyplot as plt
+
+    from backprop_cli.render import plots
+
+    n = 60
+    runs = {"": [{"step": s, "loss": 1.0 / s, "grad_norms": {f"layer{i}.weight": 1.0 + i / s for i in range(n)}}
+                 for s in (1, 2, 3)]}
+    fig = plots.dashboard_figure(runs, (900, 500))
+    try:
+        grad = fig.axes[1]
+        assert len(grad.lines) == n
+        labels = [t.get_text() for t in grad.get_legend().get_texts()]
+        assert len(labels) == plots.LEGEND_MAX and labels[-1] == f"… and {n - plots.LEGEND_MAX + 1} more"
+        assert labels[:3] == ["layer0", "layer1", "layer2"]  # in natural order: layer2 before layer10
+    finally:
+        plt.close(fig)

@@ -142,6 +142,7 @@ def _save(fig, path: Path) -> None:
 # --------------------------------------------------------------------------- the dashboard of a run
 
 DASHBOARD_SIZE = (1500, 850)
+LEGEND_MAX = 24  # entries of a panel's legend: the first 23, then "… and N more"
 HEALTHY_UPDATE = UPDATE_HEALTHY  # the update-to-data ratio guide line (core.health's advice names it)
 
 
@@ -270,23 +271,22 @@ def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBO
     viridis, tab10 = plt.get_cmap("viridis"), plt.get_cmap("tab10")
     run_color = {label: tab10(i % 10) for i, label in enumerate(runs)}
     try:
-        names: dict = {ax: [] for ax in every_ax}  # the per-layer (or per-parameter) series of each panel
+        names: dict = {ax: {} for ax in every_ax}  # each panel's series (name → its index), in order: linear
 
         def draw(ax, series: dict, run: str, marker: Optional[str] = None, label: Optional[str] = None):
             if ax is None:
                 return
-            ordered = sorted(series, key=_natural)
+            keys = {n: _natural(n) for n in series}
+            ordered = sorted(series, key=keys.__getitem__)
             norms = any(n.startswith("norm") for n in ordered)
+            groups = {g: i for i, g in enumerate(sorted({keys[n][1] for n in ordered}))} if norms else {}
             for k, name in enumerate(ordered):
                 steps, values = series[name]
-                if name not in names[ax]:
-                    names[ax].append(name)
-                k = names[ax].index(name)
+                k = names[ax].setdefault(name, len(names[ax]))
                 if multi:
                     color, style, text = run_color[run], styles[k % len(styles)] if label is None else "-", None
                 else:  # a norm layer's series: dashed, in the colour of its linear layer (norm3 beside layer3)
-                    groups = sorted({_natural(n)[1] for n in ordered})
-                    at = groups.index(_natural(name)[1]) if norms else k
+                    at = groups[keys[name][1]] if norms else k
                     color = (viridis(at / max(1, (len(groups) if norms else len(ordered)) - 1) * 0.9)
                              if label is None and len(ordered) > 1 else None)
                     style, text = "--" if name.startswith("norm") else "-", label if label is not None else name
@@ -357,7 +357,11 @@ def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBO
             if multi and names[ax] and len(names[ax]) > 1:  # the line style of each layer or parameter
                 handles += [Line2D([], [], color="black", linestyle=styles[k % len(styles)], linewidth=1.3)
                             for k in range(len(names[ax]))]
-                labels += names[ax]
+                labels += list(names[ax])
+            if len(labels) > LEGEND_MAX:  # a legend of hundreds of entries is unreadable (and slow to lay out)
+                more = len(labels) - LEGEND_MAX + 1
+                handles = handles[:LEGEND_MAX - 1] + [Line2D([], [], linestyle="none")]
+                labels = labels[:LEGEND_MAX - 1] + [f"… and {more:,} more"]
             if labels and (len(labels) > 1 or multi or ax is ax_update or ax is ax_units):
                 ax.legend(handles, labels, ncol=2 if len(labels) > 6 else 1, loc="best")
         top, bottom = 1.0, 0.0
