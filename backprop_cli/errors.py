@@ -11,6 +11,32 @@ EXIT_INTERRUPTED = 130
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
 
 
+def shown(text, keep: str = "") -> str:
+    """A text (a class or column name, a path, a value, a message) as it may be printed: every character that
+    is not printable (control characters such as ESC, BEL and newline, C1 controls, format characters that
+    reorder or hide text such as U+202E, line and paragraph separators, lone surrogates) is shown as its
+    Python escape (``\\x1b``, ``\\n``, ``\\u202e``, ``\\ud800``); everything else, and the characters in
+    ``keep``, as it is. The one helper for every name printed (render.console re-exports it): error lines
+    (:func:`error_line`), every table cell and header (render/fit.py), panels and train's class list, the
+    texts of a figure (render/plots.py)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or (
+        f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+
+
+def error_line(message: str) -> str:
+    """The one line of an error: ``error: MESSAGE``, every name in it shown escaped (:func:`shown`), so a
+    class name or path holding a newline or ESC can neither split the line nor drive the terminal."""
+    return f"error: {shown(message)}"
+
+
 class BackpropError(Exception):
     """A problem the user can fix; the CLI prints it without a traceback."""
 

@@ -61,3 +61,47 @@ def test_plot_sizes_are_ascii_digits(cli, tmp_path, size):
     r = cli("plot", m, "--out", tmp_path / "out.png", "--size", size)
     text = " ".join(r.output.replace("│", " ").split())
     assert r.exit_code == 2 and "expected WIDTHxHEIGHT in pixels" in text and "Traceback" not in text
+
+
+# ----------------------------------------------------------------- a BOM, and the series bound (issue 23, items 6, 13)
+
+@pytest.mark.parametrize("suffix,text", [
+    ("csv", "step,loss,grad_norms.layer1.weight\n1,0.5,2.0\n2,0.25,1.0\n"),
+    ("jsonl", '{"step": 1, "loss": 0.5, "grad_norms": {"layer1.weight": 2.0}}\n'
+              '{"step": 2, "loss": 0.25, "grad_norms": {"layer1.weight": 1.0}}\n'),
+])
+def test_a_metrics_file_with_a_byte_order_mark_reads_as_without(tmp_path, suffix, text):
+    """A spreadsheet or an editor on Windows writes a BOM; plot refused such a CSV ('no step column')."""
+    from backprop_cli.io.metrics_read import load_metrics
+
+    plain, bom = tmp_path / f"a.{suffix}", tmp_path / f"b.{suffix}"
+    plain.write_text(text, encoding="utf-8")
+    bom.write_text(text, encoding="utf-8-sig")
+    assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
+    got = load_metrics(bom)
+    assert got.stopped is None and got.records == load_metrics(plain).records
+    assert [r["loss"] for r in got.records] == [0.5, 0.25] and got.records[1]["grad_norms"] == {"layer1.weight": 1.0}
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_more_series_than_a_panel_draws_is_one_line(cli, tmp_path, suffix):
+    """Issue 23, item 6: 20,000 series took minutes and 780 MB; up to MAX_SERIES per panel are read,
+    beyond is one line, exit 2, nothing written."""
+    import json
+
+    from backprop_cli.io.metrics_read import MAX_SERIES, load_metrics
+
+    def metrics(path, n):
+        names = [f"l{i}.weight" for i in range(n)]
+        if suffix == "csv":
+            return write(path, "step,loss," + ",".join(f"grad_norms.{m}" for m in names) + "\n" + "".join(
+                f"{s},1.0," + ",".join(["0.5"] * n) + "\n" for s in (1, 2)))
+        return write(path, "".join(json.dumps({"step": s, "loss": 1.0, "grad_norms": dict.fromkeys(names, 0.5)})
+                                   + "\n" for s in (1, 2)))
+
+    assert len(load_metrics(metrics(tmp_path / f"ok.{suffix}", MAX_SERIES)).records) == 2
+    bad = metrics(tmp_path / f"bad.{suffix}", 20 * MAX_SERIES)
+    r = _plot(cli, tmp_path, bad)
+    assert r.exit_code == 2 and not (tmp_path / "out.png").exists()
+    assert r.stderr == (f"error: {bad}: 20,000 grad_norms series, more than the 1,000 a panel of the dashboard "
+                        "draws (a net of at most 500 layers)\n")

@@ -229,3 +229,169 @@ def test_the_dashboard_fits_the_size_asked(size, case):
             assert box.y0 >= 0 and not any(plots._overlap(box, ax.get_tightbbox(renderer)) for ax in fig.axes)
     finally:
         plt.close(fig)
+
+
+# ----------------------------------------------------------------- every text drawn is data (issue 23, item 3)
+
+def _named(name="layer1", lr=0.1, label=None, steps=5):
+    recs = [{"step": s, "loss": 1 / s, "grad_norm": 1.0, "grad_norms": {f"{name}.weight": 1.0 + s}, "lr": lr,
+             "time": 0, "activations": {name: {"std": 0.5, "dead_fraction": 0.1}}} for s in range(1, steps + 1)]
+    if label is not None:
+        recs = [dict(r, optimizer=label) for r in recs] + [dict(r, optimizer="b") for r in recs]
+    return recs
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("records", [
+    _named(name="$\\nope$"), _named(name="\ud800"), _named(label="run $a$ \ud800"),
+    _named(lr=1.7e308), _named(lr=-1.7e308), _named(name="a\\", label="$$"),
+], ids=["mathtext-series", "lone-surrogate", "run-label", "lr-1.7e308", "lr--1.7e308", "dollars"])
+def test_names_and_numbers_of_the_file_are_drawn_as_data(cli, tmp_path, records):
+    m = _jsonl(tmp_path / "run_$_a_$.jsonl", records)
+    for out in (tmp_path / "o.png", tmp_path / "o.svg"):
+        r = cli("plot", m, "--out", out)
+        assert r.exit_code == 0, r.output
+        assert out.stat().st_size > 1000
+    assert "run_$_a_$.jsonl" in (tmp_path / "o.svg").read_text()  # the title, as written (SVG names each text)
+
+
+def test_a_constant_lr_beyond_what_an_axis_holds_is_said_in_words(tmp_path):
+    """An lr of 1.7e308 in every record: the line of text says it as it is (the panels draw it as a gap)."""
+    from backprop_cli.render import plots
+
+    assert plots._lr_line({"": _named(lr=1.7e308)}) == "learning rate 1.7e+308 at every step"
+    assert plots._nums([1.7e308, -1e301, 1e300, 10**400, True, None, 2]) == pytest.approx(
+        [float("nan")] * 2 + [1e300] + [float("nan")] * 3 + [2.0], nan_ok=True)
+
+
+def test_every_text_but_the_axis_numbers_is_plain(tmp_path):
+    """Titles, labels, legends and notes are never mathtext; the tick labels matplotlib formats from
+    numbers (10^0 on a log axis) keep their markup, so the axes still read 10⁰, not $\\mathdefault{…}$."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from backprop_cli.render import plots
+
+    runs = {"sgd $x$": _named(name="$\\alpha$"), "adam": _named()}
+    fig = plots.dashboard_figure(runs, (900, 500), title="budget_$5k_$10k.yaml")
+    try:
+        fig.canvas.draw()
+        ticks = {id(t) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+                 for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+                 for t in (tick.label1, tick.label2, axis.offsetText)}
+        data = [t for t in fig.findobj(Text) if id(t) not in ticks and t.get_text()]
+        assert {"budget_$5k_$10k.yaml", "sgd $x$", "$\\alpha$"} <= {t.get_text() for t in data}
+        assert all(not t.get_parse_math() and not t.get_usetex() for t in data)
+        loss_ticks = [t.get_text() for t in fig.axes[0].yaxis.get_ticklabels(which="both") if t.get_text()]
+        assert loss_ticks and all(t.startswith("$\\mathdefault{") for t in loss_ticks)  # log axis: 10^k
+        assert all(t.get_parse_math() for t in fig.axes[0].yaxis.get_ticklabels(which="both"))
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("command", ["train", "find-lr", "compare-optimizers"])
+def test_a_config_named_with_dollars_plots(cli, tmp_path, command):
+    import shutil
+
+    config = shutil.copy(REG, tmp_path / "budget_$5k_$10k.yaml")
+    out = tmp_path / "p.png"
+    r = cli(command, "-c", config, "--steps", 10 if command == "find-lr" else 4, "--plot", out,
+            *({"train": ["-q"], "compare-optimizers": ["-q", "-o", "sgd", "-o", "adam"]}.get(command, [])))
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes().startswith(PNG)
+
+
+def _failing_savefig(monkeypatch):
+    import matplotlib.figure
+
+    def fail(self, *a, **kw):
+        raise ValueError("arange: cannot\ncompute length")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
+
+
+def test_train_a_figure_that_fails_costs_only_itself(cli, tmp_path, monkeypatch):
+    _failing_savefig(monkeypatch)
+    save, metrics, out = tmp_path / "m.pt", tmp_path / "m.jsonl", tmp_path / "p.png"
+    r = cli("train", "-c", REG, "--steps", 6, "--plot", out, "--save", save, "--metrics", metrics)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == (f"error: {out}: the figure could not be drawn "
+                                "(ValueError: arange: cannot compute length)")
+    assert "done:" in r.stdout and str(save) in r.stdout  # the summary, and the other outputs written
+    assert save.exists() and len(metrics.read_text().splitlines()) == 6 and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "m.pt"]  # no temporary file stays
+
+
+@pytest.mark.parametrize("command", ["find-lr", "compare-optimizers", "plot"])
+def test_other_commands_a_figure_that_fails_is_one_line_exit_2_after_the_rest(cli, tmp_path, monkeypatch, metrics,
+                                                                              command):
+    out = tmp_path / "p.png"
+    args = {"find-lr": ["find-lr", "-c", REG, "--steps", 10, "--format", "json"],
+            "compare-optimizers": ["compare-optimizers", "-c", REG, "--steps", 3, "--format", "json",
+                                   "-o", "sgd", "-o", "adam", "--metrics", tmp_path / "c.jsonl"],
+            "plot": ["plot", metrics["jsonl"]]}[command]
+    _failing_savefig(monkeypatch)
+    r = cli(*args, "--plot" if command != "plot" else "--out", out)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1] == f"error: {out}: the figure could not be drawn (ValueError: arange: cannot compute length)"
+    assert "Traceback" not in r.output and not out.exists()
+    if command != "plot":
+        json.loads(r.stdout)  # the result is still shown
+    if command == "compare-optimizers":
+        assert (tmp_path / "c.jsonl").exists()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12) | st.sampled_from(
+    ["$", "$$", "$x$", "\\", "$\\frac$", "\ud800", "\\$a$", "^_{}", "\x1b[2J", "a\nb", "$\\nope$"])
+_any_number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**63, 2**63),
+                        st.sampled_from([1.7e308, -1.7e308, 5e-324, 1e306, 1e307]))
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(_any_text, min_size=1, max_size=3), labels=st.lists(_any_text, max_size=2),
+       title=_any_text, values=st.lists(_any_number, min_size=1, max_size=4))
+def test_any_names_and_numbers_draw(tmp_path, names, labels, title, values):
+    """Whatever names (series, layers, runs, the file's title) and numbers a metrics file may hold, the
+    dashboard is written (an OutputError would fail the test: none is expected)."""
+    from backprop_cli.render.plots import dashboard
+
+    def recs(label):
+        return [{"step": s, "loss": values[s % len(values)], "lr": values[(s + 1) % len(values)],
+                 "grad_norms": {f"{n}.weight": values[(s + k) % len(values)] for k, n in enumerate(names)},
+                 "update_ratios": {f"{n}.bias": values[(s + k + 1) % len(values)] for k, n in enumerate(names)},
+                 "activations": {n: {"std": values[s % len(values)], "dead_fraction": values[0]} for n in names},
+                 **({"optimizer": label} if label else {})} for s in range(1, 4)]
+
+    runs = {label: recs(label) for label in labels} or {"": recs("")}
+    out = tmp_path / "f.png"
+    dashboard(out, runs, (400, 300), title=title)
+    assert out.read_bytes().startswith(PNG)
+
+
+def test_a_panel_of_many_series_says_how_many_its_legend_leaves_out():
+    """Issue 23, item 6: each panel's series are kept in a dict (the list.index was quadratic) and its legend
+    lists LEGEND_MAX entries at most, the last saying how many more lines the panel draws."""
+    import matplotlib.pyplot as plt
+
+    from backprop_cli.render import plots
+
+    n = 60
+    runs = {"": [{"step": s, "loss": 1.0 / s, "grad_norms": {f"layer{i}.weight": 1.0 + i / s for i in range(n)}}
+                 for s in (1, 2, 3)]}
+    fig = plots.dashboard_figure(runs, (900, 500))
+    try:
+        grad = fig.axes[1]
+        assert len(grad.lines) == n
+        labels = [t.get_text() for t in grad.get_legend().get_texts()]
+        assert len(labels) == plots.LEGEND_MAX and labels[-1] == f"… and {n - plots.LEGEND_MAX + 1} more"
+        assert labels[:3] == ["layer0", "layer1", "layer2"]  # in natural order: layer2 before layer10
+    finally:
+        plt.close(fig)

@@ -531,3 +531,25 @@ def test_tune_errors_never_import_torch(args, tmp_path):
     r = probe(["tune", "-c", cfg, *args], tmp_path)
     assert r.stderr.strip().splitlines()[-1] == "NO-TORCH", r.stderr
     assert r.stderr.count("error: ") == 1, r.stderr
+
+
+def test_plot_of_a_study_named_with_dollars_and_a_figure_that_fails(cli, tmp_path, monkeypatch):
+    """Issue 23, item 3: the config's and study's names are drawn as data (no mathtext); a figure that cannot
+    be drawn costs only itself: the summary and the JSON are written, then one line and exit 2."""
+    cfg = tiny(tmp_path, SPACE.replace("trials: 4", "trials: 2"), name="b_$5k_$10k.yaml", epochs=1)
+    out = tmp_path / "t.png"
+    r = cli("tune", "-c", cfg, "--plot", out, "--set", "tune.pruner=none")
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.figure
+
+    def fail(self, *a, **kw):
+        raise ValueError("cannot\ndraw")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
+    out2 = tmp_path / "u.png"
+    r = cli("tune", "-c", cfg, "--plot", out2, "--trials", "1", "--format", "json")
+    assert r.exit_code == 2, r.output
+    assert len(json.loads(r.stdout)["trials"]) == 3  # the JSON is written
+    assert r.stderr.strip().splitlines()[-1] == f"error: {out2}: the figure could not be drawn (ValueError: cannot draw)"
+    assert not out2.exists()

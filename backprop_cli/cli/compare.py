@@ -10,7 +10,7 @@ from backprop_cli.cli.common import (check_command_outputs, command, emit, flops
                                      single_process, torch_loaded, training_overrides)
 from backprop_cli.cli.options import (SeedsOpt, ConfigOpt, DeviceOpt, EpochsOpt, Format, FormatOpt, MetricsOpt, NoZeroGradOpt,
                                       QuietOpt, SetOpt, StepsOpt, ThreadsOpt, WideOpt, examples, parse_size)
-from backprop_cli.errors import BackpropError, ConfigError
+from backprop_cli.errors import BackpropError, ConfigError, OutputError, shown
 
 
 @command("compare-optimizers", loads_torch=True, epilog=examples(
@@ -79,10 +79,14 @@ def compare_optimizers(
     series = cmp.curves(results)
     if metrics is not None:
         cmp.write_metrics(metrics, results)
+    failed = None  # a figure that cannot be drawn costs only itself: the rest is shown, then exit 2
     if plot is not None:
         same = "same initial weights and batches" if seeds == 1 else (
             f"mean ± std over {seeds} seeds (per seed, one initialisation and data order for every optimizer)")
-        compare_figure(plot, series, size, title=f"{Path(config).name}: {same}")
+        try:
+            compare_figure(plot, series, size, title=f"{Path(config).name}: {same}")
+        except OutputError as e:
+            failed, plot = e, None
     ranking = cmp.ranking(results)
     emit(format, compare_document(results, summary, ranking),
           lambda con, plain: render_with("render_compare", con, plain, summary,
@@ -90,7 +94,9 @@ def compare_optimizers(
                                      wide=wide, ranking=ranking))
     for what, path in (("plot", plot), ("metrics", metrics)):
         if path is not None:
-            typer.echo(f"wrote {what}: {path}", err=True)
+            typer.echo(shown(f"wrote {what}: {path}"), err=True)
+    if failed is not None:
+        raise failed
     if results and all(r.status == "diverged" for r in results):
         raise BackpropError("every run diverged: " + "; ".join(
             f"{r.label}{f' (seed {r.seed})' if seeds > 1 else ''} at step {r.diverged_at}" for r in results)

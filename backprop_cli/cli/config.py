@@ -8,7 +8,7 @@ import typer
 
 from backprop_cli.cli.common import command, fail, load
 from backprop_cli.cli.options import ConfigOpt, Format, FormatOpt, SetOpt, examples
-from backprop_cli.errors import EXIT_BAD_INPUT, ConfigError
+from backprop_cli.errors import EXIT_BAD_INPUT, ConfigError, shown
 
 
 class ShowFormat(str, Enum):
@@ -72,4 +72,4 @@ def config_validate(config: ConfigOpt, set_: SetOpt = None, format: FormatOpt = 
         return
     if problems:
         fail(problems, EXIT_BAD_INPUT)
-    typer.echo(f"{config}: ok")
+    typer.echo(shown(f"{config}: ok"))

@@ -8,6 +8,7 @@ import typer
 
 from backprop_cli.cli.common import command, input_file, single_process
 from backprop_cli.cli.options import TrainedOpt, examples
+from backprop_cli.errors import shown
 
 SUFFIXES = {".onnx": "onnx", ".pt2": "torch-export", ".safetensors": "safetensors"}
 MIN_OPSET = 13  # runs/export.py's lowest: Softmax over one axis, Split with an input
@@ -77,4 +78,4 @@ def export(
     from backprop_cli.runs.prediction import load_trained
 
     what = work(load_trained(checkpoint), out, fmt, opset)
-    typer.echo(f"wrote {out} ({fmt}: {what})", err=True)
+    typer.echo(shown(f"wrote {out} ({fmt}: {what})"), err=True)

@@ -9,7 +9,7 @@ import typer
 from backprop_cli.cli.common import (check_command_outputs, command, emit, flops, load, read_data, render_with,
                                      single_process, training_overrides)
 from backprop_cli.cli.options import ConfigOpt, DeviceOpt, Format, FormatOpt, SetOpt, ThreadsOpt, WideOpt, examples
-from backprop_cli.errors import ConfigError
+from backprop_cli.errors import ConfigError, shown
 from backprop_cli.limits import MAX_COUNT
 
 
@@ -71,11 +71,18 @@ def find_lr(
     result = sweep(cfg, start=start, end=end, steps=steps, table=table)
     result["config"] = str(config)
     result["optimizer"] = " ".join(w for w in optimizer_label(cfg.optimizer).split() if not w.startswith("lr="))
+    failed = None  # a figure that cannot be drawn costs only itself: the result is shown, then exit 2
     if plot is not None:
+        from backprop_cli.errors import OutputError
         from backprop_cli.render.plots import lr_figure
 
-        lr_figure(plot, result["lrs"], result["losses"], result["smoothed_losses"], result["suggested_lr"],
-                  result["lr_min"], title=f"{Path(config).name}: {result['optimizer']}, learning-rate range test")
+        try:
+            lr_figure(plot, result["lrs"], result["losses"], result["smoothed_losses"], result["suggested_lr"],
+                      result["lr_min"], title=f"{Path(config).name}: {result['optimizer']}, learning-rate range test")
+        except OutputError as e:
+            failed, plot = e, None
     emit(format, find_lr_document(result), lambda con, plain: render_with("render_find_lr", con, plain, result, wide=wide))
     if plot is not None:
-        typer.echo(f"wrote plot: {plot}", err=True)
+        typer.echo(shown(f"wrote plot: {plot}"), err=True)
+    if failed is not None:
+        raise failed

@@ -11,6 +11,7 @@ import typer
 
 from backprop_cli.cli.common import command, inputs_of, load, read_data, single_process
 from backprop_cli.cli.options import BatchOpt, SetOpt, examples
+from backprop_cli.errors import shown
 
 GRAPH_SUFFIXES = (".svg", ".png", ".dot")
 
@@ -95,5 +96,5 @@ def graph(
     from backprop_cli.render.graph import write_graph
 
     how = write_graph(out, g, text, saved)
-    typer.echo(f"wrote {out} ({len(g['nodes'])} nodes, {g['depth']} levels; drawn by {how})", err=True)
+    typer.echo(shown(f"wrote {out} ({len(g['nodes'])} nodes, {g['depth']} levels; drawn by {how})"), err=True)
 

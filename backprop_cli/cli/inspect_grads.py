@@ -10,7 +10,7 @@ from backprop_cli.cli.common import (check_command_outputs, command, emit, flops
                                      single_process, tensor_linewidth, training_overrides)
 from backprop_cli.cli.options import (BatchOpt, CheckpointOpt, ConfigOpt, DeviceOpt, Format, FormatOpt, NoZeroGradOpt,
                                       SetOpt, ThreadsOpt, WideOpt, examples)
-from backprop_cli.errors import ConfigError
+from backprop_cli.errors import ConfigError, shown
 from backprop_cli.limits import MAX_COUNT
 
 
@@ -62,4 +62,4 @@ def inspect_grads(
         dump_gradients(out, result, json_text(document))
     emit(format, document, lambda con, plain: render_with("render_inspect", con, plain, result, wide=wide))
     if out is not None:
-        typer.echo(f"wrote {out}", err=True)
+        typer.echo(shown(f"wrote {out}"), err=True)

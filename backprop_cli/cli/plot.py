@@ -7,6 +7,7 @@ import typer
 
 from backprop_cli.cli.common import command
 from backprop_cli.cli.options import examples, parse_size
+from backprop_cli.errors import shown
 
 
 @command(epilog=examples("backprop train -c configs/regression.yaml --metrics run.jsonl",
@@ -36,8 +37,8 @@ def plot(
     check_outputs({"--out": out}, {"METRICS": metrics})
     got = load_metrics(metrics)
     if got.stopped:
-        typer.echo(f"warning: {got.stopped}; plotting the {len(got.records)} record(s) before it", err=True)
+        typer.echo(shown(f"warning: {got.stopped}; plotting the {len(got.records)} record(s) before it"), err=True)
     runs = runs_of(got.records)
     dashboard(out, runs, dims, title=metrics.name)
     what = f"{len(got.records)} records" + (f", {len(runs)} runs" if len(runs) > 1 else "")
-    typer.echo(f"wrote {out} ({what})")
+    typer.echo(shown(f"wrote {out} ({what})"))

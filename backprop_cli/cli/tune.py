@@ -14,7 +14,7 @@ import typer
 
 from backprop_cli.cli.common import check_command_outputs, command, load, read_data, single_process
 from backprop_cli.cli.options import ConfigOpt, Format, FormatOpt, QuietOpt, SetOpt, ThreadsOpt, WideOpt, examples
-from backprop_cli.errors import EXIT_NONFINITE, BackpropError, ConfigError
+from backprop_cli.errors import EXIT_NONFINITE, BackpropError, ConfigError, OutputError
 from backprop_cli.limits import MAX_COUNT
 
 TUNE_HELP_WORKERS = ("Worker processes on this machine sharing the storage (at most 32; a journal file by default "
@@ -107,6 +107,7 @@ def tune(
     best = search.trial_row(best_trial) if best_trial is not None else None
     reproduce = None
     written = []
+    failed = None
     if best is not None:
         sets = " ".join(f"--set {_quote(s)}" for s in (set_ or []))
         reproduce = f"backprop train --config {_quote(str(config))}{' ' + sets if sets else ''} " \
@@ -123,13 +124,20 @@ def tune(
     if plot is not None:
         from backprop_cli.render.tune import plot_study
 
-        note = plot_study(result.study, plot, f"{config.name}: study {name}, {t.metric} ({t.direction})", t.metric)
-        written.append(("plot", f"wrote {plot}" + (f" ({note})" if note else "")))
+        try:  # a figure that cannot be drawn costs only itself: the summary and JSON are shown, then exit 2
+            note = plot_study(result.study, plot, f"{config.name}: study {name}, {t.metric} ({t.direction})",
+                              t.metric)
+            written.append(("plot", f"wrote {plot}" + (f" ({note})" if note else "")))
+        except OutputError as e:
+            failed = e
+            written.append(("plot", "not written: the figure could not be drawn"))
     report.finish(summary_lines(rows, len(result.new), best, t.metric, t.direction, reproduce, written))
     if format == Format.json:
         from backprop_cli.render.documents import json_text
 
         sys.stdout.write(json_text(tune_document(name, spec.shown, t.metric, t.direction, best, rows)) + "\n")
+    if failed is not None and not result.interrupted:
+        raise failed
     if result.interrupted:
         raise search.SearchInterrupted(result.interrupted.split(":")[0].removeprefix("interrupted by "))
     if best is None and result.new and all(search.trial_row(tr)["state"] == "failed" for tr in result.new):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +28,7 @@ class ColumnSurvey:
     integers: bool  # a number column whose every value is an integer
     id_like: bool  # every row a different value, like an id
     values: list[str]  # the distinct values (text), at most ``cap``
+    counts: dict[str, int] = field(default_factory=dict)  # rows of each value (where ``values`` holds them all)
 
     def describe(self) -> str:
         more = f", {self.missing} missing" if self.missing else ""
@@ -93,16 +94,17 @@ def survey(src: Source, cap: int = 1000) -> Survey:
             kind = "binary" if len(values) == 2 else "category"
             distinct, missing = len(values), int((col.codes < 0).sum())
             out[name] = ColumnSurvey(name, kind, distinct, missing, False,
-                                     distinct == len(present) and distinct >= 10, values[:cap])
+                                     distinct == len(present) and distinct >= 10, values[:cap],
+                                     {v: int(c) for v, c in zip(col.values, counts) if c} if distinct <= cap else {})
         else:
             present = col[~np.isnan(col)]
-            uniq = np.unique(present)
+            uniq, counts = np.unique(present, return_counts=True)
             integers = bool(len(present)) and bool(np.all(present == np.round(present)))
             id_like = integers and len(uniq) == len(present) and len(uniq) >= 10 and \
                 float(uniq[-1] - uniq[0]) == len(uniq) - 1
             values = [_number_text(v) for v in uniq[:cap + 1]] if len(uniq) <= cap else []
             out[name] = ColumnSurvey(name, "number", len(uniq), int(len(col) - len(present)), integers, id_like,
-                                     values)
+                                     values, dict(zip(values, map(int, counts))) if values else {})
     return Survey(src, header, raw.rows, out)
 
 
@@ -110,15 +112,20 @@ def _number_text(v: float) -> str:
     return str(int(v)) if v == int(v) else repr(float(v))
 
 
-def survey_file(path: Path, key: str = "--csv") -> Survey:
-    """Sniff, then survey: the Source carries the delimiter and decimal mark found."""
+def survey_file(path: Path, key: str = "--csv", max_columns: Optional[int] = None,
+                too_many: str = "") -> Survey:
+    """Sniff, then survey: the Source carries the delimiter and decimal mark found. A header of more than
+    ``max_columns`` names is refused from the header alone (one line, ending in ``too_many``), before any
+    row is read."""
     src = source_of(path, key)
     if src.format == "text":
         delimiter, decimal = sniff(path)
         if delimiter is not None:
             src = source_of(path, key, delimiter, decimal)
-        header = read_header(src)
-        if len(header) == 1:
-            raise DataError(f"{src.where}: the header has one column ({header[0][:60]!r}) with the delimiter "
-                            f"{src.delimiter!r}: give data.delimiter")
+    header = read_header(src)
+    if src.format == "text" and len(header) == 1:
+        raise DataError(f"{src.where}: the header has one column ({header[0][:60]!r}) with the delimiter "
+                        f"{src.delimiter!r}: give data.delimiter")
+    if max_columns is not None and len(header) > max_columns:
+        raise DataError(f"{src.where}: {len(header):,} columns, more than the {max_columns:,} {too_many}")
     return survey(src)

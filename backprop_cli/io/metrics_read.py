@@ -21,6 +21,9 @@ MAX_METRICS_BYTES = 256 * 2**20  # plot reads at most this much of a metrics fil
 MAX_TEXT = 200  # the longest text value of a record (an optimizer's label)
 
 
+MAX_SERIES = 1000  # distinct parameter (or layer) names under one key: one line each in a dashboard panel
+
+
 PER_PARAMETER = ("grad_norms", "grad_to_weight", "update_ratios")  # CSV: KEY.<parameter name>
 
 
@@ -47,11 +50,17 @@ def load_metrics(path: Path) -> MetricsFile:
     if path.suffix.lower() not in METRICS_SUFFIXES:
         raise DataError(f"{path}: a metrics file ends in .jsonl or .csv (got {path.suffix or 'no extension'!r})")
     # a regular file (not a FIFO, not /dev/zero), of which at most MAX_METRICS_BYTES are read
-    text = read_bytes_capped(path, MAX_METRICS_BYTES, "metrics file", DataError).decode("utf-8", errors="replace")
+    # utf-8-sig: a byte-order mark (a file saved by a spreadsheet or an editor on Windows) is not text
+    text = read_bytes_capped(path, MAX_METRICS_BYTES, "metrics file", DataError).decode("utf-8-sig", errors="replace")
     records, stopped = (_jsonl_records if path.suffix.lower() == ".jsonl" else _csv_records)(text)
     if not records:
         why = stopped or "no records"
         raise DataError(f"{path}: not a backprop metrics file ({why})")
+    for head in (*PER_PARAMETER, *PER_LAYER):  # linear in the records and their names
+        series = {name for rec in records if isinstance(rec.get(head), dict) for name in rec[head]}
+        if len(series) > MAX_SERIES:  # each is a line of a dashboard panel: 20,000 took minutes and 780 MB
+            raise DataError(f"{path}: {len(series):,} {head} series, more than the {MAX_SERIES:,} a panel of the "
+                            "dashboard draws (a net of at most 500 layers)")
     return MetricsFile(records, f"{path}:{stopped}" if stopped else None)
 
 

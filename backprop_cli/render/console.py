@@ -11,7 +11,7 @@ from typing import IO, Optional
 
 from rich.console import Console
 
-from backprop_cli.errors import OutputClosed
+from backprop_cli.errors import OutputClosed, _escape, error_line, shown  # noqa: F401 - shown: the one helper
 
 UNLIMITED = 100_000  # the width of plain output without COLUMNS: tables never fold
 
@@ -32,12 +32,26 @@ def plain_width() -> int:
         return int(text)
     return UNLIMITED
 
+# what a terminal acts on in text: C0 controls but tab and line break, DEL and the C1 controls (CSI, OSC)
+_TERMINAL_CONTROLS = {c: _escape(chr(c)) for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))}
+
+
 class _Console(Console):
-    """A console that turns a closed output (``backprop ... | head``) into :class:`OutputClosed`."""
+    """A console that turns a closed output (``backprop ... | head``) into :class:`OutputClosed`, and that
+    never writes a terminal control character it was not asked to: text segments are escaped (ESC, BEL,
+    CR, C1 controls) whatever renderable they came from; only rich's own control segments (the cursor
+    moves of the progress bars and spinners) and line breaks go out as they are."""
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise OutputClosed()
+
+    def _render_buffer(self, buffer):  # rich's hook between segments and the text written
+        from rich.segment import Segment
+
+        return super()._render_buffer(
+            Segment(text.translate(_TERMINAL_CONTROLS), style, control) if not control else Segment(text, style, control)
+            for text, style, control in buffer)
 
 def make_console(stream: Optional[IO] = None) -> Console:
     stream = stream or sys.stdout
@@ -119,11 +133,8 @@ def fmt_options(options: dict) -> str:
         parts.append(f"{k}={v}")
     return " ".join(parts)
 
-def error_line(message: str) -> str:
-    return f"error: {message}"
-
 def print_errors(messages: list[str], stream: Optional[IO] = None) -> None:
     stream = stream or sys.stderr
     for m in messages:
-        print(error_line(m), file=stream)
+        print(error_line(m), file=stream)  # one line, whatever names the message holds
     stream.flush()

@@ -44,7 +44,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
-from backprop_cli.render.console import UNLIMITED
+from backprop_cli.render.console import UNLIMITED, shown
 
 NUM_WIDTH = 10  # the widest fmt() of a float32 value: "-1.234e-05"
 
@@ -64,16 +64,26 @@ class Col:
     drop: int = 0  # 0: always shown; the highest are hidden first when the table does not fit
     width: int = 0  # the widest value the column may hold (rows printed one at a time)
 
+    def __post_init__(self) -> None:  # a header may be a name from a file (a class, a column): shown escaped
+        object.__setattr__(self, "name", shown(self.name))
+        if self.short is not None:
+            object.__setattr__(self, "short", shown(self.short))
+
     def header(self, short: bool) -> str:
         return (self.short or self.name) if short else self.name
 
 Cell = Union[str, Text]
 
+# Every cell is measured by _plain and drawn by _text: names from files (classes, columns, parameters)
+# are shown escaped there (errors.shown), so a cell is one line and holds no terminal control.
+
 def _plain(cell: Cell) -> str:
-    return cell.plain if isinstance(cell, Text) else str(cell)
+    return shown(cell.plain if isinstance(cell, Text) else cell)
 
 def _text(cell: Cell) -> Text:
-    return cell.copy() if isinstance(cell, Text) else Text(str(cell))
+    if isinstance(cell, Text):
+        return cell.copy() if cell.plain.isprintable() else Text(shown(cell.plain), style=cell.style)
+    return Text(shown(cell))
 
 def _fold(text: Text, limit: int) -> list[Text]:
     """``text`` in pieces of at most ``limit`` characters (only what no layout can fit is folded), each
@@ -290,7 +300,7 @@ def kv_lines(console: Console, pairs: Iterable[tuple[str, str]], width: Optional
     for key, value in pairs:
         head = f"{key}:".ljust(key_width) + " "
         room = max(20, (width or UNLIMITED) - len(head))
-        for i, line in enumerate(Text(value).wrap(console, room)):
+        for i, line in enumerate(Text(shown(value)).wrap(console, room)):  # a name in a value: escaped
             line.rstrip()
             out.append(Text(head if i == 0 else " " * len(head)) + line)
     return out

@@ -2,17 +2,81 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Optional
 
 from backprop_cli.core.health import UPDATE_HEALTHY, layer_norms
+from backprop_cli.errors import BackpropError, OutputError, shown
 from backprop_cli.io.paths import PLOT_SUFFIXES, check_writable
 from backprop_cli.io.atomic import AtomicFile  # noqa: F401 - PLOT_SUFFIXES re-exported
 
 DPI = 100
 
 
+def one_output(draw):
+    """A figure that cannot be drawn costs only itself: whatever matplotlib raises on the data becomes an
+    OutputError (one line, exit 2) naming the file (the argument ``path``), and nothing is written
+    (AtomicFile). A command with other outputs writes them first and exits 2 after (train's sinks;
+    compare-optimizers, find-lr, tune)."""
+    import inspect
+
+    signature = inspect.signature(draw)
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        import warnings
+
+        path = signature.bind(*args, **kwargs).arguments["path"]  # the figure's file, wherever the argument is
+        try:
+            with warnings.catch_warnings():  # matplotlib's notes on the data (a glyph the font lacks, no positive
+                warnings.simplefilter("ignore", UserWarning)  # value for a log axis) are not the user's lines
+                return draw(*args, **kwargs)
+        except (BackpropError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the figure's data made matplotlib fail: this output only
+            raise figure_failed(path, e) from None
+
+    return wrapper
+
+
+def figure_failed(path, e: BaseException) -> OutputError:
+    """The one line of a figure that could not be drawn: the file and what matplotlib said, on one line."""
+    why = drawable(" ".join(str(e).split()))[:200] or type(e).__name__
+    return OutputError(f"{path}: the figure could not be drawn ({type(e).__name__}: {why})")
+
+
+def drawable(text: str) -> str:
+    """A text as a font can draw it: control characters and lone surrogates (a name decoded with
+    ``surrogateescape`` or read from JSON's ``\\ud800``) shown as their escapes (errors.shown), as the
+    terminal shows them, instead of failing the whole figure or drawing a missing glyph; line breaks stay."""
+    return shown(text, keep="\n")
+
+
+def plain_text(fig) -> None:
+    """Every text of the figure is data, never markup: titles, axis labels, legends and notes hold file
+    names, series and run labels (``budget_$5k_$10k.yaml``, a series named ``$\\nope$``), so none is read
+    as mathtext or TeX (``parse_math=False``, ``usetex=False``) and each is made drawable. Only the tick
+    labels and offsets that matplotlib formats from numbers keep their mathtext (``10^{-3}``). Called
+    before anything measures a text (the layout) and again before saving."""
+    from matplotlib.text import Text
+
+    numbers = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            numbers.add(id(axis.offsetText))
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():  # the ticks findobj will find
+                numbers.update((id(tick.label1), id(tick.label2)))
+    for text in fig.findobj(Text):
+        if id(text) in numbers:
+            continue
+        text.set_usetex(False)
+        text.set_parse_math(False)
+        text.set_text(drawable(text.get_text()))
+
+
+@one_output
 def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200, 500), title: str = "") -> None:
     """Two panels: loss per step (log y) and total grad norm per step, one line per optimizer; with
     validation data a third: val_loss at each evaluation (log y).
@@ -37,15 +101,15 @@ def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200
                 ends = s.get("ends") or []
                 label = s["label"] + (f" (diverged at step {', '.join(str(e['diverged_at']) for e in ends)})"
                                       if ends else "")
-                (line,) = ax.plot(s["steps"], s[mean_key], label=label, linewidth=1.5)
+                (line,) = ax.plot(s["steps"], _nums(s[mean_key]), label=label, linewidth=1.5)
                 std = s[std_key]
                 if std is not None:
                     lo = [min(max(m - d, floor), m) for m, d in zip(s[mean_key], std)]
                     hi = [max(min(m + d, ceiling), m) for m, d in zip(s[mean_key], std)]
-                    ax.fill_between(s["steps"], lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+                    ax.fill_between(s["steps"], _nums(lo), _nums(hi), color=line.get_color(), alpha=0.2, linewidth=0)
                 marks = [(e["step"], e[end_key]) for e in ends if e["step"] and math.isfinite(e[end_key])]
                 if marks:
-                    ax.plot([m[0] for m in marks], [m[1] for m in marks], linestyle="none", marker="x",
+                    ax.plot([m[0] for m in marks], _nums(m[1] for m in marks), linestyle="none", marker="x",
                             markersize=9, markeredgewidth=2, color=line.get_color())
         ax_loss.set_yscale("log")
         ax_loss.set(xlabel="step", ylabel="loss (log scale)", title="loss")
@@ -58,6 +122,7 @@ def compare_figure(path: Path, series: list[dict], size: tuple[int, int] = (1200
             ax.legend()
         if title:
             fig.suptitle(title)
+        plain_text(fig)  # before the layout measures any text
         fig.tight_layout()
         _save(fig, path)
     finally:
@@ -90,6 +155,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
+    plain_text(fig)  # again: a text added since is data too
     with AtomicFile(path, "wb") as f:
         fig.savefig(f.file, format=path.suffix.lower().lstrip("."), dpi=DPI)
 
@@ -97,11 +163,32 @@ def _save(fig, path: Path) -> None:
 # --------------------------------------------------------------------------- the dashboard of a run
 
 DASHBOARD_SIZE = (1500, 850)
+LEGEND_MAX = 24  # entries of a panel's legend: the first 23, then "… and N more"
 HEALTHY_UPDATE = UPDATE_HEALTHY  # the update-to-data ratio guide line (core.health's advice names it)
 
 
+DRAWN_MAX = 1e300  # larger magnitudes are drawn as gaps: matplotlib's axis limits and ticks overflow near 1e307
+
+
+def _number(v) -> float:
+    """A record's value as a float (NaN where it is not a number); as written, for a text."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return math.nan
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float
+        return math.nan
+
+
 def _num(v) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None else math.nan
+    """A value as drawn: a number within ±DRAWN_MAX, else a gap (NaN) in its line. Every value a figure
+    draws passes here (an lr of 1.7e308 is data a file may hold; matplotlib cannot lay out its axis)."""
+    v = _number(v)
+    return v if abs(v) <= DRAWN_MAX else math.nan
+
+
+def _nums(values) -> list[float]:
+    return [_num(v) for v in values]
 
 
 def _log10(v) -> float:
@@ -140,6 +227,7 @@ def runs_of(records: list[dict]) -> dict[str, list[dict]]:
     return runs
 
 
+@one_output
 def dashboard(path: Path, runs: dict[str, list[dict]], size: tuple[int, int] = DASHBOARD_SIZE,
               title: str = "") -> None:
     """One figure of a run (or several: compare-optimizers' runs) from its metrics records.
@@ -174,7 +262,7 @@ def _fonts(size: tuple[int, int]) -> dict:
 
 def _lr_line(runs: dict[str, list[dict]]) -> Optional[str]:
     """The learning rate in words where it never changes (or was not recorded); None where it varies."""
-    lrs = {_num(r["lr"]) for rs in runs.values() for r in rs if "lr" in r}
+    lrs = {_number(r["lr"]) for rs in runs.values() for r in rs if "lr" in r}
     if not lrs:
         return "learning rate: not recorded"
     if len(lrs) == 1:
@@ -204,27 +292,26 @@ def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBO
     viridis, tab10 = plt.get_cmap("viridis"), plt.get_cmap("tab10")
     run_color = {label: tab10(i % 10) for i, label in enumerate(runs)}
     try:
-        names: dict = {ax: [] for ax in every_ax}  # the per-layer (or per-parameter) series of each panel
+        names: dict = {ax: {} for ax in every_ax}  # each panel's series (name → its index), in order: linear
 
         def draw(ax, series: dict, run: str, marker: Optional[str] = None, label: Optional[str] = None):
             if ax is None:
                 return
-            ordered = sorted(series, key=_natural)
+            keys = {n: _natural(n) for n in series}
+            ordered = sorted(series, key=keys.__getitem__)
             norms = any(n.startswith("norm") for n in ordered)
+            groups = {g: i for i, g in enumerate(sorted({keys[n][1] for n in ordered}))} if norms else {}
             for k, name in enumerate(ordered):
                 steps, values = series[name]
-                if name not in names[ax]:
-                    names[ax].append(name)
-                k = names[ax].index(name)
+                k = names[ax].setdefault(name, len(names[ax]))
                 if multi:
                     color, style, text = run_color[run], styles[k % len(styles)] if label is None else "-", None
                 else:  # a norm layer's series: dashed, in the colour of its linear layer (norm3 beside layer3)
-                    groups = sorted({_natural(n)[1] for n in ordered})
-                    at = groups.index(_natural(name)[1]) if norms else k
+                    at = groups[keys[name][1]] if norms else k
                     color = (viridis(at / max(1, (len(groups) if norms else len(ordered)) - 1) * 0.9)
                              if label is None and len(ordered) > 1 else None)
                     style, text = "--" if name.startswith("norm") else "-", label if label is not None else name
-                ax.plot(steps, values, linestyle=style, marker=marker, markersize=3 if marker else None,
+                ax.plot(steps, _nums(values), linestyle=style, marker=marker, markersize=3 if marker else None,
                         linewidth=1.3, color=color, label=text)
 
         def one(key):
@@ -234,7 +321,8 @@ def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBO
             draw(ax_loss, _series(records, one("loss")), run, label="loss")
             if any("val_loss" in r for r in records):
                 draw(ax_loss, _series(records, one("val_loss")), run, marker="o", label="val_loss")
-            draw(ax_grad, _series(records, lambda r: layer_norms(r.get("grad_norms") or {})), run)
+            draw(ax_grad, _series(records, lambda r: layer_norms({k: _num(v) for k, v in (r.get("grad_norms") or {}).items()})),
+                 run)
             per_param = _series(records, lambda r: {n: _log10(v) for n, v in (r.get("update_ratios") or {}).items()})
             if per_param:
                 draw(ax_update, per_param, run, marker=".")
@@ -275,7 +363,7 @@ def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBO
             ax.set(xlabel="step", ylabel=ylabel)
             if log is None:  # the learning rate: log scale when it spans more than 100×
                 lo, hi = ax.dataLim.y0, ax.dataLim.y1
-                log = lo > 0 and hi / lo > 100
+                log = math.isfinite(lo) and math.isfinite(hi) and lo > 0 and hi / lo > 100
             if log:
                 ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
@@ -290,7 +378,11 @@ def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBO
             if multi and names[ax] and len(names[ax]) > 1:  # the line style of each layer or parameter
                 handles += [Line2D([], [], color="black", linestyle=styles[k % len(styles)], linewidth=1.3)
                             for k in range(len(names[ax]))]
-                labels += names[ax]
+                labels += list(names[ax])
+            if len(labels) > LEGEND_MAX:  # a legend of hundreds of entries is unreadable (and slow to lay out)
+                more = len(labels) - LEGEND_MAX + 1
+                handles = handles[:LEGEND_MAX - 1] + [Line2D([], [], linestyle="none")]
+                labels = labels[:LEGEND_MAX - 1] + [f"… and {more:,} more"]
             if labels and (len(labels) > 1 or multi or ax is ax_update or ax is ax_units):
                 ax.legend(handles, labels, ncol=2 if len(labels) > 6 else 1, loc="best")
         top, bottom = 1.0, 0.0
@@ -303,6 +395,8 @@ def dashboard_figure(runs: dict[str, list[dict]], size: tuple[int, int] = DASHBO
             fig.suptitle(title)
         if lr_text is not None:
             line = fig.text(0.5, 0.01, lr_text, ha="center", va="bottom", color="dimgray")
+        plain_text(fig)  # before the layout measures any text
+        if lr_text is not None:
             bottom = _height(fig, line) + 0.02
         _fit(fig, every_ax, (0, bottom, 1, top))
     except BaseException:
@@ -354,6 +448,7 @@ def _fit(fig, axes: list, rect: tuple) -> None:
     fig.tight_layout(rect=rect)
 
 
+@one_output
 def lr_figure(path: Path, lrs: list[float], losses: list[float], smoothed: list[float],
               suggested: Optional[float], min_loss: Optional[float], size: tuple[int, int] = (900, 550),
               title: str = "") -> None:
@@ -362,8 +457,9 @@ def lr_figure(path: Path, lrs: list[float], losses: list[float], smoothed: list[
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     try:
-        ax.plot(lrs, [_num(v) for v in losses], color="lightgray", linewidth=1, label="loss")
-        ax.plot(lrs, [_num(v) for v in smoothed], linewidth=1.8, label="smoothed loss")
+        lrs = _nums(lrs)
+        ax.plot(lrs, _nums(losses), color="lightgray", linewidth=1, label="loss")
+        ax.plot(lrs, _nums(smoothed), linewidth=1.8, label="smoothed loss")
         for lr, label, color in ((suggested, "valley (suggestion)", "red"), (min_loss, "minimum / 10", "green")):
             if lr is not None:
                 ax.axvline(lr, color=color, linestyle="--", linewidth=1, label=f"{label}: {lr:.2g}")
@@ -377,6 +473,7 @@ def lr_figure(path: Path, lrs: list[float], losses: list[float], smoothed: list[
         ax.set(xlabel="learning rate (log scale)", ylabel="loss", title=title or "learning-rate range test")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+        plain_text(fig)  # before the layout measures any text
         fig.tight_layout()
         _save(fig, path)
     finally:

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from backprop_cli.core.records import ALL_METRICS, StepRecord, Summary, is_logging_step
 from backprop_cli.errors import OutputClosed
-from backprop_cli.render.console import Starting, fmt, fmt_options, loading_line
+from backprop_cli.render.console import Starting, fmt, fmt_options, loading_line, shown
 from backprop_cli.render.documents import json_text, train_document
 from backprop_cli.render.evaluation import evaluation_tables
 from backprop_cli.render.fit import NUM_WIDTH, Col, fit, kv_lines, print_blocks, print_lines
@@ -61,8 +61,8 @@ def _run_lines(info: dict) -> list[tuple[str, str]]:
         lines.append(("inputs", d["inputs"] + (f"; {d['dropped_target']} row(s) without a target left out"
                                                if d.get("dropped_target") else "")))
     if d.get("classes"):
-        shown = ", ".join(d["classes"][:10]) + (", …" if len(d["classes"]) > 10 else "")
-        lines.append(("classes", f"{len(d['classes'])}: {shown}"))
+        listed = ", ".join(d["classes"][:10]) + (", …" if len(d["classes"]) > 10 else "")
+        lines.append(("classes", f"{len(d['classes'])}: {listed}"))
     if d.get("validation"):
         lines.append(("validation", d["validation"]["source"] or f"{d['validation']['rows']} rows"))
     if d.get("standardize") or d.get("standardize_target"):
@@ -247,8 +247,8 @@ class TrainReport:
             grid = Table.grid(padding=(0, 2))
             grid.add_column(style="bold cyan")
             grid.add_column()
-            for k, v in lines:
-                grid.add_row(k, v)
+            for k, v in lines:  # Text, not markup: a value holds names from files ("[red]", "\x1b")
+                grid.add_row(Text(shown(k)), Text(shown(v)))
             self.console.print(Panel(grid, title="backprop train", title_align="left", expand=False))
             if note:
                 self.console.print(Text(note, style="dim"))
@@ -325,8 +325,8 @@ class TrainReport:
             grid = Table.grid(padding=(0, 2))
             grid.add_column(style="bold green" if status == "done" else "bold yellow")
             grid.add_column()
-            for k, v in lines:
-                grid.add_row(k, v)
+            for k, v in lines:  # Text, not markup: a value holds names from files ("[red]", "\x1b")
+                grid.add_row(Text(shown(k)), Text(shown(v)))
             self.console.print(grid)
         if not self.quiet:
             for block in evaluation_tables(summary.evaluation, self.plain, self.wide):

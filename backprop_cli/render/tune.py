@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from backprop_cli.render.documents import finite
+from backprop_cli.render.plots import one_output, plain_text
 from backprop_cli.render.console import fmt
 from backprop_cli.render.fit import Col, fit, kv_lines, print_blocks, print_lines
 
@@ -103,6 +104,7 @@ def tune_document(study: str, storage: str, metric: str, direction: str, best: O
     })
 
 
+@one_output
 def plot_study(study, path: Path, title: str, metric: str = "Objective Value") -> str:
     """Optuna's optimization history and parameter importances (``optuna.visualization.matplotlib``),
     side by side in one figure, headless. The history's axis is logarithmic when the values are positive
@@ -150,6 +152,7 @@ def plot_study(study, path: Path, title: str, metric: str = "Objective Value") -
                 continue
             fig = ax.figure
             fig.set_size_inches(7, 4.5)
+            plain_text(fig)  # parameter names and the metric are data, not mathtext
             fig.tight_layout()
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=110)
@@ -162,10 +165,13 @@ def plot_study(study, path: Path, title: str, metric: str = "Objective Value") -
         ax.imshow(img)
     for ax in axes[0]:
         ax.set_axis_off()
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.93, wspace=0)
-    kind = path.suffix.lower().lstrip(".")
-    write_atomic(path, lambda f: fig.savefig(f, format=kind), mode="wb")
-    plt.close(fig)
+    try:
+        fig.suptitle(title, fontsize=10)
+        plain_text(fig)  # the title holds the config's and the study's names
+        fig.subplots_adjust(left=0, right=1, bottom=0, top=0.93, wspace=0)
+        kind = path.suffix.lower().lstrip(".")
+        write_atomic(path, lambda f: fig.savefig(f, format=kind), mode="wb")
+    finally:
+        plt.close(fig)
     return "; ".join(notes)
 

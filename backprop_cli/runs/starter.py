@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from backprop_cli.errors import BackpropError, DataError, OutputError
+from backprop_cli.errors import BackpropError, DataError, OutputError, shown
 
 TEMPLATE = """\
 # backprop config. Run: backprop train --config {path}
@@ -108,12 +108,18 @@ CSV = """\
                                # delimiter, decimal: the file's separators (default: read from the file)"""
 
 
+MAX_INIT_COLUMNS = 2000  # init writes each column's type and counts: the config stays a few hundred KB that loads
+                         # within the config's bounds (config.yamlfile.MAX_NODES values, MAX_CONFIG_BYTES)
+
+
 def _guess(path: Path, target: Optional[str]) -> dict:
     """Survey a table file: every column's type, the target, regression vs classification, the classes."""
     from backprop_cli.data.labels import order_classes
     from backprop_cli.data.survey import survey_file
 
-    s = survey_file(Path(path))
+    s = survey_file(Path(path), max_columns=MAX_INIT_COLUMNS, too_many=(
+        "init lists in a config (a type and counts for each); write the config yourself with data.features "
+        "(or leave it out: every column but the target is an input)"))
     where = s.source.where
     if s.rows == 0:
         raise DataError(f"{where}: needs a header row and at least one data row")
@@ -150,7 +156,7 @@ def _column_line(c) -> str:
         note += "; embedded (over 1,000 values for one-hot)"
     elif c.kind == "number" and c.integers and c.distinct <= 20:
         note += "; integers: type: category may fit"
-    return f"    {json.dumps(c.name)}: {{{spec}}}  # {note}"
+    return f"    {quoted(c.name)}: {{{spec}}}  # {note}"
 
 
 def _width(features) -> tuple[int, str]:
@@ -171,27 +177,32 @@ def _width(features) -> tuple[int, str]:
 RARE_CLASS_SHARE = 0.10  # init suggests loss.class_weights: auto when the smallest class has fewer rows
 
 
-def _rarest_class(path: Path, target: str) -> Optional[tuple[str, float]]:
-    """The least frequent value of the target column and its share of the rows with one (None when the
-    file cannot be counted this simple way: the config is then written without the hint)."""
-    import csv
-    from collections import Counter
-
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            col = next(reader).index(target)
-            counts = Counter(row[col].strip() for row in reader if len(row) > col and row[col].strip())
-    except (OSError, UnicodeDecodeError, ValueError, StopIteration, csv.Error):
-        return None
-    from backprop_cli.data.readers import MISSING_TOKENS
-
-    for token in MISSING_TOKENS:
-        counts.pop(token, None)
+def _rarest_class(column) -> Optional[tuple[str, float]]:
+    """The least frequent value of the target column and its share of the rows with one, from the survey's
+    counts (the same for CSV, TSV, Parquet and compressed files); None for fewer than two classes."""
+    counts = column.counts
     if len(counts) < 2:
         return None
     name, n = min(counts.items(), key=lambda kv: kv[1])
     return name, n / sum(counts.values())
+
+
+def quoted(text: str) -> str:
+    """A name (a column, a class, a path) as a YAML double-quoted scalar that reads back as the same text:
+    JSON's quoting (YAML's double-quoted style is a superset) with every character left as it is but what
+    YAML may not hold raw or would read as a line break (controls, DEL, C1, U+2028, format characters),
+    which is written as its ``\\uXXXX`` escape. ``price😀`` stays ``"price😀"`` (JSON's ASCII escapes would
+    write a surrogate pair, which YAML reads as two lone surrogates, not the column's name). A lone
+    surrogate has no UTF-8 spelling, in a YAML file or a header (the readers refuse such a file): refused."""
+    bad = next((c for c in text if 0xD800 <= ord(c) < 0xE000), None)
+    if bad is not None:
+        raise DataError(f"'{shown(text)}': a name with a lone surrogate ({shown(bad)}) cannot be written to a "
+                        "UTF-8 config; rename it")
+    out = json.dumps(text, ensure_ascii=False)
+    if out.isprintable():
+        return out
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+                   for c in out)
 
 
 def require_printable(path: Path, role: str, error: type[BackpropError] = OutputError) -> None:
@@ -223,12 +234,12 @@ def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional
     marks = ""
     if src.format == "text" and src.delimiter != ("\t" if src.path.name.lower().split(".gz")[0].endswith(
             (".tsv", ".tab")) else ","):
-        marks += f"  delimiter: {json.dumps(src.delimiter)}              # sniffed from the file\n"
+        marks += f"  delimiter: {quoted(src.delimiter)}              # sniffed from the file\n"
     if src.format == "text" and src.decimal != ".":
-        marks += f"  decimal: {json.dumps(src.decimal)}                # sniffed: numbers are written 1,5\n"
+        marks += f"  decimal: {quoted(src.decimal)}                # sniffed: numbers are written 1,5\n"
     features = g["features"]
-    data = CSV.format(path=json.dumps(rel), target=json.dumps(g["target"]), marks=marks,
-                      features=", ".join(json.dumps(f.name) for f in features),
+    data = CSV.format(path=quoted(rel), target=quoted(g["target"]), marks=marks,
+                      features=", ".join(quoted(f.name) for f in features),
                       columns="\n".join(_column_line(c) for c in features), validation=validation)
     cls = g["classification"]
     loss = "cross_entropy" if cls else "mse"
@@ -240,9 +251,9 @@ def starter_config(path: Path, csv_path: Optional[Path] = None, target: Optional
         activation="relu", loss=loss, optimizer="adam", lr="0.001", data=data,
         batch_size=max(1, min(32, train_rows)), steps="null", epochs=50, standardize="true",
         standardize_target="false" if cls else "true")
-    rare = _rarest_class(csv_path, g["target"]) if cls else None
+    rare = _rarest_class(g["survey"].columns[g["target"]]) if cls else None
     if rare is not None and rare[1] < RARE_CLASS_SHARE:
-        text = text.replace("\noptimizer:", f"\n# the smallest class, {json.dumps(rare[0])}, has {100 * rare[1]:.1f}% of "
+        text = text.replace("\noptimizer:", f"\n# the smallest class, {quoted(rare[0])}, has {100 * rare[1]:.1f}% of "
                             "the rows: to weigh every class alike, use\n#   loss: {name: cross_entropy, "
                             "class_weights: auto}\n\noptimizer:", 1)
     if cls:
@@ -271,7 +282,7 @@ def _mark_chosen(text: str) -> str:
 
     from backprop_cli.config import schema
 
-    doc = yaml.safe_load(text)
+    doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: thousands of columns
     sections = {None: schema.Config, "model": schema.ModelConfig, "train": schema.TrainConfig,
                 "distributed": schema.DistributedConfig,
                 "data": schema.CsvData if doc["data"]["kind"] == "csv" else schema.SyntheticData,

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 
 from backprop_cli.config import Config, load_config
 from backprop_cli.config.tune import METRICS
-from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError
+from backprop_cli.errors import EXIT_INTERRUPTED, BackpropError, error_line
 from backprop_cli.runs.tune_storage import StorageSpec, open_storage, open_study, quiet_optuna
 
 MAX_WORKERS = 32  # local worker processes of one `tune` (more machines: run tune on each, same --storage)
@@ -259,7 +259,7 @@ def _worker_main(job: Job) -> None:
     except SearchInterrupted:
         os._exit(EXIT_INTERRUPTED)
     except BackpropError as e:  # a spawned process has no console of its own: its one line, then its code
-        sys.stderr.write(f"error: [worker] {e}\n")
+        sys.stderr.write(error_line(f"[worker] {e}") + "\n")
         sys.stderr.flush()
         os._exit(e.exit_code)
     os._exit(0)
