@@ -60,12 +60,16 @@ def _both_given(data: dict, origins: dict, where: Where) -> list[str]:
     the file, or both on the command line. Each key is named with where it came from (``FILE:LINE``, the
     ``--set`` or the option); the second is taken out, so that the schema does not report the pair again."""
     out = []
-    for first, second in (PAIRS):
+    for first, second in PAIRS:
         section = data.get(first[0])
-        if not isinstance(section, dict) or section.get(first[1]) is None or section.get(second[1]) is None:
+        if not isinstance(section, dict) or not all(_plausible(section.get(k[1]), k) for k in (first, second)):
+            continue  # one is unset, or of the wrong type: the schema names that
+        cli = [any(o[:len(k)] == k for o in origins) for k in (first, second)]
+        if cli[0] != cli[1]:  # `--set model.hidden_sizes.0=8` on a file with hidden_size: the override replaces
+            section.pop((second if cli[0] else first)[1])
             continue
         named = [f"{dotted(k)} ({origins.get(k) or where.location(k)})" for k in (first, second)]
-        place = "both on the command line; give one" if second in origins else \
+        place = "both on the command line; give one" if cli[1] else \
             "both in the file; remove one (an override of one replaces the other)"
         out.append(where.line(second, f"give {dotted(first)} or {dotted(second)}, not both: {named[0]} and "
                                       f"{named[1]} are {place}", section[second[1]]))
@@ -74,6 +78,13 @@ def _both_given(data: dict, origins: dict, where: Where) -> list[str]:
 
 
 PAIRS = ((("train", "steps"), ("train", "epochs")), (("model", "hidden_size"), ("model", "hidden_sizes")))
+
+
+def _plausible(value: Any, key: tuple) -> bool:
+    """A value of the key's type (an integer; a list for hidden_sizes), however out of bounds."""
+    if key[1] == "hidden_sizes":
+        return isinstance(value, list)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _clear_replaced(data: dict, overridden: dict) -> None:
