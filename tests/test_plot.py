@@ -346,7 +346,7 @@ def test_other_commands_a_figure_that_fails_is_one_line_exit_2_after_the_rest(cl
         assert (tmp_path / "c.jsonl").exists()
 
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12) | st.sampled_from(
@@ -358,6 +358,8 @@ _any_number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integ
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=st.lists(_any_text, min_size=1, max_size=3), labels=st.lists(_any_text, max_size=2),
        title=_any_text, values=st.lists(_any_number, min_size=1, max_size=4))
+@example(names=["¹"], labels=[], title="", values=[0.0])  # a digit that is not ASCII: the natural order's int()
+@example(names=["layer" + "9" * 5000], labels=[], title="", values=[1.0])  # more digits than int() takes
 def test_any_names_and_numbers_draw(tmp_path, names, labels, title, values):
     """Whatever names (series, layers, runs, the file's title) and numbers a metrics file may hold, the
     dashboard is written (an OutputError would fail the test: none is expected)."""

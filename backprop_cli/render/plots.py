@@ -210,8 +210,9 @@ def _series(records: list[dict], value) -> dict[str, tuple[list[int], list[float
 def _natural(name: str) -> tuple:
     """layer2 before layer10."""
     head, _, tail = name.partition(".")
-    digits = "".join(c for c in head if c.isdigit())
-    return (head.rstrip("0123456789"), int(digits) if digits else 0, tail)
+    stem = head.rstrip("0123456789")  # ASCII digits only: '¹'.isdigit() is true and int('¹') fails
+    digits = head[len(stem):]
+    return (stem, len(digits.lstrip("0")), digits, tail)  # numbers by their length, then their digits
 
 
 def runs_of(records: list[dict]) -> dict[str, list[dict]]:
