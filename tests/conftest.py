@@ -30,6 +30,17 @@ def _build_the_click_command_once():
 _build_the_click_command_once()
 
 
+# The longest tests, started first: with work stealing, a long test that starts last leaves one core idle
+# while it runs (the docs test alone is about a minute here).
+FIRST = ("tests/test_docs.py::test_every_page_then_the_tutorial_run_as_written_in_one_folder",
+         "tests/test_distributed.py::", "tests/test_help.py::test_every_example_in_every_help_runs",
+         "tests/test_deep_story.py::", "tests/test_tune.py::")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))  # stable: the rest keep their order
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per core. More workers than cores cost more CPU than their overlap of
     child-process waits wins back (each worker collects and loads torch, and they crowd the cores):
