@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, write
@@ -196,7 +196,8 @@ def test_any_text_is_one_printable_cell_and_no_formula(text):
 @pytest.mark.parametrize("keep, column, message", [
     ("", None, "error: --keep: expected a column name (got '')\n"),
     ("prediction", "prediction", "error: --keep 'prediction': the predictions would have two columns named "
-     "'prediction' (columns: prediction, prediction, p_Adelie, p_Chinstrap, p_Gentoo); keep another column\n"),
+     "'prediction' (columns: 'prediction', 'prediction', 'p_Adelie', 'p_Chinstrap', 'p_Gentoo'); keep another "
+     "column\n"),
     ("p_Gentoo", "p_Gentoo", "error: --keep 'p_Gentoo': the predictions would have two columns named 'p_Gentoo'"),
 ])
 @pytest.mark.parametrize("format", ["csv", "json"])
@@ -219,6 +220,7 @@ def test_keep_is_a_name_the_output_does_not_have(cli, trained, tmp_path, keep, c
        targets=st.lists(st.text(max_size=4), min_size=1, max_size=3, unique=True),
        keep=st.none() | st.text(max_size=6) | st.sampled_from(["prediction", "p_", "p_a"]),
        loss=st.sampled_from(["cross_entropy", "bce_with_logits", "mse"]))
+@example(classes=["", "0"], targets=["\n"], keep="\n", loss="bce_with_logits")  # names shown quoted, one line
 def test_predict_columns_are_distinct_or_refused(classes, targets, keep, loss):
     """Whatever the class or target names and --keep: the output's columns are distinct names (a JSON object
     keeps every one), or one ConfigError line."""

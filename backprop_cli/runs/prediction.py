@@ -371,7 +371,7 @@ def prediction_columns(trained: Trained, keep: Optional[str] = None) -> list[str
             mine = keep is not None and name == keep
             what = f"--keep {keep!r}" if mine else "the checkpoint's class or target names"
             raise ConfigError(f"{what}: the predictions would have two columns named {name!r} (columns: "
-                              f"{', '.join(header[:8])}{', …' if len(header) > 8 else ''}); "
+                              f"{', '.join(map(repr, header[:8]))}{', …' if len(header) > 8 else ''}); "
                               + ("keep another column" if mine else "the checkpoint is not usable for predict"))
         seen.add(name)
     return header
