@@ -358,7 +358,8 @@ def test_the_default_storage_is_beside_the_config_named_after_the_study(tmp_path
 
 
 def test_ctrl_c_stops_after_the_running_trial_is_recorded_and_the_study_resumes(tmp_path, cli):
-    cfg = tiny(tmp_path, SPACE.replace("trials: 4", "trials: 50"), epochs=40)
+    # trials of a second or more, so that the signal, 0.5 s after a trial's row, lands inside the next one
+    cfg = tiny(tmp_path, SPACE.replace("trials: 4", "trials: 50"), epochs=150)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "backprop_cli", "tune", "-c", str(cfg), "--set",
                              "tune.pruner=none"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
