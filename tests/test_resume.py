@@ -493,25 +493,57 @@ def test_a_crafted_evaluation_entry_is_one_line(cli, tmp_path, straight, evaluat
 
 
 @pytest.mark.parametrize("first", ["restore_best", "plain"])
-def test_restore_best_after_a_resume_says_when_the_best_is_the_checkpoints(cli, tmp_path, straight, first):
-    """The best's weights are not in a checkpoint: when the best evaluation came before the resume, the
-    resumed run cannot restore it and says so (one warning naming the steps), instead of claiming it did.
-    (With restore_best the first run's --save is at its best step, so the resume starts there.)"""
-    cfg, _, summary, _ = straight
+def test_restore_best_after_a_resume_puts_the_checkpoints_best_back(cli, tmp_path, straight, first):
+    """With restore_best a checkpoint keeps a copy of the best evaluation's state (its ``best`` entry), so a
+    resumed run whose best came before the resume still ends on that model, as the uninterrupted run does:
+    its --save holds the weights of the straight run's --save-best, bitwise, and its summary the best's
+    numbers. A checkpoint of a run without restore_best has no copy: the resumed run says so (one warning
+    naming the steps) instead of claiming it restored it. (With restore_best the first run's --save is at its
+    best step, so the resume starts there.)"""
+    cfg, _, summary, best_full = straight
     best = summary["validation"]["best_step"]
     cut = next(k for k in range(5, summary["steps"], 5) if k > best)
     keep = ["--set", "train.early_stopping={patience: 2, restore_best: true}"]
     assert cli("train", "-c", cfg, *(keep if first == "restore_best" else []), "--steps", cut, "--save",
                tmp_path / "c.pt", "-q").exit_code == 0
     start = best if first == "restore_best" else cut
-    assert load_checkpoint(tmp_path / "c.pt")["step"] == start
-    r = cli("train", "-c", cfg, *keep, "--resume", tmp_path / "c.pt", "--format", "json")
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert saved["step"] == start and ("best" in saved) == (first == "restore_best")
+    r = cli("train", "-c", cfg, *keep, "--resume", tmp_path / "c.pt", "--save", tmp_path / "end.pt",
+            "--format", "json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)["summary"]
-    assert out["validation"]["best_step"] == best and "restored_best" not in out["validation"]
-    where = ("the checkpoint resumed from holds them" if first == "restore_best"
-             else "the first run's --save-best file holds them")
-    assert [w for w in out["warnings"] if w.startswith("restore_best:")] == [
+    assert out["validation"]["best_step"] == best
+    warned = [w for w in out["warnings"] if w.startswith("restore_best:")]
+    if first == "restore_best":
+        end, want = load_checkpoint(tmp_path / "end.pt"), load_checkpoint(best_full)
+        assert out["validation"]["restored_best"] == best and warned == []
+        assert out["validation"]["loss"] == summary["validation"]["best_loss"]  # the best's numbers, measured again
+        assert end["step"] == best and all(torch.equal(end["model"][k], want["model"][k]) for k in want["model"])
+        return
+    assert "restored_best" not in out["validation"]
+    assert warned == [
         f"restore_best: the best evaluation is the checkpoint's (step {best}, val_loss "
         f"{out['validation']['best_loss']:.5g}; resumed from step {start}) and no later one was better; the resumed "
-        f"run has no copy of its weights, so the model at the end and --save are the last step's ({where})"]
+        "run has no copy of its weights, so the model at the end and --save are the last step's (the first run's "
+        "--save-best file holds them)"]
+
+
+def test_a_crafted_best_entry_is_one_line(cli, tmp_path, straight):
+    """The ``best`` copy gets every check of the last state: a weight of another shape, a non-finite value or
+    an entry of other keys is one line, exit 2."""
+    cfg = straight[0]
+    keep = ["--set", "train.early_stopping={patience: 2, restore_best: true}"]
+    ck = tmp_path / "c.pt"
+    assert cli("train", "-c", cfg, *keep, "--steps", 10, "--save", ck, "-q").exit_code == 0
+    good = torch.load(ck, weights_only=True)
+    assert sorted(good["best"]) == ["model", "optimizer", "scheduler"]
+    for change, fragment in (
+            (lambda b: b["model"].__setitem__("layer1.weight", torch.zeros(3, 3)), "layer1.weight"),
+            (lambda b: b["model"]["layer1.bias"].fill_(float("nan")), "best.model.layer1.bias: holds non-finite"),
+            (lambda b: b.pop("optimizer"), "best: expected a mapping of model, optimizer, scheduler")):
+        state = torch.load(ck, weights_only=True)
+        change(state["best"])
+        torch.save(state, tmp_path / "bad.pt")
+        r = cli("train", "-c", cfg, *keep, "--resume", tmp_path / "bad.pt", "-q")
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.output

@@ -51,8 +51,9 @@ SLACK_BYTES = 16 * 2**20  # config, RNG states, step counters, pickle
 
 def expected_checkpoint_bytes(params: int) -> int:
     """The most a checkpoint of a model with ``params`` parameters needs: the weights and up to
-    MAX_OPTIMIZER_BUFFERS optimizer buffers per value, 8 bytes each (float64 at most), plus slack."""
-    return (1 + MAX_OPTIMIZER_BUFFERS) * int(params) * 8 + SLACK_BYTES
+    MAX_OPTIMIZER_BUFFERS optimizer buffers per value, 8 bytes each (float64 at most), twice (``best``, the
+    restore_best copy of the best evaluation's state, is a second one), plus slack."""
+    return 2 * (1 + MAX_OPTIMIZER_BUFFERS) * int(params) * 8 + SLACK_BYTES
 
 
 def rng_state(device: torch.device, next_batch: int) -> dict:
@@ -79,12 +80,14 @@ def restore_rng(state: dict, path: Path | str = "checkpoint") -> None:
 
 def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, scheduler=None,
                     device: torch.device | None = None, data: dict | None = None,
-                    evaluation: dict | None = None) -> None:
+                    evaluation: dict | None = None, best: tuple | None = None) -> None:
     """Write ``{"model", "optimizer", "scheduler", "step", "config", "rng", "version"}`` atomically
     (temp file in the same folder, flush, fsync, ``os.replace``); a failure (disk full) is one
     OutputError and leaves the previous file. ``data`` (data.Table.info(): the columns, class names,
     scaling and split) is written too when given, and ``evaluation`` (runs.sinks.EvaluationSink.state():
-    the best val_loss, its step, early stopping's reference and counter) likewise."""
+    the best val_loss, its step, early stopping's reference and counter) likewise. ``best``: with
+    ``restore_best``, the (model, optimizer, scheduler) state of the best evaluation, so that a resumed run
+    can still put that model back at its end."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "step": int(step), "config": config,
@@ -93,6 +96,8 @@ def save_checkpoint(path: Path, *, model, optimizer, step: int, config: dict, sc
         state["data"] = data
     if evaluation is not None:  # a resumed run goes on from them (--save-best, early stopping)
         state["evaluation"] = evaluation
+    if best is not None:  # restore_best: the best evaluation's state, for a resumed run to put back
+        state["best"] = {"model": best[0], "optimizer": best[1], "scheduler": best[2]}
     check_writable(Path(path), what="checkpoint")
     with deferred(), AtomicFile(Path(path), "wb") as f:  # Ctrl-C waits until the checkpoint is in place
         torch.save(state, f.file)
@@ -176,6 +181,12 @@ def load_checkpoint(path: Path, map_location: Any = "cpu", expected_params: int 
     if missing:
         raise CheckpointError(f"{path}: not a backprop checkpoint (missing keys: {', '.join(missing)})")
     problems = structure_problems(state)
+    best = state.get("best")
+    if best is not None:  # the same checks, on the best evaluation's state in the place of the last one's
+        if not (isinstance(best, dict) and set(best) == {"model", "optimizer", "scheduler"}):
+            problems.append("best: expected a mapping of model, optimizer, scheduler (restore_best's copy)")
+        else:
+            problems += [f"best.{p}" for p in structure_problems({**state, **best, "best": None})]
     if problems:
         raise CheckpointError(f"{path}: not a valid backprop checkpoint: {'; '.join(problems)}")
     return state

@@ -15,7 +15,8 @@ from backprop_cli.limits import MAX_COUNT
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "step", "config")
 KNOWN_KEYS = (*REQUIRED_KEYS, "scheduler", "rng", "version", "data",  # data: since validation and scaling
-              "evaluation")  # evaluation: the best val_loss, its step and early stopping's counter (resume)
+              "evaluation",  # evaluation: the best val_loss, its step and early stopping's counter (resume)
+              "best")  # best: restore_best's copy of the best evaluation's model, optimizer and scheduler state
 EVALUATION_KEYS = ("best_loss", "best_step", "reference", "waited")
 # The scaling statistics are used on float32 data: each one must be a number float32 holds, a std no smaller
 # than float32's smallest normal number (below it float32 loses precision, and 1e-310 is 0 there).

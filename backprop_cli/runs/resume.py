@@ -68,6 +68,7 @@ def resume_from(run, path: Path) -> tuple[int, list[str], dict | None]:
             diffs = config_changes({head: saved.get(head)}, {head: current[head]})
             raise CheckpointError(f"{path}: --resume needs the same {what} as the checkpoint; "
                                   f"the config changes {'; '.join(diffs)}")
+    best_state = _best_state(run, state, path)
     load_weights(run.model, state, path)
     load_optimizer(run.optimizer, state, path)
     changes = config_changes(saved, current)
@@ -98,7 +99,33 @@ def resume_from(run, path: Path) -> tuple[int, list[str], dict | None]:
     if step >= run.steps:
         raise CheckpointError(f"{path}: the checkpoint is at step {step} and the run has {run.steps} steps: "
                               f"nothing to resume; raise train.steps (e.g. --steps {step + run.steps})")
-    return step, changes, state.get("evaluation")
+    evaluation = state.get("evaluation")
+    if evaluation is not None and best_state is not None:
+        evaluation = {**evaluation, "best_state": best_state}
+    return step, changes, evaluation
+
+
+def _best_state(run, state: dict, path: Path) -> tuple | None:
+    """restore_best: the checkpoint's copy of the best evaluation's state (its ``best`` entry) as the run's
+    snapshot, so that the resumed run puts that model back at its end as the uninterrupted one does. It is
+    loaded into the run's own model and optimizer first, by the same functions and checks as the last state
+    (loaded over it next); of a schedule, only the position is taken, as of the last state."""
+    import copy
+
+    early = run.cfg.train.early_stopping
+    best = state.get("best")
+    if best is None or early is None or not early.restore_best:
+        return None
+    shadow = {**state, **best}
+    load_weights(run.model, shadow, path)
+    load_optimizer(run.optimizer, shadow, path)
+    model = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    sched = None
+    if run.scheduler is not None:
+        sched = copy.deepcopy(run.scheduler.state_dict())
+        if isinstance(best.get("scheduler"), dict):
+            sched.update({k: best["scheduler"][k] for k in SCHEDULE_POSITION if k in best["scheduler"]})
+    return model, copy.deepcopy(run.optimizer.state_dict()), sched
 
 
 def _same_split(state: dict, run, path: Path) -> None:

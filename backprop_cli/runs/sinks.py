@@ -93,8 +93,11 @@ class EvaluationSink(Sink):
     def __init__(self, measure: Callable[[], tuple[dict, dict]], every: int, total: int, *,
                  patience: Optional[int] = None, min_delta: float = 0.0,
                  save_best: Optional[Callable[[int, float], str]] = None,
-                 snapshot: Optional[Callable[[], object]] = None):
+                 snapshot: Optional[Callable[[], object]] = None,
+                 remeasure: Optional[Callable[[], tuple[dict, dict]]] = None):
         self.measure, self.every, self.total = measure, every, total
+        # measure() without its side effects (a reduce_on_plateau step): the numbers of a restored copy
+        self.remeasure = remeasure
         self.patience, self.min_delta, self.save_best = patience, min_delta, save_best
         # restore_best: ``snapshot()`` copies the run's state at each new best (None: not asked for)
         self.snapshot = snapshot
@@ -157,6 +160,8 @@ class EvaluationSink(Sink):
 
         self.best_loss, self.best_step = number(saved["best_loss"]), int(saved["best_step"])
         self.reference, self.waited = number(saved["reference"]), int(saved["waited"])
+        if self.snapshot is not None and saved.get("best_state") is not None:  # restore_best: the checkpoint's
+            self.best_state = saved["best_state"]  # copy (its numbers are measured again when it is put back)
         self.stop_requested = self.patience is not None and self.waited >= self.patience
 
     def summary(self) -> Optional[dict]:
@@ -176,6 +181,8 @@ class EvaluationSink(Sink):
         if self.best_state is None:
             return None
         put_back(self.best_state)
+        if self.best_keys is None:  # the checkpoint's copy (--resume): the same model on the same rows
+            self.best_keys, self.best_detail = (self.remeasure or self.measure)()
         self.restored_step = self.best_step
         self.detail = self.best_detail
         return self.best_step

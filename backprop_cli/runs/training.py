@@ -245,12 +245,12 @@ def evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
 
     plateau = run.scheduler if isinstance(run.scheduler, PlateauSchedule) else None
 
-    def measure_now() -> tuple[dict, dict]:
+    def measure_now(schedule: bool = True) -> tuple[dict, dict]:
         v = measure(run.model, run.loss_fn, loss_name, *val, classes=classes, y_scaling=y_scaling, detail=True)
         t = measure(run.model, run.loss_fn, loss_name, train_x, train_y, classes=classes, y_scaling=y_scaling)
         detail = {k: v[k] for k in ("classes", "confusion", "per_class") if k in v}
         keys = evaluation_record(v, t, loss_name)
-        if plateau is not None:
+        if plateau is not None and schedule:
             plateau.evaluated(keys["val_loss"], every)
         return keys, detail
 
@@ -259,7 +259,8 @@ def evaluation_sink(run: Run, opts: TrainOptions) -> Optional[EvaluationSink]:
     sink = EvaluationSink(measure_now, every, run.steps,
                           patience=early.patience if early else None,
                           min_delta=early.min_delta if early else 0.0,
-                          snapshot=(lambda: _state_of(run)) if early is not None and early.restore_best else None)
+                          snapshot=(lambda: _state_of(run)) if early is not None and early.restore_best else None,
+                          remeasure=lambda: measure_now(schedule=False))
     if opts.save_best is not None:
         sink.save_best = _best_writer(run, opts.save_best, sink)
     return sink
@@ -341,7 +342,9 @@ def _checkpoint_writer(run: Run, evaluator: Optional[EvaluationSink] = None):
     def save(path: Path, step: int) -> None:
         save_checkpoint(path, model=run.model, optimizer=run.optimizer, step=step, config=run.cfg.plain(),
                         scheduler=run.scheduler, device=run.device, data=data,
-                        evaluation=evaluator.state() if evaluator is not None else None)
+                        evaluation=evaluator.state() if evaluator is not None else None,
+                        best=evaluator.best_state if evaluator is not None and evaluator.snapshot is not None
+                        else None)
 
     return save
 
