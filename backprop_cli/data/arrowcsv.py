@@ -51,7 +51,7 @@ def read_fast(src: Source, header, numbers, texts, infer, keep, block=()) -> Opt
         raise DataError(f"{src.where}: out of memory reading the file") from None
     floats = [n for n in [*numbers, *infer] if n not in as_text]
     inblock = [n for n in block if n in floats]
-    columns = _float_columns(table, floats, inblock)
+    columns = float_columns(table, floats, inblock)
     if columns is None:
         return None
     matrix = columns.pop("\0block", None)
@@ -114,7 +114,7 @@ def _sniffed_texts(src: Source, header, skip: int, infer) -> set[str]:
                                           or pa.types.is_null(f.type))}
 
 
-def _float_columns(table, names, block) -> Optional[dict[str, Column]]:
+def float_columns(table, names, block) -> Optional[dict[str, Column]]:
     """The float32 columns ``names`` as numpy, NaN where a cell is missing: the ``block`` ones side by side in one
     row-major matrix (under the key ``"\\0block"``; each column a view of it), the others one array each. None if
     a value is not finite (inf, or beyond float32's range: the exact reader names it)."""

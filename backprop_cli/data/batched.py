@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
-
-from backprop_cli.data.arrowcsv import arrow_absent, arrow_text, arrow_values
+from backprop_cli.data.arrowcsv import arrow_text, float_columns
 from backprop_cli.data.arrowcsv import native as _native
 from backprop_cli.data.readers import (
     FAST_READER_BYTES,
@@ -170,38 +168,12 @@ def _raw_of(batch, spelled, header, numbers, texts, keep, src) -> RawTable | Non
     (the exact reader names it)."""
     import pyarrow as pa
 
-    columns = {}
-    for name in numbers:
-        values = _floats(pa.chunked_array([batch.column(spelled[name])]))
-        if values is None:
-            return None
-        columns[name] = values
+    floats = float_columns(pa.Table.from_batches([batch]), [spelled[n] for n in numbers], ())
+    if floats is None:
+        return None
+    columns = {name: floats[spelled[name]] for name in numbers}
     for name in texts:
         columns[name] = arrow_text(batch.column(spelled[name]))
     kept = [str(v) for v in batch.column(spelled[keep]).to_pylist()] if keep else None
     return RawTable(header, columns, batch.num_rows, src, kept)
 
-
-def _floats(col) -> np.ndarray | None:
-    """A number arrow column as one float32 numpy array, NaN where a cell is missing; None if a value is not
-    finite (the exact reader names it). float32 columns (text parsed by pyarrow: one rounding) are copied as
-    they are; others (a Parquet file's float64 or integers) are cast once."""
-    import pyarrow as pa
-
-    if not pa.types.is_float32(col.type):
-        if not pa.types.is_float64(col.type):
-            col = col.cast(pa.float64())
-        col = col.cast(pa.float32(), safe=False)
-    out = np.empty(len(col), dtype=np.float32)
-    at = 0
-    for chunk in col.chunks:
-        n = len(chunk)
-        part = out[at:at + n]
-        part[:] = arrow_values(chunk, np.float32)
-        absent = arrow_absent(chunk) if chunk.null_count else None
-        if not np.isfinite(part if absent is None else part[~absent]).all():
-            return None
-        if absent is not None:
-            part[absent] = np.nan
-        at += n
-    return out
