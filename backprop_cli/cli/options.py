@@ -97,7 +97,25 @@ def _aliases_one_per_line() -> None:
     rich_utils.highlighter = OneNamePerLine()
 
 
-_aliases_one_per_line()
+def _aliases_fixed_at_the_first_help() -> None:
+    """The fix above needs typer.rich_utils, whose import (rich.markdown, markdown_it: about 0.1 s) only --help
+    needs: it is applied when a command or group first formats its help, not at every start."""
+    from typer.core import TyperCommand, TyperGroup
+
+    for cls in (TyperCommand, TyperGroup):
+        original = cls.format_help
+        if getattr(original, "_aliases_deferred", False):
+            continue
+
+        def format_help(self, ctx, formatter, _original=original):
+            _aliases_one_per_line()
+            return _original(self, ctx, formatter)
+
+        format_help._aliases_deferred = True
+        cls.format_help = format_help
+
+
+_aliases_fixed_at_the_first_help()
 
 
 def reflow(fn: Callable) -> Callable:
